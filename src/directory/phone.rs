@@ -1,0 +1,143 @@
+//! Phone numbers: E.164 normalisation with a default country, and the digit keys the phone index uses.
+//!
+//! PBXs look callers up by whatever the trunk delivered (`+4930…`, `004930…`, `030…`, or just the last digits),
+//! while Entra holds numbers in whatever format people typed. Both sides are reduced to the same key — the
+//! E.164 digits without `+` — so any spelling finds the same person.
+
+use phonenumber::country::Id as Country;
+use std::str::FromStr;
+
+/// Attributes that hold phone numbers; filters on these match regardless of formatting.
+pub const PHONE_ATTRS: &[&str] = &[
+    "telephoneNumber",
+    "mobile",
+    "otherTelephone",
+    "otherMobile",
+    "homePhone",
+    "otherHomePhone",
+    "ipPhone",
+    "otherIpPhone",
+    "facsimileTelephoneNumber",
+    "otherFacsimileTelephoneNumber",
+    "pager",
+];
+
+/// Whether `attr` (any case) is one of [`PHONE_ATTRS`].
+pub fn is_phone_attr(attr: &str) -> bool {
+    PHONE_ATTRS.iter().any(|a| a.eq_ignore_ascii_case(attr))
+}
+
+/// Error for a `default_country` that is not an ISO 3166 alpha-2 code phonenumber knows.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown country code {0:?}: expected an ISO 3166 alpha-2 code such as \"DE\" or \"US\"")]
+pub struct UnknownCountry(pub String);
+
+#[derive(Debug, Clone)]
+pub struct PhoneNormalizer {
+    country: Country,
+    /// The default country's calling code as digits, e.g. "49", for national-prefix queries.
+    calling_code: String,
+}
+
+impl PhoneNormalizer {
+    pub fn new(country: &str) -> Result<Self, UnknownCountry> {
+        let id = Country::from_str(&country.to_ascii_uppercase())
+            .map_err(|_| UnknownCountry(country.to_string()))?;
+        let calling_code = phonenumber::metadata::DATABASE
+            .by_id(id.as_ref())
+            .map(|m| m.country_code().to_string())
+            .ok_or_else(|| UnknownCountry(country.to_string()))?;
+        Ok(PhoneNormalizer {
+            country: id,
+            calling_code,
+        })
+    }
+
+    /// The number in E.164 (`+49301234567`), or `None` when it cannot be parsed as a phone number.
+    pub fn to_e164(&self, raw: &str) -> Option<String> {
+        let raw = raw.trim();
+        if raw.is_empty() || raw.chars().filter(|c| c.is_ascii_digit()).count() < 3 {
+            return None;
+        }
+        let parsed = phonenumber::parse(Some(self.country), raw).ok()?;
+        // `is_valid` would reject internal extensions and new ranges; a structurally parsed number is enough
+        // for matching, but it must have a national number.
+        if parsed.national().value() == 0 {
+            return None;
+        }
+        Some(parsed.format().mode(phonenumber::Mode::E164).to_string())
+    }
+
+    /// The index key for a stored number: E.164 digits without `+`, or the bare digits when unparsable.
+    pub fn key(&self, raw: &str) -> String {
+        match self.to_e164(raw) {
+            Some(e) => e.trim_start_matches('+').to_string(),
+            None => digits(raw),
+        }
+    }
+
+    /// Turn the leading part of a partially typed number (a prefix search such as `+4930*`, `004930*` or
+    /// `030*`) into E.164 digits: international prefixes are dropped and a national trunk `0` becomes the
+    /// default country's calling code.
+    pub fn prefix_key(&self, raw: &str) -> String {
+        let t = raw.trim_start();
+        let d = digits(t);
+        if t.starts_with('+') {
+            d
+        } else if let Some(rest) = d.strip_prefix("00") {
+            rest.to_string()
+        } else if let Some(rest) = d.strip_prefix('0') {
+            format!("{}{}", self.calling_code, rest)
+        } else {
+            d
+        }
+    }
+}
+
+/// Only the ASCII digits of `s`.
+pub fn digits(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_digit()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_gives_the_same_key() {
+        let n = PhoneNormalizer::new("DE").unwrap();
+        for s in [
+            "+49 30 1234567",
+            "004930 1234567",
+            "030 1234567",
+            "+49 (0)30 123-4567",
+            "030/1234567",
+        ] {
+            assert_eq!(n.key(s), "49301234567", "{s}");
+        }
+        assert_eq!(n.to_e164("030 1234567").as_deref(), Some("+49301234567"));
+    }
+
+    #[test]
+    fn foreign_numbers_keep_their_country() {
+        let n = PhoneNormalizer::new("de").unwrap();
+        assert_eq!(n.key("+1 (425) 555-0100"), "14255550100");
+        assert_eq!(n.key("0041 44 668 18 00"), "41446681800");
+    }
+
+    #[test]
+    fn garbage_is_kept_as_digits() {
+        let n = PhoneNormalizer::new("DE").unwrap();
+        assert_eq!(n.to_e164("ask reception"), None);
+        assert_eq!(n.key("ext. 12"), "12");
+    }
+
+    #[test]
+    fn prefix_queries_become_international() {
+        let n = PhoneNormalizer::new("DE").unwrap();
+        assert_eq!(n.prefix_key("030 12"), "493012");
+        assert_eq!(n.prefix_key("+4930"), "4930");
+        assert_eq!(n.prefix_key("004930"), "4930");
+        assert!(PhoneNormalizer::new("XX").is_err());
+    }
+}

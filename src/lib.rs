@@ -1,0 +1,4 @@
+//! entradir: a Microsoft Entra ID tenant presented as an on-premises Active Directory over LDAP and CardDAV.
+
+pub mod directory;
+pub mod graph;

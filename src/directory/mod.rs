@@ -9,3 +9,7 @@ pub mod dn;
 pub mod entry;
 pub mod phone;
 pub mod state;
+pub mod snapshot;
+
+pub use entry::{Attribute, Entry, EntryKind};
+pub use snapshot::{Naming, Published, Snapshot};

@@ -186,9 +186,21 @@ impl TokenSource {
         Ok(token)
     }
 
-    /// Forgets the cached token (Graph said 401), so the next call requests a new one.
+    /// Forgets the cached token, so the next call requests a new one.
     pub(crate) async fn invalidate_all(&self) {
         *self.cache.lock().await = None;
+    }
+
+    /// Forgets `stale` (Graph answered 401 to it) unless it was already replaced: concurrent requests that all saw
+    /// the same 401 cause one renewal, not one each.
+    pub(crate) async fn invalidate(&self, stale: &AccessToken) {
+        let mut cache = self.cache.lock().await;
+        if cache
+            .as_ref()
+            .is_some_and(|cached| Arc::ptr_eq(&cached.token.0, &stale.0))
+        {
+            *cache = None;
+        }
     }
 
     /// One token request, retried on network errors, 429 and 5xx.

@@ -16,7 +16,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::auth::TokenSource;
+use super::auth::{AccessToken, TokenSource};
 use super::{GraphConfig, SyncError};
 use crate::directory::change::RoundStats;
 
@@ -124,8 +124,8 @@ enum Attempt<T> {
         wait: Option<Duration>,
         throttled: bool,
     },
-    /// 401: renew the token and try again (once).
-    Renew(String),
+    /// 401 with this token: renew it and try again (once).
+    Renew(String, AccessToken),
     Fail(SyncError),
 }
 
@@ -134,8 +134,7 @@ impl GraphHttp {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("entradir/", env!("CARGO_PKG_VERSION")))
             .timeout(cfg.retry.timeout)
-            .connect_timeout(cfg.retry.connect_timeout)
-            .https_only(false);
+            .connect_timeout(cfg.retry.connect_timeout);
         if let Some(proxy) = &cfg.proxy {
             let proxy = reqwest::Proxy::all(proxy).map_err(|e| {
                 SyncError::Config(format!(
@@ -228,7 +227,7 @@ impl GraphHttp {
                 Attempt::Done(value) => return Ok(Some(value)),
                 Attempt::NotFound => return Ok(None),
                 Attempt::Fail(err) => return Err(err),
-                Attempt::Renew(message) => {
+                Attempt::Renew(message, stale) => {
                     if renewed {
                         return Err(SyncError::Unauthorized {
                             url: url.to_string(),
@@ -239,7 +238,7 @@ impl GraphHttp {
                     attempts -= 1;
                     Counters::bump(&counters.retries);
                     tracing::info!(url, "Graph answered 401; renewing the access token");
-                    self.auth.invalidate_all().await;
+                    self.auth.invalidate(&stale).await;
                     continue;
                 }
                 Attempt::Retry { why, wait, throttled } => (why, wait, throttled),
@@ -329,7 +328,7 @@ impl GraphHttp {
         }
         let (code, message) = graph_error(&body);
         match status {
-            StatusCode::UNAUTHORIZED => Attempt::Renew(format!("{code}: {message}")),
+            StatusCode::UNAUTHORIZED => Attempt::Renew(format!("{code}: {message}"), token),
             StatusCode::NOT_FOUND if allow_404 => Attempt::NotFound,
             StatusCode::GONE => Attempt::Fail(SyncError::DeltaExpired {
                 url: url.to_string(),

@@ -44,8 +44,15 @@ pub struct DemoOptions {
 }
 
 /// The config text the demo runs with (also handy as a starting point: `entradir.example.toml` documents all).
-pub fn demo_config(opts: &DemoOptions, sim_url: &str, tenant: &str, client: &str, secret_file: &std::path::Path,
-    state_dir: &std::path::Path, hash: &str) -> String {
+pub fn demo_config(
+    opts: &DemoOptions,
+    sim_url: &str,
+    tenant: &str,
+    client: &str,
+    secret_file: &std::path::Path,
+    state_dir: &std::path::Path,
+    hash: &str,
+) -> String {
     format!(
         r#"[entra]
 tenant_id = "{tenant}"
@@ -99,7 +106,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let secret_file = tmp.join("client-secret");
     std::fs::write(&secret_file, sim.client_secret())?;
     let hash = crate::accounts::hash_password(DEMO_PASSWORD)?;
-    let text = demo_config(&opts, &sim.base_url(), sim.tenant_id(), sim.client_id(), &secret_file, &state_dir, &hash);
+    let text = demo_config(
+        &opts,
+        &sim.base_url(),
+        sim.tenant_id(),
+        sim.client_id(),
+        &secret_file,
+        &state_dir,
+        &hash,
+    );
     let cfg = Config::parse(&tmp.join("demo.toml"), &text)?;
     println!(
         "entradir demo: simulated tenant with {} users, {} groups, {} devices (Graph simulator at {})\n\

@@ -60,7 +60,12 @@ pub fn write_ldif(w: &mut impl Write, s: &Snapshot) -> io::Result<()> {
     writeln!(w, "# entradir export of {} at version {}", s.naming.base_dn, s.version)?;
     writeln!(w)?;
     let mut entries: Vec<&std::sync::Arc<Entry>> = s.entries().collect();
-    entries.sort_by_key(|e| (crate::directory::dn::parse_dn(&e.dn).map(|r| r.len()).unwrap_or(0), e.dn_norm.clone()));
+    entries.sort_by_key(|e| {
+        (
+            crate::directory::dn::parse_dn(&e.dn).map(|r| r.len()).unwrap_or(0),
+            e.dn_norm.clone(),
+        )
+    });
     for e in entries {
         write_ldif_entry(w, e)?;
     }

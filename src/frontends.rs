@@ -17,7 +17,10 @@ pub fn count_reload(ok: bool) {
 
 /// (successful, failed) reloads since start.
 pub fn reload_counts() -> (u64, u64) {
-    (RELOADS_OK.load(Ordering::Relaxed), RELOADS_FAILED.load(Ordering::Relaxed))
+    (
+        RELOADS_OK.load(Ordering::Relaxed),
+        RELOADS_FAILED.load(Ordering::Relaxed),
+    )
 }
 
 /// The running front ends.

@@ -71,7 +71,9 @@ enum Format {
 fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ENTRADIR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -148,7 +150,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::HashPassword => {
             let mut pw = String::new();
-            std::io::stdin().read_line(&mut pw).context("cannot read the password from standard input")?;
+            std::io::stdin()
+                .read_line(&mut pw)
+                .context("cannot read the password from standard input")?;
             let pw = pw.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!pw.is_empty(), "empty password");
             println!("{}", entradir::accounts::hash_password(pw)?);

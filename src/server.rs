@@ -59,7 +59,10 @@ pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
     let dir = match loaded {
         Some(st) => {
             let d = Directory::new(settings, st.store, st.names, st.delta_links);
-            tracing::info!(entries = d.snapshot().len(), "serving the directory from the state file");
+            tracing::info!(
+                entries = d.snapshot().len(),
+                "serving the directory from the state file"
+            );
             d
         }
         None => Directory::new(settings, Default::default(), Default::default(), Default::default()),

@@ -50,7 +50,10 @@ pub struct SyncEngine {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl SyncEngine {
@@ -59,9 +62,10 @@ impl SyncEngine {
         let started = std::time::Instant::now();
         let plan = PhotoPlan {
             known: self.dir.photos_known(),
-            recheck: self
-                .dir
-                .photo_rechecks(unix_now().saturating_sub(self.photo_recheck.as_secs()), PHOTO_RECHECKS_PER_ROUND),
+            recheck: self.dir.photo_rechecks(
+                unix_now().saturating_sub(self.photo_recheck.as_secs()),
+                PHOTO_RECHECKS_PER_ROUND,
+            ),
         };
         let links = self.dir.delta_links().clone();
         let result = self.syncer.round(&links, &plan).await;
@@ -103,7 +107,11 @@ impl SyncEngine {
             "sync round applied"
         );
         for (upn, line) in &report.unmatched_csv_rows {
-            tracing::warn!(upn, line, "UPN-matching CSV row matches no user (check spelling and case)");
+            tracing::warn!(
+                upn,
+                line,
+                "UPN-matching CSV row matches no user (check spelling and case)"
+            );
         }
         self.persist();
         report
@@ -112,9 +120,13 @@ impl SyncEngine {
     /// Write the state file; a failure is logged and counted, never fatal (the served data is still right).
     pub fn persist(&self) {
         let Some(dir) = &self.state_dir else { return };
-        if let Err(e) =
-            state::save(dir, &self.tenant_id, self.dir.store(), self.dir.names(), self.dir.delta_links())
-        {
+        if let Err(e) = state::save(
+            dir,
+            &self.tenant_id,
+            self.dir.store(),
+            self.dir.names(),
+            self.dir.delta_links(),
+        ) {
             tracing::error!(error = %e, "could not persist state; will retry after the next round");
             self.status.lock().unwrap_or_else(|e| e.into_inner()).state_errors += 1;
         }
@@ -127,7 +139,7 @@ impl SyncEngine {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {
-                    self.logged_round().await;
+                    let _ = self.logged_round().await;
                     next = tokio::time::Instant::now() + interval;
                 }
                 cmd = commands.recv() => match cmd {

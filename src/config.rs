@@ -15,8 +15,8 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {key}: {message}")]
@@ -328,9 +328,9 @@ fn de_photo_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.into(),
-            source,
+            error,
         })?;
         Self::parse(path, &text)
     }
@@ -481,10 +481,18 @@ impl Config {
         }
         match &self.entra.client_secret_file {
             Some(p) => {
-                let s = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                let s = std::fs::read_to_string(p).map_err(|error| ConfigError::Invalid {
                     path: p.clone(),
-                    source,
+                    key: "entra.client_secret_file".into(),
+                    message: format!("cannot read the client secret: {error}"),
                 })?;
+                if s.trim().is_empty() {
+                    return Err(ConfigError::Invalid {
+                        path: p.clone(),
+                        key: "entra.client_secret_file".into(),
+                        message: "the file is empty; put the secret's Value (not its ID) in it".into(),
+                    });
+                }
                 Ok(Some(s.trim().to_string()))
             }
             None => Ok(None),

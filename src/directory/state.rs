@@ -33,8 +33,8 @@ const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{path}: cannot read state: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read state: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: state file is corrupt ({reason}); it was moved to {moved_to} and a full sync will rebuild it")]
     Corrupt {
         path: PathBuf,
@@ -49,8 +49,8 @@ pub enum StateError {
         found: String,
         expected: String,
     },
-    #[error("{path}: cannot write state: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot write state: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
 }
 
 /// What is persisted after every successful round.
@@ -87,9 +87,9 @@ pub fn save(
 ) -> Result<(), StateError> {
     let path = dir.join(STATE_FILE);
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let werr = |source: std::io::Error| StateError::Write {
+    let werr = |error: std::io::Error| StateError::Write {
         path: path.clone(),
-        source,
+        error,
     };
     std::fs::create_dir_all(dir).map_err(werr)?;
     let state = StateRef {
@@ -122,7 +122,7 @@ pub fn load(dir: &Path, tenant_id: &str) -> Result<Option<State>, StateError> {
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StateError::Read { path, source }),
+        Err(error) => return Err(StateError::Read { path, error }),
     };
     let corrupt = |reason: String| {
         let aside = dir.join(format!("{STATE_FILE}.corrupt-{}", crate::directory::core::unix_now()));

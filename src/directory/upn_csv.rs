@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
-    #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}:{line}: {reason} (expected `EntraUPN,LocalUsername`, got {text:?})")]
     Line {
         path: PathBuf,
@@ -34,9 +34,9 @@ struct Row {
 
 impl UpnMap {
     pub fn load(path: &Path) -> Result<UpnMap, CsvError> {
-        let text = std::fs::read(path).map_err(|source| CsvError::Read {
+        let text = std::fs::read(path).map_err(|error| CsvError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let text = String::from_utf8(text).map_err(|e| CsvError::Line {
             path: path.to_path_buf(),

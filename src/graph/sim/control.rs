@@ -35,6 +35,8 @@ pub struct AuthState {
 /// State shared by the HTTP server and every [`Control`].
 #[derive(Debug)]
 pub struct Shared {
+    /// Where the server listens; links use the request's Host header when there is one.
+    pub addr: std::net::SocketAddr,
     pub tenant: Mutex<Tenant>,
     pub faults: Mutex<FaultState>,
     pub log: Mutex<Vec<RequestRecord>>,
@@ -222,7 +224,12 @@ impl Control {
                 p.style = *style;
             }
             Fault::ExpireSecret { expired } => lock(&self.shared.auth).secret_expired = *expired,
-            Fault::ExpireAccessTokens => lock(&self.shared.auth).issued.clear(),
+            Fault::ExpireAccessTokens => {
+                let now = Instant::now();
+                for expiry in lock(&self.shared.auth).issued.values_mut() {
+                    *expiry = now;
+                }
+            }
             _ => {}
         }
         lock(&self.shared.faults).arm(&fault);

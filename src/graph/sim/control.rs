@@ -78,8 +78,11 @@ pub struct TenantExport {
     pub managers: BTreeMap<String, String>,
     /// User id → (ETag, JPEG bytes). JSON form: `{"<id>": {"etag": "...", "jpeg": "<base64>"}}`.
     #[serde(with = "photo_map")]
-    pub photos: BTreeMap<String, (String, Vec<u8>)>,
+    pub photos: PhotoMap,
 }
+
+/// User id → (ETag, JPEG bytes).
+pub type PhotoMap = BTreeMap<String, (String, Vec<u8>)>;
 
 mod photo_map {
     use std::collections::BTreeMap;
@@ -94,7 +97,7 @@ mod photo_map {
         jpeg: String,
     }
 
-    pub fn serialize<S: Serializer>(m: &BTreeMap<String, (String, Vec<u8>)>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(m: &super::PhotoMap, s: S) -> Result<S::Ok, S::Error> {
         let out: BTreeMap<&String, Photo> = m
             .iter()
             .map(|(id, (etag, jpeg))| {
@@ -110,7 +113,7 @@ mod photo_map {
         out.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, (String, Vec<u8>)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::PhotoMap, D::Error> {
         let m = BTreeMap::<String, Photo>::deserialize(d)?;
         m.into_iter()
             .map(|(id, p)| {

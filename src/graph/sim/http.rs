@@ -204,15 +204,19 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
 fn into_response(reply: Reply, cut: bool) -> Response<Body> {
     let len = reply.body.len();
     let body: Body = if cut {
+        use futures_util::StreamExt;
         let half = reply.body.slice(..len / 2);
-        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-            Ok(Frame::data(half)),
+        // The pause lets hyper flush the headers and the first half, so the client sees a response that breaks
+        // off, not a connection that never answered.
+        let head = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(half))]);
+        let tail = futures_util::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 "cut by fault injection",
-            )),
-        ];
-        BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+            ))
+        });
+        BodyExt::boxed(StreamBody::new(head.chain(tail)))
     } else {
         Full::new(reply.body).map_err(|never| match never {}).boxed()
     };

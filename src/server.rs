@@ -39,6 +39,10 @@ pub fn graph_config(cfg: &Config) -> anyhow::Result<GraphConfig> {
     g.photo_size = cfg.entra.photo_size.clone();
     g.org_contacts = cfg.entra.org_contacts;
     g.devices = cfg.entra.devices;
+    // Whatever a mapping override reads must be asked for.
+    if let Ok(m) = crate::directory::mapping::Mapping::with_overrides(&cfg.mapping) {
+        g.extra_user_select = m.referenced_properties(crate::directory::change::GraphKind::User);
+    }
     Ok(g)
 }
 

@@ -144,7 +144,7 @@ impl Directory {
             .users
             .keys()
             .map(|id| (self.store.photos.get(id).map(|p| p.checked_at).unwrap_or(0), id))
-            .filter(|(at, _)| *at < recheck_before)
+            .filter(|(at, _)| *at <= recheck_before)
             .collect();
         due.sort();
         due.into_iter().take(max).map(|(_, id)| id.clone()).collect()
@@ -494,7 +494,7 @@ impl Directory {
             .unmatched(|upn| users.values().any(|u| u.str("userPrincipalName") == Some(upn)))
             .map(|(u, l)| (u.to_string(), l))
             .collect();
-        if report.entries_changed == 0 && report.entries_removed == 0 {
+        if !next.changed_in_this_version() {
             // Nothing visible changed: keep the version (clients' sync tokens stay valid and cheap).
             let mut same = self.snapshot.clone();
             same.synced_at = next.synced_at.or(same.synced_at);

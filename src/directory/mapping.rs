@@ -261,6 +261,21 @@ impl Mapping {
         Ok(mapping)
     }
 
+    /// The top-level Graph properties the mapping reads for a kind (to add to delta `$select`).
+    pub fn referenced_properties(&self, kind: GraphKind) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .for_kind(kind)
+            .iter()
+            .filter_map(|(_, e)| match e.steps.first() {
+                Some(Step::Field(f)) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn for_kind(&self, kind: GraphKind) -> &[(String, Expr)] {
         self.kinds.get(&kind).map(Vec::as_slice).unwrap_or(&[])
     }

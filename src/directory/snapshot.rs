@@ -355,6 +355,12 @@ impl Snapshot {
         s
     }
 
+    /// Whether anything was inserted, changed or removed at this snapshot's own version.
+    pub(crate) fn changed_in_this_version(&self) -> bool {
+        let from = (self.version, Arc::<str>::from(""));
+        self.by_usn.range(from.clone()..).next().is_some() || self.tombstones.range(from..).next().is_some()
+    }
+
     pub(crate) fn set_synced_at(&mut self, at: SystemTime) {
         self.synced_at = Some(at);
     }

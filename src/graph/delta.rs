@@ -60,6 +60,7 @@ pub const GROUP_SELECT: &[&str] = &[
     "groupTypes",
     "onPremisesSamAccountName",
     "securityIdentifier",
+    "proxyAddresses",
     "members",
 ];
 

@@ -143,6 +143,15 @@ pub fn comparable(e: &Entry) -> (String, Vec<(String, Vec<Vec<u8>>)>) {
 }
 
 /// Panics with a readable diff when the two snapshots do not hold the same entries.
+fn show(v: &[Vec<u8>]) -> Vec<String> {
+    v.iter()
+        .map(|x| match std::str::from_utf8(x) {
+            Ok(s) if s.len() <= 120 => s.to_string(),
+            _ => format!("<{} bytes>", x.len()),
+        })
+        .collect()
+}
+
 pub fn assert_same_directory(actual: &Snapshot, expected: &Snapshot, context: &str) {
     let a: BTreeMap<String, _> = actual.entries().map(|e| (e.id.to_string(), comparable(e))).collect();
     let b: BTreeMap<String, _> = expected.entries().map(|e| (e.id.to_string(), comparable(e))).collect();

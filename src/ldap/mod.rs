@@ -1,0 +1,5 @@
+//! LDAP v3 front end: presents the directory snapshot as Active Directory to PBXs, phones and CTI clients.
+
+pub mod ber;
+pub mod filter;
+pub mod proto;

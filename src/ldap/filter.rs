@@ -35,7 +35,7 @@ pub fn is_dn_attr(attr: &str) -> bool {
     DN_ATTRS.iter().any(|a| a.eq_ignore_ascii_case(attr))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Substrings {
     pub initial: Option<Bytes>,
     pub any: Vec<Bytes>,
@@ -43,7 +43,7 @@ pub struct Substrings {
 }
 
 /// A filter as received (RFC 4511 §4.5.1), values as raw octets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Filter {
     And(Vec<Filter>),
     Or(Vec<Filter>),

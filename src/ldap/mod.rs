@@ -4,4 +4,8 @@ pub mod ber;
 pub mod bind;
 pub mod encode;
 pub mod filter;
+pub mod paging;
 pub mod proto;
+pub mod rootdse;
+pub mod schema;
+pub mod search;

@@ -46,7 +46,7 @@ pub struct Control {
     pub value: Option<Bytes>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     Base,
     One,

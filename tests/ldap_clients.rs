@@ -16,12 +16,25 @@ use std::time::Duration;
 
 const BASE: &str = "DC=contoso,DC=example";
 const PASSWORD: &str = "Pbx-Secret-1";
-const PHOTO: &[u8] = &[0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x80, 0x81, 0xfe];
-const GUID: [u8; 16] = [0x2a, 0x00, 0xff, 0x80, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x7f, 0x01, 0x02, 0x03, 0x04];
+const PHOTO: &[u8] = &[
+    0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x80, 0x81, 0xfe,
+];
+const GUID: [u8; 16] = [
+    0x2a, 0x00, 0xff, 0x80, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x7f, 0x01, 0x02, 0x03, 0x04,
+];
 
 fn entry(id: &str, kind: EntryKind, dn: &str, attrs: Vec<(&str, Vec<Bytes>)>) -> Entry {
-    let mut attrs: Vec<Attribute> = attrs.into_iter().map(|(n, v)| Attribute { name: n.into(), values: v }).collect();
-    attrs.push(Attribute { name: "distinguishedName".into(), values: vec![Bytes::from(dn.to_string())] });
+    let mut attrs: Vec<Attribute> = attrs
+        .into_iter()
+        .map(|(n, v)| Attribute {
+            name: n.into(),
+            values: v,
+        })
+        .collect();
+    attrs.push(Attribute {
+        name: "distinguishedName".into(),
+        values: vec![Bytes::from(dn.to_string())],
+    });
     Entry {
         id: id.into(),
         kind,
@@ -39,7 +52,10 @@ fn s(v: &str) -> Vec<Bytes> {
 }
 
 fn user_oc() -> Vec<Bytes> {
-    ["top", "person", "organizationalPerson", "user"].iter().map(|c| Bytes::from(*c)).collect()
+    ["top", "person", "organizationalPerson", "user"]
+        .iter()
+        .map(|c| Bytes::from(*c))
+        .collect()
 }
 
 /// A directory like the projection produces: 3 named users, 250 generated ones, a computer and nested groups.
@@ -49,12 +65,43 @@ fn directory() -> Published {
     let sales = format!("CN=Sales,{users}");
     let berlin = format!("CN=Sales Berlin,{users}");
     let mut v = vec![
-        entry(&BASE.to_lowercase(), EntryKind::Domain, BASE, vec![("objectClass", vec!["top".into(), "domain".into(), "domainDNS".into()])]),
-        entry(&users.to_lowercase(), EntryKind::Container, &users, vec![("objectClass", vec!["top".into(), "container".into()]), ("cn", s("Users"))]),
+        entry(
+            &BASE.to_lowercase(),
+            EntryKind::Domain,
+            BASE,
+            vec![("objectClass", vec!["top".into(), "domain".into(), "domainDNS".into()])],
+        ),
+        entry(
+            &users.to_lowercase(),
+            EntryKind::Container,
+            &users,
+            vec![
+                ("objectClass", vec!["top".into(), "container".into()]),
+                ("cn", s("Users")),
+            ],
+        ),
     ];
     let named = [
-        ("u-jane", "Jane", "Doe", "+49 30 1234567", "+49 171 5550100", "4711", "512", Some(&berlin)),
-        ("u-max", "Max", "Müller", "089 9876543", "0172 5550199", "4712", "512", None),
+        (
+            "u-jane",
+            "Jane",
+            "Doe",
+            "+49 30 1234567",
+            "+49 171 5550100",
+            "4711",
+            "512",
+            Some(&berlin),
+        ),
+        (
+            "u-max",
+            "Max",
+            "Müller",
+            "089 9876543",
+            "0172 5550199",
+            "4712",
+            "512",
+            None,
+        ),
         ("u-gone", "Otto", "Disabled", "+49 40 5550111", "", "4713", "514", None),
     ];
     for (id, given, sn, tel, mobile, ip, uac, group) in named {
@@ -69,13 +116,26 @@ fn directory() -> Published {
             ("givenName", s(given)),
             ("displayName", s(&cn)),
             ("sAMAccountName", s(&given.to_lowercase())),
-            ("userPrincipalName", s(&format!("{}@contoso.example", given.to_lowercase()))),
-            ("mail", s(&format!("{}.{}@contoso.example", given.to_lowercase(), sn.to_lowercase()))),
+            (
+                "userPrincipalName",
+                s(&format!("{}@contoso.example", given.to_lowercase())),
+            ),
+            (
+                "mail",
+                s(&format!(
+                    "{}.{}@contoso.example",
+                    given.to_lowercase(),
+                    sn.to_lowercase()
+                )),
+            ),
             ("telephoneNumber", s(tel)),
             ("ipPhone", s(ip)),
             ("userAccountControl", s(uac)),
             ("title", s("Engineer")),
-            ("msRTCSIP-PrimaryUserAddress", s(&format!("sip:{}@contoso.example", given.to_lowercase()))),
+            (
+                "msRTCSIP-PrimaryUserAddress",
+                s(&format!("sip:{}@contoso.example", given.to_lowercase())),
+            ),
         ];
         if !mobile.is_empty() {
             a.push(("mobile", s(mobile)));
@@ -91,34 +151,57 @@ fn directory() -> Published {
     }
     for i in 0..250 {
         let cn = format!("Bulk User {i:03}");
-        v.push(entry(&format!("u-bulk-{i:03}"), EntryKind::User, &format!("CN={cn},{users}"), vec![
-            ("objectClass", user_oc()),
-            ("objectCategory", s(&person)),
-            ("cn", s(&cn)),
-            ("sn", s(&format!("User{i:03}"))),
-            ("telephoneNumber", s(&format!("+49 221 {:07}", 3_000_000 + i))),
-            ("userAccountControl", s("512")),
-        ]));
+        v.push(entry(
+            &format!("u-bulk-{i:03}"),
+            EntryKind::User,
+            &format!("CN={cn},{users}"),
+            vec![
+                ("objectClass", user_oc()),
+                ("objectCategory", s(&person)),
+                ("cn", s(&cn)),
+                ("sn", s(&format!("User{i:03}"))),
+                ("telephoneNumber", s(&format!("+49 221 {:07}", 3_000_000 + i))),
+                ("userAccountControl", s("512")),
+            ],
+        ));
     }
     let mut pc_oc = user_oc();
     pc_oc.push("computer".into());
-    v.push(entry("c-pc01", EntryKind::Computer, &format!("CN=PC01,{users}"), vec![
-        ("objectClass", pc_oc),
-        ("objectCategory", s(&format!("CN=Computer,CN=Schema,CN=Configuration,{BASE}"))),
-        ("cn", s("PC01")),
-        ("userAccountControl", s("4096")),
-    ]));
-    v.push(entry("g-berlin", EntryKind::Group, &berlin, vec![
-        ("objectClass", vec!["top".into(), "group".into()]),
-        ("cn", s("Sales Berlin")),
-        ("member", s(&format!("CN=Jane Doe,{users}"))),
-        ("memberOf", s(&sales)),
-    ]));
-    v.push(entry("g-sales", EntryKind::Group, &sales, vec![
-        ("objectClass", vec!["top".into(), "group".into()]),
-        ("cn", s("Sales")),
-        ("member", s(&berlin)),
-    ]));
+    v.push(entry(
+        "c-pc01",
+        EntryKind::Computer,
+        &format!("CN=PC01,{users}"),
+        vec![
+            ("objectClass", pc_oc),
+            (
+                "objectCategory",
+                s(&format!("CN=Computer,CN=Schema,CN=Configuration,{BASE}")),
+            ),
+            ("cn", s("PC01")),
+            ("userAccountControl", s("4096")),
+        ],
+    ));
+    v.push(entry(
+        "g-berlin",
+        EntryKind::Group,
+        &berlin,
+        vec![
+            ("objectClass", vec!["top".into(), "group".into()]),
+            ("cn", s("Sales Berlin")),
+            ("member", s(&format!("CN=Jane Doe,{users}"))),
+            ("memberOf", s(&sales)),
+        ],
+    ));
+    v.push(entry(
+        "g-sales",
+        EntryKind::Group,
+        &sales,
+        vec![
+            ("objectClass", vec!["top".into(), "group".into()]),
+            ("cn", s("Sales")),
+            ("member", s(&berlin)),
+        ],
+    ));
     let snap = Snapshot::from_entries(Naming::new(BASE).unwrap(), PhoneNormalizer::new("DE").unwrap(), 42, v);
     Published::new(snap)
 }
@@ -142,10 +225,20 @@ fn tls_material() -> (tempfile::TempDir, String, std::sync::Arc<rustls::ServerCo
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "entradir test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "entradir test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    // libldap checks the certificate against the reverse-resolved name of the peer, which on most machines is
+    // the host name rather than "localhost", so both go into the certificate.
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        if !h.trim().is_empty() && h.trim() != "localhost" {
+            names.push(h.trim().to_string());
+        }
+    }
+    let mut params = CertificateParams::new(names).unwrap();
     params.distinguished_name.push(DnType::CommonName, "localhost");
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +277,13 @@ async fn start(tls: bool, allow_anonymous: bool) -> Running {
         Some((d, p)) => (Some(d), Some(p)),
         None => (None, None),
     };
-    Running { addr, ldaps, stop, _ca_dir: ca_dir, ca_file }
+    Running {
+        addr,
+        ldaps,
+        stop,
+        _ca_dir: ca_dir,
+        ca_file,
+    }
 }
 
 struct Out {
@@ -195,11 +294,27 @@ struct Out {
 
 impl Out {
     fn dns(&self) -> Vec<String> {
-        self.stdout.lines().filter_map(|l| l.strip_prefix("dn: ")).map(String::from).collect()
+        self.values("dn")
     }
+    /// Values of `attr` (LDIF `attr: text` or base64 `attr:: ...` for non-ASCII text).
     fn values(&self, attr: &str) -> Vec<String> {
-        let p = format!("{attr}: ");
-        self.stdout.lines().filter_map(|l| l.strip_prefix(&p)).map(String::from).collect()
+        let plain = format!("{attr}: ");
+        let b64 = format!("{attr}:: ");
+        self.stdout
+            .lines()
+            .filter_map(|l| {
+                if let Some(v) = l.strip_prefix(&plain) {
+                    return Some(v.to_string());
+                }
+                let v = base64::engine::general_purpose::STANDARD
+                    .decode(l.strip_prefix(&b64)?)
+                    .ok()?;
+                Some(
+                    String::from_utf8(v)
+                        .unwrap_or_else(|e| base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+                )
+            })
+            .collect()
     }
 }
 
@@ -207,12 +322,20 @@ impl Out {
 async fn ldapsearch(url: String, ca: Option<String>, args: Vec<String>) -> Out {
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new("ldapsearch");
-        cmd.args(["-LLL", "-x", "-o", "ldif-wrap=no", "-o", "nettimeout=10", "-H", &url]).args(&args);
-        cmd.env("LDAPNOINIT", "1");
+        if std::env::var_os("LDAP_TEST_DEBUG").is_some() {
+            cmd.args(["-d", "1"]);
+        }
+        cmd.args(["-LLL", "-x", "-o", "ldif-wrap=no", "-o", "nettimeout=10", "-H", &url])
+            .args(&args);
+        // Keep the machine's ldap.conf out of the test, but honour LDAPTLS_* from the environment.
+        cmd.env("LDAPCONF", "/dev/null")
+            .env("LDAPRC", "entradir-test-no-ldaprc");
         if let Some(ca) = ca {
             cmd.env("LDAPTLS_CACERT", ca).env("LDAPTLS_REQCERT", "demand");
         }
-        let o = cmd.output().expect("ldapsearch must be installed (apt-get install ldap-utils)");
+        let o = cmd
+            .output()
+            .expect("ldapsearch must be installed (apt-get install ldap-utils)");
         Out {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -233,7 +356,15 @@ fn args(v: &[&str]) -> Vec<String> {
 
 /// Bound search as the service account, subtree from the base.
 async fn search(r: &Running, filter: &str, attrs: &[&str]) -> Out {
-    let mut a = args(&["-D", "CN=pbx,CN=Users,DC=contoso,DC=example", "-w", PASSWORD, "-b", BASE, filter]);
+    let mut a = args(&[
+        "-D",
+        "CN=pbx,CN=Users,DC=contoso,DC=example",
+        "-w",
+        PASSWORD,
+        "-b",
+        BASE,
+        filter,
+    ]);
     a.extend(args(attrs));
     ldapsearch(url(r), None, a).await
 }
@@ -241,14 +372,34 @@ async fn search(r: &Running, filter: &str, attrs: &[&str]) -> Out {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rootdse_is_public_but_data_needs_a_bind() {
     let r = start(false, false).await;
-    let o = ldapsearch(url(&r), None, args(&["-b", "", "-s", "base", "(objectClass=*)", "defaultNamingContext", "supportedControl", "highestCommittedUSN"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-b",
+            "",
+            "-s",
+            "base",
+            "(objectClass=*)",
+            "defaultNamingContext",
+            "supportedControl",
+            "highestCommittedUSN",
+        ]),
+    )
+    .await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(o.values("defaultNamingContext"), vec![BASE]);
     assert_eq!(o.values("highestCommittedUSN"), vec!["42"]);
-    assert!(o.values("supportedControl").contains(&"1.2.840.113556.1.4.319".to_string()));
+    assert!(o
+        .values("supportedControl")
+        .contains(&"1.2.840.113556.1.4.319".to_string()));
 
     let o = ldapsearch(url(&r), None, args(&["-b", BASE, "(sn=Doe)"])).await;
-    assert_eq!(o.code, 1, "anonymous search must fail with operationsError: {}", o.stdout);
+    assert_eq!(
+        o.code, 1,
+        "anonymous search must fail with operationsError: {}",
+        o.stdout
+    );
     assert!(o.stderr.contains("000004DC"), "{}", o.stderr);
     assert!(o.dns().is_empty());
 }
@@ -256,17 +407,39 @@ async fn rootdse_is_public_but_data_needs_a_bind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binds_in_all_three_name_forms() {
     let r = start(false, false).await;
-    for name in ["CN=pbx,CN=Users,DC=contoso,DC=example", "pbx@contoso.example", "CONTOSO\\pbx"] {
-        let o = ldapsearch(url(&r), None, args(&["-D", name, "-w", PASSWORD, "-b", BASE, "(sn=Doe)", "cn"])).await;
+    for name in [
+        "CN=pbx,CN=Users,DC=contoso,DC=example",
+        "pbx@contoso.example",
+        "CONTOSO\\pbx",
+    ] {
+        let o = ldapsearch(
+            url(&r),
+            None,
+            args(&["-D", name, "-w", PASSWORD, "-b", BASE, "(sn=Doe)", "cn"]),
+        )
+        .await;
         assert_eq!(o.code, 0, "{name}: {}", o.stderr);
         assert_eq!(o.values("cn"), vec!["Jane Doe"], "{name}");
     }
     let started = std::time::Instant::now();
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", "wrong", "-b", BASE, "(sn=Doe)"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&["-D", "pbx@contoso.example", "-w", "wrong", "-b", BASE, "(sn=Doe)"]),
+    )
+    .await;
     assert_eq!(o.code, 49, "{}", o.stderr);
     assert!(o.stderr.contains("data 52e"), "{}", o.stderr);
-    assert!(started.elapsed() >= Duration::from_millis(250), "failed binds are delayed");
-    let o = ldapsearch(url(&r), None, args(&["-D", "nobody@contoso.example", "-w", PASSWORD, "-b", BASE, "(sn=Doe)"])).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "failed binds are delayed"
+    );
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&["-D", "nobody@contoso.example", "-w", PASSWORD, "-b", BASE, "(sn=Doe)"]),
+    )
+    .await;
     assert_eq!(o.code, 49);
 }
 
@@ -303,13 +476,34 @@ async fn phonebook_queries_from_real_devices() {
     assert_eq!(o.values("telephoneNumber"), vec!["+49 30 1234567"]);
     // Cisco CUCM directory sync: users that are not computers and not disabled.
     let cucm = "(&(objectclass=user)(!(objectclass=Computer))(!(UserAccountControl:1.2.840.113556.1.4.803:=2)))";
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE, "-E", "pr=100/noprompt", cucm, "sAMAccountName"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "-E",
+            "pr=100/noprompt",
+            cucm,
+            "sAMAccountName",
+        ]),
+    )
+    .await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     let dns = o.dns();
     assert_eq!(dns.len(), 252, "2 enabled named users + 250 bulk");
     assert!(!dns.iter().any(|d| d.contains("Otto") || d.contains("PC01")));
     // Crestron / Unify style.
-    let o = search(&r, "(&(displayName=Max*)(objectCategory=person)(objectClass=user))", &["displayName"]).await;
+    let o = search(
+        &r,
+        "(&(displayName=Max*)(objectCategory=person)(objectClass=user))",
+        &["displayName"],
+    )
+    .await;
     assert_eq!(o.values("displayName"), vec!["Max Müller"]);
     // anr as Jabber sends it.
     let o = search(&r, "(anr=Jane D)", &["cn"]).await;
@@ -319,12 +513,26 @@ async fn phonebook_queries_from_real_devices() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jabber_attributes_with_binary_photo_and_guid() {
     let r = start(false, false).await;
-    let attrs = ["displayName", "givenName", "sn", "mail", "telephoneNumber", "mobile", "title", "thumbnailPhoto", "msRTCSIP-PrimaryUserAddress", "userPrincipalName"];
+    let attrs = [
+        "displayName",
+        "givenName",
+        "sn",
+        "mail",
+        "telephoneNumber",
+        "mobile",
+        "title",
+        "thumbnailPhoto",
+        "msRTCSIP-PrimaryUserAddress",
+        "userPrincipalName",
+    ];
     let o = search(&r, "(&(objectCategory=person)(sAMAccountName=jane))", &attrs).await;
     assert_eq!(o.code, 0, "{}", o.stderr);
-    let photo = o.values("thumbnailPhoto:");
+    let photo = o.values("thumbnailPhoto");
     assert_eq!(photo, vec![base64::engine::general_purpose::STANDARD.encode(PHOTO)]);
-    assert_eq!(o.values("msRTCSIP-PrimaryUserAddress"), vec!["sip:jane@contoso.example"]);
+    assert_eq!(
+        o.values("msRTCSIP-PrimaryUserAddress"),
+        vec!["sip:jane@contoso.example"]
+    );
     // Binary equality with \XX escapes (not valid UTF-8): ldap3_proto alone would drop the connection.
     let guid: String = GUID.iter().map(|b| format!("\\{b:02x}")).collect();
     let o = search(&r, &format!("(objectGUID={guid})"), &["cn"]).await;
@@ -335,7 +543,23 @@ async fn jabber_attributes_with_binary_photo_and_guid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_size_limits_scopes_and_chains() {
     let r = start(false, false).await;
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE, "-E", "pr=100/noprompt", "(sn=User*)", "1.1"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "-E",
+            "pr=100/noprompt",
+            "(sn=User*)",
+            "1.1",
+        ]),
+    )
+    .await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     let mut dns = o.dns();
     assert_eq!(dns.len(), 250);
@@ -343,15 +567,64 @@ async fn paging_size_limits_scopes_and_chains() {
     dns.dedup();
     assert_eq!(dns.len(), 250, "no entry twice across pages");
 
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE, "-z", "5", "(sn=User*)", "cn"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "-z",
+            "5",
+            "(sn=User*)",
+            "cn",
+        ]),
+    )
+    .await;
     assert_eq!(o.code, 4, "sizeLimitExceeded after partial results: {}", o.stderr);
     assert_eq!(o.dns().len(), 5);
 
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", "CN=Nobody,CN=Users,DC=contoso,DC=example", "(objectClass=*)"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            "CN=Nobody,CN=Users,DC=contoso,DC=example",
+            "(objectClass=*)",
+        ]),
+    )
+    .await;
     assert_eq!(o.code, 32);
-    assert!(o.stderr.contains("Matched DN: CN=Users,DC=contoso,DC=example"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("Matched DN: CN=Users,DC=contoso,DC=example"),
+        "{}",
+        o.stderr
+    );
 
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE, "-s", "one", "(objectClass=*)", "1.1"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "-s",
+            "one",
+            "(objectClass=*)",
+            "1.1",
+        ]),
+    )
+    .await;
     assert_eq!(o.dns(), vec!["CN=Users,DC=contoso,DC=example"]);
 
     let chain = "(memberOf:1.2.840.113556.1.4.1941:=CN=Sales,CN=Users,DC=contoso,DC=example)";
@@ -360,22 +633,89 @@ async fn paging_size_limits_scopes_and_chains() {
     cns.sort();
     assert_eq!(cns, vec!["Jane Doe", "Sales Berlin"]);
 
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE, "-E", "!sss=cn/1.2.3", "(sn=User00*)", "cn"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "-E",
+            "!sss=cn/1.2.3",
+            "(sn=User00*)",
+            "cn",
+        ]),
+    )
+    .await;
     assert_eq!(o.code, 0, "server side sort: {}", o.stderr);
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE, "-E", "!sss=-cn", "(sn=User00*)", "cn"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "-E",
+            "!sss=-cn",
+            "(sn=User00*)",
+            "cn",
+        ]),
+    )
+    .await;
     assert_eq!(o.values("cn").first().map(String::as_str), Some("Bulk User 009"));
-    let o = ldapsearch(url(&r), None, args(&["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE, "-e", "!1.2.3.4.5", "(sn=Doe)"])).await;
+    let o = ldapsearch(
+        url(&r),
+        None,
+        args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "-e",
+            "!1.2.3.4.5",
+            "(sn=Doe)",
+        ]),
+    )
+    .await;
     assert_eq!(o.code, 12, "unknown critical control: {}", o.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_and_ldaps() {
     let r = start(true, true).await;
-    let o = ldapsearch(format!("ldap://localhost:{}", r.addr.port()), r.ca_file.clone(), args(&["-ZZ", "-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE, "(sn=Doe)", "cn"])).await;
+    let o = ldapsearch(
+        format!("ldap://localhost:{}", r.addr.port()),
+        r.ca_file.clone(),
+        args(&[
+            "-ZZ",
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "(sn=Doe)",
+            "cn",
+        ]),
+    )
+    .await;
     assert_eq!(o.code, 0, "StartTLS: {}", o.stderr);
     assert_eq!(o.values("cn"), vec!["Jane Doe"]);
     let port = r.ldaps.unwrap().port();
-    let o = ldapsearch(format!("ldaps://localhost:{port}"), r.ca_file.clone(), args(&["-D", "CONTOSO\\pbx", "-w", PASSWORD, "-b", BASE, "(sn=Doe)", "cn"])).await;
+    let o = ldapsearch(
+        format!("ldaps://localhost:{port}"),
+        r.ca_file.clone(),
+        args(&["-D", "CONTOSO\\pbx", "-w", PASSWORD, "-b", BASE, "(sn=Doe)", "cn"]),
+    )
+    .await;
     assert_eq!(o.code, 0, "LDAPS: {}", o.stderr);
     assert_eq!(o.values("cn"), vec!["Jane Doe"]);
 }
@@ -395,7 +735,10 @@ async fn garbage_and_tls_on_plain_port_close_cleanly() {
     let addr = r.addr;
     let (http, hello, bad) = tokio::task::spawn_blocking(move || {
         let http = raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n");
-        let hello = raw_exchange(addr, &[0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03]);
+        let hello = raw_exchange(
+            addr,
+            &[0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03],
+        );
         // A well-framed message whose protocolOp is nonsense.
         let bad = raw_exchange(addr, &[0x30, 0x06, 0x02, 0x01, 0x05, 0x99, 0x01, 0x00]);
         (http, hello, bad)
@@ -403,10 +746,23 @@ async fn garbage_and_tls_on_plain_port_close_cleanly() {
     .await
     .unwrap();
     let notice = b"1.3.6.1.4.1.1466.20036";
-    assert!(http.windows(notice.len()).any(|w| w == notice), "garbage gets a Notice of Disconnection");
+    assert!(
+        http.windows(notice.len()).any(|w| w == notice),
+        "garbage gets a Notice of Disconnection"
+    );
     assert!(hello.is_empty(), "a TLS ClientHello is just closed");
     assert!(bad.windows(notice.len()).any(|w| w == notice));
-    assert_eq!(bad[bad.len() - 3 - notice.len() - 2..][..0].len(), 0);
+    let mut buf = bytes::BytesMut::from(&bad[..]);
+    let msg = tokio_util::codec::Decoder::decode(&mut ldap3_proto::LdapCodec::default(), &mut buf)
+        .unwrap()
+        .unwrap();
+    match msg.op {
+        ldap3_proto::proto::LdapOp::ExtendedResponse(r) => {
+            assert_eq!(msg.msgid, 0);
+            assert_eq!(r.res.code, ldap3_proto::proto::LdapResultCode::ProtocolError);
+        }
+        other => panic!("expected a Notice of Disconnection, got {other:?}"),
+    }
     // The server is unaffected.
     let o = ldapsearch(url(&r), None, args(&["-b", BASE, "(sn=Doe)", "cn"])).await;
     assert_eq!(o.values("cn"), vec!["Jane Doe"], "{}", o.stderr);

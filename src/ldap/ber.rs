@@ -111,7 +111,10 @@ impl Reader {
     pub fn expect(&mut self, tag: u8) -> Result<Tlv, BerError> {
         let t = self.next_tlv()?;
         if t.tag != tag {
-            return Err(BerError::UnexpectedTag { wanted: tag, found: t.tag });
+            return Err(BerError::UnexpectedTag {
+                wanted: tag,
+                found: t.tag,
+            });
         }
         Ok(t)
     }
@@ -232,7 +235,21 @@ mod tests {
 
     #[test]
     fn integers_round_trip_in_minimal_form() {
-        for n in [0i64, 1, 127, 128, 255, 256, -1, -128, -129, 2147483647, -2147483646, i64::MAX, i64::MIN] {
+        for n in [
+            0i64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            -1,
+            -128,
+            -129,
+            2147483647,
+            -2147483646,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let o = int_octets(n);
             assert_eq!(decode_int(&o).unwrap(), n, "{n}");
         }

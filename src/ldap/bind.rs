@@ -61,11 +61,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -159,7 +167,11 @@ mod tests {
     use super::*;
 
     fn accounts() -> Vec<Account> {
-        vec![Account { name: "pbx".into(), password_hash: String::new(), networks: vec![] }]
+        vec![Account {
+            name: "pbx".into(),
+            password_hash: String::new(),
+            networks: vec![],
+        }]
     }
 
     #[test]
@@ -174,7 +186,11 @@ mod tests {
             "contoso\\PBX",
             "pbx",
         ] {
-            assert_eq!(resolve_name(name, &a, &n).map(|a| a.name.as_str()), Some("pbx"), "{name}");
+            assert_eq!(
+                resolve_name(name, &a, &n).map(|a| a.name.as_str()),
+                Some("pbx"),
+                "{name}"
+            );
         }
         for name in ["pbx@other.example", "OTHER\\pbx", "CN=someone,DC=x", "CN=pbx,", ""] {
             assert!(resolve_name(name, &a, &n).is_none(), "{name}");
@@ -204,7 +220,10 @@ mod tests {
         assert!(!c.contains("10.1.2.3".parse().unwrap()));
         let c: Cidr = "192.0.2.7".parse().unwrap();
         assert!(c.contains("192.0.2.7".parse().unwrap()) && !c.contains("192.0.2.8".parse().unwrap()));
-        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "::/129"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }

@@ -50,11 +50,20 @@ pub struct Selection {
 }
 
 /// Attributes we compute per entry rather than store (returned only on request or with `+`).
-pub const OPERATIONAL: &[&str] = &["createTimestamp", "modifyTimestamp", "subschemaSubentry", "entryDN", "hasSubordinates"];
+pub const OPERATIONAL: &[&str] = &[
+    "createTimestamp",
+    "modifyTimestamp",
+    "subschemaSubentry",
+    "entryDN",
+    "hasSubordinates",
+];
 
 impl Selection {
     pub fn new(attrs: &[String], types_only: bool) -> Selection {
-        let mut s = Selection { types_only, ..Selection::default() };
+        let mut s = Selection {
+            types_only,
+            ..Selection::default()
+        };
         if attrs.is_empty() {
             s.all_user = true;
         }
@@ -121,7 +130,10 @@ fn encode_attr_bytes(name: &str, values: &[Bytes]) -> Bytes {
 
 /// The range AD returns for an attribute with more than [`MAX_VAL_RANGE`] values requested without a range.
 fn auto_range(name: &str, values: &[Bytes]) -> Bytes {
-    encode_attr_bytes(&format!("{name};range=0-{}", MAX_VAL_RANGE - 1), &values[..MAX_VAL_RANGE])
+    encode_attr_bytes(
+        &format!("{name};range=0-{}", MAX_VAL_RANGE - 1),
+        &values[..MAX_VAL_RANGE],
+    )
 }
 
 impl EncodedEntry {
@@ -141,7 +153,11 @@ impl EncodedEntry {
             } else {
                 None
             };
-            attrs.push(EncAttr { key: a.name.to_ascii_lowercase().into(), full, types_only: encode_attr_bytes(&a.name, &[]) });
+            attrs.push(EncAttr {
+                key: a.name.to_ascii_lowercase().into(),
+                full,
+                types_only: encode_attr_bytes(&a.name, &[]),
+            });
         }
         if e.get("distinguishedName").is_none() {
             let v = [Bytes::copy_from_slice(e.dn.as_bytes())];
@@ -180,7 +196,8 @@ impl EntryCache {
 
     /// Drop encodings of entries that are gone or changed in `snap` (run after each publish).
     pub fn retain_current(&self, snap: &Snapshot) {
-        self.map.retain(|id, (e, _)| snap.entry(id).is_some_and(|cur| Arc::ptr_eq(cur, e)));
+        self.map
+            .retain(|id, (e, _)| snap.entry(id).is_some_and(|cur| Arc::ptr_eq(cur, e)));
     }
 
     pub fn len(&self) -> usize {
@@ -239,7 +256,9 @@ pub fn write_entry(
         }
     }
     for (key, lo, hi) in &sel.ranges {
-        let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(key)) else { continue };
+        let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(key)) else {
+            continue;
+        };
         let n = attr.values.len();
         if *lo >= n && n > 0 {
             continue;
@@ -290,7 +309,12 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     fn decode(mut b: BytesMut) -> ldap3_proto::proto::LdapSearchResultEntry {
-        match ldap3_proto::LdapCodec::new(Some(1 << 24), None).decode(&mut b).unwrap().unwrap().op {
+        match ldap3_proto::LdapCodec::new(Some(1 << 24), None)
+            .decode(&mut b)
+            .unwrap()
+            .unwrap()
+            .op
+        {
             LdapOp::SearchResultEntry(e) => e,
             other => panic!("unexpected {other:?}"),
         }
@@ -309,7 +333,17 @@ mod tests {
         let r = decode(out);
         assert_eq!(r.dn, "CN=Jane Doe,CN=Users,DC=contoso,DC=example");
         let names: Vec<&str> = r.attributes.iter().map(|a| a.atype.as_str()).collect();
-        assert_eq!(names, vec!["cn", "mobile", "objectGUID", "subschemaSubentry", "entryDN", "hasSubordinates"]);
+        assert_eq!(
+            names,
+            vec![
+                "cn",
+                "mobile",
+                "objectGUID",
+                "subschemaSubentry",
+                "entryDN",
+                "hasSubordinates"
+            ]
+        );
         assert_eq!(r.attributes[2].vals[0][1], 0xff);
 
         let mut out = BytesMut::new();
@@ -325,14 +359,21 @@ mod tests {
     fn big_groups_come_in_ranges() {
         let members: Vec<Bytes> = (0..3200).map(|i| Bytes::from(format!("CN=u{i},DC=x"))).collect();
         let mut e = crate::ldap::filter::tests::entry("g", crate::directory::EntryKind::Group, "CN=g,DC=x", &[]);
-        e.attrs.push(Attribute { name: "member".into(), values: members });
+        e.attrs.push(Attribute {
+            name: "member".into(),
+            values: members,
+        });
         let e = Arc::new(e);
         let enc = EncodedEntry::new(&e);
         let get = |attrs: &[&str]| {
             let mut out = BytesMut::new();
             let sel = Selection::new(&attrs.iter().map(|s| s.to_string()).collect::<Vec<_>>(), false);
             write_entry(&mut out, 1, &e, &enc, &sel, "", None);
-            decode(out).attributes.into_iter().find(|a| a.atype.starts_with("member")).unwrap()
+            decode(out)
+                .attributes
+                .into_iter()
+                .find(|a| a.atype.starts_with("member"))
+                .unwrap()
         };
         let a = get(&["member"]);
         assert_eq!((a.atype.as_str(), a.vals.len()), ("member;range=0-1499", 1500));

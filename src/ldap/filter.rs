@@ -25,8 +25,15 @@ pub const RULE_BIT_OR: &str = "1.2.840.113556.1.4.804";
 pub const RULE_IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
 
 /// Attributes holding DNs: compared as DNs, not strings.
-const DN_ATTRS: &[&str] =
-    &["member", "memberOf", "manager", "directReports", "distinguishedName", "managedBy", "objectCategory"];
+const DN_ATTRS: &[&str] = &[
+    "member",
+    "memberOf",
+    "manager",
+    "directReports",
+    "distinguishedName",
+    "managedBy",
+    "objectCategory",
+];
 
 /// Attributes `anr` searches by prefix (all substring-indexed, so `anr` is answered from the index).
 const ANR_ATTRS: &[&str] = &["displayName", "givenName", "sn", "sAMAccountName", "mail", "cn"];
@@ -54,7 +61,12 @@ pub enum Filter {
     Le(String, Bytes),
     Present(String),
     Approx(String, Bytes),
-    Ext { rule: Option<String>, attr: Option<String>, value: Bytes, dn_attrs: bool },
+    Ext {
+        rule: Option<String>,
+        attr: Option<String>,
+        value: Bytes,
+        dn_attrs: bool,
+    },
 }
 
 fn utf8(b: Bytes) -> Result<String, BerError> {
@@ -132,11 +144,18 @@ impl Filter {
                 let rule = r.optional(0x81)?.map(|t| utf8(t.value)).transpose()?;
                 let attr = r.optional(0x82)?.map(|t| utf8(t.value)).transpose()?;
                 let value = r.octets(0x83)?;
-                let dn_attrs = r.optional(0x84)?.is_some_and(|t| t.value.first().is_some_and(|b| *b != 0));
+                let dn_attrs = r
+                    .optional(0x84)?
+                    .is_some_and(|t| t.value.first().is_some_and(|b| *b != 0));
                 if rule.is_none() && attr.is_none() {
                     return Err(BerError::Malformed("extensible match without rule or type"));
                 }
-                Filter::Ext { rule, attr, value, dn_attrs }
+                Filter::Ext {
+                    rule,
+                    attr,
+                    value,
+                    dn_attrs,
+                }
             }
             _ => return Err(BerError::Malformed("filter choice")),
         })
@@ -174,7 +193,12 @@ impl Filter {
                     }
                 })
             }),
-            Filter::Ext { rule, attr, value, dn_attrs } => put_constructed(out, 0xa9, |o| {
+            Filter::Ext {
+                rule,
+                attr,
+                value,
+                dn_attrs,
+            } => put_constructed(out, 0xa9, |o| {
                 if let Some(r) = rule {
                     put_tlv(o, 0x81, r.as_bytes());
                 }
@@ -229,9 +253,15 @@ fn parse_one(b: &[u8], depth: usize) -> Result<(Filter, &[u8]), FilterParseError
             Ok((Filter::Not(Box::new(f)), r))
         }
         _ => {
-            let end = b.iter().position(|c| *c == b')').ok_or(FilterParseError("expected ')'"))?;
+            let end = b
+                .iter()
+                .position(|c| *c == b')')
+                .ok_or(FilterParseError("expected ')'"))?;
             let item = &b[..end];
-            let eq = item.iter().position(|c| *c == b'=').ok_or(FilterParseError("expected '='"))?;
+            let eq = item
+                .iter()
+                .position(|c| *c == b'=')
+                .ok_or(FilterParseError("expected '='"))?;
             let (lhs, value) = (&item[..eq], &item[eq + 1..]);
             let (lhs, op) = match lhs.last() {
                 Some(b'>') => (&lhs[..lhs.len() - 1], b'>'),
@@ -240,7 +270,9 @@ fn parse_one(b: &[u8], depth: usize) -> Result<(Filter, &[u8]), FilterParseError
                 Some(b':') => (&lhs[..lhs.len() - 1], b':'),
                 _ => (lhs, b'='),
             };
-            let lhs = std::str::from_utf8(lhs).map_err(|_| FilterParseError("attribute not UTF-8"))?.trim();
+            let lhs = std::str::from_utf8(lhs)
+                .map_err(|_| FilterParseError("attribute not UTF-8"))?
+                .trim();
             let f = match op {
                 b'>' => Filter::Ge(lhs.into(), unescape(value)?),
                 b'<' => Filter::Le(lhs.into(), unescape(value)?),
@@ -257,7 +289,12 @@ fn parse_one(b: &[u8], depth: usize) -> Result<(Filter, &[u8]), FilterParseError
                             rule = Some(p.to_string());
                         }
                     }
-                    Filter::Ext { rule, attr, value: unescape(value)?, dn_attrs }
+                    Filter::Ext {
+                        rule,
+                        attr,
+                        value: unescape(value)?,
+                        dn_attrs,
+                    }
                 }
                 _ if value == b"*" => Filter::Present(lhs.into()),
                 _ if value.contains(&b'*') => {
@@ -317,9 +354,17 @@ enum Match {
     CategoryShort(String),
     /// Phone digits key (E.164 digits without '+').
     Phone(String),
-    Sub { initial: Option<String>, any: Vec<String>, final_: Option<String> },
+    Sub {
+        initial: Option<String>,
+        any: Vec<String>,
+        final_: Option<String>,
+    },
     /// Substring on a phone attribute over digit keys; `initial` already in E.164 form.
-    PhoneSub { initial: Option<String>, any: Vec<String>, final_: Option<String> },
+    PhoneSub {
+        initial: Option<String>,
+        any: Vec<String>,
+        final_: Option<String>,
+    },
     Ge(String, Option<i64>),
     Le(String, Option<i64>),
     Approx(String),
@@ -334,7 +379,11 @@ enum Node {
     Or(Vec<Node>),
     Not(Box<Node>),
     Present(String),
-    Test { attr: String, m: Match, raw: Bytes },
+    Test {
+        attr: String,
+        m: Match,
+        raw: Bytes,
+    },
     /// The entry's id is in the set (in-chain membership, resolved at compile time).
     In(Arc<HashSet<Arc<str>>>),
 }
@@ -381,7 +430,11 @@ fn compile(f: &Filter, snap: &Snapshot) -> Node {
         Filter::Not(f) => Node::Not(Box::new(compile(f, snap))),
         Filter::Present(a) => Node::Present(a.clone()),
         Filter::Eq(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, snap),
-        Filter::Eq(a, v) => Node::Test { attr: a.clone(), m: eq_match(a, v, snap), raw: v.clone() },
+        Filter::Eq(a, v) => Node::Test {
+            attr: a.clone(),
+            m: eq_match(a, v, snap),
+            raw: v.clone(),
+        },
         Filter::Approx(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, snap),
         Filter::Approx(a, v) => {
             let m = if is_phone_attr(a) || is_binary_attr(a) || is_dn_attr(a) {
@@ -389,13 +442,25 @@ fn compile(f: &Filter, snap: &Snapshot) -> Node {
             } else {
                 Match::Approx(squash(&text(v)))
             };
-            Node::Test { attr: a.clone(), m, raw: v.clone() }
+            Node::Test {
+                attr: a.clone(),
+                m,
+                raw: v.clone(),
+            }
         }
         Filter::Sub(a, s) => {
             let m = if is_phone_attr(a) && phone_sub_has_digits(s) {
                 Match::PhoneSub {
-                    initial: s.initial.as_ref().map(|i| snap.phones.prefix_key(&String::from_utf8_lossy(i))),
-                    any: s.any.iter().map(|x| digits(&String::from_utf8_lossy(x))).filter(|d| !d.is_empty()).collect(),
+                    initial: s
+                        .initial
+                        .as_ref()
+                        .map(|i| snap.phones.prefix_key(&String::from_utf8_lossy(i))),
+                    any: s
+                        .any
+                        .iter()
+                        .map(|x| digits(&String::from_utf8_lossy(x)))
+                        .filter(|d| !d.is_empty())
+                        .collect(),
                     final_: s.final_.as_ref().map(|x| digits(&String::from_utf8_lossy(x))),
                 }
             } else {
@@ -405,29 +470,55 @@ fn compile(f: &Filter, snap: &Snapshot) -> Node {
                     final_: s.final_.as_ref().map(text),
                 }
             };
-            Node::Test { attr: a.clone(), m, raw: Bytes::new() }
+            Node::Test {
+                attr: a.clone(),
+                m,
+                raw: Bytes::new(),
+            }
         }
         Filter::Ge(a, v) => {
             let t = text(v);
             let n = t.trim().parse().ok();
-            Node::Test { attr: a.clone(), m: Match::Ge(t, n), raw: v.clone() }
+            Node::Test {
+                attr: a.clone(),
+                m: Match::Ge(t, n),
+                raw: v.clone(),
+            }
         }
         Filter::Le(a, v) => {
             let t = text(v);
             let n = t.trim().parse().ok();
-            Node::Test { attr: a.clone(), m: Match::Le(t, n), raw: v.clone() }
+            Node::Test {
+                attr: a.clone(),
+                m: Match::Le(t, n),
+                raw: v.clone(),
+            }
         }
         Filter::Ext { rule, attr, value, .. } => {
             let Some(attr) = attr else { return Node::Const(false) };
             match rule.as_deref() {
                 Some(RULE_BIT_AND) | Some(RULE_BIT_OR) => {
-                    let Some(mask) = parse_u32(value) else { return Node::Const(false) };
-                    let m = if rule.as_deref() == Some(RULE_BIT_AND) { Match::BitAnd(mask) } else { Match::BitOr(mask) };
-                    Node::Test { attr: attr.clone(), m, raw: value.clone() }
+                    let Some(mask) = parse_u32(value) else {
+                        return Node::Const(false);
+                    };
+                    let m = if rule.as_deref() == Some(RULE_BIT_AND) {
+                        Match::BitAnd(mask)
+                    } else {
+                        Match::BitOr(mask)
+                    };
+                    Node::Test {
+                        attr: attr.clone(),
+                        m,
+                        raw: value.clone(),
+                    }
                 }
                 Some(RULE_IN_CHAIN) => in_chain(attr, value, snap),
                 // Any other rule (caseIgnoreMatch and friends) is equality for the attributes we serve.
-                _ => Node::Test { attr: attr.clone(), m: eq_match(attr, value, snap), raw: value.clone() },
+                _ => Node::Test {
+                    attr: attr.clone(),
+                    m: eq_match(attr, value, snap),
+                    raw: value.clone(),
+                },
             }
         }
     }
@@ -439,7 +530,11 @@ fn parse_u32(v: &[u8]) -> Option<u32> {
 }
 
 fn phone_sub_has_digits(s: &Substrings) -> bool {
-    s.initial.iter().chain(s.any.iter()).chain(s.final_.iter()).any(|v| v.iter().any(|b| b.is_ascii_digit()))
+    s.initial
+        .iter()
+        .chain(s.any.iter())
+        .chain(s.final_.iter())
+        .any(|v| v.iter().any(|b| b.is_ascii_digit()))
 }
 
 fn squash(s: &str) -> String {
@@ -483,7 +578,11 @@ fn anr(v: &Bytes, snap: &Snapshot) -> Node {
     let pre = |attr: &str, p: &str| -> Node {
         Node::Test {
             attr: attr.into(),
-            m: Match::Sub { initial: Some(p.to_lowercase()), any: vec![], final_: None },
+            m: Match::Sub {
+                initial: Some(p.to_lowercase()),
+                any: vec![],
+                final_: None,
+            },
             raw: Bytes::new(),
         }
     };
@@ -491,7 +590,11 @@ fn anr(v: &Bytes, snap: &Snapshot) -> Node {
         Some(x) => {
             let x = Bytes::from(x.trim().to_string());
             for a in ANR_ATTRS {
-                alts.push(Node::Test { attr: (*a).into(), m: eq_match(a, &x, snap), raw: x.clone() });
+                alts.push(Node::Test {
+                    attr: (*a).into(),
+                    m: eq_match(a, &x, snap),
+                    raw: x.clone(),
+                });
             }
         }
         None => {
@@ -513,7 +616,10 @@ fn anr(v: &Bytes, snap: &Snapshot) -> Node {
 /// `(memberOf:1.2.840.113556.1.4.1941:=G)`: everything nested anywhere below group G.
 /// `(member:1.2.840.113556.1.4.1941:=X)`: every group X belongs to, directly or through other groups.
 fn in_chain(attr: &str, value: &Bytes, snap: &Snapshot) -> Node {
-    let Some(start) = std::str::from_utf8(value).ok().and_then(normalize_dn).and_then(|n| snap.by_dn(&n).cloned())
+    let Some(start) = std::str::from_utf8(value)
+        .ok()
+        .and_then(normalize_dn)
+        .and_then(|n| snap.by_dn(&n).cloned())
     else {
         return Node::Const(false);
     };
@@ -568,7 +674,10 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
     match m {
         Match::Str(q) => lower(v) == q.as_str(),
         Match::Bin(q) => v == q,
-        Match::Dn(q) => std::str::from_utf8(v).ok().and_then(normalize_dn).is_some_and(|n| n == *q),
+        Match::Dn(q) => std::str::from_utf8(v)
+            .ok()
+            .and_then(normalize_dn)
+            .is_some_and(|n| n == *q),
         Match::CategoryShort(q) => std::str::from_utf8(v)
             .ok()
             .and_then(parse_dn)
@@ -666,9 +775,7 @@ fn plan_test(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<Vec<
             };
             Some(sorted(q))
         }
-        Match::Str(_) | Match::Bin(_) if Snapshot::is_eq_indexed(attr) => {
-            snap.find_eq(attr, raw).map(sorted)
-        }
+        Match::Str(_) | Match::Bin(_) if Snapshot::is_eq_indexed(attr) => snap.find_eq(attr, raw).map(sorted),
         Match::Dn(norm) if Snapshot::is_eq_indexed(attr) => {
             // The index holds stored spellings lower-cased; the stored spelling of a DN value is the target's
             // presented DN, so look the target up first.
@@ -679,7 +786,11 @@ fn plan_test(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<Vec<
             snap.find_eq(attr, &key).map(sorted)
         }
         Match::Sub { initial, any, final_ } if TEXT_INDEXED.iter().any(|a| a.eq_ignore_ascii_case(attr)) => {
-            let longest = initial.iter().chain(any.iter()).chain(final_.iter()).max_by_key(|s| s.chars().count())?;
+            let longest = initial
+                .iter()
+                .chain(any.iter())
+                .chain(final_.iter())
+                .max_by_key(|s| s.chars().count())?;
             snap.find_text(longest).map(sorted)
         }
         _ => None,
@@ -697,9 +808,15 @@ pub(crate) mod tests {
     pub(crate) fn entry(id: &str, kind: EntryKind, dn: &str, attrs: &[(&str, &[&[u8]])]) -> Entry {
         let mut a: Vec<Attribute> = attrs
             .iter()
-            .map(|(n, vs)| Attribute { name: (*n).into(), values: vs.iter().map(|v| Bytes::copy_from_slice(v)).collect() })
+            .map(|(n, vs)| Attribute {
+                name: (*n).into(),
+                values: vs.iter().map(|v| Bytes::copy_from_slice(v)).collect(),
+            })
             .collect();
-        a.push(Attribute { name: "distinguishedName".into(), values: vec![Bytes::copy_from_slice(dn.as_bytes())] });
+        a.push(Attribute {
+            name: "distinguishedName".into(),
+            values: vec![Bytes::copy_from_slice(dn.as_bytes())],
+        });
         Entry {
             id: id.into(),
             kind,
@@ -724,43 +841,115 @@ pub(crate) mod tests {
         let inner = "CN=Sales Berlin,CN=Users,DC=contoso,DC=example";
         let outer = "CN=Sales,CN=Users,DC=contoso,DC=example";
         let entries = vec![
-            entry("dc=contoso,dc=example", EntryKind::Domain, base, &[("objectClass", &[b"top", b"domain", b"domainDNS"])]),
-            entry("cn=users,dc=contoso,dc=example", EntryKind::Container, users, &[("objectClass", &[b"top", b"container"]), ("cn", &[b"Users"])]),
-            entry("0001", EntryKind::User, jane, &[
-                ("objectClass", USER_OC), ("objectCategory", &[PERSON]), ("cn", &[b"Jane Doe"]), ("sn", &[b"Doe"]),
-                ("givenName", &[b"Jane"]), ("displayName", &[b"Jane Doe"]), ("sAMAccountName", &[b"jdoe"]),
-                ("mail", &[b"jane.doe@contoso.example"]), ("telephoneNumber", &[b"+49 30 1234567"]),
-                ("mobile", &[b"+49 171 5550100"]), ("userAccountControl", &[b"512"]),
-                ("objectGUID", &[&[0x01, 0xff, 0x00, 0x80, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42]]),
-                ("memberOf", &[inner.as_bytes()]),
-            ]),
-            entry("0002", EntryKind::User, max, &[
-                ("objectClass", USER_OC), ("objectCategory", &[PERSON]), ("cn", &[b"Max M\xc3\xbcller"]),
-                ("sn", &[b"M\xc3\xbcller"]), ("givenName", &[b"Max"]), ("displayName", &[b"Max M\xc3\xbcller"]),
-                ("sAMAccountName", &[b"mmueller"]), ("telephoneNumber", &[b"089 9876543"]), ("ipPhone", &[b"4711"]),
-                ("userAccountControl", &[b"514"]),
-            ]),
-            entry("0003", EntryKind::Computer, "CN=PC01,CN=Users,DC=contoso,DC=example", &[
-                ("objectClass", &[b"top", b"person", b"organizationalPerson", b"user", b"computer"]),
-                ("objectCategory", &[b"CN=Computer,CN=Schema,CN=Configuration,DC=contoso,DC=example"]),
-                ("cn", &[b"PC01"]), ("userAccountControl", &[b"4096"]),
-            ]),
-            entry("0004", EntryKind::Group, inner, &[
-                ("objectClass", &[b"top", b"group"]), ("cn", &[b"Sales Berlin"]), ("groupType", &[b"-2147483646"]),
-                ("member", &[jane.as_bytes()]), ("memberOf", &[outer.as_bytes()]),
-            ]),
-            entry("0005", EntryKind::Group, outer, &[
-                ("objectClass", &[b"top", b"group"]), ("cn", &[b"Sales"]), ("groupType", &[b"2"]),
-                ("member", &[inner.as_bytes()]),
-            ]),
+            entry(
+                "dc=contoso,dc=example",
+                EntryKind::Domain,
+                base,
+                &[("objectClass", &[b"top", b"domain", b"domainDNS"])],
+            ),
+            entry(
+                "cn=users,dc=contoso,dc=example",
+                EntryKind::Container,
+                users,
+                &[("objectClass", &[b"top", b"container"]), ("cn", &[b"Users"])],
+            ),
+            entry(
+                "0001",
+                EntryKind::User,
+                jane,
+                &[
+                    ("objectClass", USER_OC),
+                    ("objectCategory", &[PERSON]),
+                    ("cn", &[b"Jane Doe"]),
+                    ("sn", &[b"Doe"]),
+                    ("givenName", &[b"Jane"]),
+                    ("displayName", &[b"Jane Doe"]),
+                    ("sAMAccountName", &[b"jdoe"]),
+                    ("mail", &[b"jane.doe@contoso.example"]),
+                    ("telephoneNumber", &[b"+49 30 1234567"]),
+                    ("mobile", &[b"+49 171 5550100"]),
+                    ("userAccountControl", &[b"512"]),
+                    (
+                        "objectGUID",
+                        &[&[0x01, 0xff, 0x00, 0x80, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42]],
+                    ),
+                    ("memberOf", &[inner.as_bytes()]),
+                ],
+            ),
+            entry(
+                "0002",
+                EntryKind::User,
+                max,
+                &[
+                    ("objectClass", USER_OC),
+                    ("objectCategory", &[PERSON]),
+                    ("cn", &[b"Max M\xc3\xbcller"]),
+                    ("sn", &[b"M\xc3\xbcller"]),
+                    ("givenName", &[b"Max"]),
+                    ("displayName", &[b"Max M\xc3\xbcller"]),
+                    ("sAMAccountName", &[b"mmueller"]),
+                    ("telephoneNumber", &[b"089 9876543"]),
+                    ("ipPhone", &[b"4711"]),
+                    ("userAccountControl", &[b"514"]),
+                ],
+            ),
+            entry(
+                "0003",
+                EntryKind::Computer,
+                "CN=PC01,CN=Users,DC=contoso,DC=example",
+                &[
+                    (
+                        "objectClass",
+                        &[b"top", b"person", b"organizationalPerson", b"user", b"computer"],
+                    ),
+                    (
+                        "objectCategory",
+                        &[b"CN=Computer,CN=Schema,CN=Configuration,DC=contoso,DC=example"],
+                    ),
+                    ("cn", &[b"PC01"]),
+                    ("userAccountControl", &[b"4096"]),
+                ],
+            ),
+            entry(
+                "0004",
+                EntryKind::Group,
+                inner,
+                &[
+                    ("objectClass", &[b"top", b"group"]),
+                    ("cn", &[b"Sales Berlin"]),
+                    ("groupType", &[b"-2147483646"]),
+                    ("member", &[jane.as_bytes()]),
+                    ("memberOf", &[outer.as_bytes()]),
+                ],
+            ),
+            entry(
+                "0005",
+                EntryKind::Group,
+                outer,
+                &[
+                    ("objectClass", &[b"top", b"group"]),
+                    ("cn", &[b"Sales"]),
+                    ("groupType", &[b"2"]),
+                    ("member", &[inner.as_bytes()]),
+                ],
+            ),
         ];
-        Snapshot::from_entries(Naming::new(base).unwrap(), PhoneNormalizer::new("DE").unwrap(), 9, entries)
+        Snapshot::from_entries(
+            Naming::new(base).unwrap(),
+            PhoneNormalizer::new("DE").unwrap(),
+            9,
+            entries,
+        )
     }
 
     /// Ids matched by evaluating every entry, and checked against the index plan.
     pub(crate) fn run(snap: &Snapshot, f: &str) -> Vec<String> {
         let c = Compiled::new(&Filter::parse(f).unwrap(), snap);
-        let full: Vec<String> = snap.entries().filter(|e| c.matches(e, snap)).map(|e| e.id.to_string()).collect();
+        let full: Vec<String> = snap
+            .entries()
+            .filter(|e| c.matches(e, snap))
+            .map(|e| e.id.to_string())
+            .collect();
         if let Some(cands) = c.candidates(snap) {
             let planned: Vec<String> = cands
                 .iter()
@@ -791,7 +980,9 @@ pub(crate) mod tests {
         }
         assert_eq!(run(&s, "(ipPhone=4711)"), vec!["0002"]);
         assert!(run(&s, "(telephoneNumber=*7654321)").is_empty());
-        assert!(Compiled::new(&Filter::parse("(telephoneNumber=*1234567)").unwrap(), &s).candidates(&s).is_some());
+        assert!(Compiled::new(&Filter::parse("(telephoneNumber=*1234567)").unwrap(), &s)
+            .candidates(&s)
+            .is_some());
     }
 
     #[test]
@@ -801,7 +992,9 @@ pub(crate) mod tests {
         assert_eq!(run(&s, "(cn=*MÜLL*)"), vec!["0002"]);
         assert_eq!(run(&s, "(&(telephoneNumber=*)(sn=Doe))"), vec!["0001"]);
         assert_eq!(run(&s, "(displayName~=janedoe)"), vec!["0001"]);
-        assert!(Compiled::new(&Filter::parse("(cn=*üll*)").unwrap(), &s).candidates(&s).is_some());
+        assert!(Compiled::new(&Filter::parse("(cn=*üll*)").unwrap(), &s)
+            .candidates(&s)
+            .is_some());
     }
 
     #[test]
@@ -810,7 +1003,10 @@ pub(crate) mod tests {
         let cucm = "(&(objectclass=user)(!(objectclass=Computer))(!(UserAccountControl:1.2.840.113556.1.4.803:=2)))";
         assert_eq!(run(&s, cucm), vec!["0001"]);
         assert_eq!(run(&s, "(groupType:1.2.840.113556.1.4.803:=2147483648)"), vec!["0004"]);
-        assert_eq!(run(&s, "(userAccountControl:1.2.840.113556.1.4.804:=4098)"), vec!["0002", "0003"]);
+        assert_eq!(
+            run(&s, "(userAccountControl:1.2.840.113556.1.4.804:=4098)"),
+            vec!["0002", "0003"]
+        );
     }
 
     #[test]
@@ -819,7 +1015,10 @@ pub(crate) mod tests {
         assert_eq!(run(&s, "(objectCategory=person)"), vec!["0001", "0002"]);
         assert_eq!(run(&s, "(objectCategory=Computer)"), vec!["0003"]);
         assert_eq!(
-            run(&s, "(objectCategory=cn=person,cn=schema,cn=configuration,dc=contoso,dc=example)"),
+            run(
+                &s,
+                "(objectCategory=cn=person,cn=schema,cn=configuration,dc=contoso,dc=example)"
+            ),
             vec!["0001", "0002"]
         );
     }
@@ -830,7 +1029,10 @@ pub(crate) mod tests {
         let f = "(memberOf:1.2.840.113556.1.4.1941:=CN=Sales,CN=Users,DC=contoso,DC=example)";
         assert_eq!(run(&s, f), vec!["0001", "0004"]);
         assert!(run(&s, "(memberOf=CN=Sales,CN=Users,DC=contoso,DC=example)").contains(&"0004".to_string()));
-        assert_eq!(run(&s, "(memberOf=cn=sales berlin, cn=users,dc=contoso,dc=example)"), vec!["0001"]);
+        assert_eq!(
+            run(&s, "(memberOf=cn=sales berlin, cn=users,dc=contoso,dc=example)"),
+            vec!["0001"]
+        );
         let g = "(member:1.2.840.113556.1.4.1941:=CN=Jane Doe,CN=Users,DC=contoso,DC=example)";
         assert_eq!(run(&s, g), vec!["0004", "0005"]);
     }
@@ -842,14 +1044,20 @@ pub(crate) mod tests {
         assert_eq!(run(&s, "(anr=Doe Jane)"), vec!["0001"]);
         assert_eq!(run(&s, "(anr=mmue)"), vec!["0002"]);
         assert_eq!(run(&s, "(anr==jdoe)"), vec!["0001"]);
-        assert_eq!(run(&s, r"(objectGUID=\01\ff\00\80\02\00\00\00\00\00\00\00\00\00\00\42)"), vec!["0001"]);
+        assert_eq!(
+            run(&s, r"(objectGUID=\01\ff\00\80\02\00\00\00\00\00\00\00\00\00\00\42)"),
+            vec!["0001"]
+        );
         assert!(run(&s, r"(objectGUID=\01\ff)").is_empty());
     }
 
     #[test]
     fn ordering_and_presence() {
         let s = sample();
-        assert_eq!(run(&s, "(&(objectClass=user)(userAccountControl>=513))"), vec!["0002", "0003"]);
+        assert_eq!(
+            run(&s, "(&(objectClass=user)(userAccountControl>=513))"),
+            vec!["0002", "0003"]
+        );
         assert_eq!(run(&s, "(userAccountControl<=512)"), vec!["0001"]);
         assert_eq!(run(&s, "(ipPhone=*)"), vec!["0002"]);
         assert_eq!(run(&s, "(objectClass=*)").len(), 7);
@@ -857,7 +1065,8 @@ pub(crate) mod tests {
 
     #[test]
     fn ber_round_trip_and_depth_limit() {
-        let f = Filter::parse(r"(&(cn=a*b*c)(!(x>=1))(objectGUID=\00\ff)(uac:1.2.840.113556.1.4.803:=2)(mail=*))").unwrap();
+        let f =
+            Filter::parse(r"(&(cn=a*b*c)(!(x>=1))(objectGUID=\00\ff)(uac:1.2.840.113556.1.4.803:=2)(mail=*))").unwrap();
         let mut out = bytes::BytesMut::new();
         f.encode(&mut out);
         let mut r = super::super::ber::Reader::new(out.freeze());

@@ -59,7 +59,10 @@ fn check_tls(cfg: &LdapConfig) -> Result<(), LdapError> {
 
 async fn listen(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, LdapError> {
     match addr {
-        Some(addr) => TcpListener::bind(addr).await.map(Some).map_err(|source| LdapError::Listen { addr, source }),
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| LdapError::Listen { addr, source }),
         None => Ok(None),
     }
 }
@@ -77,7 +80,12 @@ impl Server {
             cache: EntryCache::new(),
             verified: Default::default(),
         });
-        Ok(Server { shared, plain, ldaps, max_connections })
+        Ok(Server {
+            shared,
+            plain,
+            ldaps,
+            max_connections,
+        })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -89,7 +97,9 @@ impl Server {
     }
 
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { shared: self.shared.clone() }
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Serve until `shutdown` is cancelled, then tell open connections (Notice of Disconnection) and wait up
@@ -104,7 +114,13 @@ impl Server {
         let mut tasks = Vec::new();
         for (listener, tls) in [(self.plain, false), (self.ldaps, true)] {
             if let Some(listener) = listener {
-                tasks.push(tokio::spawn(accept_loop(listener, tls, self.shared.clone(), slots.clone(), shutdown.clone())));
+                tasks.push(tokio::spawn(accept_loop(
+                    listener,
+                    tls,
+                    self.shared.clone(),
+                    slots.clone(),
+                    shutdown.clone(),
+                )));
             }
         }
         tokio::spawn(maintain_cache(self.shared.clone(), shutdown.clone()));
@@ -151,7 +167,9 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let io: BoxIo = if tls {
-                let Some(cfg) = shared.cfg.load().tls.clone() else { return };
+                let Some(cfg) = shared.cfg.load().tls.clone() else {
+                    return;
+                };
                 let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                     Ok(Ok(s)) => Box::new(s),
@@ -173,7 +191,12 @@ async fn accept_loop(
 /// Over the connection cap: tell the client we are busy (plain only) and close.
 async fn refuse_busy(mut stream: TcpStream, tls: bool, _shared: Arc<Shared>) {
     if !tls {
-        let _ = stream.write_all(&proto::notice_of_disconnection(proto::Code::Busy, "too many connections")).await;
+        let _ = stream
+            .write_all(&proto::notice_of_disconnection(
+                proto::Code::Busy,
+                "too many connections",
+            ))
+            .await;
     }
     let _ = stream.shutdown().await;
 }

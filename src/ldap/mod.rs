@@ -83,7 +83,10 @@ impl std::fmt::Debug for LdapConfig {
             .field("starttls", &self.starttls)
             .field("tls", &self.tls.is_some())
             .field("allow_anonymous", &self.allow_anonymous)
-            .field("accounts", &self.accounts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>())
+            .field(
+                "accounts",
+                &self.accounts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

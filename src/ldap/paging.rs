@@ -56,7 +56,12 @@ mod tests {
     fn cookies_are_single_use_and_bounded() {
         let snap = Arc::new(crate::ldap::filter::tests::sample());
         let mut p = Pages::default();
-        let st = || PageState { snap: snap.clone(), ids: Arc::new(vec![]), pos: 0, fingerprint: 1 };
+        let st = || PageState {
+            snap: snap.clone(),
+            ids: Arc::new(vec![]),
+            pos: 0,
+            fingerprint: 1,
+        };
         let c = p.put(st());
         assert!(p.take(&c).is_some());
         assert!(p.take(&c).is_none(), "a cookie is consumed by its page");

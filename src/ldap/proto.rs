@@ -72,14 +72,27 @@ pub enum BindAuth {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Bind { version: i64, name: String, auth: BindAuth },
+    Bind {
+        version: i64,
+        name: String,
+        auth: BindAuth,
+    },
     Unbind,
     Search(Box<SearchRequest>),
-    Compare { dn: String, attr: String, value: Bytes },
+    Compare {
+        dn: String,
+        attr: String,
+        value: Bytes,
+    },
     Abandon(i64),
-    Extended { oid: String, value: Option<Bytes> },
+    Extended {
+        oid: String,
+        value: Option<Bytes>,
+    },
     /// Add, modify, delete, modify DN: refused; carries the response tag to answer with.
-    Write { response_tag: u8 },
+    Write {
+        response_tag: u8,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +137,11 @@ fn decode_body(id: i64, r: &mut Reader) -> Result<Request, BerError> {
         while !cr.is_empty() {
             let mut c = cr.expect(0x30)?.reader();
             let oid = c.string(0x04)?;
-            let critical = if c.peek_tag() == Some(0x01) { c.boolean(0x01)? } else { false };
+            let critical = if c.peek_tag() == Some(0x01) {
+                c.boolean(0x01)?
+            } else {
+                false
+            };
             let value = c.optional(0x04)?.map(|t| t.value);
             controls.push(Control { oid, critical, value });
         }
@@ -192,7 +209,15 @@ fn decode_search(t: &Tlv) -> Result<SearchRequest, BerError> {
     while !ar.is_empty() {
         attrs.push(ar.string(0x04)?);
     }
-    Ok(SearchRequest { base, scope, size_limit, time_limit, types_only, filter, attrs })
+    Ok(SearchRequest {
+        base,
+        scope,
+        size_limit,
+        time_limit,
+        types_only,
+        filter,
+        attrs,
+    })
 }
 
 /// Value of the Simple Paged Results control (RFC 2696): `(size, cookie)`.
@@ -273,7 +298,9 @@ pub fn put_result_with(
     message: &str,
     controls: &[RespControl],
 ) {
-    put_message(out, id, controls, |m| put_constructed(m, tag, |r| put_result_fields(r, code, matched, message)));
+    put_message(out, id, controls, |m| {
+        put_constructed(m, tag, |r| put_result_fields(r, code, matched, message))
+    });
 }
 
 /// Append an ExtendedResponse, optionally naming the operation and carrying a value.
@@ -348,12 +375,17 @@ mod tests {
             }],
         });
         assert_eq!(req.id, 7);
-        let Op::Search(s) = &req.op else { panic!("not a search: {req:?}") };
+        let Op::Search(s) = &req.op else {
+            panic!("not a search: {req:?}")
+        };
         assert_eq!(s.scope, Scope::Sub);
         assert_eq!(s.size_limit, 50);
         assert_eq!(s.attrs, vec!["cn".to_string(), "Mobile".to_string()]);
         let paged = req.control(OID_PAGED).unwrap();
-        assert_eq!(decode_paged(paged.value.as_ref().unwrap()).unwrap(), (100, Bytes::new()));
+        assert_eq!(
+            decode_paged(paged.value.as_ref().unwrap()).unwrap(),
+            (100, Bytes::new())
+        );
     }
 
     #[test]
@@ -369,9 +401,17 @@ mod tests {
         });
         assert_eq!(
             req.op,
-            Op::Bind { version: 3, name: "svc@contoso.example".into(), auth: BindAuth::Simple("pässword".into()) }
+            Op::Bind {
+                version: 3,
+                name: "svc@contoso.example".into(),
+                auth: BindAuth::Simple("pässword".into())
+            }
         );
-        let req = via_ldap3(LdapMsg { msgid: 3, op: LdapOp::AbandonRequest(2), ctrl: vec![] });
+        let req = via_ldap3(LdapMsg {
+            msgid: 3,
+            op: LdapOp::AbandonRequest(2),
+            ctrl: vec![],
+        });
         assert_eq!(req.op, Op::Abandon(2));
     }
 

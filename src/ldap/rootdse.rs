@@ -28,7 +28,10 @@ const CAPABILITIES: &[&str] = &[
 
 /// `20261122223344.0Z` from a system time.
 pub fn generalized_time(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -41,11 +44,19 @@ pub fn generalized_time(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}.0Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}.0Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn attr(name: &str, values: &[&str]) -> Attribute {
-    Attribute { name: name.into(), values: values.iter().map(|v| Bytes::copy_from_slice(v.as_bytes())).collect() }
+    Attribute {
+        name: name.into(),
+        values: values.iter().map(|v| Bytes::copy_from_slice(v.as_bytes())).collect(),
+    }
 }
 
 /// The RootDSE entry for the snapshot; `host` is the server's DNS name.
@@ -57,7 +68,12 @@ pub fn root_dse(snap: &Snapshot, host: &str) -> Entry {
     let usn = snap.version.to_string();
     let now = generalized_time(SystemTime::now());
     let server = format!("CN={host},CN=Servers,CN=Default-First-Site-Name,CN=Sites,{config}");
-    let service = format!("{}:{}$@{}", snap.naming.dns_domain, host.split('.').next().unwrap_or(host).to_lowercase(), snap.naming.dns_domain.to_uppercase());
+    let service = format!(
+        "{}:{}$@{}",
+        snap.naming.dns_domain,
+        host.split('.').next().unwrap_or(host).to_lowercase(),
+        snap.naming.dns_domain.to_uppercase()
+    );
     Entry {
         id: "".into(),
         kind: EntryKind::Domain,
@@ -79,10 +95,16 @@ pub fn root_dse(snap: &Snapshot, host: &str) -> Entry {
             attr("serverName", &[&server]),
             attr("supportedControl", SUPPORTED_CONTROLS),
             attr("supportedLDAPVersion", &["3", "2"]),
-            attr("supportedLDAPPolicies", &["MaxPageSize", "MaxValRange", "MaxConnections", "MaxConnIdleTime"]),
+            attr(
+                "supportedLDAPPolicies",
+                &["MaxPageSize", "MaxValRange", "MaxConnections", "MaxConnIdleTime"],
+            ),
             attr("supportedSASLMechanisms", &[]),
             attr("supportedCapabilities", CAPABILITIES),
-            attr("supportedExtension", &[super::proto::OID_STARTTLS, super::proto::OID_WHOAMI]),
+            attr(
+                "supportedExtension",
+                &[super::proto::OID_STARTTLS, super::proto::OID_WHOAMI],
+            ),
             attr("highestCommittedUSN", &[&usn]),
             attr("isSynchronized", &["TRUE"]),
             attr("isGlobalCatalogReady", &["FALSE"]),

@@ -53,7 +53,12 @@ const ATTRIBUTES: &[(&str, &str, &str, bool)] = &[
     ("proxyAddresses", "1.2.840.113556.1.2.210", DSTRING, false),
     ("mailNickname", "1.2.840.113556.1.2.447", DSTRING, true),
     ("employeeID", "1.2.840.113556.1.4.35", DSTRING, true),
-    ("msRTCSIP-PrimaryUserAddress", "msRTCSIP-PrimaryUserAddress-oid", DSTRING, true),
+    (
+        "msRTCSIP-PrimaryUserAddress",
+        "msRTCSIP-PrimaryUserAddress-oid",
+        DSTRING,
+        true,
+    ),
 ];
 
 /// (name, OID, superior, kind).
@@ -81,14 +86,29 @@ fn attribute_type(name: &str, oid: &str, syntax: &str, single: bool) -> String {
 /// The subschema entry.
 pub fn subschema(base: &str) -> Entry {
     let dn = subschema_dn(base);
-    let types = ATTRIBUTES.iter().map(|(n, o, s, sv)| Bytes::from(attribute_type(n, o, s, *sv))).collect();
+    let types = ATTRIBUTES
+        .iter()
+        .map(|(n, o, s, sv)| Bytes::from(attribute_type(n, o, s, *sv)))
+        .collect();
     let all: Vec<&str> = ATTRIBUTES.iter().map(|a| a.0).filter(|n| *n != "objectClass").collect();
     let classes = CLASSES
         .iter()
         .map(|(n, o, sup, kind)| {
-            let sup = if sup.is_empty() { String::new() } else { format!(" SUP {sup}") };
-            let must = if *n == "top" { " MUST objectClass".to_string() } else { String::new() };
-            let may = if *n == "top" { format!(" MAY ( {} )", all.join(" $ ")) } else { String::new() };
+            let sup = if sup.is_empty() {
+                String::new()
+            } else {
+                format!(" SUP {sup}")
+            };
+            let must = if *n == "top" {
+                " MUST objectClass".to_string()
+            } else {
+                String::new()
+            };
+            let may = if *n == "top" {
+                format!(" MAY ( {} )", all.join(" $ "))
+            } else {
+                String::new()
+            };
             Bytes::from(format!("( {o} NAME '{n}'{sup} {kind}{must}{may} )"))
         })
         .collect();
@@ -102,11 +122,26 @@ pub fn subschema(base: &str) -> Entry {
         usn_changed: 0,
         usn_created: 0,
         attrs: vec![
-            Attribute { name: "objectClass".into(), values: vec!["top".into(), "subSchema".into()] },
-            Attribute { name: "cn".into(), values: vec!["Aggregate".into()] },
-            Attribute { name: "distinguishedName".into(), values: vec![Bytes::from(dn)] },
-            Attribute { name: "attributeTypes".into(), values: types },
-            Attribute { name: "objectClasses".into(), values: classes },
+            Attribute {
+                name: "objectClass".into(),
+                values: vec!["top".into(), "subSchema".into()],
+            },
+            Attribute {
+                name: "cn".into(),
+                values: vec!["Aggregate".into()],
+            },
+            Attribute {
+                name: "distinguishedName".into(),
+                values: vec![Bytes::from(dn)],
+            },
+            Attribute {
+                name: "attributeTypes".into(),
+                values: types,
+            },
+            Attribute {
+                name: "objectClasses".into(),
+                values: classes,
+            },
         ],
     }
 }
@@ -117,6 +152,8 @@ mod tests {
     fn subschema_lists_phone_attributes() {
         let e = super::subschema("DC=contoso,DC=example");
         assert!(e.strs("attributeTypes").any(|t| t.contains("NAME 'ipPhone'")));
-        assert!(e.strs("objectClasses").any(|t| t.contains("NAME 'user' SUP organizationalPerson")));
+        assert!(e
+            .strs("objectClasses")
+            .any(|t| t.contains("NAME 'user' SUP organizationalPerson")));
     }
 }

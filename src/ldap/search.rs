@@ -56,7 +56,10 @@ fn no_such_object(snap: &Snapshot, base_norm: &str) -> (String, String) {
         }
         cur = parent_norm(p);
     }
-    (String::new(), "0000208D: NameErr: DSID-0310020A, problem 2001 (NO_OBJECT), data 0, best match of:\n\t''\n".into())
+    (
+        String::new(),
+        "0000208D: NameErr: DSID-0310020A, problem 2001 (NO_OBJECT), data 0, best match of:\n\t''\n".into(),
+    )
 }
 
 /// Run one search, appending every response message (entries, then SearchResultDone) to `out`. Returns
@@ -65,7 +68,10 @@ pub fn search(env: &SearchEnv<'_>, id: i64, req: &SearchRequest, controls: &[Con
     let snap = env.snap;
     for c in controls {
         if c.critical && !rootdse::SUPPORTED_CONTROLS.contains(&c.oid.as_str()) {
-            let msg = format!("00000057: LdapErr: DSID-0C090D3D, comment: Error processing control {}, data 0, v4563", c.oid);
+            let msg = format!(
+                "00000057: LdapErr: DSID-0C090D3D, comment: Error processing control {}, data 0, v4563",
+                c.oid
+            );
             return done(out, id, Code::UnavailableCriticalExtension, "", &msg, &[]);
         }
     }
@@ -120,19 +126,40 @@ pub fn search(env: &SearchEnv<'_>, id: i64, req: &SearchRequest, controls: &[Con
     };
 
     let deadline = (req.time_limit > 0).then(|| Instant::now() + Duration::from_secs(req.time_limit as u64));
-    let ctx = Ctx { env, id, sel: &sel, subschema_dn: &subschema_dn };
+    let ctx = Ctx {
+        env,
+        id,
+        sel: &sel,
+        subschema_dn: &subschema_dn,
+    };
 
     if let Some((size, cookie)) = paged {
-        return paged_search(&ctx, req, &compiled, &base_entry, sort.as_deref(), size, &cookie, deadline, out);
+        return paged_search(
+            &ctx,
+            req,
+            &compiled,
+            &base_entry,
+            sort.as_deref(),
+            size,
+            &cookie,
+            deadline,
+            out,
+        );
     }
 
     let client_limit = usize::try_from(req.size_limit).unwrap_or(0);
-    let limit = [client_limit, env.limits.size_limit].into_iter().filter(|l| *l > 0).min();
+    let limit = [client_limit, env.limits.size_limit]
+        .into_iter()
+        .filter(|l| *l > 0)
+        .min();
     let mut matching = matching(snap, &compiled, &base_entry, req.scope);
     if let Some(keys) = &sort {
         let mut all: Vec<Arc<Entry>> = matching.cloned().collect();
         sort_entries(&mut all, keys);
-        let ctl = [RespControl { oid: proto::OID_SORT_RESPONSE, value: proto::sort_value(0) }];
+        let ctl = [RespControl {
+            oid: proto::OID_SORT_RESPONSE,
+            value: proto::sort_value(0),
+        }];
         let mut it = all.iter();
         return emit(&ctx, &mut it, limit, deadline, out, &ctl);
     }
@@ -154,16 +181,15 @@ impl Ctx<'_, '_> {
 }
 
 /// Write entries until the iterator ends, the size limit is hit (4 if more would follow) or time runs out (3).
-fn emit<'s>(
+fn emit(
     ctx: &Ctx<'_, '_>,
-    it: &mut dyn Iterator<Item = &'s Arc<Entry>>,
+    it: &mut dyn Iterator<Item = &Arc<Entry>>,
     limit: Option<usize>,
     deadline: Option<Instant>,
     out: &mut BytesMut,
     ctl: &[RespControl],
 ) {
-    let mut n = 0usize;
-    for e in it {
+    for (n, e) in it.enumerate() {
         if limit.is_some_and(|l| n >= l) {
             return done(out, ctx.id, Code::SizeLimitExceeded, "", "", ctl);
         }
@@ -177,7 +203,6 @@ fn emit<'s>(
             }
         }
         ctx.write(out, e);
-        n += 1;
     }
     if ctx.env.abandoned.load(Ordering::Relaxed) {
         out.clear();
@@ -221,7 +246,9 @@ fn matching<'s>(
 
 fn sort_entries(v: &mut [Arc<Entry>], keys: &[SortKey]) {
     let key_of = |e: &Entry| -> Vec<Option<String>> {
-        keys.iter().map(|k| e.strs(&k.attr).next().map(|s| s.to_lowercase())).collect()
+        keys.iter()
+            .map(|k| e.strs(&k.attr).next().map(|s| s.to_lowercase()))
+            .collect()
     };
     let mut keyed: Vec<(Vec<Option<String>>, Arc<Entry>)> = v.iter().map(|e| (key_of(e), e.clone())).collect();
     keyed.sort_by(|(a, _), (b, _)| {
@@ -275,7 +302,10 @@ fn paged_search(
     let fp = fingerprint(req);
     let mut sort_ctl = Vec::new();
     if sort.is_some() {
-        sort_ctl.push(RespControl { oid: proto::OID_SORT_RESPONSE, value: proto::sort_value(0) });
+        sort_ctl.push(RespControl {
+            oid: proto::OID_SORT_RESPONSE,
+            value: proto::sort_value(0),
+        });
     }
     let state = if cookie.is_empty() {
         None
@@ -291,7 +321,10 @@ fn paged_search(
     };
     if size <= 0 {
         // A zero page size abandons the paged search (RFC 2696 §3).
-        let mut ctl = vec![RespControl { oid: proto::OID_PAGED, value: proto::paged_value(0, &[]) }];
+        let mut ctl = vec![RespControl {
+            oid: proto::OID_PAGED,
+            value: proto::paged_value(0, &[]),
+        }];
         ctl.extend(sort_ctl);
         return done(out, ctx.id, Code::Success, "", "", &ctl);
     }
@@ -337,7 +370,10 @@ fn paged_search(
     } else {
         Vec::new()
     };
-    let mut ctl = vec![RespControl { oid: proto::OID_PAGED, value: proto::paged_value(total, &next_cookie) }];
+    let mut ctl = vec![RespControl {
+        oid: proto::OID_PAGED,
+        value: proto::paged_value(total, &next_cookie),
+    }];
     ctl.extend(sort_ctl);
     done(out, ctx.id, Code::Success, "", "", &ctl)
 }
@@ -349,14 +385,25 @@ mod tests {
     use ldap3_proto::proto::{LdapMsg, LdapOp, LdapResultCode};
     use tokio_util::codec::Decoder;
 
-    fn run(snap: &Arc<Snapshot>, pages: &Mutex<Pages>, base: &str, scope: Scope, f: &str, limit: i64, ctl: Vec<Control>) -> Vec<LdapMsg> {
+    fn run(
+        snap: &Arc<Snapshot>,
+        pages: &Mutex<Pages>,
+        base: &str,
+        scope: Scope,
+        f: &str,
+        limit: i64,
+        ctl: Vec<Control>,
+    ) -> Vec<LdapMsg> {
         let cache = EntryCache::new();
         let abandoned = AtomicBool::new(false);
         let env = SearchEnv {
             snap,
             cache: &cache,
             pages,
-            limits: Limits { size_limit: 1000, max_page_size: 2 },
+            limits: Limits {
+                size_limit: 1000,
+                max_page_size: 2,
+            },
             host: "dc1.contoso.example",
             abandoned: &abandoned,
         };
@@ -403,10 +450,29 @@ mod tests {
         let p = Mutex::new(Pages::default());
         let m = run(&snap, &p, BASE, Scope::One, "(objectClass=*)", 0, vec![]);
         assert_eq!(dns(&m), vec!["CN=Users,DC=contoso,DC=example"]);
-        let m = run(&snap, &p, "cn=users,dc=contoso,dc=example", Scope::Sub, "(objectClass=user)", 0, vec![]);
+        let m = run(
+            &snap,
+            &p,
+            "cn=users,dc=contoso,dc=example",
+            Scope::Sub,
+            "(objectClass=user)",
+            0,
+            vec![],
+        );
         assert_eq!(dns(&m).len(), 3);
-        let m = run(&snap, &p, "CN=Nobody,CN=Users,DC=contoso,DC=example", Scope::Base, "(objectClass=*)", 0, vec![]);
-        assert_eq!(result(&m[0]), (LdapResultCode::NoSuchObject, "CN=Users,DC=contoso,DC=example".into()));
+        let m = run(
+            &snap,
+            &p,
+            "CN=Nobody,CN=Users,DC=contoso,DC=example",
+            Scope::Base,
+            "(objectClass=*)",
+            0,
+            vec![],
+        );
+        assert_eq!(
+            result(&m[0]),
+            (LdapResultCode::NoSuchObject, "CN=Users,DC=contoso,DC=example".into())
+        );
         let m = run(&snap, &p, "", Scope::Base, "(objectClass=*)", 0, vec![]);
         assert_eq!(dns(&m), vec![""]);
         let m = run(&snap, &p, "not a dn", Scope::Base, "(objectClass=*)", 0, vec![]);
@@ -428,21 +494,41 @@ mod tests {
     fn paging_with_cookies_and_sorting() {
         let snap = Arc::new(sample());
         let p = Mutex::new(Pages::default());
-        let sort = Control { oid: proto::OID_SORT_REQUEST.into(), critical: true, value: Some({
-            let mut b = BytesMut::new();
-            super::super::ber::put_constructed(&mut b, 0x30, |s| super::super::ber::put_constructed(s, 0x30, |k| {
-                super::super::ber::put_tlv(k, 0x04, b"cn");
-                super::super::ber::put_tlv(k, 0x81, &[0xff]);
-            }));
-            b.freeze()
-        }) };
+        let sort = Control {
+            oid: proto::OID_SORT_REQUEST.into(),
+            critical: true,
+            value: Some({
+                let mut b = BytesMut::new();
+                super::super::ber::put_constructed(&mut b, 0x30, |s| {
+                    super::super::ber::put_constructed(s, 0x30, |k| {
+                        super::super::ber::put_tlv(k, 0x04, b"cn");
+                        super::super::ber::put_tlv(k, 0x81, &[0xff]);
+                    })
+                });
+                b.freeze()
+            }),
+        };
         let mut cookie = Vec::new();
         let mut seen = Vec::new();
         for _ in 0..10 {
-            let paged = Control { oid: proto::OID_PAGED.into(), critical: true, value: Some(proto::paged_value(100, &cookie)) };
-            let m = run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![paged, sort.clone()]);
+            let paged = Control {
+                oid: proto::OID_PAGED.into(),
+                critical: true,
+                value: Some(proto::paged_value(100, &cookie)),
+            };
+            let m = run(
+                &snap,
+                &p,
+                BASE,
+                Scope::Sub,
+                "(objectClass=*)",
+                0,
+                vec![paged, sort.clone()],
+            );
             seen.extend(dns(&m));
-            let LdapOp::SearchResultDone(_) = &m.last().unwrap().op else { panic!() };
+            let LdapOp::SearchResultDone(_) = &m.last().unwrap().op else {
+                panic!()
+            };
             let ctl = m.last().unwrap().ctrl.iter().find_map(|c| match c {
                 ldap3_proto::control::LdapControl::SimplePagedResults { cookie, .. } => Some(cookie.clone()),
                 _ => None,
@@ -454,8 +540,18 @@ mod tests {
         }
         assert_eq!(seen.len(), 7, "max_page_size 2 → 4 pages, every entry once");
         let first_cn: Vec<&String> = seen.iter().take(2).collect();
-        assert_eq!(first_cn, vec!["CN=Users,DC=contoso,DC=example", "CN=Sales Berlin,CN=Users,DC=contoso,DC=example"]);
-        let bad = Control { oid: proto::OID_PAGED.into(), critical: true, value: Some(proto::paged_value(10, b"0123456789abcdef")) };
+        assert_eq!(
+            first_cn,
+            vec![
+                "CN=Users,DC=contoso,DC=example",
+                "CN=Sales Berlin,CN=Users,DC=contoso,DC=example"
+            ]
+        );
+        let bad = Control {
+            oid: proto::OID_PAGED.into(),
+            critical: true,
+            value: Some(proto::paged_value(10, b"0123456789abcdef")),
+        };
         let m = run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![bad]);
         assert_eq!(result(&m[0]).0, LdapResultCode::UnwillingToPerform);
     }
@@ -464,10 +560,21 @@ mod tests {
     fn unknown_critical_control_is_refused() {
         let snap = Arc::new(sample());
         let p = Mutex::new(Pages::default());
-        let c = Control { oid: "1.2.3.4".into(), critical: true, value: None };
+        let c = Control {
+            oid: "1.2.3.4".into(),
+            critical: true,
+            value: None,
+        };
         let m = run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![c]);
         assert_eq!(result(&m[0]).0, LdapResultCode::UnavailableCriticalExtension);
-        let c = Control { oid: "1.2.3.4".into(), critical: false, value: None };
-        assert_eq!(dns(&run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![c])).len(), 7);
+        let c = Control {
+            oid: "1.2.3.4".into(),
+            critical: false,
+            value: None,
+        };
+        assert_eq!(
+            dns(&run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![c])).len(),
+            7
+        );
     }
 }

@@ -47,7 +47,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn host(&self, cfg: &LdapConfig) -> String {
-        cfg.host_name.clone().unwrap_or_else(|| format!("entradir.{}", self.dir.load().naming.dns_domain))
+        cfg.host_name
+            .clone()
+            .unwrap_or_else(|| format!("entradir.{}", self.dir.load().naming.dns_domain))
     }
 }
 
@@ -82,7 +84,9 @@ impl Decoder for FrameCodec {
         if first != 0x30 {
             return Err(FrameError::NotLdap(first));
         }
-        let Some((_, hl, len)) = peek_header(buf)? else { return Ok(None) };
+        let Some((_, hl, len)) = peek_header(buf)? else {
+            return Ok(None);
+        };
         let total = hl.saturating_add(len);
         if total > self.max_pdu {
             return Err(FrameError::TooLarge(total));
@@ -121,7 +125,13 @@ async fn send(framed: &mut FramedRead<BoxIo, FrameCodec>, bytes: &[u8]) -> std::
 }
 
 /// Serve one connection until it closes, errs, idles out or the server shuts down.
-pub(crate) async fn run(shared: Arc<Shared>, io: BoxIo, peer: SocketAddr, tls_active: bool, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    io: BoxIo,
+    peer: SocketAddr,
+    tls_active: bool,
+    shutdown: CancellationToken,
+) {
     let max_pdu = shared.cfg.load().max_pdu_size;
     let mut framed = FramedRead::with_capacity(io, FrameCodec { max_pdu }, 8 * 1024);
     let mut s = Session {
@@ -221,12 +231,21 @@ impl Session {
             _ => {
                 debug!(peer = %self.peer, error = %e, "protocol error");
                 self.drain(framed).await;
-                let _ = send(framed, &proto::notice_of_disconnection(Code::ProtocolError, &e.to_string())).await;
+                let _ = send(
+                    framed,
+                    &proto::notice_of_disconnection(Code::ProtocolError, &e.to_string()),
+                )
+                .await;
             }
         }
     }
 
-    async fn dispatch(&mut self, framed: &mut FramedRead<BoxIo, FrameCodec>, req: Request, cfg: &Arc<LdapConfig>) -> Next {
+    async fn dispatch(
+        &mut self,
+        framed: &mut FramedRead<BoxIo, FrameCodec>,
+        req: Request,
+        cfg: &Arc<LdapConfig>,
+    ) -> Next {
         let id = req.id;
         let mut out = BytesMut::new();
         match req.op {
@@ -255,7 +274,11 @@ impl Session {
                 if send(framed, &out).await.is_err() {
                     return Next::Close;
                 }
-                return if code == Code::Success { Next::StartTls } else { Next::Continue };
+                return if code == Code::Success {
+                    Next::StartTls
+                } else {
+                    Next::Continue
+                };
             }
             Op::Extended { oid, .. } if oid == proto::OID_WHOAMI => {
                 let who = match &self.bound {
@@ -265,11 +288,19 @@ impl Session {
                 put_extended(&mut out, id, Code::Success, "", None, Some(who.as_bytes()));
             }
             Op::Extended { oid, .. } => {
-                let msg = format!("0000203D: LdapErr: DSID-0C0C0E94, comment: Unknown extended request OID {oid}, v4563");
+                let msg =
+                    format!("0000203D: LdapErr: DSID-0C0C0E94, comment: Unknown extended request OID {oid}, v4563");
                 put_extended(&mut out, id, Code::ProtocolError, &msg, None, None);
             }
             Op::Write { response_tag } => {
-                put_result(&mut out, id, response_tag, Code::UnwillingToPerform, "", "00002035: the directory is read-only (it mirrors Microsoft Entra ID)");
+                put_result(
+                    &mut out,
+                    id,
+                    response_tag,
+                    Code::UnwillingToPerform,
+                    "",
+                    "00002035: the directory is read-only (it mirrors Microsoft Entra ID)",
+                );
             }
             Op::Compare { dn, attr, value } => {
                 if !self.may_read(cfg) {
@@ -297,7 +328,10 @@ impl Session {
                             snap: &snap,
                             cache: &shared.cache,
                             pages: &pages,
-                            limits: Limits { size_limit: cfg.size_limit, max_page_size: cfg.max_page_size },
+                            limits: Limits {
+                                size_limit: cfg.size_limit,
+                                max_page_size: cfg.max_page_size,
+                            },
                             host: &host,
                             abandoned: &flag,
                         };
@@ -338,7 +372,10 @@ impl Session {
         }
         let password = match auth {
             BindAuth::Sasl(_) => {
-                return (Code::AuthMethodNotSupported, "00002028: LdapErr: only simple binds are supported, v4563")
+                return (
+                    Code::AuthMethodNotSupported,
+                    "00002028: LdapErr: only simple binds are supported, v4563",
+                )
             }
             BindAuth::Simple(p) => p,
         };
@@ -347,7 +384,10 @@ impl Session {
             return (Code::Success, "");
         }
         if password.is_empty() {
-            return (Code::UnwillingToPerform, "unauthenticated bind (name without password) is not allowed");
+            return (
+                Code::UnwillingToPerform,
+                "unauthenticated bind (name without password) is not allowed",
+            );
         }
         let naming = self.shared.dir.load().naming.clone();
         let Some(account) = bind::resolve_name(name, &cfg.accounts, &naming).cloned() else {
@@ -364,7 +404,9 @@ impl Session {
             true
         } else {
             let (hash, pw) = (account.password_hash.clone(), password.clone());
-            let ok = tokio::task::spawn_blocking(move || bind::verify_password(&pw, &hash)).await.unwrap_or(false);
+            let ok = tokio::task::spawn_blocking(move || bind::verify_password(&pw, &hash))
+                .await
+                .unwrap_or(false);
             if ok {
                 self.shared.verified.insert(&account.password_hash, &password);
             }
@@ -383,8 +425,12 @@ impl Session {
 
 fn compare(shared: &Shared, dn: &str, attr: &str, value: Bytes) -> (Code, String) {
     let snap = shared.dir.load();
-    let Some(norm) = normalize_dn(dn) else { return (Code::InvalidDnSyntax, String::new()) };
-    let Some(e) = snap.by_dn(&norm) else { return (Code::NoSuchObject, String::new()) };
+    let Some(norm) = normalize_dn(dn) else {
+        return (Code::InvalidDnSyntax, String::new());
+    };
+    let Some(e) = snap.by_dn(&norm) else {
+        return (Code::NoSuchObject, String::new());
+    };
     if e.get(attr).is_none() {
         return (Code::NoSuchAttribute, String::new());
     }

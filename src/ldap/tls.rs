@@ -26,6 +26,11 @@ pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rus
 
 /// Load `tls_cert` / `tls_key` files.
 pub fn load_server_config(cert_path: &str, key_path: &str) -> Result<Arc<rustls::ServerConfig>, LdapError> {
-    let read = |p: &str| std::fs::read(p).map_err(|source| LdapError::Read { path: p.to_string(), source });
+    let read = |p: &str| {
+        std::fs::read(p).map_err(|source| LdapError::Read {
+            path: p.to_string(),
+            source,
+        })
+    };
     server_config_from_pem(&read(cert_path)?, &read(key_path)?)
 }

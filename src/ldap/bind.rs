@@ -4,8 +4,6 @@
 
 use crate::directory::dn::parse_dn;
 use crate::directory::Naming;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -81,26 +79,12 @@ impl Cidr {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot hash password: {0}")]
-pub struct HashError(String);
+pub use crate::accounts::hash_password;
 
-/// Hash a password into an argon2id PHC string for `[[accounts]] password_hash`.
-pub fn hash_password(password: &str) -> Result<String, HashError> {
-    let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| HashError(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError(e.to_string()))
-}
-
-/// Check a password against a PHC hash (CPU-heavy: call from a blocking thread).
+/// Check a password against a PHC hash (CPU-heavy: call from a blocking thread). LDAP passwords are octets;
+/// one that is not UTF-8 cannot match a hash made by `entradir hash-password`.
 pub fn verify_password(password: &[u8], phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(h) => Argon2::default().verify_password(password, &h).is_ok(),
-        Err(_) => false,
-    }
+    std::str::from_utf8(password).is_ok_and(|p| crate::accounts::verify_password(p, phc))
 }
 
 /// Which account a bind name refers to: `CN=svc,OU=...` (first RDN value), `svc@dns.domain`,

@@ -115,8 +115,15 @@ impl LdapConfig {
                 .iter()
                 .map(|n| n.parse::<Cidr>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| LdapError::Account { name: a.name.clone(), message: e.to_string() })?;
-            accounts.push(Account { name: a.name.clone(), password_hash: a.password_hash.clone(), networks });
+                .map_err(|e| LdapError::Account {
+                    name: a.name.clone(),
+                    message: e.to_string(),
+                })?;
+            accounts.push(Account {
+                name: a.name.clone(),
+                password_hash: a.password_hash.clone(),
+                networks,
+            });
         }
         Ok(Some(LdapConfig {
             listen: l.listen,

@@ -10,5 +10,6 @@ pub mod directory;
 pub mod export;
 pub mod frontends;
 pub mod graph;
+pub mod ldap;
 pub mod server;
 pub mod sync;

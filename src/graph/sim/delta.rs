@@ -381,7 +381,7 @@ fn render(
         m.insert("@removed".into(), json!({ "reason": reason }));
         return (Value::Object(m), false);
     }
-    let fresh = |key: &str| !minimal || cur.s == 0 || o.prop_seq.get(key).is_some_and(|s| *s > cur.s);
+    let fresh = |key: &str| !minimal || cur.s == 0 || o.prop_changed(key) > cur.s;
     match &cur.sel {
         Some(sel) => {
             for s in sel {

@@ -408,6 +408,22 @@ async fn photos_have_etags_and_404s() {
     .await;
     assert_eq!(r.status(), 200);
     assert_eq!(sim.control().request_count(Endpoint::Photo), 4);
+
+    // Concurrency is observable, so a client's cap on parallel photo requests can be checked.
+    sim.control().fault(Fault::Delay {
+        millis: 200,
+        scope: FaultScope::Photos,
+    });
+    sim.control().clear_request_log();
+    let url = format!("{}/v1.0/users/{with}/photo/$value", sim.base_url());
+    let requests = (0..6).map(|_| get(&http, &url, &t));
+    let statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(statuses, vec![200; 6]);
+    assert_eq!(sim.control().peak_concurrency(Endpoint::Photo), 6);
     sim.shutdown().await;
 }
 

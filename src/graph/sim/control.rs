@@ -40,6 +40,8 @@ pub struct Shared {
     pub tenant: Mutex<Tenant>,
     pub faults: Mutex<FaultState>,
     pub log: Mutex<Vec<RequestRecord>>,
+    /// Per endpoint: (requests in flight now, peak since the log was last cleared).
+    pub concurrency: Mutex<HashMap<Endpoint, (usize, usize)>>,
     pub auth: Mutex<AuthState>,
     pub tokens: Mutex<TokenPolicy>,
     pub paging: Mutex<Paging>,
@@ -252,8 +254,17 @@ impl Control {
         lock(&self.shared.log).iter().filter(|r| r.endpoint == endpoint).count()
     }
 
+    /// Clears the request log and the concurrency peaks.
     pub fn clear_request_log(&self) {
         lock(&self.shared.log).clear();
+        for e in lock(&self.shared.concurrency).values_mut() {
+            e.1 = e.0;
+        }
+    }
+
+    /// The most requests to this endpoint that were in flight at once (e.g. photos: Graph allows about 4).
+    pub fn peak_concurrency(&self, endpoint: Endpoint) -> usize {
+        lock(&self.shared.concurrency).get(&endpoint).map_or(0, |e| e.1)
     }
 
     pub fn paging(&self) -> Paging {

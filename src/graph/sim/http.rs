@@ -159,6 +159,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let reply = if endpoint == Endpoint::Control {
         control(&shared, req, &segs).await
     } else {
+        let _in_flight = InFlight::enter(&shared, endpoint);
         let delay = lock(&shared.faults).delay_for(endpoint);
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
@@ -199,6 +200,30 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         at_ms: at.duration_since(shared.started).as_millis() as u64,
     });
     Ok(into_response(reply, cut))
+}
+
+/// Counts a request as in flight until dropped, recording the peak per endpoint.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    endpoint: Endpoint,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared, endpoint: Endpoint) -> InFlight<'a> {
+        let mut c = lock(&shared.concurrency);
+        let e = c.entry(endpoint).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+        InFlight { shared, endpoint }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = lock(&self.shared.concurrency).get_mut(&self.endpoint) {
+            e.0 = e.0.saturating_sub(1);
+        }
+    }
 }
 
 fn into_response(reply: Reply, cut: bool) -> Response<Body> {
@@ -512,6 +537,13 @@ fn control_route(
         (&Method::GET, [] | [""]) => Ok(Reply::text(200, control_help(base))),
         (&Method::GET, ["export"]) => ok(serde_json::to_value(c.export()).unwrap_or_default()),
         (&Method::GET, ["requests"]) => ok(serde_json::to_value(c.request_log()).unwrap_or_default()),
+        (&Method::GET, ["concurrency"]) => {
+            let list: Vec<Value> = lock(&c.shared.concurrency)
+                .iter()
+                .map(|(e, (now, peak))| json!({"endpoint": e, "inFlight": now, "peak": peak}))
+                .collect();
+            ok(Value::Array(list))
+        }
         (&Method::DELETE, ["requests"]) => {
             c.clear_request_log();
             Ok(Reply::empty(204))
@@ -657,6 +689,7 @@ pub fn control_help(base: &str) -> String {
                        {{\"type\":\"expireSecret\",\"expired\":true}}  {{\"type\":\"expireAccessTokens\"}}
   DELETE /_sim/faults                         disarm all faults
   GET    /_sim/requests;  DELETE /_sim/requests   request log (method, path, endpoint, status, atMs, cut)
+  GET    /_sim/concurrency                    peak requests in flight per endpoint (since the log was cleared)
   GET    /_sim/paging;  PUT /_sim/paging {{\"pageSize\",\"memberSlice\",\"replayEvery\",\"emptyFirstPage\",\
 \"tokenLifetime\"}}"
     )

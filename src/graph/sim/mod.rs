@@ -183,6 +183,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         tenant: Mutex::new(tenant),
         faults: Mutex::default(),
         log: Mutex::default(),
+        concurrency: Mutex::default(),
         auth: Mutex::default(),
         tokens: Mutex::default(),
         paging: Mutex::new(paging),

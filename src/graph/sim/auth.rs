@@ -163,8 +163,9 @@ pub fn token(shared: &Shared, tenant: &str, body: &[u8], token_url: &str) -> Tok
     )
 }
 
-/// Checks a client assertion's shape and claims. The signature is not verified (no X.509 parser here); a
-/// configured certificate's SHA-256 thumbprint must match `x5t#S256` when that header is present.
+/// Checks a client assertion's shape and claims. With a configured certificate, the thumbprint header
+/// (`x5t#S256`, or the older SHA-1 `x5t`) must name it and the RS256/PS256 signature must verify against its key;
+/// without one, any well-formed assertion naming some certificate passes.
 fn check_assertion(
     shared: &Shared,
     assertion: &str,
@@ -206,18 +207,52 @@ fn check_assertion(
             "Client assertion failed signature validation: the header names no certificate (x5t#S256 or x5t).",
         ));
     }
-    if let (Some(der), Some(thumb)) = (&shared.creds.certificate_der, s256) {
-        let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(der));
-        // Some libraries pad or use the standard alphabet; compare the decoded bytes.
-        let given = URL_SAFE_NO_PAD
-            .decode(thumb.trim_end_matches('='))
-            .or_else(|_| STANDARD.decode(thumb));
-        if given.ok().map(|g| URL_SAFE_NO_PAD.encode(g)) != Some(expected) {
-            return Err(aadsts(
+    if let Some(der) = &shared.creds.certificate_der {
+        let unregistered = || {
+            aadsts(
                 401,
                 "invalid_client",
                 700027,
                 "The certificate with identifier used to sign the client assertion is not registered on application.",
+            )
+        };
+        let (given, expected) = match (s256, sha1) {
+            (Some(t), _) => (t, Sha256::digest(der).to_vec()),
+            (None, Some(t)) => (
+                t,
+                ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
+                    .as_ref()
+                    .to_vec(),
+            ),
+            (None, None) => return Err(unregistered()),
+        };
+        // Some libraries pad or use the standard alphabet; compare the decoded bytes.
+        let given = URL_SAFE_NO_PAD
+            .decode(given.trim_end_matches('='))
+            .or_else(|_| STANDARD.decode(given));
+        if given.ok() != Some(expected) {
+            return Err(unregistered());
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(parts[2].trim_end_matches('='))
+            .unwrap_or_default();
+        let signed = &assertion[..parts[0].len() + 1 + parts[1].len()];
+        let algorithm: &dyn ring::signature::VerificationAlgorithm = if alg == "PS256" {
+            &ring::signature::RSA_PSS_2048_8192_SHA256
+        } else {
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256
+        };
+        let valid = rsa_public_key(der).is_some_and(|key| {
+            ring::signature::UnparsedPublicKey::new(algorithm, key)
+                .verify(signed.as_bytes(), &signature)
+                .is_ok()
+        });
+        if !valid {
+            return Err(aadsts(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation.",
             ));
         }
     }
@@ -266,5 +301,64 @@ pub fn check_bearer(shared: &Shared, authorization: Option<&str>) -> Result<(), 
         Some(expiry) if *expiry > Instant::now() => Ok(()),
         Some(_) => Err("Lifetime validation failed, the token is expired."),
         None => Err("IDX14100: JWT is not well formed, there are no dots (.) or the token is invalid."),
+    }
+}
+
+/// Reads one DER element at the start of `input`: (tag, contents, rest).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The PKCS#1 `RSAPublicKey` inside an X.509 certificate's SubjectPublicKeyInfo, if the key is RSA.
+pub fn rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
+    const RSA_ENCRYPTION: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01];
+    let (0x30, certificate, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der(certificate)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    let (tag, _, after) = der(rest)?;
+    if tag == 0xA0 {
+        rest = after; // explicit version
+    }
+    // serial, signature algorithm, issuer, validity, subject
+    for _ in 0..5 {
+        rest = der(rest)?.2;
+    }
+    let (0x30, spki, _) = der(rest)? else {
+        return None;
+    };
+    let (0x30, algorithm, key) = der(spki)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der(algorithm)? else {
+        return None;
+    };
+    if oid != RSA_ENCRYPTION {
+        return None;
+    }
+    let (0x03, bits, _) = der(key)? else {
+        return None;
+    };
+    match bits.split_first() {
+        Some((0, key)) => Some(key),
+        _ => None,
     }
 }

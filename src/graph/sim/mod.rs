@@ -67,7 +67,8 @@ pub struct SimOptions {
     /// Client secret the token endpoint accepts.
     #[arg(long, default_value = DEMO_SECRET)]
     pub client_secret: String,
-    /// PEM client certificate; when given, client assertions must carry its SHA-256 thumbprint (`x5t#S256`).
+    /// PEM client certificate (RSA); when given, client assertions must name it (`x5t#S256` or `x5t`) and be
+    /// signed with its key (RS256 or PS256).
     #[arg(long)]
     pub client_certificate: Option<PathBuf>,
     /// Share of users with a photo (0.0 to 1.0).
@@ -210,7 +211,14 @@ fn read_certificate(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let mut reader = std::io::BufReader::new(pem.as_slice());
     let first = rustls_pemfile::certs(&mut reader).next();
     match first {
-        Some(Ok(der)) => Ok(der.to_vec()),
+        Some(Ok(der)) if auth::rsa_public_key(&der).is_some() => Ok(der.to_vec()),
+        Some(Ok(_)) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: the certificate's key is not RSA (Entra signs client assertions with RSA only)",
+                path.display()
+            ),
+        )),
         Some(Err(e)) => Err(e),
         None => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -295,6 +295,13 @@ impl Tenant {
             obj.seq = seq;
             obj.created = seq;
             obj.prop_seq.clear();
+            // The client dropped the object with its links; a restore must send them again.
+            if obj.manager.is_some() {
+                obj.manager_seq = seq;
+            }
+            for m in obj.members.values_mut().filter(|m| m.present) {
+                m.seq = seq;
+            }
         }
         Ok(())
     }

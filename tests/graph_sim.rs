@@ -480,7 +480,7 @@ async fn http_control_api_mutates_and_injects_faults() {
 
 #[tokio::test]
 async fn certificate_assertions_are_verified_against_the_configured_certificate() {
-    let key_pem = include_str!("../src/graph/sim/testdata/client-rsa-pkcs8.pem");
+    let key_pem = include_str!("../src/graph/testdata/test-rsa-pkcs8.pem");
     let key = match rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(key_pem, &rcgen::PKCS_RSA_SHA256) {
         Ok(k) => k,
         Err(e) => panic!("test key: {e}"),

@@ -150,6 +150,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let endpoint = classify(&method, &segs);
+    let client_request_id = req
+        .headers()
+        .get("client-request-id")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
     let base = match req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()) {
         Some(host) => format!("http://{host}"),
         None => format!("http://{}", shared.addr),
@@ -186,6 +191,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 route(&shared, req, &segs, endpoint, &base).await
             }
         }
+    };
+    // Graph tags every answer with ids that support cases quote; clients log them.
+    let reply = if matches!(endpoint, Endpoint::Delta(_) | Endpoint::Photo | Endpoint::Other) {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        reply
+            .header(hyper::header::HeaderName::from_static("request-id"), request_id.clone())
+            .header(
+                hyper::header::HeaderName::from_static("client-request-id"),
+                client_request_id.unwrap_or(request_id),
+            )
+    } else {
+        reply
     };
     let status = reply.status.as_u16();
     // Only successful pages are cut: that is where a client would otherwise take half a page for a whole one.

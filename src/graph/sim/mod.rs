@@ -257,6 +257,18 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<()> {
         sim.client_secret()
     );
     println!();
+    println!("try it (curl + jq):");
+    println!(
+        "  TOKEN=$(curl -s {base}/{}/oauth2/v2.0/token -d grant_type=client_credentials -d client_id={} \\",
+        sim.tenant_id(),
+        sim.client_id()
+    );
+    println!(
+        "      -d client_secret={} -d scope={base}/.default | jq -r .access_token)",
+        sim.client_secret()
+    );
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/v1.0/users/delta?$select=displayName,businessPhones,manager'");
+    println!();
     println!("{}", http::control_help(&base));
     tokio::signal::ctrl_c().await?;
     println!("shutting down");

@@ -362,3 +362,108 @@ pub fn rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::sim::control::Credentials;
+    use crate::graph::sim::delta::Paging;
+    use crate::graph::sim::tenant::Tenant;
+
+    fn shared() -> Shared {
+        let creds = Credentials {
+            tenant_id: "t1".into(),
+            client_id: "app".into(),
+            client_secret: "s3cret".into(),
+            certificate_der: None,
+        };
+        Shared::new(([127, 0, 0, 1], 0).into(), Tenant::default(), Paging::default(), creds)
+    }
+
+    fn ask(s: &Shared, tenant: &str, form: &str) -> (u16, u64) {
+        let (status, v) = token(s, tenant, form.as_bytes(), "http://x/t1/oauth2/v2.0/token");
+        (status, v["error_codes"][0].as_u64().unwrap_or(0))
+    }
+
+    #[test]
+    fn token_errors_name_the_aadsts_code() {
+        let s = shared();
+        let ok = "grant_type=client_credentials&client_id=app&client_secret=s3cret&scope=http%3A%2F%2Fx%2F.default";
+        assert_eq!(ask(&s, "t1", ok), (200, 0));
+        assert_eq!(ask(&s, "other", ok), (400, 90002));
+        assert_eq!(
+            ask(&s, "t1", &ok.replace("client_credentials", "password")),
+            (400, 70003)
+        );
+        assert_eq!(
+            ask(&s, "t1", &ok.replace("client_id=app", "client_id=nope")),
+            (400, 700016)
+        );
+        assert_eq!(
+            ask(&s, "t1", &ok.replace("%2F.default", "%2Fuser.read")),
+            (400, 1002012)
+        );
+        assert_eq!(ask(&s, "t1", &ok.replace("s3cret", "guess")), (401, 7000215));
+        assert_eq!(
+            ask(
+                &s,
+                "t1",
+                "grant_type=client_credentials&client_id=app&scope=a%2F.default"
+            ),
+            (401, 7000218)
+        );
+        assert_eq!(ask(&s, "t1", "client_id=app"), (400, 900144));
+        let (status, _) = token(&s, "t1", b"\xff\x00&&==%zz", "http://x/t1/oauth2/v2.0/token");
+        assert_eq!(status, 400);
+        lock(&s.auth).secret_expired = true;
+        assert_eq!(ask(&s, "t1", ok), (401, 7000222));
+    }
+
+    #[test]
+    fn issued_tokens_are_accepted_until_expired() {
+        let s = shared();
+        let form = "grant_type=client_credentials&client_id=app&client_secret=s3cret&scope=x%2F.default";
+        let (_, v) = token(&s, "t1", form.as_bytes(), "http://x/t1/oauth2/v2.0/token");
+        let t = v["access_token"].as_str().unwrap_or_default().to_string();
+        assert_eq!(check_bearer(&s, Some(&format!("Bearer {t}"))), Ok(()));
+        assert!(check_bearer(&s, None).is_err());
+        assert!(check_bearer(&s, Some("Bearer forged")).is_err());
+        assert!(check_bearer(&s, Some(&t)).is_err(), "scheme missing");
+        for e in lock(&s.auth).issued.values_mut() {
+            *e = Instant::now();
+        }
+        assert_eq!(
+            check_bearer(&s, Some(&format!("Bearer {t}"))),
+            Err("Lifetime validation failed, the token is expired.")
+        );
+    }
+
+    #[test]
+    fn certificate_parsing_finds_rsa_keys_and_never_panics() {
+        let key_pem = include_str!("../testdata/test-rsa-pkcs8.pem");
+        let rsa = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(key_pem, &rcgen::PKCS_RSA_SHA256)
+            .and_then(|k| rcgen::CertificateParams::new(vec!["x".into()])?.self_signed(&k));
+        let Ok(rsa) = rsa else {
+            panic!("test certificate");
+        };
+        let der = rsa.der().to_vec();
+        let key = rsa_public_key(&der);
+        assert!(key.is_some_and(|k| k.len() > 256 && k[0] == 0x30));
+        let ec =
+            rcgen::KeyPair::generate().and_then(|k| rcgen::CertificateParams::new(vec!["x".into()])?.self_signed(&k));
+        let Ok(ec) = ec else {
+            panic!("test certificate");
+        };
+        assert_eq!(rsa_public_key(ec.der()), None);
+        for cut in 0..der.len() {
+            let _ = rsa_public_key(&der[..cut]);
+        }
+        let mut flipped = der.clone();
+        for i in 0..flipped.len() {
+            flipped[i] ^= 0xFF;
+            let _ = rsa_public_key(&flipped);
+            flipped[i] ^= 0xFF;
+        }
+        assert_eq!(rsa_public_key(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+}

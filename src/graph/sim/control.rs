@@ -49,6 +49,24 @@ pub struct Shared {
     pub started: Instant,
 }
 
+impl Shared {
+    /// State around a given tenant and credentials, not yet serving.
+    pub fn new(addr: std::net::SocketAddr, tenant: Tenant, paging: Paging, creds: Credentials) -> Shared {
+        Shared {
+            addr,
+            tenant: Mutex::new(tenant),
+            faults: Mutex::default(),
+            log: Mutex::default(),
+            concurrency: Mutex::default(),
+            auth: Mutex::default(),
+            tokens: Mutex::default(),
+            paging: Mutex::new(paging),
+            creds,
+            started: Instant::now(),
+        }
+    }
+}
+
 /// Locks a mutex; a panic elsewhere while holding it must not take the simulator down.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

@@ -17,8 +17,8 @@ pub mod tenant;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use control::{Control, GroupExport, TenantExport};
 pub use delta::Paging;
@@ -179,23 +179,13 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
     };
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(control::Shared {
-        addr,
-        tenant: Mutex::new(tenant),
-        faults: Mutex::default(),
-        log: Mutex::default(),
-        concurrency: Mutex::default(),
-        auth: Mutex::default(),
-        tokens: Mutex::default(),
-        paging: Mutex::new(paging),
-        creds: control::Credentials {
-            tenant_id: opts.tenant_id.clone(),
-            client_id: opts.client_id.clone(),
-            client_secret: opts.client_secret.clone(),
-            certificate_der,
-        },
-        started: Instant::now(),
-    });
+    let creds = control::Credentials {
+        tenant_id: opts.tenant_id.clone(),
+        client_id: opts.client_id.clone(),
+        client_secret: opts.client_secret.clone(),
+        certificate_der,
+    };
+    let shared = Arc::new(control::Shared::new(addr, tenant, paging, creds));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(http::serve(listener, shared.clone(), stopped));
     Ok(SimHandle {

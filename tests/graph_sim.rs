@@ -379,6 +379,22 @@ async fn photos_have_etags_and_404s() {
     );
     assert_eq!(r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(), jpeg);
 
+    // By UPN, percent-encoded, as some clients send it.
+    let upn = export
+        .users
+        .iter()
+        .find(|u| u["id"] == with.as_str())
+        .and_then(|u| u["userPrincipalName"].as_str())
+        .unwrap_or_default()
+        .replace('@', "%40");
+    let r = get(
+        &http,
+        &format!("{}/v1.0/users/{upn}/photos/48x48/%24value", sim.base_url()),
+        &t,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
     let r = get(&http, &format!("{}/v1.0/users/{with}/photo", sim.base_url()), &t).await;
     let v: Value = r.json().await.unwrap_or_default();
     assert_eq!(v["@odata.mediaEtag"], etag.as_str());
@@ -407,7 +423,7 @@ async fn photos_have_etags_and_404s() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(sim.control().request_count(Endpoint::Photo), 4);
+    assert_eq!(sim.control().request_count(Endpoint::Photo), 5);
 
     // Concurrency is observable, so a client's cap on parallel photo requests can be checked.
     sim.control().fault(Fault::Delay {

@@ -135,6 +135,31 @@ fn classify(method: &Method, segs: &[&str]) -> Endpoint {
     }
 }
 
+/// Decodes `%XX` escapes; malformed escapes and invalid UTF-8 are kept as they are / replaced.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn kind_of_collection(coll: &str) -> Option<GraphKind> {
     GraphKind::ALL.into_iter().find(|k| k.collection() == coll)
 }
@@ -148,7 +173,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let path = req.uri().path().to_string();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Clients may percent-encode segments (`%24value`, a UPN's `%40`); route on the decoded form.
+    let decoded: Vec<String> = path.trim_matches('/').split('/').map(percent_decode).collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let endpoint = classify(&method, &segs);
     let client_request_id = req
         .headers()
@@ -678,6 +705,34 @@ fn object_route(
             Ok(Reply::empty(204))
         }
         _ => Err(bad("unknown control request; GET /_sim/ lists them")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_decoded_leniently() {
+        assert_eq!(percent_decode("%24value"), "$value");
+        assert_eq!(percent_decode("anna%40contoso.example"), "anna@contoso.example");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn routes_are_classified() {
+        let c = |p: &str| classify(&Method::GET, &p.split('/').collect::<Vec<_>>());
+        assert_eq!(c("v1.0/users/delta"), Endpoint::Delta(GraphKind::User));
+        assert_eq!(c("v1.0/contacts/delta"), Endpoint::Delta(GraphKind::Contact));
+        assert_eq!(c("v1.0/users/x/photos/96x96/$value"), Endpoint::Photo);
+        assert_eq!(c("v1.0/servicePrincipals/delta"), Endpoint::Other);
+        assert_eq!(c("_sim/export"), Endpoint::Control);
+        assert_eq!(
+            classify(&Method::POST, &["t", "oauth2", "v2.0", "token"]),
+            Endpoint::Token
+        );
     }
 }
 

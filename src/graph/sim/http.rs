@@ -708,34 +708,6 @@ fn object_route(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_are_percent_decoded_leniently() {
-        assert_eq!(percent_decode("%24value"), "$value");
-        assert_eq!(percent_decode("anna%40contoso.example"), "anna@contoso.example");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%ff"), "\u{fffd}");
-    }
-
-    #[test]
-    fn routes_are_classified() {
-        let c = |p: &str| classify(&Method::GET, &p.split('/').collect::<Vec<_>>());
-        assert_eq!(c("v1.0/users/delta"), Endpoint::Delta(GraphKind::User));
-        assert_eq!(c("v1.0/contacts/delta"), Endpoint::Delta(GraphKind::Contact));
-        assert_eq!(c("v1.0/users/x/photos/96x96/$value"), Endpoint::Photo);
-        assert_eq!(c("v1.0/servicePrincipals/delta"), Endpoint::Other);
-        assert_eq!(c("_sim/export"), Endpoint::Control);
-        assert_eq!(
-            classify(&Method::POST, &["t", "oauth2", "v2.0", "token"]),
-            Endpoint::Token
-        );
-    }
-}
-
 fn fnv(s: &str) -> u32 {
     s.bytes()
         .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
@@ -765,4 +737,32 @@ pub fn control_help(base: &str) -> String {
   GET    /_sim/paging;  PUT /_sim/paging {{\"pageSize\",\"memberSlice\",\"replayEvery\",\"emptyFirstPage\",\
 \"tokenLifetime\"}}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_decoded_leniently() {
+        assert_eq!(percent_decode("%24value"), "$value");
+        assert_eq!(percent_decode("anna%40contoso.example"), "anna@contoso.example");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn routes_are_classified() {
+        let c = |p: &str| classify(&Method::GET, &p.split('/').collect::<Vec<_>>());
+        assert_eq!(c("v1.0/users/delta"), Endpoint::Delta(GraphKind::User));
+        assert_eq!(c("v1.0/contacts/delta"), Endpoint::Delta(GraphKind::Contact));
+        assert_eq!(c("v1.0/users/x/photos/96x96/$value"), Endpoint::Photo);
+        assert_eq!(c("v1.0/servicePrincipals/delta"), Endpoint::Other);
+        assert_eq!(c("_sim/export"), Endpoint::Control);
+        assert_eq!(
+            classify(&Method::POST, &["t", "oauth2", "v2.0", "token"]),
+            Endpoint::Token
+        );
+    }
 }

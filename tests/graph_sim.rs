@@ -472,6 +472,67 @@ async fn http_control_api_mutates_and_injects_faults() {
         .await
         .map(|r| r.status().as_u16());
     assert_eq!(r.ok(), Some(404));
+
+    // Groups, members of every kind, managers, soft and permanent deletes, restores.
+    let send = |req: reqwest::RequestBuilder| async move {
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (status, v) = send(
+        http.post(format!("{base}/_sim/groups"))
+            .json(&json!({"displayName": "Team + Co"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let gid = v["id"].as_str().unwrap_or_default().to_string();
+    let members = format!("{base}/_sim/groups/{gid}/members");
+    let (_, v) = send(http.post(&members).json(&json!({"id": id}))).await;
+    assert_eq!(v["added"], true);
+    let sp = json!({"id": "5p-1", "@odata.type": "#microsoft.graph.servicePrincipal"});
+    assert_eq!(send(http.post(&members).json(&sp)).await.1["added"], true);
+    assert_eq!(send(http.post(&members).json(&json!({"id": "unknown"}))).await.0, 400);
+    assert_eq!(send(http.delete(format!("{members}/5p-1"))).await.1["removed"], true);
+    let boss = sim
+        .control()
+        .ids(GraphKind::User)
+        .into_iter()
+        .find(|u| *u != id)
+        .unwrap_or_default();
+    let (_, v) = send(
+        http.put(format!("{base}/_sim/users/{id}/manager"))
+            .json(&json!({"id": boss})),
+    )
+    .await;
+    assert_eq!(v["changed"], true);
+    assert_eq!(sim.control().export().managers.get(&id), Some(&boss));
+    let group = |export: &sim::TenantExport| export.groups.iter().find(|g| g.props["id"] == gid.as_str()).cloned();
+    assert_eq!(group(&sim.control().export()).map(|g| g.members.len()), Some(1));
+    assert_eq!(send(http.delete(format!("{base}/_sim/users/{id}"))).await.0, 204);
+    assert_eq!(
+        group(&sim.control().export()).map(|g| g.members.len()),
+        Some(0),
+        "deleted users leave groups"
+    );
+    assert_eq!(send(http.post(format!("{base}/_sim/users/{id}/restore"))).await.0, 204);
+    assert!(sim.control().get(GraphKind::User, &id).is_some());
+    assert_eq!(
+        send(http.delete(format!("{base}/_sim/users/{id}?permanent=true")))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(send(http.post(format!("{base}/_sim/users/{id}/restore"))).await.0, 404);
+    assert_eq!(
+        send(http.patch(format!("{base}/_sim/groups/{gid}")).body("{not json"))
+            .await
+            .0,
+        400
+    );
     let r = http
         .post(format!("{base}/_sim/faults"))
         .json(&json!({"type": "delay", "millis": 300}))

@@ -5,6 +5,26 @@
 //! authority and the Graph URL of a client are both [`SimHandle::base_url`]. The tenant is generated
 //! deterministically from a seed ([`tenant`] model, [`gen`] generator) and mutated through [`Control`] (in
 //! process) or `/_sim/...` (HTTP); faults ([`Fault`]) make it behave as badly as the real service can.
+//!
+//! ```no_run
+//! use entradir::directory::change::GraphKind;
+//! use entradir::graph::sim::{self, Fault, FaultScope, SimOptions};
+//!
+//! # async fn example() -> std::io::Result<()> {
+//! let sim = sim::start(SimOptions { users: 50, ..SimOptions::default() }).await?; // 127.0.0.1:0
+//! let control = sim.control();
+//! let first = control.ids(GraphKind::User)[0].clone();
+//! let mut props = serde_json::Map::new();
+//! props.insert("jobTitle".into(), "Tester".into());
+//! control.update_user(&first, props).ok(); // the next delta round returns exactly this user
+//! control.fault(Fault::Throttle { requests: 1, retry_after_secs: 2, scope: FaultScope::Delta });
+//! // ... point the client at sim.base_url() with sim.tenant_id() / client_id() / client_secret(), sync ...
+//! let truth = control.export(); // what the directory should now contain
+//! # let _ = truth;
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod auth;
 pub mod control;

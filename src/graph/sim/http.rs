@@ -28,6 +28,9 @@ type Body = BoxBody<Bytes, std::io::Error>;
 /// Largest request body accepted (photo uploads through the control API are the big ones).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// Request log entries kept; the older half is dropped when full.
+const MAX_LOG: usize = 200_000;
+
 /// Photo sizes Graph serves under `/photos/{size}`.
 const PHOTO_SIZES: &[u32] = &[48, 64, 96, 120, 240, 360, 432, 504, 648];
 
@@ -234,7 +237,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let status = reply.status.as_u16();
     // Only successful pages are cut: that is where a client would otherwise take half a page for a whole one.
     let cut = cut && status == 200;
-    lock(&shared.log).push(RequestRecord {
+    let record = RequestRecord {
         method: method.to_string(),
         path: path_and_query,
         endpoint,
@@ -242,7 +245,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         cut,
         at,
         at_ms: at.duration_since(shared.started).as_millis() as u64,
-    });
+    };
+    let mut log = lock(&shared.log);
+    // A long-running `graph-sim` must not grow without bound; tests clear the log long before this.
+    if log.len() >= MAX_LOG {
+        log.drain(..MAX_LOG / 2);
+    }
+    log.push(record);
+    drop(log);
     Ok(into_response(reply, cut))
 }
 

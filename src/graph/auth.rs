@@ -294,6 +294,7 @@ impl TokenSource {
             90_002 | 900_023 | 90_023 => Some(CredentialProblem::UnknownTenant),
             7_000_112 => Some(CredentialProblem::ApplicationDisabled),
             1_002_012 | 70_011 => Some(CredentialProblem::WrongScope),
+            700_021 | 7_000_218 => Some(CredentialProblem::ClientRejected),
             _ => None,
         });
         let problem = problem.or(match error {

@@ -35,6 +35,8 @@ pub struct AuthState {
 /// State shared by the HTTP server and every [`Control`].
 #[derive(Debug)]
 pub struct Shared {
+    /// Where the server listens; links use the request's Host header when there is one.
+    pub addr: std::net::SocketAddr,
     pub tenant: Mutex<Tenant>,
     pub faults: Mutex<FaultState>,
     pub log: Mutex<Vec<RequestRecord>>,
@@ -76,8 +78,11 @@ pub struct TenantExport {
     pub managers: BTreeMap<String, String>,
     /// User id → (ETag, JPEG bytes). JSON form: `{"<id>": {"etag": "...", "jpeg": "<base64>"}}`.
     #[serde(with = "photo_map")]
-    pub photos: BTreeMap<String, (String, Vec<u8>)>,
+    pub photos: PhotoMap,
 }
+
+/// User id → (ETag, JPEG bytes).
+pub type PhotoMap = BTreeMap<String, (String, Vec<u8>)>;
 
 mod photo_map {
     use std::collections::BTreeMap;
@@ -92,7 +97,7 @@ mod photo_map {
         jpeg: String,
     }
 
-    pub fn serialize<S: Serializer>(m: &BTreeMap<String, (String, Vec<u8>)>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(m: &super::PhotoMap, s: S) -> Result<S::Ok, S::Error> {
         let out: BTreeMap<&String, Photo> = m
             .iter()
             .map(|(id, (etag, jpeg))| {
@@ -108,7 +113,7 @@ mod photo_map {
         out.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, (String, Vec<u8>)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::PhotoMap, D::Error> {
         let m = BTreeMap::<String, Photo>::deserialize(d)?;
         m.into_iter()
             .map(|(id, p)| {
@@ -222,7 +227,12 @@ impl Control {
                 p.style = *style;
             }
             Fault::ExpireSecret { expired } => lock(&self.shared.auth).secret_expired = *expired,
-            Fault::ExpireAccessTokens => lock(&self.shared.auth).issued.clear(),
+            Fault::ExpireAccessTokens => {
+                let now = Instant::now();
+                for expiry in lock(&self.shared.auth).issued.values_mut() {
+                    *expiry = now;
+                }
+            }
             _ => {}
         }
         lock(&self.shared.faults).arm(&fault);

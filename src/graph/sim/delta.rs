@@ -106,6 +106,9 @@ fn decode(token: &str) -> Option<Cursor> {
     serde_json::from_slice(&raw).ok()
 }
 
+/// Where the next page resumes: `(after id, (group id, member offset))`.
+type Resume = (Option<String>, Option<(String, usize)>);
+
 /// What the client asked for.
 #[derive(Debug, Clone)]
 pub enum DeltaRequest {
@@ -260,7 +263,8 @@ pub fn serve(tenant: &Tenant, ctx: &Context<'_>, kind: GraphKind, req: DeltaRequ
         (None, None) => objects.range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
     };
     let mut count = 0;
-    let mut next: Option<(Option<String>, Option<(String, usize)>)> = None;
+    // Where the next page resumes: after an id, or inside a group's member list.
+    let mut next: Option<Resume> = None;
     for (id, o) in range {
         if !included(o, cur.s) {
             continue;

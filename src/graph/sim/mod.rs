@@ -6,6 +6,7 @@
 //! deterministically from a seed ([`tenant`] model, [`gen`] generator) and mutated through [`Control`] (in
 //! process) or `/_sim/...` (HTTP); faults ([`Fault`]) make it behave as badly as the real service can.
 
+mod auth;
 pub mod control;
 pub mod delta;
 pub mod faults;
@@ -175,7 +176,10 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         empty_first_page: true,
         token_lifetime: Duration::from_secs(opts.token_lifetime_secs),
     };
+    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
+    let addr = listener.local_addr()?;
     let shared = Arc::new(control::Shared {
+        addr,
         tenant: Mutex::new(tenant),
         faults: Mutex::default(),
         log: Mutex::default(),
@@ -190,8 +194,6 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
         },
         started: Instant::now(),
     });
-    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
-    let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(http::serve(listener, shared.clone(), stopped));
     Ok(SimHandle {

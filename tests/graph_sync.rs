@@ -50,6 +50,7 @@ fn config(sim: &SimHandle) -> GraphConfig {
     cfg.authority = sim.base_url();
     cfg.graph_url = sim.base_url();
     cfg.photo_size = Some("96x96".into());
+    cfg.org_contacts = true;
     cfg.retry = fast_retry();
     cfg
 }

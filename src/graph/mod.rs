@@ -12,6 +12,10 @@
 //!   the published directory untouched.
 //!
 //! It knows nothing about LDAP, CardDAV or the AD projection: it reports what Graph said, in Graph's terms.
+//!
+//! The app registration needs these *application* permissions with admin consent: `User.Read.All` (users, their
+//! managers and photos), `GroupMember.Read.All` (groups and members), `Device.Read.All` (with `devices`) and
+//! `OrgContact.Read.All` (with `org_contacts`).
 
 pub mod auth;
 pub mod delta;
@@ -57,8 +61,8 @@ pub struct GraphConfig {
 }
 
 impl GraphConfig {
-    /// A configuration for the global cloud with the defaults used by `entradir run`: photos, devices and
-    /// org contacts on, default photo size, default retry policy.
+    /// A configuration for the global cloud with the defaults of `entradir run`: photos and devices on, org
+    /// contacts off, Graph's default photo size, the default retry policy.
     pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>, credential: Credential) -> GraphConfig {
         GraphConfig {
             tenant_id: tenant_id.into(),
@@ -69,7 +73,7 @@ impl GraphConfig {
             proxy: None,
             photos: true,
             photo_size: None,
-            org_contacts: true,
+            org_contacts: false,
             devices: true,
             page_size_hint: None,
             extra_user_select: Vec::new(),
@@ -447,6 +451,7 @@ mod tests {
     #[test]
     fn kinds_follow_configuration() {
         let mut cfg = GraphConfig::new("t", "c", Credential::Secret("x".into()));
+        cfg.org_contacts = true;
         assert_eq!(cfg.kinds(), GraphKind::ALL.to_vec());
         cfg.devices = false;
         cfg.org_contacts = false;

@@ -60,6 +60,7 @@ pub const GROUP_SELECT: &[&str] = &[
     "groupTypes",
     "onPremisesSamAccountName",
     "securityIdentifier",
+    "proxyAddresses",
     "members",
 ];
 
@@ -115,8 +116,11 @@ pub fn select(kind: GraphKind, extra_user: &[String]) -> Vec<String> {
     let mut fields: Vec<String> = base.iter().map(|s| s.to_string()).collect();
     if kind == GraphKind::User {
         for extra in extra_user {
-            if !fields.contains(extra) {
-                fields.push(extra.clone());
+            // `$select` takes top-level properties; a mapping may name a nested one such as
+            // `onPremisesExtensionAttributes.extensionAttribute1`.
+            let top = extra.split(['.', '/']).next().unwrap_or(extra).to_string();
+            if !top.is_empty() && !fields.contains(&top) {
+                fields.push(top);
             }
         }
     }
@@ -600,6 +604,12 @@ mod tests {
             initial_url("https://g", GraphKind::Contact, &[]).starts_with("https://g/v1.0/contacts/delta?$select=id,")
         );
         assert_eq!(select(GraphKind::User, &["mail".to_string()]).len(), USER_SELECT.len());
+        let nested = select(
+            GraphKind::User,
+            &["onPremisesExtensionAttributes.extensionAttribute3".into(), "x/y".into()],
+        );
+        assert_eq!(nested.len(), USER_SELECT.len() + 1);
+        assert_eq!(nested.last().map(String::as_str), Some("x"));
     }
 
     #[test]

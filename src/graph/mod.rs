@@ -218,7 +218,11 @@ impl Syncer {
             }
         }
         for field in &cfg.extra_user_select {
-            if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            if field.is_empty()
+                || !field
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/'))
+            {
                 return Err(SyncError::Config(format!(
                     "extra user property {field:?} is not a Graph property name"
                 )));
@@ -380,6 +384,14 @@ mod tests {
     use super::*;
     use serde_json::Map;
 
+    /// The orchestrator runs rounds on spawned tasks, so the round future must be `Send` (checked at compile
+    /// time).
+    #[allow(dead_code)]
+    fn round_future_is_send(syncer: &mut Syncer, links: &DeltaLinks, plan: &PhotoPlan) {
+        fn assert_send<T: Send>(_: &T) {}
+        assert_send(&syncer.round(links, plan));
+    }
+
     fn upsert(id: &str) -> Change {
         Change::Upsert {
             kind: GraphKind::User,
@@ -456,12 +468,5 @@ mod tests {
         cfg.devices = false;
         cfg.org_contacts = false;
         assert_eq!(cfg.kinds(), vec![GraphKind::User, GraphKind::Group]);
-    }
-
-    /// The orchestrator runs rounds on spawned tasks, so the round future must be `Send` (checked at compile time).
-    #[allow(dead_code)]
-    fn round_future_is_send(syncer: &mut Syncer, links: &DeltaLinks, plan: &PhotoPlan) {
-        fn assert_send<T: Send>(_: &T) {}
-        assert_send(&syncer.round(links, plan));
     }
 }

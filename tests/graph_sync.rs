@@ -724,6 +724,7 @@ async fn certificate_credentials_work() {
         key_pem: key_pem.to_string(),
     };
     let mut syncer = Syncer::new(cfg).unwrap();
+    assert!(syncer.credential_expires_at().is_some_and(|t| t > 1_700_000_000));
     let round = syncer
         .round(&DeltaLinks::default(), &PhotoPlan::default())
         .await

@@ -193,7 +193,12 @@ pub struct PhotoPlan {
 pub struct Syncer {
     cfg: GraphConfig,
     http: http::GraphHttp,
+    /// `notAfter` of the client certificate, for the expiry warning each round.
+    certificate_expires_at: Option<u64>,
 }
+
+/// Warn this long before the client certificate expires.
+const CERTIFICATE_WARNING_SECS: u64 = 30 * 86_400;
 
 impl Syncer {
     /// Validates the configuration (URLs, proxy, certificate and key) and builds the HTTP client. Does not talk to
@@ -229,7 +234,21 @@ impl Syncer {
             }
         }
         let http = http::GraphHttp::new(&cfg)?;
-        Ok(Syncer { cfg, http })
+        let certificate_expires_at = match &cfg.credential {
+            Credential::Certificate { cert_pem, .. } => auth::certificate_not_after(cert_pem),
+            Credential::Secret(_) => None,
+        };
+        Ok(Syncer {
+            cfg,
+            http,
+            certificate_expires_at,
+        })
+    }
+
+    /// When the client certificate expires (Unix seconds); `None` for a client secret, whose expiry only the app
+    /// registration knows.
+    pub fn credential_expires_at(&self) -> Option<u64> {
+        self.certificate_expires_at
     }
 
     pub fn config(&self) -> &GraphConfig {
@@ -253,6 +272,17 @@ impl Syncer {
     pub async fn round(&mut self, links: &DeltaLinks, photos: &PhotoPlan) -> Result<Round, SyncError> {
         let counters = http::Counters::default();
         let now = unix_now();
+        if let Some(expires) = self.certificate_expires_at {
+            if expires <= now {
+                tracing::warn!("the client certificate has expired: upload a new one to the app registration");
+            } else if expires - now < CERTIFICATE_WARNING_SECS {
+                let days = (expires - now) / 86_400;
+                tracing::warn!(
+                    days,
+                    "the client certificate expires soon: upload a new one to the app registration"
+                );
+            }
+        }
         let kinds = self.cfg.kinds();
         let outcomes = futures_util::future::try_join_all(
             kinds

@@ -177,10 +177,9 @@ impl TokenSource {
             }
         }
         let (token, lifetime) = self.request().await?;
-        let margin = RENEW_MARGIN.min(lifetime / 2);
         *cache = Some(Cached {
             token: token.clone(),
-            renew_at: Instant::now() + lifetime - margin,
+            renew_at: Instant::now() + use_for(lifetime),
         });
         tracing::debug!(lifetime_s = lifetime.as_secs(), "obtained a Graph access token");
         Ok(token)
@@ -315,6 +314,12 @@ impl TokenSource {
             None => self.error(format!("HTTP {status}: {detail}")),
         }
     }
+}
+
+/// How long a token with this lifetime is used before it is renewed: until 5 minutes before it expires, or half
+/// its life for short-lived tokens, so a request never starts with a token about to expire.
+fn use_for(lifetime: Duration) -> Duration {
+    lifetime - RENEW_MARGIN.min(lifetime / 2)
 }
 
 /// Reads `access_token` and `expires_in` from a token response.
@@ -605,6 +610,13 @@ mod tests {
             other.contains("proxy says no") && other.contains("oauth2/v2.0/token"),
             "{other}"
         );
+    }
+
+    #[test]
+    fn tokens_are_renewed_before_they_expire() {
+        assert_eq!(use_for(Duration::from_secs(3599)), Duration::from_secs(3299));
+        assert_eq!(use_for(Duration::from_secs(300)), Duration::from_secs(150));
+        assert_eq!(use_for(Duration::from_secs(1)), Duration::from_millis(500));
     }
 
     #[test]

@@ -907,3 +907,40 @@ async fn random_mutations_and_faults_keep_the_model_equal_to_the_tenant() {
         }
     }
 }
+
+/// With `proxy` set, both the login and the Graph requests go through it. The simulator stands in for the proxy
+/// here: it answers absolute-form requests for hosts that do not exist, which only arrive through a proxy.
+#[tokio::test]
+async fn requests_go_through_the_configured_proxy() {
+    let sim = start(SimOptions {
+        users: 10,
+        groups: 2,
+        devices: 2,
+        contacts: 1,
+        ..options()
+    })
+    .await;
+    let mut cfg = config(&sim);
+    cfg.authority = "http://login.entradir-test.invalid".into();
+    cfg.graph_url = "http://graph.entradir-test.invalid".into();
+    cfg.proxy = Some(sim.base_url());
+    cfg.photos = false;
+    let round = Syncer::new(cfg)
+        .unwrap()
+        .round(&DeltaLinks::default(), &PhotoPlan::default())
+        .await
+        .expect("round through the proxy");
+    assert!(round
+        .delta_links
+        .links
+        .values()
+        .all(|l| l.url.starts_with("http://graph.entradir-test.invalid/")));
+    let mut model = Model::default();
+    model.apply(&round);
+    model.assert_matches(&sim);
+
+    let mut cfg = config(&sim);
+    cfg.proxy = Some("http://[not-a-proxy".into());
+    let err = Syncer::new(cfg).unwrap_err().to_string();
+    assert!(err.contains("proxy"), "{err}");
+}

@@ -107,11 +107,20 @@ pub(crate) struct PhotoBody {
 }
 
 /// The shared HTTP client plus the token source; cheap to share by reference across concurrent requests.
-#[derive(Debug)]
 pub(crate) struct GraphHttp {
     client: reqwest::Client,
     auth: TokenSource,
     retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for GraphHttp {
+    // By hand: the client's own Debug would print the proxy URL, credentials included.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphHttp")
+            .field("auth", &self.auth)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one attempt came to.

@@ -463,7 +463,7 @@ mod tests {
     fn debug_output_never_contains_secrets() {
         let mut cfg = GraphConfig::new("t", "c", Credential::Secret("s3cr3t-value".into()));
         cfg.proxy = Some("http://user:hunter2@proxy:3128".into());
-        let shown = format!("{cfg:?}");
+        let shown = format!("{cfg:?} {:?}", Syncer::new(cfg.clone()).unwrap());
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
         let cert = Credential::Certificate {

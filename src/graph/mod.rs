@@ -61,8 +61,8 @@ pub struct GraphConfig {
 }
 
 impl GraphConfig {
-    /// A configuration for the global cloud with the defaults of `entradir run`: photos and devices on, org
-    /// contacts off, Graph's default photo size, the default retry policy.
+    /// A configuration for the global cloud reading everything: photos, devices and org contacts on, Graph's
+    /// default photo size, the default retry policy. `entradir run` sets each switch from the config file.
     pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>, credential: Credential) -> GraphConfig {
         GraphConfig {
             tenant_id: tenant_id.into(),
@@ -73,7 +73,7 @@ impl GraphConfig {
             proxy: None,
             photos: true,
             photo_size: None,
-            org_contacts: false,
+            org_contacts: true,
             devices: true,
             page_size_hint: None,
             extra_user_select: Vec::new(),

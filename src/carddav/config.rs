@@ -1,0 +1,176 @@
+//! What the operator configures for the CardDAV/phone-book service. The lead's TOML layer maps `[carddav]` onto
+//! [`CardDavConfig`]; everything except the listen addresses can be swapped at runtime (SIGHUP) through
+//! [`crate::carddav::serve_reloadable`].
+
+use crate::carddav::auth::{Account, Cidr};
+use crate::carddav::CardDavError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The vCard version a card is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VCardVersion {
+    /// RFC 2426: what macOS/iOS Contacts and most phones accept.
+    #[default]
+    V3,
+    /// RFC 6350, for clients that ask for it (DAVx5, Linphone).
+    V4,
+}
+
+impl VCardVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VCardVersion::V3 => "3.0",
+            VCardVersion::V4 => "4.0",
+        }
+    }
+
+    /// `"3.0"`/`"4.0"` (also `"3"`/`"4"`); anything else is not a version we write.
+    pub fn parse(s: &str) -> Option<VCardVersion> {
+        match s.trim() {
+            "3.0" | "3" => Some(VCardVersion::V3),
+            "4.0" | "4" => Some(VCardVersion::V4),
+            _ => None,
+        }
+    }
+}
+
+/// How numbers appear in the vendor XML phone books (vCards always carry E.164 where the number parses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NumberFormat {
+    /// `+49301234567`
+    #[default]
+    E164,
+    /// Dialable from inside the default country: `0301234567`; foreign numbers keep their `+` form.
+    National,
+}
+
+/// One address book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookConfig {
+    /// URL segment (`/dav/books/<name>/`, `/phonebook/<name>/yealink.xml`): letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    pub display_name: String,
+    /// Members of this group (a DN or a Graph object id), transitively; `None` = all users and contacts.
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CardDavConfig {
+    /// Plain HTTP listener.
+    pub listen: Option<SocketAddr>,
+    /// HTTPS listener; needs `tls`.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Books besides the "all users" book, which always exists (named `all` unless a group-less book is listed).
+    pub books: Vec<BookConfig>,
+    /// Version served when a client does not ask for one.
+    pub vcard_version: VCardVersion,
+    /// Service accounts (shared with LDAP): Basic auth against their PHC argon2 hashes.
+    pub accounts: Vec<Account>,
+    /// Clients from these networks may read without credentials.
+    pub anonymous_networks: Vec<Cidr>,
+    pub phonebook_number_format: NumberFormat,
+    /// Also publish disabled accounts (userAccountControl bit 2); off by default.
+    pub include_disabled: bool,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for CardDavConfig {
+    fn default() -> Self {
+        CardDavConfig {
+            listen: None,
+            tls_listen: None,
+            tls: None,
+            books: Vec::new(),
+            vcard_version: VCardVersion::V3,
+            accounts: Vec::new(),
+            anonymous_networks: Vec::new(),
+            phonebook_number_format: NumberFormat::E164,
+            include_disabled: false,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl CardDavConfig {
+    /// The books as served: the "all users" book first (added when none of the configured books is group-less).
+    pub fn effective_books(&self) -> Vec<BookConfig> {
+        let mut out = Vec::with_capacity(self.books.len() + 1);
+        if !self.books.iter().any(|b| b.group.is_none()) {
+            out.push(BookConfig {
+                name: "all".into(),
+                display_name: "All users".into(),
+                group: None,
+            });
+        }
+        out.extend(self.books.iter().cloned());
+        out
+    }
+
+    /// Reject what would make URLs ambiguous or unusable.
+    pub fn validate(&self) -> Result<(), CardDavError> {
+        if self.listen.is_none() && self.tls_listen.is_none() {
+            return Err(CardDavError::NoListener);
+        }
+        if let (Some(addr), None) = (self.tls_listen, &self.tls) {
+            return Err(CardDavError::TlsWithoutCert(addr));
+        }
+        let books = self.effective_books();
+        for (i, b) in books.iter().enumerate() {
+            let ok = !b.name.is_empty()
+                && b.name != "."
+                && b.name != ".."
+                && b.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return Err(CardDavError::Config(format!(
+                    "book name {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                    b.name
+                )));
+            }
+            if books[..i].iter().any(|o| o.name == b.name) {
+                return Err(CardDavError::Config(format!("book name {:?} is used twice", b.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_book_is_added_and_names_are_checked() {
+        let mut cfg = CardDavConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        cfg.books.push(BookConfig {
+            name: "sales".into(),
+            display_name: "Sales".into(),
+            group: Some("g".into()),
+        });
+        let names: Vec<String> = cfg.effective_books().into_iter().map(|b| b.name).collect();
+        assert_eq!(names, ["all", "sales"]);
+        assert!(cfg.validate().is_ok());
+        cfg.books.push(BookConfig {
+            name: "a/b".into(),
+            display_name: "x".into(),
+            group: None,
+        });
+        assert!(matches!(cfg.validate(), Err(CardDavError::Config(_))));
+        cfg.books.pop();
+        cfg.books.push(BookConfig {
+            name: "sales".into(),
+            display_name: "x".into(),
+            group: None,
+        });
+        assert!(cfg.validate().is_err());
+        let none = CardDavConfig::default();
+        assert!(matches!(none.validate(), Err(CardDavError::NoListener)));
+    }
+}

@@ -19,6 +19,7 @@ pub mod filter;
 pub mod phonebook;
 pub mod propfind;
 pub mod report;
+pub mod sample;
 pub mod server;
 pub mod service;
 pub mod vcard;

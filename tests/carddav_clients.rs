@@ -6,7 +6,7 @@ use calcard::vcard::{VCard, VCardProperty, VCardValue};
 use entradir::carddav::auth::hash_password;
 use entradir::carddav::sample;
 use entradir::carddav::xml::{parse, Element, CALSERVER, CARDDAV, DAV};
-use entradir::carddav::{Account, BookConfig, CardDavConfig, CardDavServer, VCardVersion};
+use entradir::carddav::{Account, BookConfig, CardDavConfig, CardDavServer};
 use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::{Entry, Naming, Published, Snapshot};
 use std::collections::HashMap;
@@ -677,11 +677,14 @@ async fn refusals_limits_and_anonymous_read() {
     assert_eq!(anon.send("GET", &card, &[], "").await.status, 200);
 }
 
-fn xml_events(body: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+/// (tag, attributes, text) of every element in document order.
+type XmlEvent = (String, Vec<(String, String)>, String);
+
+fn xml_events(body: &str) -> Vec<XmlEvent> {
     // quick-xml's plain reader (the server's parser refuses DOCTYPE, which Gigaset's format carries).
     use quick_xml::events::Event;
     let mut r = quick_xml::Reader::from_str(body);
-    let mut out: Vec<(String, Vec<(String, String)>, String)> = Vec::new();
+    let mut out: Vec<XmlEvent> = Vec::new();
     loop {
         match r.read_event().unwrap_or_else(|e| panic!("bad XML {e}: {body}")) {
             Event::Start(s) | Event::Empty(s) => out.push((
@@ -709,7 +712,7 @@ fn xml_events(body: &str) -> Vec<(String, Vec<(String, String)>, String)> {
     out
 }
 
-fn texts_of(ev: &[(String, Vec<(String, String)>, String)], tag: &str) -> Vec<String> {
+fn texts_of(ev: &[XmlEvent], tag: &str) -> Vec<String> {
     ev.iter()
         .filter(|(n, _, _)| n == tag)
         .map(|(_, _, t)| t.trim().to_string())

@@ -19,12 +19,7 @@ pub enum GraphKind {
 }
 
 impl GraphKind {
-    pub const ALL: [GraphKind; 4] = [
-        GraphKind::User,
-        GraphKind::Group,
-        GraphKind::Device,
-        GraphKind::Contact,
-    ];
+    pub const ALL: [GraphKind; 4] = [GraphKind::User, GraphKind::Group, GraphKind::Device, GraphKind::Contact];
 
     /// The collection's path segment in Graph URLs (`users`, `groups`, ...).
     pub fn collection(self) -> &'static str {
@@ -73,10 +68,7 @@ pub enum Change {
         removed: Vec<String>,
     },
     /// `manager@delta` for a user; `None` removes the manager.
-    Manager {
-        user: String,
-        manager: Option<String>,
-    },
+    Manager { user: String, manager: Option<String> },
 }
 
 /// A user's photo as last fetched.

@@ -53,11 +53,7 @@ pub fn parse_dn(dn: &str) -> Option<Vec<Rdn>> {
             return None;
         }
         let ty = dn[start..i].trim();
-        if ty.is_empty()
-            || !ty
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        {
+        if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
             return None;
         }
         i += 1; // '='
@@ -81,10 +77,7 @@ pub fn parse_dn(dn: &str) -> Option<Vec<Rdn>> {
                     if i >= bytes.len() {
                         return None;
                     }
-                    if bytes[i].is_ascii_hexdigit()
-                        && i + 1 < bytes.len()
-                        && bytes[i + 1].is_ascii_hexdigit()
-                    {
+                    if bytes[i].is_ascii_hexdigit() && i + 1 < bytes.len() && bytes[i + 1].is_ascii_hexdigit() {
                         let h = u8::from_str_radix(&dn[i..i + 2], 16).ok()?;
                         val.push(h);
                         i += 2;
@@ -132,13 +125,7 @@ pub fn format_dn_norm(rdns: &[Rdn]) -> String {
         }
         let mut parts: Vec<String> = rdn
             .iter()
-            .map(|(t, v)| {
-                format!(
-                    "{}={}",
-                    t.to_ascii_lowercase(),
-                    escape_value(&v.to_lowercase())
-                )
-            })
+            .map(|(t, v)| format!("{}={}", t.to_ascii_lowercase(), escape_value(&v.to_lowercase())))
             .collect();
         parts.sort();
         out.push_str(&parts.join("+"));
@@ -176,8 +163,7 @@ mod tests {
     #[test]
     fn normalises_case_spaces_and_escapes() {
         let a = format_dn_norm(&parse_dn("CN=Doe\\, Jane,CN=Users,DC=Example,DC=com").unwrap());
-        let b =
-            format_dn_norm(&parse_dn("cn = doe\\2C jane , cn=users,dc=example,dc=COM").unwrap());
+        let b = format_dn_norm(&parse_dn("cn = doe\\2C jane , cn=users,dc=example,dc=COM").unwrap());
         assert_eq!(a, b);
         assert_eq!(a, "cn=doe\\, jane,cn=users,dc=example,dc=com");
     }
@@ -192,10 +178,7 @@ mod tests {
 
     #[test]
     fn parent_skips_escaped_commas() {
-        assert_eq!(
-            parent_norm("cn=doe\\, jane,cn=users,dc=x"),
-            Some("cn=users,dc=x")
-        );
+        assert_eq!(parent_norm("cn=doe\\, jane,cn=users,dc=x"), Some("cn=users,dc=x"));
         assert_eq!(parent_norm("dc=x"), None);
     }
 }

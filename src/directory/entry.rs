@@ -53,9 +53,7 @@ pub struct Entry {
 impl Entry {
     /// The attribute with this name, compared case-insensitively as LDAP requires.
     pub fn get(&self, name: &str) -> Option<&Attribute> {
-        self.attrs
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case(name))
+        self.attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name))
     }
 
     /// Values of an attribute (empty when absent).
@@ -65,22 +63,17 @@ impl Entry {
 
     /// First value as text, if present and UTF-8.
     pub fn first_str(&self, name: &str) -> Option<&str> {
-        self.values(name)
-            .first()
-            .and_then(|v| std::str::from_utf8(v).ok())
+        self.values(name).first().and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// All values as text (binary values that are not UTF-8 are skipped).
     pub fn strs<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
-        self.values(name)
-            .iter()
-            .filter_map(|v| std::str::from_utf8(v).ok())
+        self.values(name).iter().filter_map(|v| std::str::from_utf8(v).ok())
     }
 
     /// Whether `objectClass` contains `class` (case-insensitive).
     pub fn has_class(&self, class: &str) -> bool {
-        self.strs("objectClass")
-            .any(|c| c.eq_ignore_ascii_case(class))
+        self.strs("objectClass").any(|c| c.eq_ignore_ascii_case(class))
     }
 }
 

@@ -8,8 +8,8 @@ pub mod change;
 pub mod dn;
 pub mod entry;
 pub mod phone;
-pub mod state;
 pub mod snapshot;
+pub mod state;
 
 pub use entry::{Attribute, Entry, EntryKind};
 pub use snapshot::{Naming, Published, Snapshot};

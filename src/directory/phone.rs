@@ -41,8 +41,7 @@ pub struct PhoneNormalizer {
 
 impl PhoneNormalizer {
     pub fn new(country: &str) -> Result<Self, UnknownCountry> {
-        let id = Country::from_str(&country.to_ascii_uppercase())
-            .map_err(|_| UnknownCountry(country.to_string()))?;
+        let id = Country::from_str(&country.to_ascii_uppercase()).map_err(|_| UnknownCountry(country.to_string()))?;
         let calling_code = phonenumber::metadata::DATABASE
             .by_id(id.as_ref())
             .map(|m| m.country_code().to_string())

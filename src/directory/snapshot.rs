@@ -78,7 +78,11 @@ impl Naming {
         Some(Naming {
             base_dn: base_dn.trim().into(),
             base_dn_norm: crate::directory::dn::format_dn_norm(&rdns).into(),
-            dns_domain: if dcs.is_empty() { first.to_lowercase() } else { dcs.join(".").to_lowercase() },
+            dns_domain: if dcs.is_empty() {
+                first.to_lowercase()
+            } else {
+                dcs.join(".").to_lowercase()
+            },
             netbios: dcs.first().copied().unwrap_or(&first).to_uppercase(),
         })
     }
@@ -215,12 +219,18 @@ impl Snapshot {
     /// Entries with an id strictly greater than `after`, in the same order as [`Snapshot::entries`].
     pub fn entries_after<'a>(&'a self, after: &str) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
         let key: Arc<str> = after.into();
-        self.entries.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)).map(|(_, e)| e)
+        self.entries
+            .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+            .map(|(_, e)| e)
     }
 
     /// Direct children of a normalised DN (one-level search).
     pub fn children<'a>(&'a self, parent_dn_norm: &str) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
-        self.children.get(parent_dn_norm).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.entries.get(id))
+        self.children
+            .get(parent_dn_norm)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.entries.get(id))
     }
 
     /// Whether [`Snapshot::find_eq`] can answer for this attribute.
@@ -306,7 +316,13 @@ impl Snapshot {
         }
         sets.sort_by_key(|s| s.len());
         let (first, rest) = sets.split_first()?;
-        Some(first.iter().filter(|id| rest.iter().all(|s| s.contains(*id))).cloned().collect())
+        Some(
+            first
+                .iter()
+                .filter(|id| rest.iter().all(|s| s.contains(*id)))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Changes after `version`. `None` when `version` is newer than this snapshot or older than the retained
@@ -316,7 +332,11 @@ impl Snapshot {
             return None;
         }
         let from = (version + 1, Arc::<str>::from(""));
-        let changed = self.by_usn.range(from.clone()..).filter_map(|((_, id), _)| self.entries.get(id)).collect();
+        let changed = self
+            .by_usn
+            .range(from.clone()..)
+            .filter_map(|((_, id), _)| self.entries.get(id))
+            .collect();
         let removed = self
             .tombstones
             .range(from..)
@@ -379,7 +399,12 @@ impl Snapshot {
         self.by_usn.insert((e.usn_changed, e.id.clone()), ());
         self.count(e.kind, 1);
         for (attr, key) in eq_keys(e) {
-            self.eq.entry(attr).or_default().entry(key).or_default().insert(e.id.clone());
+            self.eq
+                .entry(attr)
+                .or_default()
+                .entry(key)
+                .or_default()
+                .insert(e.id.clone());
         }
         for k in self.phone_keys(e) {
             let rev: String = k.chars().rev().collect();
@@ -528,7 +553,10 @@ pub struct Published {
 impl Published {
     pub fn new(initial: Snapshot) -> Published {
         let (notify, _) = tokio::sync::watch::channel(initial.version);
-        Published { current: Arc::new(ArcSwap::from_pointee(initial)), notify }
+        Published {
+            current: Arc::new(ArcSwap::from_pointee(initial)),
+            notify,
+        }
     }
 
     /// The snapshot to answer the current request from.

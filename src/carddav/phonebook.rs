@@ -430,3 +430,66 @@ pub fn gigaset(people: &[Person]) -> String {
     o.push_str("</list>\n");
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carddav::xml::parse;
+
+    fn people() -> Vec<Person> {
+        vec![Person {
+            name: "Smith & Sons <\"Q\"> 'X'".into(),
+            first: String::new(),
+            last: String::new(),
+            org: "A&B".into(),
+            title: String::new(),
+            email: String::new(),
+            numbers: vec![
+                (Kind::Work, "+49301234567".into()),
+                (Kind::Mobile, "+491711234567".into()),
+            ],
+        }]
+    }
+
+    #[test]
+    fn numbers_in_national_or_e164() {
+        let p = PhoneNormalizer::new("DE").unwrap();
+        assert_eq!(format_number("030 1234567", &p, NumberFormat::E164), "+49301234567");
+        assert_eq!(
+            format_number("+49 30 1234567", &p, NumberFormat::National),
+            "0301234567"
+        );
+        assert_eq!(
+            format_number("+1 425 555 0100", &p, NumberFormat::National),
+            "+14255550100"
+        );
+        assert_eq!(format_number("ext. 12", &p, NumberFormat::National), "ext. 12");
+    }
+
+    #[test]
+    fn every_format_escapes_names() {
+        // Our strict parser takes all but Gigaset (which carries a DOCTYPE line by format definition).
+        for doc in [
+            yealink(&people()),
+            snom(&people()),
+            grandstream(&people()),
+            fanvil(&people(), "A&B"),
+        ] {
+            let root = parse(doc.as_bytes()).unwrap_or_else(|e| panic!("{e}: {doc}"));
+            assert!(!root.name.is_empty());
+        }
+        assert!(yealink(&people()).contains("<Name>Smith &amp; Sons &lt;&quot;Q&quot;&gt; &apos;X&apos;</Name>"));
+        let f = fanvil(&people(), "A&B");
+        assert!(f.contains("<Name>Smith + Sons") && !f.contains("&amp;"), "{f}");
+        let g = gigaset(&people());
+        let body = g.split_once("<!DOCTYPE LocalDirectory>\n").map(|(_, b)| b).unwrap();
+        let root = parse(body.as_bytes()).unwrap();
+        let entry = root.child("", "entry").unwrap();
+        assert_eq!(entry.attr("surname"), Some("Smith & Sons <\"Q\"> 'X'"));
+        assert_eq!(entry.attr("mobile1"), Some("+491711234567"));
+        let c = cisco(&people(), "Book", 9, Some("a&b"), "http://h");
+        let root = parse(c.as_bytes()).unwrap();
+        assert_eq!(root.child("", "Prompt").unwrap().text, "Page 1 of 1");
+        assert_eq!(root.children_named("", "DirectoryEntry").count(), 2);
+    }
+}

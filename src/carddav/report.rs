@@ -306,6 +306,120 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::carddav::config::CardDavConfig;
+    use crate::carddav::service::State;
+    use crate::carddav::vcard::tests::{person, phones};
+    use crate::directory::{Naming, Published, Snapshot};
+    use http_body_util::BodyExt;
+
+    async fn sync(snap: Snapshot, token: &str, limit: Option<usize>) -> (u16, Vec<(String, u16)>, String) {
+        let cfg = Arc::new(arc_swap::ArcSwap::from_pointee(CardDavConfig::default()));
+        let state = State::new(cfg.clone(), Published::new(snap));
+        let c = cfg.load_full();
+        let ctx = Ctx {
+            state: &state,
+            books: c.effective_books(),
+            cfg: c,
+            snap: state.dir.load(),
+            principal: crate::carddav::auth::Principal::Anonymous,
+        };
+        let limit = limit
+            .map(|n| format!("<D:limit><D:nresults>{n}</D:nresults></D:limit>"))
+            .unwrap_or_default();
+        let body = format!(
+            r#"<D:sync-collection xmlns:D="DAV:"><D:sync-token>{token}</D:sync-token><D:sync-level>1</D:sync-level>{limit}<D:prop><D:getetag/></D:prop></D:sync-collection>"#
+        );
+        let resp = handle(&ctx, Resource::Book(0), "/dav/books/all/", body.as_bytes());
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let Ok(root) = parse(&bytes) else {
+            return (status, vec![], String::new());
+        };
+        let items = root
+            .children_named(DAV, "response")
+            .map(|r| {
+                let href = r
+                    .child(DAV, "href")
+                    .unwrap()
+                    .text
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let code = r
+                    .child(DAV, "status")
+                    .or_else(|| r.child(DAV, "propstat").and_then(|p| p.child(DAV, "status")))
+                    .map(|s| s.text.split(' ').nth(1).unwrap().parse().unwrap())
+                    .unwrap();
+                (href, code)
+            })
+            .collect();
+        let token = root
+            .child(DAV, "sync-token")
+            .map(|t| t.text.clone())
+            .unwrap_or_default();
+        (status, items, token)
+    }
+
+    /// Version 5 holds a(3) b(4) c(5) d(5); version 6 removes b, disables c, adds e.
+    fn two_versions() -> Snapshot {
+        let naming = Naming::new("DC=contoso,DC=example").unwrap();
+        let v5 = Snapshot::from_entries(
+            naming,
+            phones(),
+            5,
+            vec![
+                person("a", 3, &[("cn", "A")]),
+                person("b", 4, &[("cn", "B")]),
+                person("c", 5, &[("cn", "C")]),
+                person("d", 5, &[("cn", "D")]),
+            ],
+        );
+        let mut v6 = v5.next();
+        v6.remove("b");
+        v6.upsert(Arc::new(person("c", 6, &[("cn", "C"), ("userAccountControl", "514")])));
+        v6.upsert(Arc::new(person("e", 6, &[("cn", "E")])));
+        v6
+    }
+
+    #[tokio::test]
+    async fn incremental_sync_reports_removed_and_disabled_people_as_gone() {
+        let (status, items, token) = sync(two_versions(), "urn:entradir:sync:5", None).await;
+        assert_eq!(status, 207);
+        let mut items = items;
+        items.sort();
+        assert_eq!(
+            items,
+            [("b.vcf".into(), 404), ("c.vcf".into(), 404), ("e.vcf".into(), 200)]
+        );
+        assert_eq!(token, "urn:entradir:sync:6");
+
+        let (_, items, _) = sync(two_versions(), "", None).await;
+        let hrefs: Vec<&str> = items.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(
+            hrefs,
+            ["a.vcf", "d.vcf", "e.vcf"],
+            "initial sync in change order, only current members"
+        );
+
+        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:7", None).await;
+        assert_eq!(status, 403, "a token from the future is refused");
+    }
+
+    #[tokio::test]
+    async fn truncated_sync_continues_without_losing_changes() {
+        let (_, first, token) = sync(two_versions(), "urn:entradir:sync:4", Some(1)).await;
+        assert!(
+            first.contains(&("d.vcf".into(), 200)) && first.contains(&("".into(), 507)),
+            "{first:?}"
+        );
+        assert!(!first.iter().any(|(h, _)| h == "e.vcf"));
+        assert_eq!(token, "urn:entradir:sync:4:5:d");
+        let (_, second, token) = sync(two_versions(), &token, Some(1)).await;
+        assert!(second.contains(&("e.vcf".into(), 200)), "{second:?}");
+        assert!(!second.iter().any(|(_, c)| *c == 507));
+        assert_eq!(token, "urn:entradir:sync:6");
+    }
 
     #[test]
     fn tokens_round_trip_and_reject_junk() {

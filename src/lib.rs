@@ -1,5 +1,16 @@
 //! entradir: a Microsoft Entra ID tenant presented as an on-premises Active Directory over LDAP and CardDAV.
+//!
+//! Data flows one way: [`graph`] (Microsoft Graph delta sync) → [`directory`] (immutable snapshots) → the
+//! protocol front ends, which only read snapshots. [`sync`] drives rounds; [`server`] wires it all together.
 
+pub mod accounts;
 pub mod carddav;
+pub mod config;
+pub mod demo;
 pub mod directory;
+pub mod export;
+pub mod frontends;
 pub mod graph;
+pub mod ldap;
+pub mod server;
+pub mod sync;

@@ -41,6 +41,7 @@ async fn start(tweak: impl FnOnce(&mut CardDavConfig)) -> Server {
         accounts: vec![Account {
             name: USER.into(),
             password_hash: hash_password(PASS).unwrap(),
+            networks: vec![],
         }],
         ..Default::default()
     };

@@ -81,6 +81,7 @@ async fn vdirsyncer_read_only_sync_and_incremental_update() {
         accounts: vec![Account {
             name: "phone".into(),
             password_hash: hash_password("pw").unwrap(),
+            networks: vec![],
         }],
         ..Default::default()
     };

@@ -14,11 +14,15 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A service account: `password_hash` is a PHC string (`$argon2id$v=19$...`).
+pub use crate::accounts::{hash_password, verify_password};
+
+/// A service account: `password_hash` is a PHC string (`$argon2id$v=19$...`); when `networks` is not empty the
+/// account is only accepted from those networks (as for LDAP binds).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     pub name: String,
     pub password_hash: String,
+    pub networks: Vec<Cidr>,
 }
 
 impl std::fmt::Debug for Account {
@@ -153,6 +157,7 @@ impl Authenticator {
         let account = accounts
             .iter()
             .find(|a| a.name.eq_ignore_ascii_case(&name))
+            .filter(|a| a.networks.is_empty() || a.networks.iter().any(|n| n.contains(peer)))
             .ok_or(AuthFailure::Invalid)?;
         let key = cache_key(&account.name, &password, &account.password_hash);
         if self.cached(&key) {
@@ -221,28 +226,6 @@ fn parse_basic(header: &[u8]) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
-/// Verify against a PHC argon2 string; a malformed stored hash never verifies.
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(parsed) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// A PHC argon2id hash of `password` with a random salt (for tests and the demo).
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let mut salt_bytes = [0u8; 16];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut salt_bytes);
-    let salt = SaltString::encode_b64(&salt_bytes)?;
-    Ok(argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,10 +258,18 @@ mod tests {
 
     #[tokio::test]
     async fn basic_auth_and_anonymous_networks() {
-        let accounts = vec![Account {
-            name: "phone".into(),
-            password_hash: hash_password("s3cret").unwrap(),
-        }];
+        let accounts = vec![
+            Account {
+                name: "phone".into(),
+                password_hash: hash_password("s3cret").unwrap(),
+                networks: vec![],
+            },
+            Account {
+                name: "desk".into(),
+                password_hash: hash_password("s3cret").unwrap(),
+                networks: vec!["198.51.100.0/24".parse().unwrap()],
+            },
+        ];
         let anon: Vec<Cidr> = vec!["192.0.2.0/24".parse().unwrap()];
         let auth = Authenticator::default();
         let lan: IpAddr = "192.0.2.7".parse().unwrap();
@@ -317,9 +308,19 @@ mod tests {
                 Err(AuthFailure::Invalid)
             );
         }
+        let desk = basic("desk", "s3cret");
+        assert_eq!(
+            auth.authenticate(&accounts, &anon, Some(&desk), wan).await,
+            Ok(Principal::User("desk".into()))
+        );
+        assert_eq!(
+            auth.authenticate(&accounts, &anon, Some(&desk), lan).await,
+            Err(AuthFailure::Invalid)
+        );
         let broken = vec![Account {
             name: "x".into(),
             password_hash: "not-a-phc".into(),
+            networks: vec![],
         }];
         assert_eq!(
             auth.authenticate(&broken, &[], Some(&basic("x", "y")), wan).await,

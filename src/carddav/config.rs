@@ -174,3 +174,109 @@ mod tests {
         assert!(matches!(none.validate(), Err(CardDavError::NoListener)));
     }
 }
+
+impl CardDavConfig {
+    /// Build from the file config: `[carddav]`, its TLS files (or the shared `[tls]`), and `[[accounts]]`.
+    /// `Ok(None)` when there is no `[carddav]` section. `include_disabled` follows `[entra] include_disabled` only
+    /// in the sense that disabled accounts that were synced are still hidden from books (phones should not
+    /// offer people who left).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Option<CardDavConfig>, CardDavError> {
+        let Some(c) = &cfg.carddav else { return Ok(None) };
+        let paths = match (&c.tls_cert, &c.tls_key, &cfg.tls) {
+            (Some(cert), Some(key), _) => Some((cert.clone(), key.clone())),
+            (None, None, Some(t)) => Some((t.cert.clone(), t.key.clone())),
+            (None, None, None) => None,
+            _ => return Err(CardDavError::Config("[carddav] needs both tls_cert and tls_key".into())),
+        };
+        let tls = match (paths, c.tls_listen) {
+            (Some((cert, key)), Some(_)) => Some(load_tls(&cert, &key)?),
+            _ => None,
+        };
+        let mut accounts = Vec::with_capacity(cfg.accounts.len());
+        for a in &cfg.accounts {
+            let networks = a
+                .networks
+                .iter()
+                .map(|n| n.parse::<Cidr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CardDavError::Config(format!("account {:?}: {e}", a.name)))?;
+            accounts.push(Account {
+                name: a.name.clone(),
+                password_hash: a.password_hash.clone(),
+                networks,
+            });
+        }
+        let anonymous_networks = c
+            .anonymous_networks
+            .iter()
+            .map(|n| n.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CardDavError::Config(format!("carddav.anonymous_networks: {e}")))?;
+        let vcard_version = VCardVersion::parse(&c.vcard_version).ok_or_else(|| {
+            CardDavError::Config(format!(
+                "carddav.vcard_version {:?}: use \"3.0\" or \"4.0\"",
+                c.vcard_version
+            ))
+        })?;
+        let phonebook_number_format = match c.phonebook_number_format.to_ascii_lowercase().as_str() {
+            "e164" | "e.164" => NumberFormat::E164,
+            "national" => NumberFormat::National,
+            other => {
+                return Err(CardDavError::Config(format!(
+                    "carddav.phonebook_number_format {other:?}: use \"e164\" or \"national\""
+                )))
+            }
+        };
+        let books = c
+            .books
+            .iter()
+            .map(|b| BookConfig {
+                name: b.name.clone(),
+                display_name: b.display_name.clone().unwrap_or_else(|| b.name.clone()),
+                group: b.group.clone(),
+            })
+            .collect();
+        let out = CardDavConfig {
+            listen: c.listen,
+            tls_listen: c.tls_listen,
+            tls,
+            books,
+            vcard_version,
+            accounts,
+            anonymous_networks,
+            phonebook_number_format,
+            ..CardDavConfig::default()
+        };
+        out.validate()?;
+        Ok(Some(out))
+    }
+}
+
+/// A rustls server config (ring provider, HTTP/1.1 ALPN) from PEM certificate chain and key files.
+pub fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, CardDavError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| CardDavError::Config(format!("reading {}: {e}", p.display())))
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CardDavError::Config(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(CardDavError::Config(format!(
+            "{}: no PEM certificate found",
+            cert.display()
+        )));
+    }
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| CardDavError::Config(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| CardDavError::Config(format!("{}: no PEM private key found", key.display())))?;
+    let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CardDavError::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| CardDavError::Config(format!("TLS certificate/key: {e}")))?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(sc))
+}

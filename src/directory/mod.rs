@@ -1,15 +1,22 @@
 //! The in-memory directory: Graph objects as last synced, their projection to AD-style entries, and the
 //! immutable, versioned snapshots the protocol front ends read.
 //!
-//! Data flows one way: `crate::graph` produces [`change::Round`]s, this module applies them and publishes a new
-//! [`Snapshot`]; LDAP and CardDAV only ever read snapshots.
+//! Data flows one way: `crate::graph` produces [`change::Round`]s, [`Directory`] applies them and publishes a new
+//! [`Snapshot`]; LDAP and CardDAV only ever read snapshots through [`Published`].
 
 pub mod change;
+pub mod core;
 pub mod dn;
 pub mod entry;
+pub mod mapping;
+pub mod names;
 pub mod phone;
+pub mod project;
 pub mod snapshot;
 pub mod state;
+pub mod store;
+pub mod upn_csv;
 
+pub use self::core::{ApplyReport, Directory, Settings};
 pub use entry::{Attribute, Entry, EntryKind};
 pub use snapshot::{Naming, Published, Snapshot};

@@ -355,6 +355,12 @@ impl Snapshot {
         s
     }
 
+    /// Whether anything was inserted, changed or removed at this snapshot's own version.
+    pub(crate) fn changed_in_this_version(&self) -> bool {
+        let from = (self.version, Arc::<str>::from(""));
+        self.by_usn.range(from.clone()..).next().is_some() || self.tombstones.range(from..).next().is_some()
+    }
+
     pub(crate) fn set_synced_at(&mut self, at: SystemTime) {
         self.synced_at = Some(at);
     }
@@ -374,8 +380,8 @@ impl Snapshot {
     pub(crate) fn upsert(&mut self, entry: Arc<Entry>) {
         let old = self.entries.get(&entry.id).cloned();
         if let Some(old) = &old {
-            if **old == *entry {
-                return;
+            if old.dn == entry.dn && old.attrs == entry.attrs && old.kind == entry.kind {
+                return; // unchanged: keep the old entry, its usn and everything cached for it
             }
             self.unindex(old);
         }

@@ -17,3 +17,164 @@ pub mod base64_bytes {
             .map_err(serde::de::Error::custom)
     }
 }
+
+use crate::directory::change::DeltaLinks;
+use crate::directory::names::Assigned;
+use crate::directory::store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Name of the state file inside `state_dir`.
+pub const STATE_FILE: &str = "entradir-state.json";
+const FORMAT: &str = "entradir-state";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: cannot read state: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: state file is corrupt ({reason}); it was moved to {moved_to} and a full sync will rebuild it")]
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        moved_to: String,
+    },
+    #[error(
+        "{path}: state belongs to tenant {found}, not the configured {expected}; ignoring it and syncing from scratch"
+    )]
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{path}: cannot write state: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
+}
+
+/// What is persisted after every successful round.
+#[derive(Debug, Deserialize)]
+pub struct State {
+    pub format: String,
+    pub format_version: u32,
+    pub tenant_id: String,
+    pub saved_at: u64,
+    pub store: Store,
+    pub names: BTreeMap<String, Assigned>,
+    pub delta_links: DeltaLinks,
+}
+
+#[derive(Serialize)]
+struct StateRef<'a> {
+    format: &'a str,
+    format_version: u32,
+    tenant_id: &'a str,
+    saved_at: u64,
+    store: &'a Store,
+    names: &'a BTreeMap<String, Assigned>,
+    delta_links: &'a DeltaLinks,
+}
+
+/// Write the state atomically: a temp file in the same directory, fsync, rename over the old file, fsync the
+/// directory. A crash at any point leaves either the old or the new state, never a torn file.
+pub fn save(
+    dir: &Path,
+    tenant_id: &str,
+    store: &Store,
+    names: &BTreeMap<String, Assigned>,
+    links: &DeltaLinks,
+) -> Result<(), StateError> {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let werr = |error: std::io::Error| StateError::Write {
+        path: path.clone(),
+        error,
+    };
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let state = StateRef {
+        format: FORMAT,
+        format_version: FORMAT_VERSION,
+        tenant_id,
+        saved_at: crate::directory::core::unix_now(),
+        store,
+        names,
+        delta_links: links,
+    };
+    {
+        let file = std::fs::File::create(&tmp).map_err(werr)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        serde_json::to_writer(&mut w, &state).map_err(|e| werr(std::io::Error::other(e)))?;
+        w.flush().map_err(werr)?;
+        w.get_ref().sync_all().map_err(werr)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(werr)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Load the state for `tenant_id`. `Ok(None)` when there is none yet. A corrupt file is moved aside (so the
+/// evidence is kept and the next save does not fail on it) and reported; the caller then syncs from scratch.
+pub fn load(dir: &Path, tenant_id: &str) -> Result<Option<State>, StateError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StateError::Read { path, error }),
+    };
+    let corrupt = |reason: String| {
+        let aside = dir.join(format!("{STATE_FILE}.corrupt-{}", crate::directory::core::unix_now()));
+        let moved_to = match std::fs::rename(&path, &aside) {
+            Ok(()) => aside.display().to_string(),
+            Err(e) => format!("(nowhere: {e})"),
+        };
+        StateError::Corrupt {
+            path: path.clone(),
+            reason,
+            moved_to,
+        }
+    };
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if state.format != FORMAT || state.format_version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "unknown format {} v{}",
+            state.format, state.format_version
+        )));
+    }
+    if state.tenant_id != tenant_id {
+        return Err(StateError::Foreign {
+            path,
+            found: state.tenant_id,
+            expected: tenant_id.to_string(),
+        });
+    }
+    Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_corrupt_and_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::default();
+        store.users.insert("u1".into(), Default::default());
+        save(dir.path(), "t1", &store, &BTreeMap::new(), &DeltaLinks::default()).unwrap();
+        let st = load(dir.path(), "t1").unwrap().unwrap();
+        assert_eq!(st.store, store);
+        assert!(matches!(load(dir.path(), "t2"), Err(StateError::Foreign { .. })));
+        std::fs::write(dir.path().join(STATE_FILE), b"{\"format\": \"entradir-state\", trunc").unwrap();
+        let e = load(dir.path(), "t1").unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { .. }), "{e}");
+        // Moved aside: the next start finds no state and syncs from scratch.
+        assert!(load(dir.path(), "t1").unwrap().is_none());
+        assert!(std::fs::read_dir(dir.path()).unwrap().any(|f| f
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("corrupt")));
+    }
+}

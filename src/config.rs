@@ -1,0 +1,556 @@
+//! The TOML configuration file: typed sections, defaults, and validation that names the bad key and line.
+//!
+//! Parsing happens once (start-up, SIGHUP) into these structs; the rest of the program never sees TOML. Unknown
+//! keys are errors so a typo (`sync_intervall`) is reported instead of silently ignored.
+
+use crate::directory::mapping::Mapping;
+use crate::directory::phone::PhoneNormalizer;
+use crate::directory::snapshot::Naming;
+use crate::directory::upn_csv::UpnMap;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Csv(#[from] crate::directory::upn_csv::CsvError),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub entra: Entra,
+    pub directory: DirectoryConfig,
+    #[serde(default)]
+    pub mapping: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    pub ldap: Option<LdapSection>,
+    #[serde(default)]
+    pub carddav: Option<CardDavSection>,
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub accounts: Vec<AccountSection>,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entra {
+    pub tenant_id: String,
+    pub client_id: String,
+    /// File holding the client secret (or set `ENTRADIR_CLIENT_SECRET`).
+    pub client_secret_file: Option<PathBuf>,
+    /// PEM certificate and key for certificate credentials (instead of a secret).
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    #[serde(default = "default_authority")]
+    pub authority: String,
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    pub proxy: Option<String>,
+    #[serde(default = "default_interval", deserialize_with = "de_duration")]
+    pub sync_interval: Duration,
+    #[serde(default = "yes")]
+    pub photos: bool,
+    #[serde(default = "default_photo_size", deserialize_with = "de_photo_size")]
+    pub photo_size: Option<String>,
+    /// How often a known photo is checked again (photos are not tracked by delta).
+    #[serde(default = "default_photo_recheck", deserialize_with = "de_duration")]
+    pub photo_recheck: Duration,
+    #[serde(default)]
+    pub include_guests: bool,
+    #[serde(default = "yes")]
+    pub include_disabled: bool,
+    #[serde(default)]
+    pub scope_groups: Vec<String>,
+    #[serde(default = "yes")]
+    pub devices: bool,
+    #[serde(default)]
+    pub org_contacts: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    pub base_dn: String,
+    pub state_dir: Option<PathBuf>,
+    pub upn_matching_csv: Option<PathBuf>,
+    #[serde(default = "default_country")]
+    pub default_country: String,
+    #[serde(default = "default_users_container")]
+    pub users_container: String,
+    #[serde(default = "default_users_container")]
+    pub groups_container: String,
+    #[serde(default = "default_computers_container")]
+    pub computers_container: String,
+    #[serde(default = "default_contacts_container")]
+    pub contacts_container: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapSection {
+    #[serde(default = "default_ldap_listen")]
+    pub listen: Option<SocketAddr>,
+    pub ldaps_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub starttls: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_idle", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    #[serde(default = "default_page")]
+    pub max_page_size: usize,
+    #[serde(default)]
+    pub size_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardDavSection {
+    pub listen: Option<SocketAddr>,
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub books: Vec<BookSection>,
+    #[serde(default = "default_vcard")]
+    pub vcard_version: String,
+    #[serde(default)]
+    pub anonymous_networks: Vec<String>,
+    #[serde(default = "default_number_format")]
+    pub phonebook_number_format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookSection {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSection {
+    pub name: String,
+    pub password_hash: String,
+    #[serde(default)]
+    pub networks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    #[serde(default = "default_admin_listen")]
+    pub listen: Option<SocketAddr>,
+    /// Bearer token file for `POST /sync`.
+    pub token_file: Option<PathBuf>,
+    #[serde(default = "default_stale", deserialize_with = "de_duration")]
+    pub stale_after: Duration,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: default_admin_listen(),
+            token_file: None,
+            stale_after: default_stale(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com".into()
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_photo_size() -> Option<String> {
+    Some("96x96".into())
+}
+fn default_photo_recheck() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_country() -> String {
+    "US".into()
+}
+fn default_users_container() -> String {
+    "CN=Users".into()
+}
+fn default_computers_container() -> String {
+    "CN=Computers".into()
+}
+fn default_contacts_container() -> String {
+    "CN=Contacts".into()
+}
+fn default_ldap_listen() -> Option<SocketAddr> {
+    "0.0.0.0:389".parse().ok()
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_page() -> usize {
+    1000
+}
+fn default_vcard() -> String {
+    "3.0".into()
+}
+fn default_number_format() -> String {
+    "e164".into()
+}
+fn default_admin_listen() -> Option<SocketAddr> {
+    "127.0.0.1:9180".parse().ok()
+}
+fn default_stale() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_log_format() -> String {
+    "human".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Parse `"90s"`, `"5m"`, `"1h30m"`, `"2d"` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}: expected e.g. \"30s\", \"5m\", \"1h\""))?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("bad duration {s:?}: unknown unit {c:?} (use s, m, h or d)")),
+        };
+        total = total.saturating_add(n.saturating_mul(unit));
+    }
+    if !num.is_empty() {
+        return Err(format!("bad duration {s:?}: number without unit at the end"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_photo_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    const SIZES: &[&str] = &[
+        "48x48", "64x64", "96x96", "120x120", "240x240", "360x360", "432x432", "504x504", "648x648",
+    ];
+    if s.is_empty() || s == "original" {
+        return Ok(None);
+    }
+    if SIZES.contains(&s.as_str()) {
+        Ok(Some(s))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "photo_size {s:?} is not a size Graph serves; use one of {} or \"original\"",
+            SIZES.join(", ")
+        )))
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.into(),
+            error,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate(path, text)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key.rsplit('.').next().unwrap_or(key)))
+                .map(|n| format!(" (line {})", n + 1))
+                .unwrap_or_default();
+            ConfigError::Invalid {
+                path: path.into(),
+                key: format!("{key}{line}"),
+                message,
+            }
+        };
+        if self.entra.tenant_id.trim().is_empty() {
+            return Err(invalid(
+                "entra.tenant_id",
+                "must be set to the Directory (tenant) ID".into(),
+            ));
+        }
+        if self.entra.client_id.trim().is_empty() {
+            return Err(invalid(
+                "entra.client_id",
+                "must be set to the Application (client) ID".into(),
+            ));
+        }
+        if self.entra.client_certificate.is_some() != self.entra.client_key.is_some() {
+            return Err(invalid(
+                "entra.client_certificate",
+                "client_certificate and client_key go together".into(),
+            ));
+        }
+        for (key, url) in [
+            ("entra.authority", &self.entra.authority),
+            ("entra.graph_url", &self.entra.graph_url),
+        ] {
+            url::Url::parse(url).map_err(|e| invalid(key, format!("{url:?} is not a URL: {e}")))?;
+        }
+        if let Some(p) = &self.entra.proxy {
+            url::Url::parse(p).map_err(|e| invalid("entra.proxy", format!("{p:?} is not a URL: {e}")))?;
+        }
+        if self.entra.sync_interval < Duration::from_secs(30) {
+            return Err(invalid(
+                "entra.sync_interval",
+                "must be at least 30s (Graph throttles aggressive polling)".into(),
+            ));
+        }
+        self.naming().map_err(|m| invalid("directory.base_dn", m))?;
+        PhoneNormalizer::new(&self.directory.default_country)
+            .map_err(|e| invalid("directory.default_country", e.to_string()))?;
+        Mapping::with_overrides(&self.mapping).map_err(|e| invalid("mapping", e.to_string()))?;
+        for c in [
+            &self.directory.users_container,
+            &self.directory.groups_container,
+            &self.directory.computers_container,
+            &self.directory.contacts_container,
+        ] {
+            if !c.is_empty() && crate::directory::dn::parse_dn(c).is_none_or(|r| r.is_empty()) {
+                return Err(invalid(
+                    "directory.users_container",
+                    format!("{c:?} is not a relative DN like \"CN=Users\""),
+                ));
+            }
+        }
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.name.trim().is_empty() {
+                return Err(invalid(&format!("accounts[{i}].name"), "must not be empty".into()));
+            }
+            if argon2::PasswordHash::new(&a.password_hash).is_err() {
+                return Err(invalid(
+                    &format!("accounts[{i}].password_hash"),
+                    format!(
+                        "account {:?}: not a PHC hash string; make one with `entradir hash-password`",
+                        a.name
+                    ),
+                ));
+            }
+        }
+        match self.log.format.as_str() {
+            "human" | "json" => {}
+            other => return Err(invalid("log.format", format!("{other:?}: use \"human\" or \"json\""))),
+        }
+        if let Some(c) = &self.carddav {
+            if c.vcard_version != "3.0" && c.vcard_version != "4.0" {
+                return Err(invalid(
+                    "carddav.vcard_version",
+                    format!("{:?}: use \"3.0\" or \"4.0\"", c.vcard_version),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn naming(&self) -> Result<Naming, String> {
+        Naming::new(&self.directory.base_dn)
+            .ok_or_else(|| format!("{:?} is not a DN like \"DC=contoso,DC=com\"", self.directory.base_dn))
+    }
+
+    /// The projection settings (loads the UPN-matching CSV).
+    pub fn directory_settings(&self) -> Result<crate::directory::Settings, ConfigError> {
+        let naming = self.naming().map_err(|message| ConfigError::Invalid {
+            path: PathBuf::new(),
+            key: "directory.base_dn".into(),
+            message,
+        })?;
+        let phones = PhoneNormalizer::new(&self.directory.default_country).map_err(|e| ConfigError::Invalid {
+            path: PathBuf::new(),
+            key: "directory.default_country".into(),
+            message: e.to_string(),
+        })?;
+        let mut s = crate::directory::Settings::new(naming, phones);
+        s.mapping = Mapping::with_overrides(&self.mapping).map_err(|e| ConfigError::Invalid {
+            path: PathBuf::new(),
+            key: "mapping".into(),
+            message: e.to_string(),
+        })?;
+        if let Some(csv) = &self.directory.upn_matching_csv {
+            s.upn_map = UpnMap::load(csv)?;
+        }
+        s.users_container = self.directory.users_container.clone();
+        s.groups_container = self.directory.groups_container.clone();
+        s.computers_container = self.directory.computers_container.clone();
+        s.contacts_container = self.directory.contacts_container.clone();
+        s.include_guests = self.entra.include_guests;
+        s.include_disabled = self.entra.include_disabled;
+        s.scope_groups = self.entra.scope_groups.clone();
+        Ok(s)
+    }
+
+    /// The client secret from `ENTRADIR_CLIENT_SECRET` or `client_secret_file`.
+    pub fn client_secret(&self) -> Result<Option<String>, ConfigError> {
+        if let Ok(s) = std::env::var("ENTRADIR_CLIENT_SECRET") {
+            if !s.trim().is_empty() {
+                return Ok(Some(s.trim().to_string()));
+            }
+        }
+        match &self.entra.client_secret_file {
+            Some(p) => {
+                let s = std::fs::read_to_string(p).map_err(|error| ConfigError::Invalid {
+                    path: p.clone(),
+                    key: "entra.client_secret_file".into(),
+                    message: format!("cannot read the client secret: {error}"),
+                })?;
+                if s.trim().is_empty() {
+                    return Err(ConfigError::Invalid {
+                        path: p.clone(),
+                        key: "entra.client_secret_file".into(),
+                        message: "the file is empty; put the secret's Value (not its ID) in it".into(),
+                    });
+                }
+                Ok(Some(s.trim().to_string()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[entra]
+tenant_id = "t"
+client_id = "c"
+
+[directory]
+base_dn = "DC=contoso,DC=com"
+default_country = "DE"
+"#;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("entradir.toml"), s)
+    }
+
+    #[test]
+    fn minimal_config_gets_sane_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.entra.sync_interval, Duration::from_secs(300));
+        assert_eq!(c.entra.authority, "https://login.microsoftonline.com");
+        assert!(c.entra.include_disabled && !c.entra.include_guests);
+        assert_eq!(c.admin.listen, "127.0.0.1:9180".parse().ok());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_key_and_line() {
+        let e = parse(&MINIMAL.replace("client_id = \"c\"", "client_id = \"c\"\nsync_intervall = \"5m\"")).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("entradir.toml") && m.contains("line 5") && m.contains("sync_intervall"),
+            "{m}"
+        );
+        let e = parse(&MINIMAL.replace("client_id = \"c\"", "client_id = \"c\"\nsync_interval = \"5 minutes\""))
+            .unwrap_err();
+        assert!(e.to_string().contains("line 5"), "{e}");
+        let e = parse(&MINIMAL.replace("\"DE\"", "\"Germany\"")).unwrap_err();
+        assert!(e.to_string().contains("directory.default_country (line 8)"), "{e}");
+        let e = parse(&MINIMAL.replace("DC=contoso,DC=com", "contoso.com")).unwrap_err();
+        assert!(e.to_string().contains("directory.base_dn"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5 m").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

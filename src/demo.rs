@@ -1,0 +1,151 @@
+//! `entradir demo`: the whole product on a simulated tenant, in one process, with nothing to configure.
+//!
+//! The Graph simulator runs in-process and the server is configured through the same TOML parsing path as
+//! `entradir run`, so the demo exercises the real code.
+
+use crate::config::Config;
+use crate::graph::sim::{self, SimOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The demo's service account; printed at start.
+pub const DEMO_ACCOUNT: &str = "pbx";
+pub const DEMO_PASSWORD: &str = "demo-password";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoOptions {
+    /// Users in the simulated tenant.
+    #[arg(long, default_value_t = 500)]
+    pub users: usize,
+    /// Groups in the simulated tenant.
+    #[arg(long, default_value_t = 40)]
+    pub groups: usize,
+    /// Devices in the simulated tenant.
+    #[arg(long, default_value_t = 150)]
+    pub devices: usize,
+    /// Seed for the tenant generator (same seed, same tenant).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// LDAP listen address.
+    #[arg(long, default_value = "127.0.0.1:10389")]
+    pub ldap: SocketAddr,
+    /// CardDAV / phonebook listen address.
+    #[arg(long, default_value = "127.0.0.1:10080")]
+    pub carddav: SocketAddr,
+    /// Admin (metrics/health) listen address.
+    #[arg(long, default_value = "127.0.0.1:19180")]
+    pub admin: SocketAddr,
+    /// Keep state here (default: a temporary directory removed at exit).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Sync interval against the simulator.
+    #[arg(long, default_value = "30s")]
+    pub sync_interval: String,
+}
+
+/// The config text the demo runs with (also handy as a starting point: `entradir.example.toml` documents all).
+pub fn demo_config(
+    opts: &DemoOptions,
+    sim_url: &str,
+    tenant: &str,
+    client: &str,
+    secret_file: &std::path::Path,
+    state_dir: &std::path::Path,
+    hash: &str,
+) -> String {
+    format!(
+        r#"[entra]
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret_file = "{secret}"
+authority = "{sim_url}"
+graph_url = "{sim_url}"
+sync_interval = "{interval}"
+org_contacts = true
+
+[directory]
+base_dn = "DC=contoso,DC=example"
+state_dir = "{state}"
+default_country = "DE"
+
+[ldap]
+listen = "{ldap}"
+allow_anonymous = true
+
+[carddav]
+listen = "{carddav}"
+
+[admin]
+listen = "{admin}"
+
+[[accounts]]
+name = "{account}"
+password_hash = "{hash}"
+"#,
+        secret = secret_file.display(),
+        interval = opts.sync_interval,
+        state = state_dir.display(),
+        ldap = opts.ldap,
+        carddav = opts.carddav,
+        admin = opts.admin,
+        account = DEMO_ACCOUNT,
+    )
+}
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let sim = sim::start(SimOptions {
+        users: opts.users,
+        groups: opts.groups,
+        devices: opts.devices,
+        seed: opts.seed,
+        ..SimOptions::default()
+    })
+    .await?;
+    let tmp = tempdir()?;
+    let state_dir = opts.state_dir.clone().unwrap_or_else(|| tmp.join("state"));
+    let secret_file = tmp.join("client-secret");
+    std::fs::write(&secret_file, sim.client_secret())?;
+    let hash = crate::accounts::hash_password(DEMO_PASSWORD)?;
+    let text = demo_config(
+        &opts,
+        &sim.base_url(),
+        sim.tenant_id(),
+        sim.client_id(),
+        &secret_file,
+        &state_dir,
+        &hash,
+    );
+    let cfg = Config::parse(&tmp.join("demo.toml"), &text)?;
+    println!(
+        "entradir demo: simulated tenant with {} users, {} groups, {} devices (Graph simulator at {})\n\
+         \n  LDAP     ldap://{ldap}   base DC=contoso,DC=example, anonymous read allowed\n\
+         \x20          service account: CN={acct},CN=Users,DC=contoso,DC=example / {acct}@contoso.example / CONTOSO\\{acct}\n\
+         \x20          password: {pw}\n\
+         \x20 CardDAV  http://{carddav}/.well-known/carddav   (user {acct}, password {pw})\n\
+         \x20 Admin    http://{admin}/metrics  /status  /readyz\n\
+         \nTry:\n  ldapsearch -x -H ldap://{ldap} -b DC=contoso,DC=example '(telephoneNumber=*1234567)' cn telephoneNumber\n\
+         \x20 ldapsearch -x -H ldap://{ldap} -D {acct}@contoso.example -w {pw} -b DC=contoso,DC=example '(|(cn=*mül*)(sn=*mül*))' cn mail\n\
+         \nStop with Ctrl-C.\n",
+        opts.users,
+        opts.groups,
+        opts.devices,
+        sim.base_url(),
+        ldap = opts.ldap,
+        carddav = opts.carddav,
+        admin = opts.admin,
+        acct = DEMO_ACCOUNT,
+        pw = DEMO_PASSWORD,
+    );
+    let r = crate::server::run(cfg, None).await;
+    sim.shutdown().await;
+    if opts.state_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    r
+}
+
+fn tempdir() -> std::io::Result<PathBuf> {
+    let p = std::env::temp_dir().join(format!("entradir-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}

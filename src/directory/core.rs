@@ -1,0 +1,518 @@
+//! The live directory: applies sync rounds to the stored Graph data, re-projects what they touched (and what
+//! depends on it), and publishes the next snapshot in one atomic step.
+
+use crate::directory::change::{DeltaLinks, GraphKind, Round};
+use crate::directory::mapping::{EvalStats, Mapping};
+use crate::directory::names::{Assigned, NameBook, Wanted};
+use crate::directory::phone::PhoneNormalizer;
+use crate::directory::project::{self, Context, Resolved};
+use crate::directory::snapshot::{Naming, Published, Snapshot};
+use crate::directory::store::{Store, Touched};
+use crate::directory::upn_csv::{sam_from_local, UpnMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How Graph objects are turned into entries: everything a reload may change without a resync.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub naming: Naming,
+    pub phones: PhoneNormalizer,
+    pub mapping: Mapping,
+    pub upn_map: UpnMap,
+    /// Containers relative to the base DN, e.g. `CN=Users`.
+    pub users_container: String,
+    pub groups_container: String,
+    pub computers_container: String,
+    pub contacts_container: String,
+    pub include_guests: bool,
+    pub include_disabled: bool,
+    /// Group ids or display names; when non-empty only their transitive members (and groups) are published.
+    pub scope_groups: Vec<String>,
+}
+
+impl Settings {
+    /// Defaults for a base DN and default country (used by tests, demo and export).
+    pub fn new(naming: Naming, phones: PhoneNormalizer) -> Settings {
+        Settings {
+            naming,
+            phones,
+            mapping: Mapping::with_overrides(&BTreeMap::new()).unwrap_or_default(),
+            upn_map: UpnMap::default(),
+            users_container: "CN=Users".into(),
+            groups_container: "CN=Users".into(),
+            computers_container: "CN=Computers".into(),
+            contacts_container: "CN=Contacts".into(),
+            include_guests: false,
+            include_disabled: true,
+            scope_groups: Vec::new(),
+        }
+    }
+
+    fn container_dn(&self, kind: GraphKind) -> String {
+        let rel = match kind {
+            GraphKind::User => &self.users_container,
+            GraphKind::Group => &self.groups_container,
+            GraphKind::Device => &self.computers_container,
+            GraphKind::Contact => &self.contacts_container,
+        };
+        if rel.trim().is_empty() {
+            self.naming.base_dn.to_string()
+        } else {
+            format!("{},{}", rel.trim(), self.naming.base_dn)
+        }
+    }
+}
+
+/// What applying a round did, for logs, metrics and the sync report.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyReport {
+    pub version: u64,
+    pub entries_changed: usize,
+    pub entries_removed: usize,
+    pub unparsable_phones: u64,
+    /// CSV rows whose UPN matches no user: (UPN, line).
+    pub unmatched_csv_rows: Vec<(String, usize)>,
+}
+
+pub struct Directory {
+    settings: Arc<Settings>,
+    store: Store,
+    names: NameBook,
+    links: DeltaLinks,
+    snapshot: Snapshot,
+    published: Published,
+    /// member id → groups that list it directly.
+    member_of: HashMap<String, BTreeSet<String>>,
+    /// manager id → direct reports.
+    reports: HashMap<String, BTreeSet<String>>,
+    /// Ids in scope, when scope groups are configured.
+    scope: Option<HashSet<String>>,
+    /// First version each published id appeared in (`uSNCreated`).
+    created: HashMap<String, u64>,
+}
+
+impl Directory {
+    /// A directory from persisted state (or empty), fully projected and published at once.
+    pub fn new(settings: Settings, store: Store, names: BTreeMap<String, Assigned>, links: DeltaLinks) -> Directory {
+        let empty = Snapshot::empty(settings.naming.clone(), settings.phones.clone());
+        let published = Published::new(empty.clone());
+        let mut d = Directory {
+            settings: Arc::new(settings),
+            store,
+            names: NameBook::from_persisted(names),
+            links,
+            snapshot: empty,
+            published,
+            member_of: HashMap::new(),
+            reports: HashMap::new(),
+            scope: None,
+            created: HashMap::new(),
+        };
+        d.rebuild();
+        d
+    }
+
+    pub fn published(&self) -> Published {
+        self.published.clone()
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn names(&self) -> &BTreeMap<String, Assigned> {
+        self.names.persisted()
+    }
+
+    pub fn delta_links(&self) -> &DeltaLinks {
+        &self.links
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Users whose photo should be checked this round: never checked, or last checked before `recheck_before`.
+    pub fn photo_rechecks(&self, recheck_before: u64, max: usize) -> Vec<String> {
+        let mut due: Vec<(u64, &String)> = self
+            .store
+            .users
+            .keys()
+            .map(|id| (self.store.photos.get(id).map(|p| p.checked_at).unwrap_or(0), id))
+            .filter(|(at, _)| *at <= recheck_before)
+            .collect();
+        due.sort();
+        due.into_iter().take(max).map(|(_, id)| id.clone()).collect()
+    }
+
+    /// Users whose photo state is known (checked at least once).
+    pub fn photos_known(&self) -> HashSet<String> {
+        self.store.photos.keys().cloned().collect()
+    }
+
+    /// New mapping, CSV, scope or naming: re-project everything from the stored Graph data.
+    pub fn reconfigure(&mut self, settings: Settings) -> ApplyReport {
+        let naming_changed = settings.naming != self.settings.naming;
+        self.settings = Arc::new(settings);
+        if naming_changed {
+            self.snapshot = Snapshot::empty(self.settings.naming.clone(), self.settings.phones.clone());
+        } else {
+            self.snapshot = Snapshot::clone(&self.snapshot);
+        }
+        self.rebuild()
+    }
+
+    /// Apply one complete sync round and publish the result.
+    pub fn apply(&mut self, round: &Round) -> ApplyReport {
+        let now = unix_now();
+        let touched = self.store.apply(round, now);
+        self.links = round.delta_links.clone();
+        let full_groups = round.full.contains(&GraphKind::Group);
+        self.update_links(&touched);
+        let mut ids = touched.ids;
+        if !self.settings.scope_groups.is_empty() && (touched.membership || full_groups || !round.full.is_empty()) {
+            let new_scope = self.compute_scope();
+            if let Some(old) = &self.scope {
+                ids.extend(old.symmetric_difference(&new_scope).cloned());
+            }
+            self.scope = Some(new_scope);
+        }
+        let mut next = self.snapshot.next();
+        next.set_synced_at(SystemTime::now());
+        self.project_ids(&mut next, ids)
+    }
+
+    /// Mark the directory as confirmed by a successful round that changed nothing.
+    pub fn confirm(&mut self, links: DeltaLinks) {
+        self.links = links;
+        let mut s = self.snapshot.clone();
+        s.set_synced_at(SystemTime::now());
+        self.snapshot = s.clone();
+        self.published.publish(s);
+    }
+
+    fn update_links(&mut self, t: &Touched) {
+        for (group, member, added) in &t.member_diffs {
+            let set = self.member_of.entry(member.clone()).or_default();
+            if *added {
+                set.insert(group.clone());
+            } else {
+                set.remove(group);
+                if set.is_empty() {
+                    self.member_of.remove(member);
+                }
+            }
+        }
+        for (user, old, new) in &t.manager_diffs {
+            if let Some(o) = old {
+                if let Some(set) = self.reports.get_mut(o) {
+                    set.remove(user);
+                    if set.is_empty() {
+                        self.reports.remove(o);
+                    }
+                }
+            }
+            if let Some(n) = new {
+                self.reports.entry(n.clone()).or_default().insert(user.clone());
+            }
+        }
+    }
+
+    /// Project everything from scratch (start-up, reload).
+    fn rebuild(&mut self) -> ApplyReport {
+        self.member_of.clear();
+        self.reports.clear();
+        for (gid, g) in &self.store.groups {
+            for m in &g.members {
+                self.member_of.entry(m.id.clone()).or_default().insert(gid.clone());
+            }
+        }
+        for (uid, u) in &self.store.users {
+            if let Some(m) = &u.manager {
+                self.reports.entry(m.clone()).or_default().insert(uid.clone());
+            }
+        }
+        self.scope = if self.settings.scope_groups.is_empty() {
+            None
+        } else {
+            Some(self.compute_scope())
+        };
+        let mut next = self.snapshot.next();
+        // Structural entries: the domain and the containers in use.
+        let base = self.settings.naming.base_dn.to_string();
+        let mut structural: BTreeSet<String> = BTreeSet::from([base.clone()]);
+        for kind in GraphKind::ALL {
+            let c = self.settings.container_dn(kind);
+            // Every level between the container and the base DN must exist for one-level searches to work.
+            let mut dn = c.as_str();
+            while dn.len() > base.len() {
+                structural.insert(dn.to_string());
+                match dn.find(',') {
+                    Some(i) => dn = &dn[i + 1..],
+                    None => break,
+                }
+            }
+        }
+        let wanted_ids: HashSet<String> = structural
+            .iter()
+            .filter_map(|dn| crate::directory::entry::normalize_dn(dn))
+            .collect();
+        let stale: Vec<String> = next
+            .entries()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    crate::directory::EntryKind::Domain | crate::directory::EntryKind::Container
+                )
+            })
+            .filter(|e| !wanted_ids.contains(&*e.id))
+            .map(|e| e.id.to_string())
+            .collect();
+        for id in stale {
+            next.remove(&id);
+        }
+        for dn in &structural {
+            if let Some(e) = project::structural(dn, &self.settings.naming, next.version) {
+                next.upsert(Arc::new(e));
+            }
+        }
+        // Graph objects that are published but no longer stored (state from another tenant, reload) go too.
+        let mut ids: BTreeSet<String> = GraphKind::ALL
+            .iter()
+            .flat_map(|k| self.store.objects(*k).keys().cloned())
+            .collect();
+        ids.extend(self.names.persisted().keys().cloned());
+        ids.extend(
+            next.entries()
+                .filter(|e| {
+                    !matches!(
+                        e.kind,
+                        crate::directory::EntryKind::Domain | crate::directory::EntryKind::Container
+                    )
+                })
+                .map(|e| e.id.to_string()),
+        );
+        self.project_ids(&mut next, ids)
+    }
+
+    fn compute_scope(&self) -> HashSet<String> {
+        let mut roots: Vec<&String> = Vec::new();
+        for want in &self.settings.scope_groups {
+            for (gid, g) in &self.store.groups {
+                if gid.eq_ignore_ascii_case(want) || g.str("displayName").is_some_and(|n| n.eq_ignore_ascii_case(want))
+                {
+                    roots.push(gid);
+                }
+            }
+        }
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut stack: Vec<String> = roots.into_iter().cloned().collect();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(g) = self.store.groups.get(&id) {
+                stack.extend(g.members.iter().map(|m| m.id.clone()));
+            }
+        }
+        seen
+    }
+
+    fn is_published(&self, id: &str) -> Option<GraphKind> {
+        let kind = self.store.kind_of(id)?;
+        let obj = &self.store.objects(kind)[id];
+        if kind == GraphKind::User {
+            let guest = obj.str("userType").is_some_and(|t| t.eq_ignore_ascii_case("Guest"))
+                || obj.str("userPrincipalName").is_some_and(|u| u.contains("#EXT#"));
+            if guest && !self.settings.include_guests {
+                return None;
+            }
+            let disabled = obj.props.get("accountEnabled").and_then(|v| v.as_bool()) == Some(false);
+            if disabled && !self.settings.include_disabled {
+                return None;
+            }
+        }
+        if let Some(scope) = &self.scope {
+            if kind != GraphKind::Group && !scope.contains(id) {
+                return None;
+            }
+        }
+        Some(kind)
+    }
+
+    fn wanted_names(&self, id: &str, kind: GraphKind) -> (String, String, String) {
+        let obj = &self.store.objects(kind)[id];
+        let display = obj.str("displayName").unwrap_or("").trim().to_string();
+        let upn = obj.str("userPrincipalName").unwrap_or("");
+        let local = self.settings.upn_map.local_for(upn);
+        let sam = match kind {
+            GraphKind::User => local
+                .map(sam_from_local)
+                .or(obj.str("onPremisesSamAccountName"))
+                .or(obj.str("mailNickname"))
+                .or_else(|| upn.split('@').next().filter(|s| !s.is_empty()))
+                .unwrap_or(id)
+                .to_string(),
+            GraphKind::Group => obj
+                .str("onPremisesSamAccountName")
+                .or(obj.str("mailNickname"))
+                .map(str::to_string)
+                .unwrap_or_else(|| display.clone()),
+            GraphKind::Device => display.clone(),
+            GraphKind::Contact => obj
+                .str("mailNickname")
+                .map(str::to_string)
+                .unwrap_or_else(|| display.clone()),
+        };
+        let cn = if display.is_empty() { upn.to_string() } else { display };
+        (sam, cn, self.settings.container_dn(kind))
+    }
+
+    /// Re-project `ids` and everything whose attributes name them, into `next`, and publish it.
+    fn project_ids(&mut self, next: &mut Snapshot, ids: BTreeSet<String>) -> ApplyReport {
+        let settings = self.settings.clone();
+        // 1. Names: release what left, assign what is (still) there; note whose DN moved.
+        let mut present: BTreeMap<String, GraphKind> = BTreeMap::new();
+        let mut moved: Vec<String> = Vec::new();
+        for id in &ids {
+            match self.is_published(id) {
+                Some(k) => {
+                    present.insert(id.clone(), k);
+                }
+                None => {
+                    if self.names.get(id).is_some() {
+                        self.names.release(id);
+                        moved.push(id.clone());
+                    }
+                }
+            }
+        }
+        for (id, kind) in &present {
+            let (sam, cn, container) = self.wanted_names(id, *kind);
+            let want = Wanted {
+                sam: &sam,
+                cn: &cn,
+                container: &container,
+                computer: *kind == GraphKind::Device,
+            };
+            let (_, dn_changed) = self.names.assign(id, &want);
+            if dn_changed {
+                moved.push(id.clone());
+            }
+        }
+        // 2. Whatever refers to a moved DN must be re-projected too.
+        let mut affected: BTreeSet<String> = ids;
+        for id in &moved {
+            affected.extend(self.member_of.get(id).into_iter().flatten().cloned());
+            if let Some(g) = self.store.groups.get(id) {
+                affected.extend(g.members.iter().map(|m| m.id.clone()));
+            }
+            affected.extend(self.reports.get(id).into_iter().flatten().cloned());
+            if let Some(m) = self.store.users.get(id).and_then(|u| u.manager.clone()) {
+                affected.insert(m);
+            }
+        }
+        // 3. Project.
+        let mut stats = EvalStats::default();
+        let mut report = ApplyReport {
+            version: next.version,
+            ..ApplyReport::default()
+        };
+        for id in &affected {
+            let Some(kind) = self.is_published(id) else {
+                if next.remove(id).is_some() {
+                    report.entries_removed += 1;
+                }
+                self.created.remove(id);
+                continue;
+            };
+            let Some(assigned) = self.names.get(id) else { continue };
+            let obj = &self.store.objects(kind)[id];
+            let dn_of = |other: &str| -> Option<String> {
+                self.is_published(other)?;
+                self.names.get(other).map(|a| project::object_dn(&a.cn, &a.container))
+            };
+            let mut member_of: Vec<String> = self
+                .member_of
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|g| dn_of(g))
+                .collect();
+            member_of.sort();
+            let members: Vec<String> = obj.members.iter().filter_map(|m| dn_of(&m.id)).collect();
+            let manager = obj.manager.as_deref().and_then(dn_of);
+            let direct_reports: Vec<String> = self
+                .reports
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|u| dn_of(u))
+                .collect();
+            let upn = obj
+                .str("userPrincipalName")
+                .map(|u| settings.upn_map.local_for(u).filter(|l| l.contains('@')).unwrap_or(u));
+            let created_version = *self.created.entry(id.clone()).or_insert(next.version);
+            let r = Resolved {
+                id,
+                kind,
+                obj,
+                cn: &assigned.cn,
+                container_dn: &assigned.container,
+                sam: &assigned.sam,
+                upn,
+                member_of,
+                members,
+                manager,
+                direct_reports,
+                photo: self.store.photos.get(id),
+                version: next.version,
+                created_version,
+            };
+            let mut cx = Context {
+                naming: &settings.naming,
+                mapping: &settings.mapping,
+                phones: &settings.phones,
+                stats: &mut stats,
+            };
+            let entry = project::project(&r, &mut cx);
+            let before = next.entry(id).map(|e| e.usn_changed);
+            next.upsert(Arc::new(entry));
+            if next.entry(id).map(|e| e.usn_changed) != before {
+                report.entries_changed += 1;
+            }
+        }
+        report.unparsable_phones = stats.unparsable_phones;
+        let users = &self.store.users;
+        report.unmatched_csv_rows = settings
+            .upn_map
+            .unmatched(|upn| users.values().any(|u| u.str("userPrincipalName") == Some(upn)))
+            .map(|(u, l)| (u.to_string(), l))
+            .collect();
+        if !next.changed_in_this_version() {
+            // Nothing visible changed: keep the version (clients' sync tokens stay valid and cheap).
+            let mut same = self.snapshot.clone();
+            same.synced_at = next.synced_at.or(same.synced_at);
+            report.version = same.version;
+            self.snapshot = same.clone();
+            self.published.publish(same);
+            return report;
+        }
+        next.trim_history();
+        self.snapshot = next.clone();
+        self.published.publish(next.clone());
+        report
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

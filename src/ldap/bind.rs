@@ -1,0 +1,215 @@
+//! Service accounts and simple bind: the three name forms AD accepts, argon2 verification off the runtime,
+//! per-account source networks, and a small cache of verified secrets so PBXs that bind for every lookup do
+//! not pay argon2's cost each time.
+
+use crate::directory::dn::parse_dn;
+use crate::directory::Naming;
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// A service account that may bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    /// PHC string (`$argon2id$v=19$...`), as made by [`hash_password`].
+    pub password_hash: String,
+    /// Source networks the account may bind from; empty means anywhere.
+    pub networks: Vec<Cidr>,
+}
+
+/// An IPv4 or IPv6 network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`, or a single address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid network {0:?}: expected CIDR notation such as 10.0.0.0/8 or 2001:db8::/32")]
+pub struct CidrError(pub String);
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let err = || CidrError(s.to_string());
+        let (a, p) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| err())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().map_err(|_| err())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(err());
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+pub use crate::accounts::hash_password;
+
+/// Check a password against a PHC hash (CPU-heavy: call from a blocking thread). LDAP passwords are octets;
+/// one that is not UTF-8 cannot match a hash made by `entradir hash-password`.
+pub fn verify_password(password: &[u8], phc: &str) -> bool {
+    std::str::from_utf8(password).is_ok_and(|p| crate::accounts::verify_password(p, phc))
+}
+
+/// Which account a bind name refers to: `CN=svc,OU=...` (first RDN value), `svc@dns.domain`,
+/// `DOMAIN\svc` or the bare name.
+pub fn resolve_name<'a>(name: &str, accounts: &'a [Account], naming: &Naming) -> Option<&'a Account> {
+    let name = name.trim();
+    let user = if let Some((u, domain)) = name.split_once('@') {
+        if !domain.eq_ignore_ascii_case(&naming.dns_domain) {
+            return None;
+        }
+        u.to_string()
+    } else if let Some((domain, u)) = name.split_once('\\') {
+        if !domain.eq_ignore_ascii_case(&naming.netbios) && !domain.eq_ignore_ascii_case(&naming.dns_domain) {
+            return None;
+        }
+        u.to_string()
+    } else if name.contains('=') {
+        let rdns = parse_dn(name)?;
+        rdns.first()?.first()?.1.clone()
+    } else {
+        name.to_string()
+    };
+    accounts.iter().find(|a| a.name.eq_ignore_ascii_case(&user))
+}
+
+/// Remembers (account hash, password) pairs that verified, as SHA-256 digests, so repeated binds with the
+/// same secret skip argon2. Keyed by the PHC string too, so a changed hash invalidates old entries.
+#[derive(Default)]
+pub struct VerifiedCache {
+    ok: DashMap<[u8; 32], ()>,
+}
+
+const VERIFIED_CACHE_MAX: usize = 4096;
+
+impl VerifiedCache {
+    fn key(phc: &str, password: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update((phc.len() as u64).to_be_bytes());
+        h.update(phc.as_bytes());
+        h.update(password);
+        h.finalize().into()
+    }
+
+    pub fn contains(&self, phc: &str, password: &[u8]) -> bool {
+        self.ok.contains_key(&Self::key(phc, password))
+    }
+
+    pub fn insert(&self, phc: &str, password: &[u8]) {
+        if self.ok.len() >= VERIFIED_CACHE_MAX {
+            self.ok.clear();
+        }
+        self.ok.insert(Self::key(phc, password), ());
+    }
+}
+
+/// AD's message texts for failed binds, which PBX admins recognise (52e = bad password, 531 = workstation).
+pub const MSG_BAD_CREDENTIALS: &str =
+    "80090308: LdapErr: DSID-0C09041C, comment: AcceptSecurityContext error, data 52e, v4563";
+pub const MSG_BAD_WORKSTATION: &str =
+    "80090308: LdapErr: DSID-0C09041C, comment: AcceptSecurityContext error, data 531, v4563";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> Vec<Account> {
+        vec![Account {
+            name: "pbx".into(),
+            password_hash: String::new(),
+            networks: vec![],
+        }]
+    }
+
+    #[test]
+    fn three_name_forms_resolve() {
+        let n = Naming::new("DC=contoso,DC=example").unwrap();
+        let a = accounts();
+        for name in [
+            "CN=pbx,CN=Users,DC=contoso,DC=example",
+            "cn=PBX,ou=Service,dc=contoso,dc=example",
+            "pbx@contoso.example",
+            "CONTOSO\\pbx",
+            "contoso\\PBX",
+            "pbx",
+        ] {
+            assert_eq!(
+                resolve_name(name, &a, &n).map(|a| a.name.as_str()),
+                Some("pbx"),
+                "{name}"
+            );
+        }
+        for name in ["pbx@other.example", "OTHER\\pbx", "CN=someone,DC=x", "CN=pbx,", ""] {
+            assert!(resolve_name(name, &a, &n).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn hashes_verify() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(b"s3cret", &h));
+        assert!(!verify_password(b"S3cret", &h));
+        assert!(!verify_password(b"s3cret", "not a hash"));
+        let c = VerifiedCache::default();
+        c.insert(&h, b"s3cret");
+        assert!(c.contains(&h, b"s3cret") && !c.contains(&h, b"other"));
+    }
+
+    #[test]
+    fn networks() {
+        let c: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        let c: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(c.contains("2001:db8::1".parse().unwrap()));
+        assert!(!c.contains("10.1.2.3".parse().unwrap()));
+        let c: Cidr = "192.0.2.7".parse().unwrap();
+        assert!(c.contains("192.0.2.7".parse().unwrap()) && !c.contains("192.0.2.8".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "::/129"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! SearchResultEntry encoding, with a per-entry cache of pre-encoded attributes.
+//!
+//! Entries are immutable and shared between snapshots (`Arc<Entry>`), so the BER of each attribute is built
+//! once and kept until the entry changes (a different `Arc`). A SearchResultEntry for any attribute selection
+//! is then a header plus the concatenation of cached attribute encodings — no per-request BER building for the
+//! common case. Very large attributes (photos) are not duplicated in the cache; they are encoded on demand.
+
+use super::ber::{header_len, int_octets, put_len, put_tlv};
+use crate::directory::entry::Entry;
+use crate::directory::Snapshot;
+use bytes::{BufMut, Bytes, BytesMut};
+use dashmap::DashMap;
+use std::sync::Arc;
+
+/// AD's MaxValRange: attributes with more values are returned in ranges (`member;range=0-1499`).
+pub const MAX_VAL_RANGE: usize = 1500;
+
+/// Attributes whose total size is above this are encoded per request instead of cached.
+const CACHE_ATTR_LIMIT: usize = 4096;
+
+/// One attribute, pre-encoded as a PartialAttribute (with and without values).
+#[derive(Debug)]
+struct EncAttr {
+    /// Lower-cased attribute name, for selection.
+    key: Box<str>,
+    /// `SEQUENCE { type, SET OF value }`, or `None` when too large to cache.
+    full: Option<Bytes>,
+    types_only: Bytes,
+}
+
+/// An entry's DN and attributes, pre-encoded.
+#[derive(Debug)]
+pub struct EncodedEntry {
+    dn: Bytes,
+    attrs: Vec<EncAttr>,
+}
+
+/// Which attributes a search asked for (RFC 4511 §4.5.1.8 plus AD's ranged retrieval).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `*`, or an empty list.
+    pub all_user: bool,
+    /// `+`: operational attributes as well.
+    pub operational: bool,
+    /// Explicitly named attributes, lower-cased, options stripped.
+    pub names: Vec<String>,
+    /// `name;range=lo-hi` requests: (lower-cased name, low, high or None for `*`).
+    pub ranges: Vec<(String, usize, Option<usize>)>,
+    pub types_only: bool,
+}
+
+/// Attributes we compute per entry rather than store (returned only on request or with `+`).
+pub const OPERATIONAL: &[&str] = &[
+    "createTimestamp",
+    "modifyTimestamp",
+    "subschemaSubentry",
+    "entryDN",
+    "hasSubordinates",
+];
+
+impl Selection {
+    pub fn new(attrs: &[String], types_only: bool) -> Selection {
+        let mut s = Selection {
+            types_only,
+            ..Selection::default()
+        };
+        if attrs.is_empty() {
+            s.all_user = true;
+        }
+        for a in attrs {
+            let a = a.trim();
+            match a {
+                "*" => s.all_user = true,
+                "+" => s.operational = true,
+                // "1.1" means no attributes; it only matters when it is alone, which needs no special case.
+                "1.1" | "" => {}
+                _ => {
+                    let mut parts = a.split(';');
+                    let base = parts.next().unwrap_or_default().to_ascii_lowercase();
+                    let mut ranged = false;
+                    for opt in parts {
+                        if let Some(r) = opt.to_ascii_lowercase().strip_prefix("range=") {
+                            if let Some((lo, hi)) = r.split_once('-') {
+                                if let Ok(lo) = lo.parse::<usize>() {
+                                    let hi = if hi == "*" { None } else { hi.parse::<usize>().ok() };
+                                    s.ranges.push((base.clone(), lo, hi));
+                                    ranged = true;
+                                }
+                            }
+                        }
+                    }
+                    if !ranged {
+                        s.names.push(base);
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    fn wants(&self, key: &str) -> bool {
+        self.all_user || self.names.iter().any(|n| n == key)
+    }
+
+    fn wants_operational(&self, key: &str) -> bool {
+        self.operational || self.names.iter().any(|n| n == key)
+    }
+}
+
+/// Encode `SEQUENCE { type, SET OF value }` for the given values.
+fn partial_attribute(out: &mut BytesMut, name: &str, values: &[Bytes]) {
+    let set_len: usize = values.iter().map(|v| header_len(v.len()) + v.len()).sum();
+    let content = header_len(name.len()) + name.len() + header_len(set_len) + set_len;
+    out.reserve(header_len(content) + content);
+    out.put_u8(0x30);
+    put_len(out, content);
+    put_tlv(out, 0x04, name.as_bytes());
+    out.put_u8(0x31);
+    put_len(out, set_len);
+    for v in values {
+        put_tlv(out, 0x04, v);
+    }
+}
+
+fn encode_attr_bytes(name: &str, values: &[Bytes]) -> Bytes {
+    let mut b = BytesMut::new();
+    partial_attribute(&mut b, name, values);
+    b.freeze()
+}
+
+/// The range AD returns for an attribute with more than [`MAX_VAL_RANGE`] values requested without a range.
+fn auto_range(name: &str, values: &[Bytes]) -> Bytes {
+    encode_attr_bytes(
+        &format!("{name};range=0-{}", MAX_VAL_RANGE - 1),
+        &values[..MAX_VAL_RANGE],
+    )
+}
+
+impl EncodedEntry {
+    pub fn new(e: &Entry) -> EncodedEntry {
+        let mut dn = BytesMut::new();
+        put_tlv(&mut dn, 0x04, e.dn.as_bytes());
+        let mut attrs = Vec::with_capacity(e.attrs.len() + 1);
+        for a in &e.attrs {
+            if a.values.is_empty() {
+                continue;
+            }
+            let size: usize = a.values.iter().map(|v| v.len()).sum();
+            let full = if a.values.len() > MAX_VAL_RANGE {
+                Some(auto_range(&a.name, &a.values))
+            } else if size <= CACHE_ATTR_LIMIT {
+                Some(encode_attr_bytes(&a.name, &a.values))
+            } else {
+                None
+            };
+            attrs.push(EncAttr {
+                key: a.name.to_ascii_lowercase().into(),
+                full,
+                types_only: encode_attr_bytes(&a.name, &[]),
+            });
+        }
+        if e.get("distinguishedName").is_none() {
+            let v = [Bytes::copy_from_slice(e.dn.as_bytes())];
+            attrs.push(EncAttr {
+                key: "distinguishedname".into(),
+                full: Some(encode_attr_bytes("distinguishedName", &v)),
+                types_only: encode_attr_bytes("distinguishedName", &[]),
+            });
+        }
+        EncodedEntry { dn: dn.freeze(), attrs }
+    }
+}
+
+/// Pre-encoded entries by id, valid while the entry `Arc` is the same.
+#[derive(Default)]
+pub struct EntryCache {
+    map: DashMap<Arc<str>, (Arc<Entry>, Arc<EncodedEntry>)>,
+}
+
+impl EntryCache {
+    pub fn new() -> EntryCache {
+        EntryCache::default()
+    }
+
+    /// The encoding of `e`, built now if the cache holds none or an older version.
+    pub fn get(&self, e: &Arc<Entry>) -> Arc<EncodedEntry> {
+        if let Some(hit) = self.map.get(&e.id) {
+            if Arc::ptr_eq(&hit.0, e) {
+                return hit.1.clone();
+            }
+        }
+        let enc = Arc::new(EncodedEntry::new(e));
+        self.map.insert(e.id.clone(), (e.clone(), enc.clone()));
+        enc
+    }
+
+    /// Drop encodings of entries that are gone or changed in `snap` (run after each publish).
+    pub fn retain_current(&self, snap: &Snapshot) {
+        self.map
+            .retain(|id, (e, _)| snap.entry(id).is_some_and(|cur| Arc::ptr_eq(cur, e)));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Values of computed operational attributes for an entry.
+fn operational_values(e: &Entry, name_lower: &str, subschema_dn: &str, snap: Option<&Snapshot>) -> Option<Vec<Bytes>> {
+    let v: Vec<Bytes> = match name_lower {
+        "createtimestamp" => e.values("whenCreated").to_vec(),
+        "modifytimestamp" => e.values("whenChanged").to_vec(),
+        "subschemasubentry" => vec![Bytes::copy_from_slice(subschema_dn.as_bytes())],
+        "entrydn" => vec![Bytes::copy_from_slice(e.dn.as_bytes())],
+        "hassubordinates" => {
+            let has = snap.is_some_and(|s| s.children(&e.dn_norm).next().is_some());
+            vec![Bytes::from_static(if has { b"TRUE" } else { b"FALSE" })]
+        }
+        _ => return None,
+    };
+    (!v.is_empty()).then_some(v)
+}
+
+/// Append one SearchResultEntry for `e` to `out`.
+pub fn write_entry(
+    out: &mut BytesMut,
+    msgid: i64,
+    e: &Entry,
+    enc: &EncodedEntry,
+    sel: &Selection,
+    subschema_dn: &str,
+    snap: Option<&Snapshot>,
+) {
+    // Attribute encodings are gathered as slices of cached buffers where possible; the rare uncached ones
+    // (photos, ranges, operational attributes) are built into `extra`.
+    let mut parts: Vec<Bytes> = Vec::with_capacity(enc.attrs.len());
+    for a in &enc.attrs {
+        if !sel.wants(&a.key) {
+            continue;
+        }
+        if sel.types_only {
+            parts.push(a.types_only.clone());
+            continue;
+        }
+        match &a.full {
+            Some(b) => parts.push(b.clone()),
+            None => {
+                if let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(&a.key)) {
+                    parts.push(encode_attr_bytes(&attr.name, &attr.values));
+                }
+            }
+        }
+    }
+    for (key, lo, hi) in &sel.ranges {
+        let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(key)) else {
+            continue;
+        };
+        let n = attr.values.len();
+        if *lo >= n && n > 0 {
+            continue;
+        }
+        let want_hi = hi.unwrap_or(usize::MAX).min(lo.saturating_add(MAX_VAL_RANGE - 1));
+        let last = want_hi.min(n.saturating_sub(1));
+        let name = if last + 1 >= n {
+            format!("{};range={lo}-*", attr.name)
+        } else {
+            format!("{};range={lo}-{last}", attr.name)
+        };
+        let vals = if n == 0 { &[][..] } else { &attr.values[*lo..=last] };
+        parts.push(encode_attr_bytes(&name, if sel.types_only { &[] } else { vals }));
+    }
+    for op in OPERATIONAL {
+        let key = op.to_ascii_lowercase();
+        if !sel.wants_operational(&key) || enc.attrs.iter().any(|a| *a.key == *key) {
+            continue;
+        }
+        if let Some(v) = operational_values(e, &key, subschema_dn, snap) {
+            parts.push(encode_attr_bytes(op, if sel.types_only { &[] } else { &v }));
+        }
+    }
+    let attrs_len: usize = parts.iter().map(|p| p.len()).sum();
+    let op_content = enc.dn.len() + header_len(attrs_len) + attrs_len;
+    let id = int_octets(msgid);
+    let msg_content = 2 + id.len() + header_len(op_content) + op_content;
+    out.reserve(header_len(msg_content) + msg_content);
+    out.put_u8(0x30);
+    put_len(out, msg_content);
+    put_tlv(out, 0x02, &id);
+    out.put_u8(0x64);
+    put_len(out, op_content);
+    out.put_slice(&enc.dn);
+    out.put_u8(0x30);
+    put_len(out, attrs_len);
+    for p in &parts {
+        out.put_slice(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::entry::Attribute;
+    use crate::ldap::filter::tests::sample;
+    use ldap3_proto::proto::LdapOp;
+    use tokio_util::codec::Decoder;
+
+    fn decode(mut b: BytesMut) -> ldap3_proto::proto::LdapSearchResultEntry {
+        match ldap3_proto::LdapCodec::new(Some(1 << 24), None)
+            .decode(&mut b)
+            .unwrap()
+            .unwrap()
+            .op
+        {
+            LdapOp::SearchResultEntry(e) => e,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn selections_and_cache_hits() {
+        let snap = sample();
+        let cache = EntryCache::new();
+        let e = snap.entry("0001").unwrap();
+        let enc = cache.get(e);
+        assert!(Arc::ptr_eq(&enc, &cache.get(e)), "second lookup must hit the cache");
+        let mut out = BytesMut::new();
+        let sel = Selection::new(&["CN".into(), "mobile".into(), "objectGUID".into(), "+".into()], false);
+        write_entry(&mut out, 3, e, &enc, &sel, "CN=Aggregate", Some(&snap));
+        let r = decode(out);
+        assert_eq!(r.dn, "CN=Jane Doe,CN=Users,DC=contoso,DC=example");
+        let names: Vec<&str> = r.attributes.iter().map(|a| a.atype.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "cn",
+                "mobile",
+                "objectGUID",
+                "subschemaSubentry",
+                "entryDN",
+                "hasSubordinates"
+            ]
+        );
+        assert_eq!(r.attributes[2].vals[0][1], 0xff);
+
+        let mut out = BytesMut::new();
+        write_entry(&mut out, 3, e, &enc, &Selection::new(&["1.1".into()], false), "", None);
+        assert!(decode(out).attributes.is_empty());
+        let mut out = BytesMut::new();
+        write_entry(&mut out, 3, e, &enc, &Selection::new(&[], true), "", None);
+        let r = decode(out);
+        assert!(r.attributes.len() > 10 && r.attributes.iter().all(|a| a.vals.is_empty()));
+    }
+
+    #[test]
+    fn big_groups_come_in_ranges() {
+        let members: Vec<Bytes> = (0..3200).map(|i| Bytes::from(format!("CN=u{i},DC=x"))).collect();
+        let mut e = crate::ldap::filter::tests::entry("g", crate::directory::EntryKind::Group, "CN=g,DC=x", &[]);
+        e.attrs.push(Attribute {
+            name: "member".into(),
+            values: members,
+        });
+        let e = Arc::new(e);
+        let enc = EncodedEntry::new(&e);
+        let get = |attrs: &[&str]| {
+            let mut out = BytesMut::new();
+            let sel = Selection::new(&attrs.iter().map(|s| s.to_string()).collect::<Vec<_>>(), false);
+            write_entry(&mut out, 1, &e, &enc, &sel, "", None);
+            decode(out)
+                .attributes
+                .into_iter()
+                .find(|a| a.atype.starts_with("member"))
+                .unwrap()
+        };
+        let a = get(&["member"]);
+        assert_eq!((a.atype.as_str(), a.vals.len()), ("member;range=0-1499", 1500));
+        let a = get(&["member;range=1500-*"]);
+        assert_eq!((a.atype.as_str(), a.vals.len()), ("member;range=1500-2999", 1500));
+        let a = get(&["member;range=3000-*"]);
+        assert_eq!((a.atype.as_str(), a.vals.len()), ("member;range=3000-*", 200));
+        assert_eq!(a.vals[0], b"CN=u3000,DC=x".to_vec());
+    }
+}

@@ -1,0 +1,216 @@
+//! Listeners: accept loops for LDAP and LDAPS with a connection cap, the cache maintenance task, and the
+//! handle that swaps configuration at runtime.
+
+use super::encode::EntryCache;
+use super::session::{self, BoxIo, Shared};
+use super::{proto, LdapConfig, LdapError};
+use crate::directory::Published;
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Bound listeners, ready to [`Server::run`].
+pub struct Server {
+    shared: Arc<Shared>,
+    plain: Option<TcpListener>,
+    ldaps: Option<TcpListener>,
+    max_connections: usize,
+}
+
+/// Swaps configuration of a running server (accounts, TLS, limits, anonymous access); existing connections
+/// keep going and pick up the new settings with their next request.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// Replace the configuration. Listen addresses and `max_connections` are kept from the running server.
+    pub fn reload(&self, cfg: LdapConfig) -> Result<(), LdapError> {
+        check_tls(&cfg)?;
+        self.shared.cfg.store(Arc::new(cfg));
+        info!("LDAP configuration reloaded");
+        Ok(())
+    }
+
+    /// Entries currently held pre-encoded.
+    pub fn cached_entries(&self) -> usize {
+        self.shared.cache.len()
+    }
+}
+
+fn check_tls(cfg: &LdapConfig) -> Result<(), LdapError> {
+    if cfg.tls.is_none() {
+        if cfg.ldaps_listen.is_some() {
+            return Err(LdapError::TlsMissing("ldaps_listen"));
+        }
+        if cfg.starttls {
+            return Err(LdapError::TlsMissing("starttls"));
+        }
+    }
+    Ok(())
+}
+
+async fn listen(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, LdapError> {
+    match addr {
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| LdapError::Listen { addr, source }),
+        None => Ok(None),
+    }
+}
+
+impl Server {
+    /// Open the configured listeners (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(cfg: LdapConfig, dir: Published) -> Result<Server, LdapError> {
+        check_tls(&cfg)?;
+        let plain = listen(cfg.listen).await?;
+        let ldaps = listen(cfg.ldaps_listen).await?;
+        let max_connections = cfg.max_connections.max(1);
+        let shared = Arc::new(Shared {
+            dir,
+            cfg: ArcSwap::from_pointee(cfg),
+            cache: EntryCache::new(),
+            verified: Default::default(),
+        });
+        Ok(Server {
+            shared,
+            plain,
+            ldaps,
+            max_connections,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn ldaps_local_addr(&self) -> Option<SocketAddr> {
+        self.ldaps.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serve until `shutdown` is cancelled, then tell open connections (Notice of Disconnection) and wait up
+    /// to five seconds for them to close.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), LdapError> {
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        for (l, tls) in [(&self.plain, false), (&self.ldaps, true)] {
+            if let Some(l) = l {
+                info!(addr = ?l.local_addr().ok(), tls, "LDAP listening");
+            }
+        }
+        let mut tasks = Vec::new();
+        for (listener, tls) in [(self.plain, false), (self.ldaps, true)] {
+            if let Some(listener) = listener {
+                tasks.push(tokio::spawn(accept_loop(
+                    listener,
+                    tls,
+                    self.shared.clone(),
+                    slots.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
+        tokio::spawn(maintain_cache(self.shared.clone(), shutdown.clone()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+        Ok(())
+    }
+}
+
+/// Bind and serve until `shutdown` is cancelled.
+pub async fn serve(cfg: LdapConfig, dir: Published, shutdown: CancellationToken) -> Result<(), LdapError> {
+    Server::bind(cfg, dir).await?.run(shutdown).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: bool,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    warn!(error = %e, "LDAP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(stream, tls, shared.clone()));
+            continue;
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let io: BoxIo = if tls {
+                let Some(cfg) = shared.cfg.load().tls.clone() else {
+                    return;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "LDAPS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            } else {
+                Box::new(stream)
+            };
+            session::run(shared, io, peer, tls, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Over the connection cap: tell the client we are busy (plain only) and close.
+async fn refuse_busy(mut stream: TcpStream, tls: bool, _shared: Arc<Shared>) {
+    if !tls {
+        let _ = stream
+            .write_all(&proto::notice_of_disconnection(
+                proto::Code::Busy,
+                "too many connections",
+            ))
+            .await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Drop cached encodings of entries that changed or vanished whenever a new snapshot is published.
+async fn maintain_cache(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut rx = shared.dir.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+        let snap = shared.dir.load();
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.cache.retain_current(&snap)).await;
+    }
+}

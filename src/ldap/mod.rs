@@ -1,0 +1,156 @@
+//! LDAP v3 front end: presents the directory snapshot as Active Directory to PBXs, phones and CTI clients.
+//!
+//! [`Server::bind`] opens the listeners, [`Server::run`] serves until the shutdown token fires, and a
+//! [`ServerHandle`] swaps accounts, TLS and limits at runtime (SIGHUP) without dropping connections.
+//! Requests are decoded from raw BER ([`proto`], [`filter`]), searches run against one immutable snapshot
+//! ([`search`]) and entries are written from a per-entry encoding cache ([`encode`]).
+
+pub mod ber;
+pub mod bind;
+pub mod encode;
+pub mod filter;
+mod listener;
+pub mod paging;
+pub mod proto;
+pub mod rootdse;
+pub mod schema;
+pub mod search;
+mod session;
+pub mod tls;
+
+pub use bind::{hash_password, Account, Cidr};
+pub use listener::{serve, Server, ServerHandle};
+pub use tokio_util::sync::CancellationToken;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything the LDAP front end is configured with. Only the listen addresses and `max_connections` need a
+/// restart; the rest can be swapped with [`ServerHandle::reload`].
+#[derive(Clone)]
+pub struct LdapConfig {
+    /// Plain LDAP (StartTLS-capable) listener, e.g. `0.0.0.0:389`.
+    pub listen: Option<SocketAddr>,
+    /// LDAPS listener, e.g. `0.0.0.0:636`; needs `tls`.
+    pub ldaps_listen: Option<SocketAddr>,
+    /// Offer StartTLS on the plain listener (needs `tls`).
+    pub starttls: bool,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Allow searches without a successful bind (AD refuses them by default).
+    pub allow_anonymous: bool,
+    pub max_connections: usize,
+    /// A connection with no request and nothing in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest page for the paged results control (AD's MaxPageSize, 1000).
+    pub max_page_size: usize,
+    /// Most entries returned by a non-paged search; 0 = unlimited. AD applies MaxPageSize here too (1000).
+    pub size_limit: usize,
+    pub accounts: Vec<Account>,
+    /// Largest request PDU in bytes.
+    pub max_pdu_size: usize,
+    /// Operations one connection may have in flight; further requests wait to be read.
+    pub max_ops_per_connection: usize,
+    /// `dnsHostName` in the RootDSE; defaults to `entradir.<dns domain>`.
+    pub host_name: Option<String>,
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 389))),
+            ldaps_listen: None,
+            starttls: false,
+            tls: None,
+            allow_anonymous: false,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(900),
+            max_page_size: 1000,
+            size_limit: 1000,
+            accounts: Vec::new(),
+            max_pdu_size: 256 * 1024,
+            max_ops_per_connection: 16,
+            host_name: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LdapConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapConfig")
+            .field("listen", &self.listen)
+            .field("ldaps_listen", &self.ldaps_listen)
+            .field("starttls", &self.starttls)
+            .field("tls", &self.tls.is_some())
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field(
+                "accounts",
+                &self.accounts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl LdapConfig {
+    /// Build from the `[ldap]`, `[tls]` and `[[accounts]]` sections of the config file: loads the certificate
+    /// (`[ldap] tls_cert`/`tls_key`, else `[tls]`) and parses account networks. `None` when `[ldap]` is absent.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Option<LdapConfig>, LdapError> {
+        let Some(l) = &cfg.ldap else { return Ok(None) };
+        let paths = match (&l.tls_cert, &l.tls_key, &cfg.tls) {
+            (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
+            (None, None, Some(t)) => Some((t.cert.clone(), t.key.clone())),
+            (None, None, None) => None,
+            _ => return Err(LdapError::Tls("[ldap] needs both tls_cert and tls_key".into())),
+        };
+        let tls = match paths {
+            Some((c, k)) if l.starttls || l.ldaps_listen.is_some() => {
+                Some(tls::load_server_config(&c.to_string_lossy(), &k.to_string_lossy())?)
+            }
+            _ => None,
+        };
+        let mut accounts = Vec::with_capacity(cfg.accounts.len());
+        for a in &cfg.accounts {
+            let networks = a
+                .networks
+                .iter()
+                .map(|n| n.parse::<Cidr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| LdapError::Account {
+                    name: a.name.clone(),
+                    message: e.to_string(),
+                })?;
+            accounts.push(Account {
+                name: a.name.clone(),
+                password_hash: a.password_hash.clone(),
+                networks,
+            });
+        }
+        Ok(Some(LdapConfig {
+            listen: l.listen,
+            ldaps_listen: l.ldaps_listen,
+            starttls: l.starttls,
+            tls,
+            allow_anonymous: l.allow_anonymous,
+            max_connections: l.max_connections,
+            idle_timeout: l.idle_timeout,
+            max_page_size: l.max_page_size,
+            size_limit: l.size_limit,
+            accounts,
+            ..LdapConfig::default()
+        }))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LdapError {
+    #[error("account {name:?}: {message}")]
+    Account { name: String, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0} needs a TLS certificate and key")]
+    TlsMissing(&'static str),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+}

@@ -1,0 +1,580 @@
+//! Search execution: base resolution (RootDSE, subschema, noSuchObject with matchedDN), scope, index-planned
+//! filtering, size and time limits, paging, server-side sorting, and encoding results into one buffer that
+//! the session writes with a single flush.
+
+use super::encode::{write_entry, EncodedEntry, EntryCache, Selection};
+use super::filter::Compiled;
+use super::paging::{PageState, Pages};
+use super::proto::{self, put_result_with, Code, Control, RespControl, Scope, SearchRequest, SortKey};
+use super::{rootdse, schema};
+use crate::directory::dn::parent_norm;
+use crate::directory::entry::{normalize_dn, Entry};
+use crate::directory::Snapshot;
+use bytes::BytesMut;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Server-side limits for searches.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most entries a non-paged search returns (AD's MaxPageSize also applies there); 0 = unlimited.
+    pub size_limit: usize,
+    /// Largest page a paged search gets, whatever it asks for.
+    pub max_page_size: usize,
+}
+
+/// What a search needs besides the request.
+pub struct SearchEnv<'a> {
+    pub snap: &'a Arc<Snapshot>,
+    pub cache: &'a EntryCache,
+    pub pages: &'a Mutex<Pages>,
+    pub limits: Limits,
+    pub host: &'a str,
+    pub abandoned: &'a AtomicBool,
+}
+
+/// How often (in entries) long loops look at the clock and the abandon flag.
+const CHECK_EVERY: usize = 256;
+
+const DONE: u8 = 0x65;
+
+fn done(out: &mut BytesMut, id: i64, code: Code, matched: &str, msg: &str, ctl: &[RespControl]) {
+    put_result_with(out, id, DONE, code, matched, msg, ctl);
+}
+
+fn no_such_object(snap: &Snapshot, base_norm: &str) -> (String, String) {
+    let mut cur = parent_norm(base_norm);
+    while let Some(p) = cur {
+        if let Some(e) = snap.by_dn(p) {
+            let msg = format!(
+                "0000208D: NameErr: DSID-0310020A, problem 2001 (NO_OBJECT), data 0, best match of:\n\t'{}'\n",
+                e.dn
+            );
+            return (e.dn.to_string(), msg);
+        }
+        cur = parent_norm(p);
+    }
+    (
+        String::new(),
+        "0000208D: NameErr: DSID-0310020A, problem 2001 (NO_OBJECT), data 0, best match of:\n\t''\n".into(),
+    )
+}
+
+/// Run one search, appending every response message (entries, then SearchResultDone) to `out`. Returns
+/// without writing anything when the operation is abandoned.
+pub fn search(env: &SearchEnv<'_>, id: i64, req: &SearchRequest, controls: &[Control], out: &mut BytesMut) {
+    let snap = env.snap;
+    for c in controls {
+        if c.critical && !rootdse::SUPPORTED_CONTROLS.contains(&c.oid.as_str()) {
+            let msg = format!(
+                "00000057: LdapErr: DSID-0C090D3D, comment: Error processing control {}, data 0, v4563",
+                c.oid
+            );
+            return done(out, id, Code::UnavailableCriticalExtension, "", &msg, &[]);
+        }
+    }
+    let paged = match controls.iter().find(|c| c.oid == proto::OID_PAGED) {
+        Some(c) => match c.value.as_deref().map(proto::decode_paged) {
+            Some(Ok(v)) => Some(v),
+            _ => return done(out, id, Code::ProtocolError, "", "malformed paged results control", &[]),
+        },
+        None => None,
+    };
+    let sort = match controls.iter().find(|c| c.oid == proto::OID_SORT_REQUEST) {
+        Some(c) => match c.value.as_deref().map(proto::decode_sort) {
+            Some(Ok(keys)) if !keys.is_empty() => Some(keys),
+            _ => return done(out, id, Code::ProtocolError, "", "malformed sort control", &[]),
+        },
+        None => None,
+    };
+    let sel = Selection::new(&req.attrs, req.types_only);
+    let subschema_dn = schema::subschema_dn(&snap.naming.base_dn);
+    let compiled = Compiled::new(&req.filter, snap);
+
+    // Special bases that are not in the snapshot.
+    let base = req.base.trim();
+    if base.is_empty() && req.scope == Scope::Base {
+        let e = rootdse::root_dse(snap, env.host);
+        if compiled.matches(&e, snap) {
+            write_entry(out, id, &e, &EncodedEntry::new(&e), &sel, &subschema_dn, None);
+        }
+        return done(out, id, Code::Success, "", "", &[]);
+    }
+    let base_norm = if base.is_empty() {
+        snap.naming.base_dn_norm.to_string()
+    } else {
+        match normalize_dn(base) {
+            Some(n) => n,
+            None => {
+                let msg = format!("0000208F: NameErr: DSID-03100225, problem 2006 (BAD_NAME), data 8350, best match of:\n\t'{base}'\n");
+                return done(out, id, Code::InvalidDnSyntax, "", &msg, &[]);
+            }
+        }
+    };
+    if rootdse::is_subschema(&base_norm, snap) {
+        let e = schema::subschema(&snap.naming.base_dn);
+        if req.scope == Scope::Base && compiled.matches(&e, snap) {
+            write_entry(out, id, &e, &EncodedEntry::new(&e), &sel, &subschema_dn, None);
+        }
+        return done(out, id, Code::Success, "", "", &[]);
+    }
+    let Some(base_entry) = snap.by_dn(&base_norm).cloned() else {
+        let (matched, msg) = no_such_object(snap, &base_norm);
+        return done(out, id, Code::NoSuchObject, &matched, &msg, &[]);
+    };
+
+    let deadline = (req.time_limit > 0).then(|| Instant::now() + Duration::from_secs(req.time_limit as u64));
+    let ctx = Ctx {
+        env,
+        id,
+        sel: &sel,
+        subschema_dn: &subschema_dn,
+    };
+
+    if let Some((size, cookie)) = paged {
+        return paged_search(
+            &ctx,
+            req,
+            &compiled,
+            &base_entry,
+            sort.as_deref(),
+            size,
+            &cookie,
+            deadline,
+            out,
+        );
+    }
+
+    let client_limit = usize::try_from(req.size_limit).unwrap_or(0);
+    let limit = [client_limit, env.limits.size_limit]
+        .into_iter()
+        .filter(|l| *l > 0)
+        .min();
+    let mut matching = matching(snap, &compiled, &base_entry, req.scope);
+    if let Some(keys) = &sort {
+        let mut all: Vec<Arc<Entry>> = matching.cloned().collect();
+        sort_entries(&mut all, keys);
+        let ctl = [RespControl {
+            oid: proto::OID_SORT_RESPONSE,
+            value: proto::sort_value(0),
+        }];
+        let mut it = all.iter();
+        return emit(&ctx, &mut it, limit, deadline, out, &ctl);
+    }
+    emit(&ctx, &mut matching, limit, deadline, out, &[])
+}
+
+struct Ctx<'a, 'e> {
+    env: &'a SearchEnv<'e>,
+    id: i64,
+    sel: &'a Selection,
+    subschema_dn: &'a str,
+}
+
+impl Ctx<'_, '_> {
+    fn write(&self, out: &mut BytesMut, e: &Arc<Entry>) {
+        let enc = self.env.cache.get(e);
+        write_entry(out, self.id, e, &enc, self.sel, self.subschema_dn, Some(self.env.snap));
+    }
+}
+
+/// Write entries until the iterator ends, the size limit is hit (4 if more would follow) or time runs out (3).
+fn emit(
+    ctx: &Ctx<'_, '_>,
+    it: &mut dyn Iterator<Item = &Arc<Entry>>,
+    limit: Option<usize>,
+    deadline: Option<Instant>,
+    out: &mut BytesMut,
+    ctl: &[RespControl],
+) {
+    for (n, e) in it.enumerate() {
+        if limit.is_some_and(|l| n >= l) {
+            return done(out, ctx.id, Code::SizeLimitExceeded, "", "", ctl);
+        }
+        if n % CHECK_EVERY == CHECK_EVERY - 1 {
+            if ctx.env.abandoned.load(Ordering::Relaxed) {
+                out.clear();
+                return;
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return done(out, ctx.id, Code::TimeLimitExceeded, "", "", ctl);
+            }
+        }
+        ctx.write(out, e);
+    }
+    if ctx.env.abandoned.load(Ordering::Relaxed) {
+        out.clear();
+        return;
+    }
+    done(out, ctx.id, Code::Success, "", "", ctl)
+}
+
+/// In-scope entries that match, in id order (index candidates when the filter allows, else a scan).
+fn matching<'s>(
+    snap: &'s Snapshot,
+    f: &'s Compiled,
+    base: &Arc<Entry>,
+    scope: Scope,
+) -> Box<dyn Iterator<Item = &'s Arc<Entry>> + 's> {
+    let base_norm: Arc<str> = base.dn_norm.clone();
+    match scope {
+        Scope::Base => {
+            let e = snap.by_dn(&base_norm);
+            Box::new(e.into_iter().filter(move |e| f.matches(e, snap)))
+        }
+        Scope::One => {
+            let kids: Vec<&'s Arc<Entry>> = snap.children(&base_norm).collect();
+            Box::new(kids.into_iter().filter(move |e| f.matches(e, snap)))
+        }
+        Scope::Sub => {
+            let whole = *base_norm == *snap.naming.base_dn_norm;
+            let suffix = format!(",{base_norm}");
+            let in_scope = move |e: &Arc<Entry>| whole || *e.dn_norm == *base_norm || e.dn_norm.ends_with(&suffix);
+            match f.candidates(snap) {
+                Some(ids) => Box::new(
+                    ids.into_iter()
+                        .filter_map(move |id| snap.entry(&id))
+                        .filter(move |e| in_scope(e) && f.matches(e, snap)),
+                ),
+                None => Box::new(snap.entries().filter(move |e| in_scope(e) && f.matches(e, snap))),
+            }
+        }
+    }
+}
+
+fn sort_entries(v: &mut [Arc<Entry>], keys: &[SortKey]) {
+    let key_of = |e: &Entry| -> Vec<Option<String>> {
+        keys.iter()
+            .map(|k| e.strs(&k.attr).next().map(|s| s.to_lowercase()))
+            .collect()
+    };
+    let mut keyed: Vec<(Vec<Option<String>>, Arc<Entry>)> = v.iter().map(|e| (key_of(e), e.clone())).collect();
+    keyed.sort_by(|(a, _), (b, _)| {
+        for (i, k) in keys.iter().enumerate() {
+            // Entries without the attribute sort last in either direction, as AD does.
+            let ord = match (&a[i], &b[i]) {
+                (Some(x), Some(y)) => {
+                    let o = x.cmp(y);
+                    if k.reverse {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                }
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            };
+            if ord.is_ne() {
+                return ord;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    for (slot, (_, e)) in v.iter_mut().zip(keyed) {
+        *slot = e;
+    }
+}
+
+fn fingerprint(req: &SearchRequest) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    req.base.to_lowercase().hash(&mut h);
+    req.scope.hash(&mut h);
+    req.filter.hash(&mut h);
+    h.finish()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn paged_search(
+    ctx: &Ctx<'_, '_>,
+    req: &SearchRequest,
+    compiled: &Compiled,
+    base: &Arc<Entry>,
+    sort: Option<&[SortKey]>,
+    size: i64,
+    cookie: &[u8],
+    deadline: Option<Instant>,
+    out: &mut BytesMut,
+) {
+    let env = ctx.env;
+    let fp = fingerprint(req);
+    let mut sort_ctl = Vec::new();
+    if sort.is_some() {
+        sort_ctl.push(RespControl {
+            oid: proto::OID_SORT_RESPONSE,
+            value: proto::sort_value(0),
+        });
+    }
+    let state = if cookie.is_empty() {
+        None
+    } else {
+        let taken = env.pages.lock().map(|mut p| p.take(cookie)).unwrap_or(None);
+        match taken {
+            Some(st) if st.fingerprint == fp => Some(st),
+            _ => {
+                let msg = "00002024: SvcErr: DSID-02000000, problem 5003 (WILL_NOT_PERFORM), data 0 (invalid paged results cookie)";
+                return done(out, ctx.id, Code::UnwillingToPerform, "", msg, &[]);
+            }
+        }
+    };
+    if size <= 0 {
+        // A zero page size abandons the paged search (RFC 2696 §3).
+        let mut ctl = vec![RespControl {
+            oid: proto::OID_PAGED,
+            value: proto::paged_value(0, &[]),
+        }];
+        ctl.extend(sort_ctl);
+        return done(out, ctx.id, Code::Success, "", "", &ctl);
+    }
+    let mut st = match state {
+        Some(st) => st,
+        None => {
+            let mut all: Vec<Arc<Entry>> = matching(env.snap, compiled, base, req.scope).cloned().collect();
+            if let Some(keys) = sort {
+                sort_entries(&mut all, keys);
+            }
+            PageState {
+                snap: env.snap.clone(),
+                ids: Arc::new(all.iter().map(|e| e.id.clone()).collect()),
+                pos: 0,
+                fingerprint: fp,
+            }
+        }
+    };
+    let page = (size as usize).min(env.limits.max_page_size.max(1));
+    let end = (st.pos + page).min(st.ids.len());
+    // Later pages are served from the snapshot the first page was computed on, so the view stays consistent.
+    let snap = st.snap.clone();
+    let page_ctx = SearchEnv { snap: &snap, ..*env };
+    let inner = Ctx { env: &page_ctx, ..*ctx };
+    for (n, id) in st.ids[st.pos..end].iter().enumerate() {
+        if n % CHECK_EVERY == CHECK_EVERY - 1 {
+            if env.abandoned.load(Ordering::Relaxed) {
+                out.clear();
+                return;
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return done(out, ctx.id, Code::TimeLimitExceeded, "", "", &[]);
+            }
+        }
+        if let Some(e) = snap.entry(id) {
+            inner.write(out, e);
+        }
+    }
+    let total = st.ids.len() as i64;
+    st.pos = end;
+    let next_cookie = if end < st.ids.len() {
+        env.pages.lock().map(|mut p| p.put(st)).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut ctl = vec![RespControl {
+        oid: proto::OID_PAGED,
+        value: proto::paged_value(total, &next_cookie),
+    }];
+    ctl.extend(sort_ctl);
+    done(out, ctx.id, Code::Success, "", "", &ctl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ldap::filter::{tests::sample, Filter};
+    use ldap3_proto::proto::{LdapMsg, LdapOp, LdapResultCode};
+    use tokio_util::codec::Decoder;
+
+    fn run(
+        snap: &Arc<Snapshot>,
+        pages: &Mutex<Pages>,
+        base: &str,
+        scope: Scope,
+        f: &str,
+        limit: i64,
+        ctl: Vec<Control>,
+    ) -> Vec<LdapMsg> {
+        let cache = EntryCache::new();
+        let abandoned = AtomicBool::new(false);
+        let env = SearchEnv {
+            snap,
+            cache: &cache,
+            pages,
+            limits: Limits {
+                size_limit: 1000,
+                max_page_size: 2,
+            },
+            host: "dc1.contoso.example",
+            abandoned: &abandoned,
+        };
+        let req = SearchRequest {
+            base: base.into(),
+            scope,
+            size_limit: limit,
+            time_limit: 0,
+            types_only: false,
+            filter: Filter::parse(f).unwrap(),
+            attrs: vec!["cn".into()],
+        };
+        let mut out = BytesMut::new();
+        search(&env, 2, &req, &ctl, &mut out);
+        let mut codec = ldap3_proto::LdapCodec::default();
+        let mut msgs = Vec::new();
+        while let Some(m) = codec.decode(&mut out).unwrap() {
+            msgs.push(m);
+        }
+        msgs
+    }
+
+    fn result(m: &LdapMsg) -> (LdapResultCode, String) {
+        match &m.op {
+            LdapOp::SearchResultDone(r) => (r.code.clone(), r.matcheddn.clone()),
+            other => panic!("not done: {other:?}"),
+        }
+    }
+
+    fn dns(msgs: &[LdapMsg]) -> Vec<String> {
+        msgs.iter()
+            .filter_map(|m| match &m.op {
+                LdapOp::SearchResultEntry(e) => Some(e.dn.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const BASE: &str = "DC=contoso,DC=example";
+
+    #[test]
+    fn scopes_and_missing_bases() {
+        let snap = Arc::new(sample());
+        let p = Mutex::new(Pages::default());
+        let m = run(&snap, &p, BASE, Scope::One, "(objectClass=*)", 0, vec![]);
+        assert_eq!(dns(&m), vec!["CN=Users,DC=contoso,DC=example"]);
+        let m = run(
+            &snap,
+            &p,
+            "cn=users,dc=contoso,dc=example",
+            Scope::Sub,
+            "(objectClass=user)",
+            0,
+            vec![],
+        );
+        assert_eq!(dns(&m).len(), 3);
+        let m = run(
+            &snap,
+            &p,
+            "CN=Nobody,CN=Users,DC=contoso,DC=example",
+            Scope::Base,
+            "(objectClass=*)",
+            0,
+            vec![],
+        );
+        assert_eq!(
+            result(&m[0]),
+            (LdapResultCode::NoSuchObject, "CN=Users,DC=contoso,DC=example".into())
+        );
+        let m = run(&snap, &p, "", Scope::Base, "(objectClass=*)", 0, vec![]);
+        assert_eq!(dns(&m), vec![""]);
+        let m = run(&snap, &p, "not a dn", Scope::Base, "(objectClass=*)", 0, vec![]);
+        assert_eq!(result(&m[0]).0, LdapResultCode::InvalidDNSyntax);
+    }
+
+    #[test]
+    fn size_limit_returns_partial_results() {
+        let snap = Arc::new(sample());
+        let p = Mutex::new(Pages::default());
+        let m = run(&snap, &p, BASE, Scope::Sub, "(objectClass=user)", 2, vec![]);
+        assert_eq!(dns(&m).len(), 2);
+        assert_eq!(result(m.last().unwrap()).0, LdapResultCode::SizeLimitExceeded);
+        let m = run(&snap, &p, BASE, Scope::Sub, "(objectClass=user)", 3, vec![]);
+        assert_eq!(result(m.last().unwrap()).0, LdapResultCode::Success);
+    }
+
+    #[test]
+    fn paging_with_cookies_and_sorting() {
+        let snap = Arc::new(sample());
+        let p = Mutex::new(Pages::default());
+        let sort = Control {
+            oid: proto::OID_SORT_REQUEST.into(),
+            critical: true,
+            value: Some({
+                let mut b = BytesMut::new();
+                super::super::ber::put_constructed(&mut b, 0x30, |s| {
+                    super::super::ber::put_constructed(s, 0x30, |k| {
+                        super::super::ber::put_tlv(k, 0x04, b"cn");
+                        super::super::ber::put_tlv(k, 0x81, &[0xff]);
+                    })
+                });
+                b.freeze()
+            }),
+        };
+        let mut cookie = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let paged = Control {
+                oid: proto::OID_PAGED.into(),
+                critical: true,
+                value: Some(proto::paged_value(100, &cookie)),
+            };
+            let m = run(
+                &snap,
+                &p,
+                BASE,
+                Scope::Sub,
+                "(objectClass=*)",
+                0,
+                vec![paged, sort.clone()],
+            );
+            seen.extend(dns(&m));
+            let LdapOp::SearchResultDone(_) = &m.last().unwrap().op else {
+                panic!()
+            };
+            let ctl = m.last().unwrap().ctrl.iter().find_map(|c| match c {
+                ldap3_proto::control::LdapControl::SimplePagedResults { cookie, .. } => Some(cookie.clone()),
+                _ => None,
+            });
+            cookie = ctl.unwrap();
+            if cookie.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 7, "max_page_size 2 → 4 pages, every entry once");
+        let first_cn: Vec<&String> = seen.iter().take(2).collect();
+        assert_eq!(
+            first_cn,
+            vec![
+                "CN=Users,DC=contoso,DC=example",
+                "CN=Sales Berlin,CN=Users,DC=contoso,DC=example"
+            ]
+        );
+        let bad = Control {
+            oid: proto::OID_PAGED.into(),
+            critical: true,
+            value: Some(proto::paged_value(10, b"0123456789abcdef")),
+        };
+        let m = run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![bad]);
+        assert_eq!(result(&m[0]).0, LdapResultCode::UnwillingToPerform);
+    }
+
+    #[test]
+    fn unknown_critical_control_is_refused() {
+        let snap = Arc::new(sample());
+        let p = Mutex::new(Pages::default());
+        let c = Control {
+            oid: "1.2.3.4".into(),
+            critical: true,
+            value: None,
+        };
+        let m = run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![c]);
+        assert_eq!(result(&m[0]).0, LdapResultCode::UnavailableCriticalExtension);
+        let c = Control {
+            oid: "1.2.3.4".into(),
+            critical: false,
+            value: None,
+        };
+        assert_eq!(
+            dns(&run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![c])).len(),
+            7
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! One client connection: framing, per-connection limits, dispatch, pipelined searches, bind state and the
+//! StartTLS upgrade.
+//!
+//! Requests are read as raw BER frames; searches run as tasks (several in flight per connection, up to
+//! `max_ops_per_connection`) and each answers with one buffer — all its entries and the final result — that is
+//! written and flushed once. Bind, StartTLS and other state-changing requests first let in-flight work finish.
+
+use super::ber::{peek_header, BerError};
+use super::bind::{self, VerifiedCache, MSG_BAD_CREDENTIALS, MSG_BAD_WORKSTATION};
+use super::encode::EntryCache;
+use super::filter::{Compiled, Filter};
+use super::paging::Pages;
+use super::proto::{self, decode_request, put_extended, put_result, BindAuth, Code, Op, Request, Scope};
+use super::search::{search, Limits, SearchEnv};
+use super::LdapConfig;
+use crate::directory::entry::normalize_dn;
+use crate::directory::Published;
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// What AD answers to a search before a successful bind.
+pub const MSG_BIND_REQUIRED: &str = "000004DC: LdapErr: DSID-0C090A5C, comment: In order to perform this operation a \
+     successful bind must be completed on the connection., data 0, v4563";
+
+/// How long a failed bind waits before answering, to slow down password guessing.
+const BIND_FAILURE_DELAY: Duration = Duration::from_millis(300);
+
+/// State shared by all connections.
+pub(crate) struct Shared {
+    pub dir: Published,
+    pub cfg: ArcSwap<LdapConfig>,
+    pub cache: EntryCache,
+    pub verified: VerifiedCache,
+}
+
+impl Shared {
+    fn host(&self, cfg: &LdapConfig) -> String {
+        cfg.host_name
+            .clone()
+            .unwrap_or_else(|| format!("entradir.{}", self.dir.load().naming.dns_domain))
+    }
+}
+
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub(crate) type BoxIo = Box<dyn Io>;
+
+/// Why the byte stream could not be split into LDAP messages.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not LDAP (first octet 0x{0:02x})")]
+    NotLdap(u8),
+    #[error("request of {0} bytes exceeds the PDU limit")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Ber(#[from] BerError),
+}
+
+/// Splits the stream into complete LDAPMessage TLVs without interpreting them.
+pub(crate) struct FrameCodec {
+    pub max_pdu: usize,
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        let Some(&first) = buf.first() else { return Ok(None) };
+        if first != 0x30 {
+            return Err(FrameError::NotLdap(first));
+        }
+        let Some((_, hl, len)) = peek_header(buf)? else {
+            return Ok(None);
+        };
+        let total = hl.saturating_add(len);
+        if total > self.max_pdu {
+            return Err(FrameError::TooLarge(total));
+        }
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        Ok(Some(buf.split_to(total).freeze()))
+    }
+}
+
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = (i64, BytesMut)> + Send>>>;
+
+struct Session {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    tls_active: bool,
+    /// Account name after a successful bind.
+    bound: Option<String>,
+    pages: Arc<Mutex<Pages>>,
+    abandon: HashMap<i64, Arc<AtomicBool>>,
+    inflight: InFlight,
+}
+
+enum Next {
+    Continue,
+    Close,
+    StartTls,
+}
+
+async fn send(framed: &mut FramedRead<BoxIo, FrameCodec>, bytes: &[u8]) -> std::io::Result<()> {
+    let io = framed.get_mut();
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// Serve one connection until it closes, errs, idles out or the server shuts down.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    io: BoxIo,
+    peer: SocketAddr,
+    tls_active: bool,
+    shutdown: CancellationToken,
+) {
+    let max_pdu = shared.cfg.load().max_pdu_size;
+    let mut framed = FramedRead::with_capacity(io, FrameCodec { max_pdu }, 8 * 1024);
+    let mut s = Session {
+        shared,
+        peer,
+        tls_active,
+        bound: None,
+        pages: Arc::new(Mutex::new(Pages::default())),
+        abandon: HashMap::new(),
+        inflight: FuturesUnordered::new(),
+    };
+    loop {
+        let cfg = s.shared.cfg.load_full();
+        let can_read = s.inflight.len() < cfg.max_ops_per_connection.max(1);
+        let idle = cfg.idle_timeout;
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                s.drain(&mut framed).await;
+                let _ = send(&mut framed, &proto::notice_of_disconnection(Code::Unavailable, "server shutting down")).await;
+                break;
+            }
+            Some((id, out)) = s.inflight.next(), if !s.inflight.is_empty() => {
+                s.abandon.remove(&id);
+                if !out.is_empty() && send(&mut framed, &out).await.is_err() {
+                    break;
+                }
+                Next::Continue
+            }
+            frame = tokio::time::timeout(idle, framed.next()), if can_read => match frame {
+                Err(_) if s.inflight.is_empty() => {
+                    debug!(peer = %s.peer, "idle timeout");
+                    break;
+                }
+                Err(_) => Next::Continue,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    s.protocol_failure(&mut framed, &e).await;
+                    break;
+                }
+                Ok(Some(Ok(frame))) => match decode_request(frame) {
+                    Ok(req) => s.dispatch(&mut framed, req, &cfg).await,
+                    Err(e) => {
+                        debug!(peer = %s.peer, error = %e, "undecodable request");
+                        s.drain(&mut framed).await;
+                        let _ = send(&mut framed, &proto::notice_of_disconnection(Code::ProtocolError, &e.to_string())).await;
+                        break;
+                    }
+                },
+            },
+        };
+        match next {
+            Next::Continue => {}
+            Next::Close => break,
+            Next::StartTls => {
+                let Some(tls) = cfg.tls.clone() else { break };
+                let parts = framed.into_parts();
+                if !parts.read_buf.is_empty() {
+                    // The client sent data before the handshake: not TLS, and not something we can recover.
+                    return;
+                }
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(parts.io)).await {
+                    Ok(Ok(stream)) => {
+                        framed = FramedRead::with_capacity(Box::new(stream) as BoxIo, FrameCodec { max_pdu }, 8 * 1024);
+                        s.tls_active = true;
+                    }
+                    Ok(Err(e)) => {
+                        debug!(peer = %s.peer, error = %e, "StartTLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+    let _ = framed.get_mut().shutdown().await;
+}
+
+impl Session {
+    /// Finish everything in flight, writing results, before a request that changes connection state.
+    async fn drain(&mut self, framed: &mut FramedRead<BoxIo, FrameCodec>) {
+        while let Some((id, out)) = self.inflight.next().await {
+            self.abandon.remove(&id);
+            if !out.is_empty() && send(framed, &out).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn protocol_failure(&mut self, framed: &mut FramedRead<BoxIo, FrameCodec>, e: &FrameError) {
+        match e {
+            // A TLS ClientHello on the plain port: nothing we write would be understood; just close.
+            FrameError::NotLdap(0x16) | FrameError::Io(_) => {
+                debug!(peer = %self.peer, error = %e, "closing connection");
+            }
+            _ => {
+                debug!(peer = %self.peer, error = %e, "protocol error");
+                self.drain(framed).await;
+                let _ = send(
+                    framed,
+                    &proto::notice_of_disconnection(Code::ProtocolError, &e.to_string()),
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        framed: &mut FramedRead<BoxIo, FrameCodec>,
+        req: Request,
+        cfg: &Arc<LdapConfig>,
+    ) -> Next {
+        let id = req.id;
+        let mut out = BytesMut::new();
+        match req.op {
+            Op::Unbind => return Next::Close,
+            Op::Abandon(target) => {
+                if let Some(flag) = self.abandon.get(&target) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                return Next::Continue;
+            }
+            Op::Bind { version, name, auth } => {
+                self.drain(framed).await;
+                let (code, msg) = self.bind(cfg, version, &name, auth).await;
+                put_result(&mut out, id, 0x61, code, "", msg);
+            }
+            Op::Extended { oid, .. } if oid == proto::OID_STARTTLS => {
+                self.drain(framed).await;
+                let (code, msg) = if self.tls_active {
+                    (Code::OperationsError, "TLS is already active on this connection")
+                } else if !cfg.starttls || cfg.tls.is_none() {
+                    (Code::ProtocolError, "StartTLS is not enabled on this server")
+                } else {
+                    (Code::Success, "")
+                };
+                put_extended(&mut out, id, code, msg, Some(proto::OID_STARTTLS), None);
+                if send(framed, &out).await.is_err() {
+                    return Next::Close;
+                }
+                return if code == Code::Success {
+                    Next::StartTls
+                } else {
+                    Next::Continue
+                };
+            }
+            Op::Extended { oid, .. } if oid == proto::OID_WHOAMI => {
+                let who = match &self.bound {
+                    Some(name) => format!("u:{}\\{}", self.shared.dir.load().naming.netbios, name),
+                    None => String::new(),
+                };
+                put_extended(&mut out, id, Code::Success, "", None, Some(who.as_bytes()));
+            }
+            Op::Extended { oid, .. } => {
+                let msg =
+                    format!("0000203D: LdapErr: DSID-0C0C0E94, comment: Unknown extended request OID {oid}, v4563");
+                put_extended(&mut out, id, Code::ProtocolError, &msg, None, None);
+            }
+            Op::Write { response_tag } => {
+                put_result(
+                    &mut out,
+                    id,
+                    response_tag,
+                    Code::UnwillingToPerform,
+                    "",
+                    "00002035: the directory is read-only (it mirrors Microsoft Entra ID)",
+                );
+            }
+            Op::Compare { dn, attr, value } => {
+                if !self.may_read(cfg) {
+                    put_result(&mut out, id, 0x6f, Code::OperationsError, "", MSG_BIND_REQUIRED);
+                } else {
+                    let (code, matched) = compare(&self.shared, &dn, &attr, value);
+                    put_result(&mut out, id, 0x6f, code, &matched, "");
+                }
+            }
+            Op::Search(sr) => {
+                let rootdse = sr.base.trim().is_empty() && sr.scope == Scope::Base;
+                if !rootdse && !self.may_read(cfg) {
+                    put_result(&mut out, id, 0x65, Code::OperationsError, "", MSG_BIND_REQUIRED);
+                } else {
+                    let flag = Arc::new(AtomicBool::new(false));
+                    self.abandon.insert(id, flag.clone());
+                    let shared = self.shared.clone();
+                    let pages = self.pages.clone();
+                    let cfg = cfg.clone();
+                    let controls = req.controls;
+                    let task = tokio::spawn(async move {
+                        let snap = shared.dir.load();
+                        let host = shared.host(&cfg);
+                        let env = SearchEnv {
+                            snap: &snap,
+                            cache: &shared.cache,
+                            pages: &pages,
+                            limits: Limits {
+                                size_limit: cfg.size_limit,
+                                max_page_size: cfg.max_page_size,
+                            },
+                            host: &host,
+                            abandoned: &flag,
+                        };
+                        let mut out = BytesMut::new();
+                        search(&env, id, &sr, &controls, &mut out);
+                        out
+                    });
+                    self.inflight.push(Box::pin(async move {
+                        match task.await {
+                            Ok(out) => (id, out),
+                            Err(e) => {
+                                warn!(error = %e, "search task failed");
+                                let mut out = BytesMut::new();
+                                put_result(&mut out, id, 0x65, Code::Other, "", "internal error");
+                                (id, out)
+                            }
+                        }
+                    }));
+                    return Next::Continue;
+                }
+            }
+        }
+        if send(framed, &out).await.is_err() {
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
+    fn may_read(&self, cfg: &LdapConfig) -> bool {
+        self.bound.is_some() || cfg.allow_anonymous
+    }
+
+    async fn bind(&mut self, cfg: &LdapConfig, version: i64, name: &str, auth: BindAuth) -> (Code, &'static str) {
+        // Per RFC 4513 a bind resets the authorization state, whatever its outcome.
+        self.bound = None;
+        if !(2..=3).contains(&version) {
+            return (Code::ProtocolError, "unsupported LDAP version");
+        }
+        let password = match auth {
+            BindAuth::Sasl(_) => {
+                return (
+                    Code::AuthMethodNotSupported,
+                    "00002028: LdapErr: only simple binds are supported, v4563",
+                )
+            }
+            BindAuth::Simple(p) => p,
+        };
+        if name.trim().is_empty() && password.is_empty() {
+            // Anonymous bind succeeds as in AD; whether it may read is decided per operation.
+            return (Code::Success, "");
+        }
+        if password.is_empty() {
+            return (
+                Code::UnwillingToPerform,
+                "unauthenticated bind (name without password) is not allowed",
+            );
+        }
+        let naming = self.shared.dir.load().naming.clone();
+        let Some(account) = bind::resolve_name(name, &cfg.accounts, &naming).cloned() else {
+            info!(peer = %self.peer, name, "bind failed: unknown account");
+            tokio::time::sleep(BIND_FAILURE_DELAY).await;
+            return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
+        };
+        if !account.networks.is_empty() && !account.networks.iter().any(|n| n.contains(self.peer.ip())) {
+            info!(peer = %self.peer, account = %account.name, "bind refused: source network not allowed");
+            tokio::time::sleep(BIND_FAILURE_DELAY).await;
+            return (Code::InvalidCredentials, MSG_BAD_WORKSTATION);
+        }
+        let ok = if self.shared.verified.contains(&account.password_hash, &password) {
+            true
+        } else {
+            let (hash, pw) = (account.password_hash.clone(), password.clone());
+            let ok = tokio::task::spawn_blocking(move || bind::verify_password(&pw, &hash))
+                .await
+                .unwrap_or(false);
+            if ok {
+                self.shared.verified.insert(&account.password_hash, &password);
+            }
+            ok
+        };
+        if !ok {
+            info!(peer = %self.peer, account = %account.name, "bind failed: wrong password");
+            tokio::time::sleep(BIND_FAILURE_DELAY).await;
+            return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
+        }
+        debug!(peer = %self.peer, account = %account.name, "bound");
+        self.bound = Some(account.name);
+        (Code::Success, "")
+    }
+}
+
+fn compare(shared: &Shared, dn: &str, attr: &str, value: Bytes) -> (Code, String) {
+    let snap = shared.dir.load();
+    let Some(norm) = normalize_dn(dn) else {
+        return (Code::InvalidDnSyntax, String::new());
+    };
+    let Some(e) = snap.by_dn(&norm) else {
+        return (Code::NoSuchObject, String::new());
+    };
+    if e.get(attr).is_none() {
+        return (Code::NoSuchAttribute, String::new());
+    }
+    let f = Compiled::new(&Filter::Eq(attr.to_string(), value), &snap);
+    if f.matches(e, &snap) {
+        (Code::CompareTrue, String::new())
+    } else {
+        (Code::CompareFalse, String::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_and_refuse_non_ldap() {
+        let mut c = FrameCodec { max_pdu: 64 };
+        let mut buf = BytesMut::from(&[0x30, 0x03, 0x02, 0x01, 0x01, 0x30, 0x02][..]);
+        assert_eq!(c.decode(&mut buf).unwrap().unwrap().len(), 5);
+        assert!(c.decode(&mut buf).unwrap().is_none(), "incomplete second frame waits");
+        let mut tls = BytesMut::from(&[0x16, 0x03, 0x01, 0x00][..]);
+        assert!(matches!(c.decode(&mut tls), Err(FrameError::NotLdap(0x16))));
+        let mut big = BytesMut::from(&[0x30, 0x82, 0x10, 0x00][..]);
+        assert!(matches!(c.decode(&mut big), Err(FrameError::TooLarge(_))));
+        let mut indefinite = BytesMut::from(&[0x30, 0x80, 0x00][..]);
+        assert!(matches!(c.decode(&mut indefinite), Err(FrameError::Ber(_))));
+    }
+}

@@ -1,0 +1,151 @@
+//! Wiring for `entradir run` and `entradir demo`: load state, start the sync engine and the front ends, and
+//! react to signals (SIGHUP reload, SIGUSR1 sync now, SIGTERM/SIGINT graceful stop).
+
+use crate::config::Config;
+use crate::directory::{state, Directory};
+use crate::graph::{Credential, GraphConfig, Syncer};
+use crate::sync::{Command, SyncEngine, SyncStatus};
+use anyhow::{anyhow, Context as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight work may take to finish after SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The Graph client settings for a config.
+pub fn graph_config(cfg: &Config) -> anyhow::Result<GraphConfig> {
+    let credential = match (&cfg.entra.client_certificate, &cfg.entra.client_key) {
+        (Some(cert), Some(key)) => Credential::Certificate {
+            cert_pem: std::fs::read_to_string(cert)
+                .with_context(|| format!("entra.client_certificate: cannot read {}", cert.display()))?,
+            key_pem: std::fs::read_to_string(key)
+                .with_context(|| format!("entra.client_key: cannot read {}", key.display()))?,
+        },
+        _ => Credential::Secret(cfg.client_secret()?.ok_or_else(|| {
+            anyhow!(
+                "no Graph credential: set entra.client_secret_file (or the ENTRADIR_CLIENT_SECRET environment \
+                 variable), or entra.client_certificate and entra.client_key"
+            )
+        })?),
+    };
+    let mut g = GraphConfig::new(&cfg.entra.tenant_id, &cfg.entra.client_id, credential);
+    g.authority = cfg.entra.authority.clone();
+    g.graph_url = cfg.entra.graph_url.clone();
+    g.proxy = cfg.entra.proxy.clone();
+    g.photos = cfg.entra.photos;
+    g.photo_size = cfg.entra.photo_size.clone();
+    g.org_contacts = cfg.entra.org_contacts;
+    g.devices = cfg.entra.devices;
+    // Whatever a mapping override reads must be asked for.
+    if let Ok(m) = crate::directory::mapping::Mapping::with_overrides(&cfg.mapping) {
+        g.extra_user_select = m.referenced_properties(crate::directory::change::GraphKind::User);
+    }
+    Ok(g)
+}
+
+/// Build the directory from the state file (served at once, even with Graph unreachable) and the sync engine.
+pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
+    let settings = cfg.directory_settings()?;
+    let tenant = cfg.entra.tenant_id.clone();
+    let loaded = match &cfg.directory.state_dir {
+        Some(dir) => match state::load(dir, &tenant) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "not using the state file");
+                None
+            }
+        },
+        None => None,
+    };
+    let dir = match loaded {
+        Some(st) => {
+            let d = Directory::new(settings, st.store, st.names, st.delta_links);
+            tracing::info!(
+                entries = d.snapshot().len(),
+                "serving the directory from the state file"
+            );
+            d
+        }
+        None => Directory::new(settings, Default::default(), Default::default(), Default::default()),
+    };
+    let syncer = Syncer::new(graph_config(cfg)?)?;
+    Ok(SyncEngine {
+        syncer,
+        dir,
+        state_dir: cfg.directory.state_dir.clone(),
+        tenant_id: tenant,
+        photo_recheck: cfg.entra.photo_recheck,
+        status: Arc::new(Mutex::new(SyncStatus::default())),
+    })
+}
+
+/// Run the server until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP (None: reload not available, as in
+/// the demo).
+pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let engine = engine(&cfg)?;
+    let published = engine.dir.published();
+    let status = engine.status.clone();
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(16);
+    let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
+    let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
+    let _ = status;
+
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match &config_path {
+                Some(p) => reload(p, &tx, &fronts).await,
+                None => tracing::warn!("SIGHUP ignored: no config file to reload"),
+            },
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: syncing now");
+                let _ = tx.try_send(Command::SyncNow(None));
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
+        }
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(GRACE, async {
+        let _ = sync_task.await;
+        fronts.join().await;
+    })
+    .await;
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).context("cannot install signal handler")
+}
+
+/// SIGHUP: validate everything first; apply only if all of it is good.
+async fn reload(path: &Path, tx: &mpsc::Sender<Command>, fronts: &crate::frontends::FrontEnds) {
+    let prepared = (|| -> anyhow::Result<_> {
+        let cfg = Config::load(path)?;
+        let settings = cfg.directory_settings()?;
+        let fe = fronts.prepare_reload(&cfg)?;
+        Ok((settings, fe))
+    })();
+    let (settings, fe) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration");
+            crate::frontends::count_reload(false);
+            return;
+        }
+    };
+    fronts.apply_reload(fe);
+    let (rtx, rrx) = oneshot::channel();
+    if tx.send(Command::Reconfigure(Box::new(settings), rtx)).await.is_ok() {
+        if let Ok(report) = rrx.await {
+            tracing::info!(version = report.version, "reload applied");
+        }
+    }
+    crate::frontends::count_reload(true);
+}

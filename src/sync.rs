@@ -1,0 +1,176 @@
+//! The sync engine: runs Graph rounds on an interval and on demand, applies them to the [`Directory`],
+//! persists state after every successful round, and keeps a status the admin endpoint reports.
+//!
+//! A failed round changes nothing that is served: the directory is only touched with a complete [`Round`].
+
+use crate::directory::change::Round;
+use crate::directory::{state, ApplyReport, Directory, Settings};
+use crate::graph::{PhotoPlan, SyncError, Syncer};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How many users' photos are re-checked per round at most, so a large tenant spreads the load over rounds.
+const PHOTO_RECHECKS_PER_ROUND: usize = 200;
+
+/// What the engine reports to metrics and `/status`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SyncStatus {
+    pub rounds: u64,
+    pub failures: u64,
+    /// Unix seconds of the last successful round.
+    pub last_success: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_report: Option<ApplyReport>,
+    pub last_duration_ms: u64,
+    pub graph_requests: u64,
+    pub throttled: u64,
+    pub retries: u64,
+    pub state_errors: u64,
+}
+
+/// Requests to the running engine.
+pub enum Command {
+    /// Run a round now (SIGUSR1, `POST /sync`); the reply says how it went.
+    SyncNow(Option<oneshot::Sender<Result<ApplyReport, String>>>),
+    /// New projection settings after a reload: re-project from stored Graph data, no resync.
+    Reconfigure(Box<Settings>, oneshot::Sender<ApplyReport>),
+}
+
+pub struct SyncEngine {
+    pub syncer: Syncer,
+    pub dir: Directory,
+    pub state_dir: Option<PathBuf>,
+    pub tenant_id: String,
+    pub photo_recheck: Duration,
+    pub status: Arc<Mutex<SyncStatus>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl SyncEngine {
+    /// One round: fetch, apply, persist. On error nothing changes.
+    pub async fn round(&mut self) -> Result<ApplyReport, SyncError> {
+        let started = std::time::Instant::now();
+        let plan = PhotoPlan {
+            known: self.dir.photos_known(),
+            recheck: self.dir.photo_rechecks(
+                unix_now().saturating_sub(self.photo_recheck.as_secs()),
+                PHOTO_RECHECKS_PER_ROUND,
+            ),
+        };
+        let links = self.dir.delta_links().clone();
+        let result = self.syncer.round(&links, &plan).await;
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.rounds += 1;
+        st.last_duration_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(round) => {
+                st.graph_requests += round.stats.requests + round.stats.photo_requests;
+                st.throttled += round.stats.throttled;
+                st.retries += round.stats.retries;
+                drop(st);
+                let report = self.apply(&round);
+                let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                st.last_success = Some(unix_now());
+                st.last_error = None;
+                st.last_report = Some(report.clone());
+                Ok(report)
+            }
+            Err(e) => {
+                st.failures += 1;
+                st.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, round: &Round) -> ApplyReport {
+        let report = self.dir.apply(round);
+        tracing::info!(
+            version = report.version,
+            changed = report.entries_changed,
+            removed = report.entries_removed,
+            full = ?round.full,
+            requests = round.stats.requests,
+            photo_requests = round.stats.photo_requests,
+            throttled = round.stats.throttled,
+            unparsable_phones = report.unparsable_phones,
+            "sync round applied"
+        );
+        for (upn, line) in &report.unmatched_csv_rows {
+            tracing::warn!(
+                upn,
+                line,
+                "UPN-matching CSV row matches no user (check spelling and case)"
+            );
+        }
+        self.persist();
+        report
+    }
+
+    /// Write the state file; a failure is logged and counted, never fatal (the served data is still right).
+    pub fn persist(&self) {
+        let Some(dir) = &self.state_dir else { return };
+        if let Err(e) = state::save(
+            dir,
+            &self.tenant_id,
+            self.dir.store(),
+            self.dir.names(),
+            self.dir.delta_links(),
+        ) {
+            tracing::error!(error = %e, "could not persist state; will retry after the next round");
+            self.status.lock().unwrap_or_else(|e| e.into_inner()).state_errors += 1;
+        }
+    }
+
+    /// Run until `shutdown`: a round at start, then every `interval` and whenever asked.
+    pub async fn run(mut self, interval: Duration, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut next = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(next) => {
+                    let _ = self.logged_round().await;
+                    next = tokio::time::Instant::now() + interval;
+                }
+                cmd = commands.recv() => match cmd {
+                    None => break,
+                    Some(Command::SyncNow(reply)) => {
+                        let r = self.logged_round().await;
+                        if let Some(reply) = reply {
+                            let _ = reply.send(r);
+                        }
+                        next = tokio::time::Instant::now() + interval;
+                    }
+                    Some(Command::Reconfigure(settings, reply)) => {
+                        let report = self.dir.reconfigure(*settings);
+                        tracing::info!(version = report.version, changed = report.entries_changed,
+                            removed = report.entries_removed, "directory re-projected with the new settings");
+                        self.persist();
+                        let _ = reply.send(report);
+                    }
+                }
+            }
+        }
+        self.persist();
+    }
+
+    async fn logged_round(&mut self) -> Result<ApplyReport, String> {
+        match self.round().await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::error!(error = %e, "sync round failed; still serving the last good directory");
+                Err(e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Shared set-up for integration tests: a Graph simulator, a Syncer pointed at it, and a Directory.
+#![allow(dead_code)]
+
+use entradir::directory::change::{MemberRef, PhotoState};
+use entradir::directory::names::Assigned;
+use entradir::directory::phone::PhoneNormalizer;
+use entradir::directory::store::{Object, PhotoRecord, Store};
+use entradir::directory::{Directory, Entry, Naming, Settings, Snapshot};
+use entradir::graph::sim::{self, SimHandle, SimOptions, TenantExport};
+use entradir::graph::{Credential, GraphConfig, RetryPolicy, Syncer};
+use entradir::sync::{SyncEngine, SyncStatus};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const BASE_DN: &str = "DC=contoso,DC=example";
+
+pub fn settings() -> Settings {
+    Settings::new(Naming::new(BASE_DN).unwrap(), PhoneNormalizer::new("DE").unwrap())
+}
+
+pub async fn sim(users: usize, groups: usize, devices: usize, seed: u64) -> SimHandle {
+    sim::start(SimOptions {
+        users,
+        groups,
+        devices,
+        contacts: 10,
+        seed,
+        page_size: 50,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("start the Graph simulator")
+}
+
+/// Fast retries so fault tests take seconds, not minutes.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 8,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        max_retry_after: Duration::from_secs(5),
+        timeout: Duration::from_secs(20),
+        connect_timeout: Duration::from_secs(5),
+    }
+}
+
+pub fn graph_config(sim: &SimHandle) -> GraphConfig {
+    let mut g = GraphConfig::new(
+        sim.tenant_id(),
+        sim.client_id(),
+        Credential::Secret(sim.client_secret().into()),
+    );
+    g.authority = sim.base_url();
+    g.graph_url = sim.base_url();
+    g.photo_size = Some("96x96".into());
+    g.retry = fast_retry();
+    g
+}
+
+pub fn engine(sim: &SimHandle, settings: Settings, state_dir: Option<std::path::PathBuf>) -> SyncEngine {
+    SyncEngine {
+        syncer: Syncer::new(graph_config(sim)).expect("syncer"),
+        dir: Directory::new(settings, Store::default(), BTreeMap::new(), Default::default()),
+        state_dir,
+        tenant_id: sim.tenant_id().to_string(),
+        photo_recheck: Duration::from_secs(3600),
+        status: Arc::new(Mutex::new(SyncStatus::default())),
+    }
+}
+
+/// The Store the tenant's current truth corresponds to.
+pub fn store_from_export(x: &TenantExport) -> Store {
+    let obj = |m: &serde_json::Map<String, serde_json::Value>| Object {
+        props: without_id(m),
+        ..Object::default()
+    };
+    let mut s = Store::default();
+    for u in &x.users {
+        let id = id_of(u);
+        let mut o = obj(u);
+        o.manager = x.managers.get(&id).cloned();
+        s.users.insert(id, o);
+    }
+    for g in &x.groups {
+        let mut o = obj(&g.props);
+        o.members = g
+            .members
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<MemberRef>>();
+        s.groups.insert(id_of(&g.props), o);
+    }
+    for d in &x.devices {
+        s.devices.insert(id_of(d), obj(d));
+    }
+    for c in &x.contacts {
+        s.contacts.insert(id_of(c), obj(c));
+    }
+    for (id, (etag, jpeg)) in &x.photos {
+        let state = PhotoState::Present {
+            etag: etag.clone(),
+            jpeg: bytes::Bytes::from(jpeg.clone()),
+        };
+        s.photos.insert(id.clone(), PhotoRecord { state, checked_at: 0 });
+    }
+    s
+}
+
+fn id_of(m: &serde_json::Map<String, serde_json::Value>) -> String {
+    m.get("id").and_then(|v| v.as_str()).unwrap_or_default().to_string()
+}
+
+fn without_id(m: &serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = m.clone();
+    m.remove("id");
+    m
+}
+
+/// The directory the tenant should project to, given the names already handed out.
+pub fn expected(x: &TenantExport, settings: Settings, names: &BTreeMap<String, Assigned>) -> Arc<Snapshot> {
+    Directory::new(settings, store_from_export(x), names.clone(), Default::default())
+        .published()
+        .load()
+}
+
+/// Attributes that legitimately differ between an incrementally synced and a freshly projected directory.
+const VOLATILE: &[&str] = &["whenCreated", "whenChanged", "uSNCreated"];
+
+/// An entry's DN and its sorted attributes, for comparisons.
+pub type Comparable = (String, Vec<(String, Vec<Vec<u8>>)>);
+
+pub fn comparable(e: &Entry) -> Comparable {
+    let mut attrs: Vec<(String, Vec<Vec<u8>>)> = e
+        .attrs
+        .iter()
+        .filter(|a| !VOLATILE.iter().any(|v| v.eq_ignore_ascii_case(&a.name)))
+        .map(|a| {
+            let mut vals: Vec<Vec<u8>> = a.values.iter().map(|v| v.to_vec()).collect();
+            vals.sort();
+            (a.name.to_string(), vals)
+        })
+        .collect();
+    attrs.sort();
+    (e.dn.to_string(), attrs)
+}
+
+/// Panics with a readable diff when the two snapshots do not hold the same entries.
+fn show(v: &[Vec<u8>]) -> Vec<String> {
+    v.iter()
+        .map(|x| match std::str::from_utf8(x) {
+            Ok(s) if s.len() <= 120 => s.to_string(),
+            _ => format!("<{} bytes>", x.len()),
+        })
+        .collect()
+}
+
+pub fn assert_same_directory(actual: &Snapshot, expected: &Snapshot, context: &str) {
+    let a: BTreeMap<String, _> = actual.entries().map(|e| (e.id.to_string(), comparable(e))).collect();
+    let b: BTreeMap<String, _> = expected.entries().map(|e| (e.id.to_string(), comparable(e))).collect();
+    let missing: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+    let extra: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{context}: missing {missing:?}, unexpected {extra:?}"
+    );
+    for (id, exp) in &b {
+        let act = &a[id];
+        if act != exp {
+            let diff: Vec<String> = exp
+                .1
+                .iter()
+                .filter(|x| !act.1.contains(x))
+                .map(|(n, v)| {
+                    format!(
+                        "expected {n}={:?}",
+                        v.iter().map(|x| String::from_utf8_lossy(x)).collect::<Vec<_>>()
+                    )
+                })
+                .chain(act.1.iter().filter(|x| !exp.1.contains(x)).map(|(n, v)| {
+                    format!(
+                        "got {n}={:?}",
+                        v.iter().map(|x| String::from_utf8_lossy(x)).collect::<Vec<_>>()
+                    )
+                }))
+                .collect();
+            panic!("{context}: entry {id} ({}) differs: {diff:?}", exp.0);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! LDAP over the real pipeline: a simulated Entra tenant, synced with delta queries and projected to AD
+//! entries, served over LDAP and queried with `ldapsearch` the way PBXs and Jabber do. Needs `ldapsearch`.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use entradir::ldap::{hash_password, Account, CancellationToken, LdapConfig, Server};
+use serde_json::{json, Map, Value};
+use std::process::Command;
+
+const PASSWORD: &str = "synced-secret";
+
+fn props(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn ldapsearch(port: u16, extra: &[&str]) -> (i32, String, String) {
+    let o = Command::new("ldapsearch")
+        .args([
+            "-LLL",
+            "-x",
+            "-o",
+            "ldif-wrap=no",
+            "-H",
+            &format!("ldap://127.0.0.1:{port}"),
+        ])
+        .args(["-D", "pbx@contoso.example", "-w", PASSWORD, "-b", BASE_DN])
+        .args(extra)
+        .env("LDAPCONF", "/dev/null")
+        .env("LDAPRC", "entradir-test-no-ldaprc")
+        .output()
+        .expect("ldapsearch must be installed (apt-get install ldap-utils)");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn values(ldif: &str, attr: &str) -> Vec<String> {
+    let plain = format!("{attr}: ");
+    let b64 = format!("{attr}:: ");
+    ldif.lines()
+        .filter_map(|l| {
+            if let Some(v) = l.strip_prefix(&plain) {
+                return Some(v.to_string());
+            }
+            l.strip_prefix(&b64).map(String::from)
+        })
+        .collect()
+}
+
+async fn run(port: u16, args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || ldapsearch(port, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_tenant_answers_pbx_queries_and_follows_new_rounds() {
+    let sim = sim(40, 4, 5, 7).await;
+    let ctl = sim.control();
+    let jane = "00112233-4455-6677-8899-aabbccddeeff";
+    ctl.add_user(props(json!({
+        "id": jane, "displayName": "Doe, Jane", "givenName": "Jane", "surname": "Doe",
+        "userPrincipalName": "jane.doe@contoso.example", "mail": "jane.doe@contoso.example",
+        "mailNickname": "jdoe", "accountEnabled": true, "userType": "Member",
+        "businessPhones": ["030 1234567"], "mobilePhone": "0171 2345678", "jobTitle": "Buyer"
+    })))
+    .unwrap();
+    let photo = vec![
+        0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0xff, 0xd9,
+    ];
+    ctl.set_photo(jane, Some(photo.clone())).unwrap();
+    let inner = ctl
+        .add_group(props(
+            json!({"displayName": "Hotline", "securityEnabled": true, "mailEnabled": false, "groupTypes": []}),
+        ))
+        .unwrap();
+    let outer = ctl
+        .add_group(props(
+            json!({"displayName": "Support", "securityEnabled": true, "mailEnabled": false, "groupTypes": []}),
+        ))
+        .unwrap();
+    ctl.add_member(&inner, jane).unwrap();
+    ctl.add_member(&outer, &inner).unwrap();
+
+    let mut engine = engine(&sim, settings(), None);
+    engine.round().await.unwrap();
+    let published = engine.dir.published();
+    let cfg = LdapConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        accounts: vec![Account {
+            name: "pbx".into(),
+            password_hash: hash_password(PASSWORD).unwrap(),
+            networks: vec![],
+        }],
+        ..LdapConfig::default()
+    };
+    let server = Server::bind(cfg, published.clone()).await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    tokio::spawn(server.run(stop.clone()));
+
+    // Caller-ID lookups in the spellings trunks deliver.
+    for f in [
+        "(telephoneNumber=+49301234567)",
+        "(telephoneNumber=004930 1234567)",
+        "(telephoneNumber=*1234567)",
+        "(mobile=01712345678)",
+    ] {
+        let (code, out, err) = run(port, &[f, "displayName"]).await;
+        assert_eq!(code, 0, "{f}: {err}");
+        assert_eq!(values(&out, "displayName"), vec!["Doe, Jane"], "{f}");
+    }
+    // Jabber: photo bytes as synced from Graph.
+    let (_, out, _) = run(port, &["(sAMAccountName=jdoe)", "thumbnailPhoto"]).await;
+    assert_eq!(
+        values(&out, "thumbnailPhoto"),
+        vec![base64::engine::general_purpose::STANDARD.encode(&photo)]
+    );
+    // objectGUID from the Graph id, as a binary filter.
+    let snap = published.load();
+    let guid: String = snap.entry(jane).unwrap().values("objectGUID")[0]
+        .iter()
+        .map(|b| format!("\\{b:02x}"))
+        .collect();
+    let (code, out, err) = run(port, &[&format!("(objectGUID={guid})"), "sAMAccountName"]).await;
+    assert_eq!(
+        (code, values(&out, "sAMAccountName")),
+        (0, vec!["jdoe".to_string()]),
+        "{err}"
+    );
+    // Nested groups in chain.
+    let outer_dn = snap.entry(&outer).unwrap().dn.to_string();
+    let (_, out, _) = run(
+        port,
+        &[
+            &format!("(&(objectCategory=person)(memberOf:1.2.840.113556.1.4.1941:={outer_dn}))"),
+            "sAMAccountName",
+        ],
+    )
+    .await;
+    assert_eq!(values(&out, "sAMAccountName"), vec!["jdoe"]);
+    // CUCM full sync with paging returns every enabled user.
+    let cucm = "(&(objectclass=user)(!(objectclass=Computer))(!(UserAccountControl:1.2.840.113556.1.4.803:=2)))";
+    let (code, out, err) = run(port, &["-E", "pr=10/noprompt", cucm, "1.1"]).await;
+    assert_eq!(code, 0, "{err}");
+    let expected = snap
+        .entries()
+        .filter(|e| e.has_class("user") && !e.has_class("computer"))
+        .filter(|e| {
+            e.first_str("userAccountControl")
+                .and_then(|u| u.parse::<u32>().ok())
+                .is_some_and(|u| u & 2 == 0)
+        })
+        .count();
+    assert!(expected > 10);
+    assert_eq!(values(&out, "dn").len(), expected);
+
+    // A new sync round is visible to the next query without restarting anything.
+    let max = ctl
+        .add_user(props(
+            json!({"displayName": "Max Mustermann", "givenName": "Max", "surname": "Mustermann",
+            "userPrincipalName": "max@contoso.example", "mailNickname": "mmustermann", "accountEnabled": true,
+            "userType": "Member", "businessPhones": ["+49 89 9876543"]}),
+        ))
+        .unwrap();
+    engine.round().await.unwrap();
+    let (_, out, _) = run(port, &["(telephoneNumber=089 9876543)", "sAMAccountName"]).await;
+    assert_eq!(
+        values(&out, "sAMAccountName"),
+        vec!["mmustermann"],
+        "new user {max} visible after the round"
+    );
+    let (_, out, _) = run(
+        port,
+        &["-b", "", "-s", "base", "(objectClass=*)", "highestCommittedUSN"],
+    )
+    .await;
+    assert_eq!(
+        values(&out, "highestCommittedUSN"),
+        vec![published.load().version.to_string()]
+    );
+    stop.cancel();
+}

@@ -137,11 +137,31 @@ fn listed(e: &Entry, include_disabled: bool) -> bool {
     vcard::is_person(e) && (include_disabled || !vcard::is_disabled(e))
 }
 
-/// Resolve a group given as Graph object id or DN.
+/// Resolve a group given as Graph object id, DN, or (unambiguous) display name / cn, e.g. `"Sales Team"`.
 pub fn find_group<'a>(snap: &'a Snapshot, group: &str) -> Option<&'a Arc<Entry>> {
-    snap.entry(group)
-        .or_else(|| normalize_dn(group).and_then(|dn| snap.by_dn(&dn)))
-        .filter(|e| e.kind == EntryKind::Group)
+    let is_group = |e: &&Arc<Entry>| e.kind == EntryKind::Group;
+    if let Some(e) = snap.entry(group).filter(is_group) {
+        return Some(e);
+    }
+    if let Some(e) = normalize_dn(group).and_then(|dn| snap.by_dn(&dn)).filter(is_group) {
+        return Some(e);
+    }
+    for attr in ["displayName", "cn"] {
+        let ids = snap.find_eq(attr, group.as_bytes()).unwrap_or_default();
+        let groups: Vec<&Arc<Entry>> = ids.iter().filter_map(|id| snap.entry(id)).filter(is_group).collect();
+        match groups.as_slice() {
+            [one] => return Some(one),
+            [] => {}
+            _ => {
+                tracing::warn!(
+                    group,
+                    "several groups have this name; give the book's group as DN or object id"
+                );
+                return None;
+            }
+        }
+    }
+    None
 }
 
 fn members(group: Option<&str>, include_disabled: bool, snap: &Snapshot) -> Vec<Arc<Entry>> {
@@ -258,6 +278,12 @@ mod tests {
             group: Some("g2".into()),
         };
         assert_eq!(caches.book(&by_id, false, &snap).members.len(), 1);
+        let by_name = BookConfig {
+            name: "n".into(),
+            display_name: "N".into(),
+            group: Some("inner".into()),
+        };
+        assert_eq!(caches.book(&by_name, false, &snap).members.len(), 1);
         let missing = BookConfig {
             name: "m".into(),
             display_name: "M".into(),

@@ -139,42 +139,6 @@ impl CardDavConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn all_book_is_added_and_names_are_checked() {
-        let mut cfg = CardDavConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            ..Default::default()
-        };
-        cfg.books.push(BookConfig {
-            name: "sales".into(),
-            display_name: "Sales".into(),
-            group: Some("g".into()),
-        });
-        let names: Vec<String> = cfg.effective_books().into_iter().map(|b| b.name).collect();
-        assert_eq!(names, ["all", "sales"]);
-        assert!(cfg.validate().is_ok());
-        cfg.books.push(BookConfig {
-            name: "a/b".into(),
-            display_name: "x".into(),
-            group: None,
-        });
-        assert!(matches!(cfg.validate(), Err(CardDavError::Config(_))));
-        cfg.books.pop();
-        cfg.books.push(BookConfig {
-            name: "sales".into(),
-            display_name: "x".into(),
-            group: None,
-        });
-        assert!(cfg.validate().is_err());
-        let none = CardDavConfig::default();
-        assert!(matches!(none.validate(), Err(CardDavError::NoListener)));
-    }
-}
-
 impl CardDavConfig {
     /// Build from the file config: `[carddav]`, its TLS files (or the shared `[tls]`), and `[[accounts]]`.
     /// `Ok(None)` when there is no `[carddav]` section. `include_disabled` follows `[entra] include_disabled` only
@@ -279,4 +243,85 @@ pub fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rus
         .map_err(|e| CardDavError::Config(format!("TLS certificate/key: {e}")))?;
     sc.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(sc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_book_is_added_and_names_are_checked() {
+        let mut cfg = CardDavConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        cfg.books.push(BookConfig {
+            name: "sales".into(),
+            display_name: "Sales".into(),
+            group: Some("g".into()),
+        });
+        let names: Vec<String> = cfg.effective_books().into_iter().map(|b| b.name).collect();
+        assert_eq!(names, ["all", "sales"]);
+        assert!(cfg.validate().is_ok());
+        cfg.books.push(BookConfig {
+            name: "a/b".into(),
+            display_name: "x".into(),
+            group: None,
+        });
+        assert!(matches!(cfg.validate(), Err(CardDavError::Config(_))));
+        cfg.books.pop();
+        cfg.books.push(BookConfig {
+            name: "sales".into(),
+            display_name: "x".into(),
+            group: None,
+        });
+        assert!(cfg.validate().is_err());
+        let none = CardDavConfig::default();
+        assert!(matches!(none.validate(), Err(CardDavError::NoListener)));
+    }
+
+    #[test]
+    fn from_the_config_file() {
+        let hash = crate::accounts::hash_password("pw").unwrap();
+        let text = format!(
+            r#"
+[entra]
+tenant_id = "t"
+client_id = "c"
+[directory]
+base_dn = "DC=contoso,DC=example"
+[carddav]
+listen = "127.0.0.1:8080"
+vcard_version = "4.0"
+phonebook_number_format = "national"
+anonymous_networks = ["10.20.0.0/16"]
+[[carddav.books]]
+name = "sales"
+group = "Sales Team"
+[[accounts]]
+name = "pbx"
+password_hash = "{hash}"
+networks = ["192.0.2.0/24"]
+"#
+        );
+        let cfg = crate::config::Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
+        let c = CardDavConfig::from_config(&cfg).unwrap().unwrap();
+        assert_eq!(c.vcard_version, VCardVersion::V4);
+        assert_eq!(c.phonebook_number_format, NumberFormat::National);
+        assert!(c.anonymous_networks[0].contains("10.20.1.1".parse().unwrap()));
+        assert_eq!(c.accounts[0].name, "pbx");
+        assert!(c.accounts[0].networks[0].contains("192.0.2.9".parse().unwrap()));
+        let names: Vec<(String, String)> = c
+            .effective_books()
+            .into_iter()
+            .map(|b| (b.name, b.display_name))
+            .collect();
+        assert_eq!(
+            names,
+            [("all".into(), "All users".into()), ("sales".into(), "sales".into())]
+        );
+        let bad = text.replace("\"national\"", "\"weird\"");
+        let cfg = crate::config::Config::parse(std::path::Path::new("test.toml"), &bad).unwrap();
+        assert!(matches!(CardDavConfig::from_config(&cfg), Err(CardDavError::Config(_))));
+    }
 }

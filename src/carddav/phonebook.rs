@@ -179,7 +179,7 @@ pub fn handle(ctx: &Ctx<'_>, path: &str, query: Option<&str>, base_url: &str) ->
         .iter()
         .filter_map(|e| {
             let person = person(e, phones, fmt);
-            let keep = !person.numbers.is_empty() && p.q.as_deref().map_or(true, |q| matches(&person, e, q, phones));
+            let keep = !person.numbers.is_empty() && p.q.as_deref().is_none_or(|q| matches(&person, e, q, phones));
             keep.then_some(person)
         })
         .collect();

@@ -25,7 +25,7 @@ fn listed(snap: &Snapshot) -> usize {
         .filter(|e| {
             e.first_str("userAccountControl")
                 .and_then(|u| u.parse::<u32>().ok())
-                .map_or(true, |u| u & 2 == 0)
+                .is_none_or(|u| u & 2 == 0)
         })
         .count()
 }

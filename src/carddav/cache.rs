@@ -20,6 +20,9 @@ pub struct CardData {
     pub card: Card,
     v3: OnceLock<Bytes>,
     v4: OnceLock<Bytes>,
+    /// The renderings escaped for XML text (`CARDDAV:address-data`), made once as well.
+    xml3: OnceLock<String>,
+    xml4: OnceLock<String>,
 }
 
 impl CardData {
@@ -29,6 +32,18 @@ impl CardData {
             VCardVersion::V4 => &self.v4,
         };
         cell.get_or_init(|| Bytes::from(vcard::write(&self.card, v)))
+    }
+
+    /// The vCard escaped for embedding as XML text.
+    pub fn xml_text(&self, v: VCardVersion) -> &str {
+        let cell = match v {
+            VCardVersion::V3 => &self.xml3,
+            VCardVersion::V4 => &self.xml4,
+        };
+        cell.get_or_init(|| {
+            let text = std::str::from_utf8(self.bytes(v)).unwrap_or_default();
+            crate::carddav::xml::esc(text).into_owned()
+        })
     }
 
     /// Strong ETag: the entry's version. Both vCard versions carry the same data, and a client sticks to one, so
@@ -86,6 +101,8 @@ impl Caches {
             card: vcard::build(entry, &snap.phones),
             v3: OnceLock::new(),
             v4: OnceLock::new(),
+            xml3: OnceLock::new(),
+            xml4: OnceLock::new(),
         });
         self.cards.insert(entry.id.clone(), data.clone());
         data

@@ -65,7 +65,7 @@ pub fn handle(ctx: &Ctx<'_>, res: Resource, depth: Option<&[u8]>, body: &[u8]) -
             Resource::Principal | Resource::Card(..) => {}
         }
     }
-    let mut ms = Multistatus::new();
+    let mut ms = Multistatus::with_capacity(targets.len() * 400);
     for t in &targets {
         let href = ctx.href(t);
         let (found, missing) = match &wanted {

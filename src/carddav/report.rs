@@ -14,9 +14,10 @@ use crate::carddav::filter::{Filter, FilterError};
 use crate::carddav::propfind::card_value;
 use crate::carddav::service::{forbidden, multistatus, percent_decode, text, Body, Ctx, Resource};
 use crate::carddav::vcard;
-use crate::carddav::xml::{esc, parse, Element, Multistatus, PropName, CARDDAV, DAV};
+use crate::carddav::xml::{parse, Element, Multistatus, PropName, CARDDAV, DAV};
 use crate::directory::{Entry, EntryKind};
 use hyper::{Response, StatusCode};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub const TOKEN_PREFIX: &str = "urn:entradir:sync:";
@@ -57,22 +58,28 @@ fn wanted(ctx: &Ctx<'_>, root: &Element) -> Result<Wanted, Box<Response<Body>>> 
 }
 
 fn card_response(ms: &mut Multistatus, ctx: &Ctx<'_>, href: &str, e: &Arc<Entry>, w: &Wanted) {
-    let mut found = Vec::with_capacity(w.props.len());
-    let mut missing = Vec::new();
+    let card = w.data.map(|_| ctx.card(e));
+    let mut found: Vec<(&PropName, Cow<'_, str>)> = Vec::with_capacity(w.props.len());
+    let mut missing: Vec<&PropName> = Vec::new();
     for p in &w.props {
         if p.is(CARDDAV, "address-data") {
-            let v = w.data.unwrap_or(ctx.cfg.vcard_version);
-            let card = ctx.card(e);
-            let text = std::str::from_utf8(card.bytes(v)).unwrap_or_default();
-            found.push((p.clone(), esc(text).into_owned()));
+            if let (Some(card), Some(v)) = (&card, w.data) {
+                found.push((p, Cow::Borrowed(card.xml_text(v))));
+            }
         } else {
             match card_value(ctx, e, p) {
-                Some(v) => found.push((p.clone(), v)),
-                None => missing.push(p.clone()),
+                Some(v) => found.push((p, Cow::Owned(v))),
+                None => missing.push(p),
             }
         }
     }
     ms.props(href, &found, &missing);
+}
+
+/// Output buffer estimate: about 300 bytes of XML per response, plus the card when address-data is asked for.
+fn estimate(members: &[Arc<Entry>], w: &Wanted) -> usize {
+    let per = if w.data.is_some() { 1200 } else { 300 };
+    members.len().saturating_mul(per).min(64 << 20)
 }
 
 fn nresults(root: &Element) -> Result<Option<usize>, String> {
@@ -271,7 +278,7 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
         Some(l) if gone.len() + present.len() > l => Some(l.saturating_sub(gone.len()).max(1).min(present.len())),
         _ => None,
     };
-    let mut ms = Multistatus::new();
+    let mut ms = Multistatus::with_capacity(estimate(present, w) + gone.len() * 200);
     for id in &gone {
         ms.status(
             &format!(

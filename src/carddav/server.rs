@@ -91,6 +91,7 @@ impl CardDavServer {
                 tracing::info!(%addr, "CardDAV listening on {scheme}://{addr}/dav/ (phone books under /phonebook/)");
             }
         }
+        let warmer = tokio::spawn(prewarm(self.state.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
@@ -114,6 +115,7 @@ impl CardDavServer {
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
+        warmer.abort();
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} }).await;
         if drained.is_err() {
@@ -124,6 +126,25 @@ impl CardDavServer {
             conns.abort_all();
         }
         Ok(())
+    }
+}
+
+/// Keep the caches warm: once at start and after every published snapshot (coalescing bursts of versions).
+async fn prewarm(state: Arc<State>) {
+    let mut versions = state.dir.subscribe();
+    loop {
+        let s = state.clone();
+        let started = std::time::Instant::now();
+        if tokio::task::spawn_blocking(move || s.prewarm()).await.is_err() {
+            tracing::warn!("CardDAV: cache warm-up failed");
+        }
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "CardDAV caches warmed"
+        );
+        if versions.changed().await.is_err() {
+            return;
+        }
     }
 }
 

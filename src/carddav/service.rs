@@ -54,7 +54,20 @@ impl State {
         }
     }
 
-    fn config(&self) -> Arc<CardDavConfig> {
+    /// Build every book's member list and render every card in the default version for the current snapshot,
+    /// so the first client after a start or a sync round does not pay for it. Unchanged entries are cache hits.
+    pub fn prewarm(&self) {
+        let cfg = self.config();
+        let snap = self.dir.load();
+        for book in cfg.effective_books() {
+            let view = self.caches.book(&book, cfg.include_disabled, &snap);
+            for e in &view.members {
+                let _ = self.caches.card(e, &snap).xml_text(cfg.vcard_version);
+            }
+        }
+    }
+
+    pub(crate) fn config(&self) -> Arc<CardDavConfig> {
         let cfg = self.cfg.load_full();
         let mut seen = self.cfg_seen.lock().unwrap_or_else(|p| p.into_inner());
         if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &cfg)) {

@@ -255,7 +255,12 @@ impl Default for Multistatus {
 
 impl Multistatus {
     pub fn new() -> Multistatus {
-        let mut buf = String::with_capacity(4096);
+        Self::with_capacity(4096)
+    }
+
+    /// Start with room for about `bytes` of output (large REPORTs avoid re-growing a multi-megabyte buffer).
+    pub fn with_capacity(bytes: usize) -> Multistatus {
+        let mut buf = String::with_capacity(bytes.max(256));
         buf.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
         let _ = write!(
             buf,
@@ -275,12 +280,17 @@ impl Multistatus {
     }
 
     /// A response with found properties (name, inner XML) in a 200 propstat and missing ones in a 404 propstat.
-    pub fn props(&mut self, href: &str, found: &[(PropName, String)], missing: &[PropName]) {
+    pub fn props<P, S, M>(&mut self, href: &str, found: &[(P, S)], missing: &[M])
+    where
+        P: std::borrow::Borrow<PropName>,
+        S: AsRef<str>,
+        M: std::borrow::Borrow<PropName>,
+    {
         let _ = write!(self.buf, "<D:response><D:href>{}</D:href>", esc(href));
         if !found.is_empty() {
             self.buf.push_str("<D:propstat><D:prop>");
             for (p, inner) in found {
-                p.write(&mut self.buf, inner);
+                p.borrow().write(&mut self.buf, inner.as_ref());
             }
             let _ = write!(
                 self.buf,
@@ -291,7 +301,7 @@ impl Multistatus {
         if !missing.is_empty() {
             self.buf.push_str("<D:propstat><D:prop>");
             for p in missing {
-                p.write(&mut self.buf, "");
+                p.borrow().write(&mut self.buf, "");
             }
             let _ = write!(
                 self.buf,
@@ -371,7 +381,7 @@ mod tests {
         let mut m = Multistatus::new();
         m.props(
             "/dav/books/all/",
-            &[(PropName::new(DAV, "displayname"), "A &amp; B".into())],
+            &[(PropName::new(DAV, "displayname"), "A &amp; B")],
             &[PropName::new("urn:x", "nope"), PropName::new("", "bare")],
         );
         m.status("/dav/books/all/x.vcf", 404);

@@ -333,6 +333,15 @@ pub fn write(card: &Card, v: VCardVersion) -> String {
         line.clear();
         line.push_str(p.name);
         for (name, values) in &p.params {
+            // `internet` is a 3.0 EMAIL type that RFC 6350 dropped.
+            let values: Vec<&str> = values
+                .iter()
+                .copied()
+                .filter(|val| v == VCardVersion::V3 || *val != "internet")
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
             let _ = write!(line, ";{name}=");
             for (i, val) in values.iter().enumerate() {
                 if i > 0 {
@@ -546,6 +555,7 @@ pub(crate) mod tests {
         assert!(text.contains("PHOTO:data:image/jpeg;base64,/9j/"), "{text}");
         assert!(text.contains("TEL;TYPE=cell,voice:+491712345678"), "{text}");
         assert!(text.contains("REV:20261122T103000Z"), "{text}");
+        assert!(text.contains("EMAIL;TYPE=work:jane.doe@contoso.example"), "{text}");
         let card = parse_other(&text);
         assert_eq!(texts(&card, VCardProperty::Version), ["4.0"]);
         assert_eq!(

@@ -237,6 +237,15 @@ impl Token {
     }
 }
 
+/// RFC 6578 §3.2: 403 with `DAV:valid-sync-token`, or 400 with the same body for Thunderbird (see [`Ctx`]).
+fn stale_token(ctx: &Ctx<'_>) -> Response<Body> {
+    let mut r = forbidden("<D:valid-sync-token/>");
+    if ctx.stale_token_400 {
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    r
+}
+
 fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Response<Body> {
     let level = root.child(DAV, "sync-level").map(|l| l.text.trim().to_string());
     if !matches!(level.as_deref(), None | Some("1") | Some("infinite")) {
@@ -253,10 +262,10 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
         (ctx.snap.version, &view.by_change[..])
     } else {
         let Some(token) = Token::parse(raw) else {
-            return forbidden("<D:valid-sync-token/>");
+            return stale_token(ctx);
         };
         let Some(changes) = ctx.snap.changes_since(token.base) else {
-            return forbidden("<D:valid-sync-token/>");
+            return stale_token(ctx);
         };
         for e in &changes.changed {
             if vcard::is_person(e) && !view.contains(&e.id) {
@@ -329,6 +338,7 @@ mod tests {
             cfg: c,
             snap: state.dir.load(),
             principal: crate::carddav::auth::Principal::Anonymous,
+            stale_token_400: token.ends_with("thunderbird"),
         };
         let limit = limit
             .map(|n| format!("<D:limit><D:nresults>{n}</D:nresults></D:limit>"))
@@ -411,6 +421,8 @@ mod tests {
 
         let (status, _, _) = sync(two_versions(), "urn:entradir:sync:7", None).await;
         assert_eq!(status, 403, "a token from the future is refused");
+        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:7:x:thunderbird", None).await;
+        assert_eq!(status, 400, "Thunderbird only starts over on 400");
     }
 
     #[tokio::test]

@@ -87,6 +87,9 @@ pub struct Ctx<'a> {
     pub books: Vec<BookConfig>,
     pub snap: Arc<Snapshot>,
     pub principal: Principal,
+    /// Thunderbird re-fetches a book only when a stale sync token gets 400; with RFC 6578's 403 it stops
+    /// syncing for good. Set from the User-Agent so it alone gets 400 (with the same precondition body).
+    pub stale_token_400: bool,
 }
 
 /// A resolved URL.
@@ -358,6 +361,11 @@ async fn route(state: &State, peer: SocketAddr, secure: bool, req: Request<Incom
         cfg: cfg.clone(),
         snap: state.dir.load(),
         principal,
+        stale_token_400: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ua| ua.contains("Thunderbird")),
     };
 
     if path == "/phonebook" || path.starts_with("/phonebook/") {

@@ -3,7 +3,7 @@
 
 use entradir::carddav::auth::hash_password;
 use entradir::carddav::config::load_tls;
-use entradir::carddav::{sample, Account, BookConfig, CardDavConfig, CardDavServer};
+use entradir::carddav::{sample, start, Account, BookConfig, CardDavConfig, CardDavServer};
 use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::{Naming, Published, Snapshot};
 use std::sync::Arc;
@@ -110,4 +110,42 @@ async fn https_reload_and_graceful_shutdown() {
         .unwrap();
     let fresh = reqwest::Client::new();
     assert!(fresh.get(format!("http://{plain}/dav/")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn start_handle_checks_and_applies_reloads() {
+    let cfg = CardDavConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        accounts: vec![account("phone", "one")],
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = start(cfg.clone(), published(), async move {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}/dav/books/", handle.local_addr.unwrap());
+    let http = reqwest::Client::new();
+    assert_eq!(propfind(&http, &url, "phone", "one").await.0, 207);
+    let mut bad = cfg.clone();
+    bad.books.push(BookConfig {
+        name: "a b".into(),
+        display_name: "x".into(),
+        group: None,
+    });
+    assert!(
+        handle.reload(bad).is_err(),
+        "an invalid book name is refused and nothing changes"
+    );
+    assert_eq!(propfind(&http, &url, "phone", "one").await.0, 207);
+    let mut tls = cfg.clone();
+    tls.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    assert!(handle.check(&tls).is_err());
+    let mut next = cfg.clone();
+    next.accounts = vec![account("phone", "two")];
+    handle.reload(next).unwrap();
+    assert_eq!(propfind(&http, &url, "phone", "two").await.0, 207);
+    let _ = stop.send(());
+    handle.join().await.unwrap();
 }

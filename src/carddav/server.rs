@@ -203,3 +203,61 @@ where
         }
     }
 }
+
+/// A running CardDAV service, for the process wiring: the bound addresses, configuration reload, and the task.
+pub struct CardDavHandle {
+    pub config: Arc<ArcSwap<CardDavConfig>>,
+    pub local_addr: Option<SocketAddr>,
+    pub tls_local_addr: Option<SocketAddr>,
+    task: tokio::task::JoinHandle<Result<(), CardDavError>>,
+}
+
+/// Bind and start serving in a task; it stops when `shutdown` resolves (see [`CardDavHandle::join`]).
+pub async fn start(
+    cfg: CardDavConfig,
+    dir: Published,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<CardDavHandle, CardDavError> {
+    let config = Arc::new(ArcSwap::from_pointee(cfg));
+    let server = CardDavServer::bind(config.clone(), dir).await?;
+    let (local_addr, tls_local_addr) = (server.local_addr(), server.tls_local_addr());
+    let task = tokio::spawn(server.run(shutdown));
+    Ok(CardDavHandle {
+        config,
+        local_addr,
+        tls_local_addr,
+        task,
+    })
+}
+
+impl CardDavHandle {
+    /// Check a new configuration without applying it (for a reload that must be all-or-nothing).
+    pub fn check(&self, next: &CardDavConfig) -> Result<(), CardDavError> {
+        next.validate()?;
+        if next.tls_listen.is_some() && self.tls_local_addr.is_none() {
+            return Err(CardDavError::Config(
+                "tls_listen can only be added with a restart".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Swap in a new configuration: books, accounts, networks, formats and the TLS certificate apply to the next
+    /// request; open connections stay. Listen addresses only change with a restart.
+    pub fn reload(&self, next: CardDavConfig) -> Result<(), CardDavError> {
+        self.check(&next)?;
+        let current = self.config.load();
+        if next.listen != current.listen || next.tls_listen != current.tls_listen {
+            tracing::warn!("CardDAV listen addresses changed; they take effect after a restart");
+        }
+        self.config.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Wait for the service to stop (after the shutdown future resolved).
+    pub async fn join(self) -> Result<(), CardDavError> {
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(CardDavError::Config(format!("CardDAV task failed: {e}"))))
+    }
+}

@@ -208,7 +208,8 @@ fn book_value(ctx: &Ctx<'_>, i: usize, p: &PropName) -> Option<String> {
 /// Card properties shared with REPORT responses (address-data is handled there).
 pub fn card_value(ctx: &Ctx<'_>, e: &Arc<Entry>, p: &PropName) -> Option<String> {
     match (p.ns.as_str(), p.name.as_str()) {
-        (DAV, "getetag") => Some(format!("&quot;{}&quot;", e.usn_changed)),
+        // Thunderbird 102's ctag path asks for getetag in the CalendarServer namespace.
+        (DAV | CALSERVER, "getetag") => Some(format!("&quot;{}&quot;", e.usn_changed)),
         (DAV, "getcontenttype") => Some(VCARD_CT.into()),
         (DAV, "getcontentlength") => Some(ctx.card(e).bytes(ctx.cfg.vcard_version).len().to_string()),
         (DAV, "resourcetype") => Some(String::new()),

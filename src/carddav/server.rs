@@ -24,6 +24,8 @@ use tokio::task::JoinSet;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections beyond this are closed at once, so a flood cannot exhaust file descriptors.
+const MAX_CONNECTIONS: usize = 4096;
 
 /// Serve until `shutdown` resolves, then let in-flight requests finish (up to 10 s).
 pub async fn serve(
@@ -94,21 +96,30 @@ impl CardDavServer {
         let warmer = tokio::spawn(prewarm(self.state.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 r = accept(&self.plain) => match r {
                     Ok((tcp, peer)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else { too_many(peer); continue };
                         let (state, stop) = (self.state.clone(), stop_rx.clone());
-                        conns.spawn(connection(tcp, peer, false, state, stop));
+                        conns.spawn(async move {
+                            connection(tcp, peer, false, state, stop).await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => accept_failed(e).await,
                 },
                 r = accept(&self.tls) => match r {
                     Ok((tcp, peer)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else { too_many(peer); continue };
                         let (state, stop) = (self.state.clone(), stop_rx.clone());
-                        conns.spawn(tls_connection(tcp, peer, state, stop));
+                        conns.spawn(async move {
+                            tls_connection(tcp, peer, state, stop).await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => accept_failed(e).await,
                 },
@@ -153,6 +164,10 @@ async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAd
         Some(l) => l.accept().await,
         None => std::future::pending().await,
     }
+}
+
+fn too_many(peer: SocketAddr) {
+    tracing::warn!(%peer, "CardDAV: {MAX_CONNECTIONS} connections open; closing a new one");
 }
 
 /// Accept errors are mostly resource exhaustion (EMFILE); back off instead of spinning.

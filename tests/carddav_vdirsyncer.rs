@@ -196,3 +196,57 @@ fileext = ".vcf"
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+/// Every 3.0 card, parsed by vobject (Python), an implementation independent of both our writer and calcard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vobject_parses_every_card() {
+    let Some(bin) = venv() else { return };
+    let python = bin.with_file_name("python");
+    let cfg = CardDavConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        accounts: vec![Account {
+            name: "phone".into(),
+            password_hash: hash_password("pw").unwrap(),
+            networks: vec![],
+        }],
+        ..Default::default()
+    };
+    let dir = Published::new(snapshot(2, sample::people(60, 2)));
+    let server = CardDavServer::bind(Arc::new(arc_swap::ArcSwap::from_pointee(cfg)), dir)
+        .await
+        .unwrap();
+    let url = format!("http://{}/dav/books/all/", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/carddav_vobject.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([url.as_str(), "phone", "pw"])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["cards"], 60);
+    assert_eq!(summary["unique_uids"], 60);
+    assert_eq!(summary["photos"].as_array().unwrap().len(), 6);
+    // Every person has a work number, every third a mobile, every fifth a fax.
+    assert_eq!(summary["tels"], 60 + 20 + 12);
+    let names: Vec<&str> = summary["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(
+        names.contains(&"Jürgen Smith & Sons 21") && names.contains(&"Ayşe O'Brien 17"),
+        "{names:?}"
+    );
+    let _ = stop.send(());
+}

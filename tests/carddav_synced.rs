@@ -207,7 +207,7 @@ async fn synced_tenant_books_follow_new_rounds() {
         }
     }
     assert!(all.iter().any(|(h, _, _)| *h == jane_href));
-    let (hot, _) = sync_collection(&base, "hotline", "").await;
+    let (hot, hot_token) = sync_collection(&base, "hotline", "").await;
     assert_eq!(
         hot.iter().map(|(h, _, _)| h.as_str()).collect::<Vec<_>>(),
         [format!("/dav/books/hotline/{jane}.vcf")]
@@ -272,5 +272,28 @@ async fn synced_tenant_books_follow_new_rounds() {
         assert_eq!((updates, deletes), (1, 1), "only the changed card is fetched:\n{log}");
         assert_eq!(std::fs::read_dir(store.join("all")).unwrap().count(), expected - 1);
     }
+    // Group books follow membership: Jane leaves the Hotline group, `other2` joins it.
+    let other2 = snap
+        .entries()
+        .find(|e| e.kind == EntryKind::User && e.id.as_ref() != jane && e.id.as_ref() != other)
+        .unwrap()
+        .id
+        .to_string();
+    // (A token from before the last round would also list `other` as gone: a changed person outside the book
+    // is reported removed because the server keeps no per-book history; clients ignore unknown removals.)
+    let (_, hot_token) = sync_collection(&base, "hotline", &hot_token).await;
+    ctl.remove_member(&hotline, jane).unwrap();
+    ctl.add_member(&hotline, &other2).unwrap();
+    engine.round().await.unwrap();
+    let (delta, _) = sync_collection(&base, "hotline", &hot_token).await;
+    let mut got: Vec<(String, u16)> = delta.iter().map(|(h, c, _)| (h.clone(), *c)).collect();
+    got.sort();
+    let mut want = vec![
+        (format!("/dav/books/hotline/{jane}.vcf"), 404),
+        (format!("/dav/books/hotline/{other2}.vcf"), 200),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+
     let _ = stop.send(());
 }

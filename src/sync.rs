@@ -69,17 +69,19 @@ impl SyncEngine {
         };
         let links = self.dir.delta_links().clone();
         let result = self.syncer.round(&links, &plan).await;
+        // The status is updated only once the round is applied, so "rounds: n" means n rounds are visible.
+        let outcome = match result {
+            Ok(round) => Ok((self.apply(&round), round.stats)),
+            Err(e) => Err(e),
+        };
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.rounds += 1;
         st.last_duration_ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(round) => {
-                st.graph_requests += round.stats.requests + round.stats.photo_requests;
-                st.throttled += round.stats.throttled;
-                st.retries += round.stats.retries;
-                drop(st);
-                let report = self.apply(&round);
-                let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok((report, stats)) => {
+                st.graph_requests += stats.requests + stats.photo_requests;
+                st.throttled += stats.throttled;
+                st.retries += stats.retries;
                 st.last_success = Some(unix_now());
                 st.last_error = None;
                 st.last_report = Some(report.clone());

@@ -265,3 +265,114 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
     assert!(ldif.matches("\ndn:").count() >= n_users, "every user is exported");
     assert!(ldif.contains("objectGUID:: "), "binary values are base64");
 }
+
+#[test]
+fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
+    let (sim_port, ldap_port, admin_port) = (free_port(), free_port(), free_port());
+    let mut sim = Proc(
+        Command::new(BIN)
+            .args([
+                "graph-sim",
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--users",
+                "2000",
+                "--groups",
+                "30",
+            ])
+            .args(["--devices", "50", "--seed", "4"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("graph-sim", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", sim_port)).is_ok()
+    });
+    let cfg_path = dir.path().join("entradir.toml");
+    let cfg_a = config(dir.path(), sim_port, ldap_port, admin_port, "");
+    let cfg_b = cfg_a.replace(
+        "default_country = \"DE\"",
+        "default_country = \"DE\"\nusers_container = \"CN=Users\"",
+    );
+    std::fs::write(&cfg_path, &cfg_a).unwrap();
+    let start = |cfg_path: &Path| {
+        Proc(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(cfg_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut server = start(&cfg_path);
+    let synced = || http_get(admin_port, "/metrics").is_some_and(|m| m.1.contains("entradir_sync_rounds_total 1"));
+    wait_for("first sync", Duration::from_secs(60), synced);
+    let people = |port| {
+        let out = ldapsearch(port, &["(objectCategory=person)", "1.1"]);
+        out.lines().filter(|l| l.starts_with("dn:")).count()
+    };
+    let before = people(ldap_port);
+    assert!(before > 1500, "{before}");
+
+    // Many SIGHUPs while a client searches on one persistent flow of connections: no error, no short answer.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let client = std::thread::spawn(move || {
+        let mut answers = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            assert_eq!(
+                people(ldap_port),
+                before,
+                "a search during reloads returned a different directory"
+            );
+            answers += 1;
+        }
+        answers
+    });
+    for i in 0..20 {
+        std::fs::write(&cfg_path, if i % 2 == 0 { &cfg_b } else { &cfg_a }).unwrap();
+        signal(&server.0, "-HUP");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = client.join().expect("no client saw an error during reloads");
+    assert!(answers >= 3, "the client kept searching ({answers} answers)");
+    // Signals that arrive while a reload runs coalesce (as Unix signals do); the last file is what counts.
+    let metrics = http_get(admin_port, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("entradir_reloads_total{result=\"failed\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("entradir_reloads_total{result=\"ok\"} 0"),
+        "{metrics}"
+    );
+
+    // kill -9 while state files are being written (each SIGUSR1 round persists), then restart with Graph gone:
+    // the last complete state is served at once.
+    for _ in 0..5 {
+        signal(&server.0, "-USR1");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    signal(&server.0, "-KILL");
+    let _ = server.0.wait();
+    let _ = sim.0.kill();
+    let _ = sim.0.wait();
+    let state_dir = dir.path().join("state");
+    assert!(state_dir.join("entradir-state.json").exists());
+    server = start(&cfg_path);
+    wait_for("LDAP after restart", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", ldap_port)).is_ok()
+    });
+    assert_eq!(
+        people(ldap_port),
+        before,
+        "served from the state file with Graph down, nothing lost"
+    );
+    drop(server);
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How Graph objects are turned into entries: everything a reload may change without a resync.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub naming: Naming,
     pub phones: PhoneNormalizer,
@@ -157,6 +157,13 @@ impl Directory {
 
     /// New mapping, CSV, scope or naming: re-project everything from the stored Graph data.
     pub fn reconfigure(&mut self, settings: Settings) -> ApplyReport {
+        if *self.settings == settings {
+            // A reload that changed nothing the projection depends on costs nothing.
+            return ApplyReport {
+                version: self.snapshot.version,
+                ..ApplyReport::default()
+            };
+        }
         let naming_changed = settings.naming != self.settings.naming;
         self.settings = Arc::new(settings);
         if naming_changed {

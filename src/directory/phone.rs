@@ -42,6 +42,13 @@ pub struct PhoneNormalizer {
     memo: std::sync::Arc<dashmap::DashMap<String, Option<String>>>,
 }
 
+/// Two normalisers are the same when they use the same default country (the memo is only a cache).
+impl PartialEq for PhoneNormalizer {
+    fn eq(&self, other: &Self) -> bool {
+        self.country == other.country
+    }
+}
+
 /// The most distinct raw numbers remembered before the memo starts over.
 const MEMO_MAX: usize = 1_000_000;
 

@@ -1,0 +1,158 @@
+//! Operations under fire: LDAP clients keep searching while Microsoft's cloud misbehaves (429 storms, 503s, an
+//! expired delta token, a connection cut mid-page, an expired client secret). Pass = no failed or wrong client
+//! answer, no lost objects, and the status tells the story.
+
+mod common;
+
+use common::*;
+use entradir::graph::sim::Fault;
+use entradir::ldap::{LdapConfig, Server};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Count the entries `ldapsearch` returns, or say why it failed.
+fn count(port: u16, filter: &str) -> Result<usize, String> {
+    let out = Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            &format!("ldap://127.0.0.1:{port}"),
+            "-b",
+            BASE_DN,
+            filter,
+            "1.1",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run ldapsearch (install ldap-utils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("dn:"))
+        .count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
+    let sim = sim(150, 8, 10, 21).await;
+    let ctl = sim.control();
+    let mut engine = engine(&sim, settings(), None);
+    engine.round().await.expect("initial sync");
+    let people = engine.dir.snapshot().counts().users;
+    let shutdown = CancellationToken::new();
+    let cfg = LdapConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        allow_anonymous: true,
+        size_limit: 0,
+        ..LdapConfig::default()
+    };
+    let server = Server::bind(cfg, engine.dir.published()).await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    tokio::spawn(server.run(shutdown.clone()));
+
+    // Clients: search all people over and over; every answer must succeed and never show fewer people than
+    // before (the faults below only add users).
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (stop, answers, failures) = (stop.clone(), answers.clone(), failures.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut last = people;
+            while !stop.load(Ordering::Relaxed) {
+                match count(port, "(&(objectCategory=person)(objectClass=user))") {
+                    Ok(n) if n >= last => last = n,
+                    Ok(n) => failures.lock().unwrap().push(format!("saw {n} people after {last}")),
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+                answers.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    let add = |n: usize| {
+        ctl.add_user(
+            serde_json::json!({"displayName": format!("Fault Test {n}"), "userPrincipalName": format!("fault{n}@contoso.example"),
+                "accountEnabled": true, "userType": "Member"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let faults = [
+        Fault::Throttle {
+            requests: 6,
+            retry_after_secs: 1,
+            scope: Default::default(),
+        },
+        Fault::Unavailable {
+            requests: 3,
+            status: 503,
+            scope: Default::default(),
+        },
+        Fault::Unavailable {
+            requests: 2,
+            status: 504,
+            scope: Default::default(),
+        },
+        Fault::ExpireDeltaTokens {
+            style: Default::default(),
+        },
+        Fault::CutConnection { requests: 2 },
+        Fault::ExpireAccessTokens,
+    ];
+    let mut added = 0;
+    for f in faults {
+        added += 1;
+        add(added);
+        ctl.fault(f.clone());
+        engine
+            .round()
+            .await
+            .unwrap_or_else(|e| panic!("round with {f:?} should recover: {e}"));
+        assert_eq!(engine.dir.snapshot().counts().users, people + added, "after {f:?}");
+    }
+
+    // An expired secret: the round fails, the directory is kept, the status says why.
+    added += 1;
+    add(added);
+    ctl.fault(Fault::ExpireSecret { expired: true });
+    ctl.fault(Fault::ExpireAccessTokens);
+    let err = engine.round().await.expect_err("an expired secret cannot sync");
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert_eq!(
+        engine.dir.snapshot().counts().users,
+        people + added - 1,
+        "nothing lost, nothing half-applied"
+    );
+    let st = engine.status.lock().unwrap().clone();
+    assert_eq!(st.failures, 1);
+    assert!(st.last_error.as_deref().unwrap_or("").contains("expired"));
+    assert!(st.throttled >= 6, "throttled waits are counted: {}", st.throttled);
+    ctl.fault(Fault::ExpireSecret { expired: false });
+    engine.round().await.expect("a renewed secret syncs again");
+    assert_eq!(engine.dir.snapshot().counts().users, people + added);
+
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "client failures: {failures:?}");
+    assert!(
+        answers.load(Ordering::Relaxed) > 10,
+        "the clients kept searching throughout"
+    );
+    shutdown.cancel();
+    sim.shutdown().await;
+}

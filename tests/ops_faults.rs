@@ -147,7 +147,7 @@ async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
     for c in clients {
         c.join().unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = failures.lock().unwrap().clone();
     assert!(failures.is_empty(), "client failures: {failures:?}");
     assert!(
         answers.load(Ordering::Relaxed) > 10,

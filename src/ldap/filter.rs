@@ -683,7 +683,7 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
             .and_then(parse_dn)
             .and_then(|rdns| rdns.first().and_then(|r| r.first()).map(|(_, val)| val.to_lowercase()))
             .is_some_and(|first| first == *q),
-        Match::Phone(q) => std::str::from_utf8(v).is_ok_and(|s| snap.phones.key(s) == *q),
+        Match::Phone(q) => std::str::from_utf8(v).is_ok_and(|s| phone_may_match(s, q) && snap.phones.key(s) == *q),
         Match::Sub { initial, any, final_ } => substr(&lower(v), initial.as_deref(), any, final_.as_deref()),
         Match::PhoneSub { initial, any, final_ } => std::str::from_utf8(v)
             .is_ok_and(|s| substr(&snap.phones.key(s), initial.as_deref(), any, final_.as_deref())),
@@ -693,6 +693,12 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
         Match::BitAnd(mask) => parse_u32(v).is_some_and(|x| x & mask == *mask),
         Match::BitOr(mask) => parse_u32(v).is_some_and(|x| x & mask != 0),
     }
+}
+
+/// Cheap test before parsing a stored number: the last digits of the wanted key must occur in its digits.
+fn phone_may_match(stored: &str, key: &str) -> bool {
+    let tail = &key[key.len().saturating_sub(4)..];
+    tail.is_empty() || digits(stored).contains(tail)
 }
 
 fn order(v: &[u8], q: &str, qn: Option<i64>) -> Option<std::cmp::Ordering> {
@@ -732,6 +738,18 @@ fn sorted(mut v: Vec<Arc<str>>) -> Vec<Arc<str>> {
     v
 }
 
+/// One index lookup. Several filter terms can need the same lookup (the phone index and the trigram index
+/// ignore which attribute asked), so an OR of them runs it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IndexQuery {
+    PhoneExact(String),
+    PhonePrefix(String),
+    PhoneSuffix(String),
+    PhoneContains(String),
+    Eq(String, Bytes),
+    Text(String),
+}
+
 fn plan(n: &Node, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
     match n {
         Node::Const(false) => Some(Vec::new()),
@@ -742,40 +760,41 @@ fn plan(n: &Node, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
         }
         Node::Or(v) => {
             let mut all = Vec::new();
+            let mut done: Vec<IndexQuery> = Vec::new();
             for n in v {
-                all.extend(plan(n, snap)?);
+                if let Node::Test { attr, m, raw } = n {
+                    let q = index_query(attr, m, raw, snap)?;
+                    if done.contains(&q) {
+                        continue;
+                    }
+                    all.extend(run_query(&q, snap)?);
+                    done.push(q);
+                } else {
+                    all.extend(plan(n, snap)?);
+                }
             }
             Some(sorted(all))
         }
-        Node::Test { attr, m, raw } => plan_test(attr, m, raw, snap),
+        Node::Test { attr, m, raw } => run_query(&index_query(attr, m, raw, snap)?, snap),
         Node::Const(true) | Node::Not(_) | Node::Present(_) => None,
     }
 }
 
-fn plan_test(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
+fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<IndexQuery> {
     match m {
-        Match::Phone(_) => {
-            let s = String::from_utf8_lossy(raw);
-            Some(sorted(snap.find_phone(PhoneQuery::Exact(&s))))
+        Match::Phone(_) => Some(IndexQuery::PhoneExact(String::from_utf8_lossy(raw).into_owned())),
+        Match::PhoneSub { initial, any, final_ } => match (initial, any.as_slice(), final_) {
+            // Substring parts are already digit keys ("+" keeps the snapshot from re-adding a country code).
+            (Some(i), _, _) if !i.is_empty() => Some(IndexQuery::PhonePrefix(format!("+{i}"))),
+            (None, [], Some(f)) if !f.is_empty() => Some(IndexQuery::PhoneSuffix(f.clone())),
+            _ => {
+                let longest = any.iter().chain(final_.iter()).max_by_key(|s| s.len())?;
+                (!longest.is_empty()).then(|| IndexQuery::PhoneContains(longest.clone()))
+            }
+        },
+        Match::Str(_) | Match::Bin(_) if Snapshot::is_eq_indexed(attr) => {
+            Some(IndexQuery::Eq(attr.to_ascii_lowercase(), raw.clone()))
         }
-        Match::PhoneSub { initial, any, final_ } => {
-            // The digit strings are already keys; the snapshot re-derives keys from them, which is a no-op for
-            // plain digit strings (prefix keys are digits without a trunk prefix only when they came from one).
-            let q = match (initial, any.as_slice(), final_) {
-                (Some(i), [], None) if !i.is_empty() => snap.find_phone(PhoneQuery::Prefix(&format!("+{i}"))),
-                (None, [], Some(f)) if !f.is_empty() => snap.find_phone(PhoneQuery::Suffix(f)),
-                (Some(i), _, _) if !i.is_empty() => snap.find_phone(PhoneQuery::Prefix(&format!("+{i}"))),
-                _ => {
-                    let longest = any.iter().chain(final_.iter()).max_by_key(|s| s.len())?;
-                    if longest.is_empty() {
-                        return None;
-                    }
-                    snap.find_phone(PhoneQuery::Contains(longest))
-                }
-            };
-            Some(sorted(q))
-        }
-        Match::Str(_) | Match::Bin(_) if Snapshot::is_eq_indexed(attr) => snap.find_eq(attr, raw).map(sorted),
         Match::Dn(norm) if Snapshot::is_eq_indexed(attr) => {
             // The index holds stored spellings lower-cased; the stored spelling of a DN value is the target's
             // presented DN, so look the target up first.
@@ -783,18 +802,25 @@ fn plan_test(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<Vec<
                 Some(t) => Bytes::copy_from_slice(t.dn.as_bytes()),
                 None => raw.clone(),
             };
-            snap.find_eq(attr, &key).map(sorted)
+            Some(IndexQuery::Eq(attr.to_ascii_lowercase(), key))
         }
         Match::Sub { initial, any, final_ } if TEXT_INDEXED.iter().any(|a| a.eq_ignore_ascii_case(attr)) => {
-            let longest = initial
-                .iter()
-                .chain(any.iter())
-                .chain(final_.iter())
-                .max_by_key(|s| s.chars().count())?;
-            snap.find_text(longest).map(sorted)
+            let longest = initial.iter().chain(any.iter()).chain(final_.iter()).max_by_key(|s| s.chars().count())?;
+            (longest.chars().count() >= 3).then(|| IndexQuery::Text(longest.clone()))
         }
         _ => None,
     }
+}
+
+fn run_query(q: &IndexQuery, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
+    Some(sorted(match q {
+        IndexQuery::PhoneExact(s) => snap.find_phone(PhoneQuery::Exact(s)),
+        IndexQuery::PhonePrefix(s) => snap.find_phone(PhoneQuery::Prefix(s)),
+        IndexQuery::PhoneSuffix(s) => snap.find_phone(PhoneQuery::Suffix(s)),
+        IndexQuery::PhoneContains(s) => snap.find_phone(PhoneQuery::Contains(s)),
+        IndexQuery::Eq(attr, key) => snap.find_eq(attr, key)?,
+        IndexQuery::Text(needle) => snap.find_text(needle)?,
+    }))
 }
 
 #[cfg(test)]

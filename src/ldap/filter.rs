@@ -213,6 +213,30 @@ impl Filter {
         }
     }
 
+    /// Whether the index plan will very likely answer this filter without a scan (decided from the filter
+    /// alone). Sessions run filters that need a scan on the blocking pool so they cannot stall other clients.
+    pub fn indexable(&self) -> bool {
+        let text_ok = |a: &str, s: &Substrings| {
+            let longest = s
+                .initial
+                .iter()
+                .chain(s.any.iter())
+                .chain(s.final_.iter())
+                .map(|v| v.len())
+                .max();
+            TEXT_INDEXED.iter().any(|t| t.eq_ignore_ascii_case(a)) && longest.unwrap_or(0) >= 3
+        };
+        match self {
+            Filter::And(v) => v.iter().any(Filter::indexable),
+            Filter::Or(v) => !v.is_empty() && v.iter().all(Filter::indexable),
+            Filter::Eq(a, v) if a.eq_ignore_ascii_case("anr") => v.len() >= 3,
+            Filter::Eq(a, _) => Snapshot::is_eq_indexed(a) || is_phone_attr(a),
+            Filter::Sub(a, s) => is_phone_attr(a) || text_ok(a, s),
+            Filter::Ext { rule, .. } => rule.as_deref() == Some(RULE_IN_CHAIN),
+            _ => false,
+        }
+    }
+
     /// Parse the RFC 4515 string form, e.g. `(&(objectClass=user)(objectGUID=\01\02…))`. `\XX` escapes
     /// become raw octets, so binary values can be written.
     pub fn parse(s: &str) -> Result<Filter, FilterParseError> {
@@ -805,7 +829,11 @@ fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<In
             Some(IndexQuery::Eq(attr.to_ascii_lowercase(), key))
         }
         Match::Sub { initial, any, final_ } if TEXT_INDEXED.iter().any(|a| a.eq_ignore_ascii_case(attr)) => {
-            let longest = initial.iter().chain(any.iter()).chain(final_.iter()).max_by_key(|s| s.chars().count())?;
+            let longest = initial
+                .iter()
+                .chain(any.iter())
+                .chain(final_.iter())
+                .max_by_key(|s| s.chars().count())?;
             (longest.chars().count() >= 3).then(|| IndexQuery::Text(longest.clone()))
         }
         _ => None,
@@ -1087,6 +1115,24 @@ pub(crate) mod tests {
         assert_eq!(run(&s, "(userAccountControl<=512)"), vec!["0001"]);
         assert_eq!(run(&s, "(ipPhone=*)"), vec!["0002"]);
         assert_eq!(run(&s, "(objectClass=*)").len(), 7);
+    }
+
+    #[test]
+    fn static_index_estimate_agrees_with_the_plan() {
+        let s = sample();
+        for f in [
+            "(|(cn=Jan*)(sn=Jan*))",
+            "(&(objectClass=user)(telephoneNumber=*1234567))",
+            "(anr=jan)",
+            "(objectClass=*)",
+            "(|(cn=J*)(sn=J*))",
+            "(&(objectclass=user)(!(objectclass=Computer)))",
+            "(memberOf:1.2.840.113556.1.4.1941:=CN=Sales,CN=Users,DC=contoso,DC=example)",
+        ] {
+            let filter = Filter::parse(f).unwrap();
+            let planned = Compiled::new(&filter, &s).candidates(&s).is_some();
+            assert_eq!(filter.indexable(), planned, "{f}");
+        }
     }
 
     #[test]

@@ -321,7 +321,10 @@ impl Session {
                     let pages = self.pages.clone();
                     let cfg = cfg.clone();
                     let controls = req.controls;
-                    let task = tokio::spawn(async move {
+                    // Indexed lookups take microseconds and run on the async workers; anything that may scan the directory
+                    // goes to the blocking pool so it cannot hold up other connections.
+                    let cheap = sr.scope != Scope::Sub || continues_paging(&controls) || sr.filter.indexable();
+                    let run = move || {
                         let snap = shared.dir.load();
                         let host = shared.host(&cfg);
                         let env = SearchEnv {
@@ -338,7 +341,12 @@ impl Session {
                         let mut out = BytesMut::new();
                         search(&env, id, &sr, &controls, &mut out);
                         out
-                    });
+                    };
+                    let task = if cheap {
+                        tokio::spawn(async move { run() })
+                    } else {
+                        tokio::task::spawn_blocking(run)
+                    };
                     self.inflight.push(Box::pin(async move {
                         match task.await {
                             Ok(out) => (id, out),
@@ -421,6 +429,16 @@ impl Session {
         self.bound = Some(account.name);
         (Code::Success, "")
     }
+}
+
+/// Whether the request carries a paged-results cookie (a later page, served from the stored result list).
+fn continues_paging(controls: &[proto::Control]) -> bool {
+    controls
+        .iter()
+        .filter(|c| c.oid == proto::OID_PAGED)
+        .filter_map(|c| c.value.as_deref())
+        .filter_map(|v| proto::decode_paged(v).ok())
+        .any(|(_, cookie)| !cookie.is_empty())
 }
 
 fn compare(shared: &Shared, dn: &str, attr: &str, value: Bytes) -> (Code, String) {

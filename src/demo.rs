@@ -116,6 +116,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         &hash,
     );
     let cfg = Config::parse(&tmp.join("demo.toml"), &text)?;
+    let (number, name) = example_user(&sim.control().export());
     println!(
         "entradir demo: simulated tenant with {} users, {} groups, {} devices (Graph simulator at {})\n\
          \n  LDAP     ldap://{ldap}   base DC=contoso,DC=example, anonymous read allowed\n\
@@ -123,8 +124,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
          \x20          password: {pw}\n\
          \x20 CardDAV  http://{carddav}/.well-known/carddav   (user {acct}, password {pw})\n\
          \x20 Admin    http://{admin}/metrics  /status  /readyz\n\
-         \nTry:\n  ldapsearch -x -H ldap://{ldap} -b DC=contoso,DC=example '(telephoneNumber=*1234567)' cn telephoneNumber\n\
-         \x20 ldapsearch -x -H ldap://{ldap} -D {acct}@contoso.example -w {pw} -b DC=contoso,DC=example '(|(cn=*mül*)(sn=*mül*))' cn mail\n\
+         \nTry (caller lookup by the last digits, a phone-book name search, paging):\n\
+         \x20 ldapsearch -x -H ldap://{ldap} -b DC=contoso,DC=example '(telephoneNumber=*{number})' cn telephoneNumber mobile\n\
+         \x20 ldapsearch -x -H ldap://{ldap} -D {acct}@contoso.example -w {pw} -b DC=contoso,DC=example '(|(cn=*{name}*)(sn=*{name}*))' cn mail\n\
+         \x20 ldapsearch -x -H ldap://{ldap} -b DC=contoso,DC=example -E pr=100/noprompt '(objectCategory=person)' sAMAccountName\n\
          \nStop with Ctrl-C.\n",
         opts.users,
         opts.groups,
@@ -142,6 +145,26 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     r
+}
+
+/// A phone-number suffix and a name fragment that exist in the generated tenant, for the printed examples.
+fn example_user(x: &crate::graph::sim::TenantExport) -> (String, String) {
+    for u in &x.users {
+        let phone = u
+            .get("businessPhones")
+            .and_then(|p| p.as_array())
+            .and_then(|p| p.first())
+            .and_then(|p| p.as_str());
+        let surname = u.get("surname").and_then(|s| s.as_str());
+        if let (Some(phone), Some(surname)) = (phone, surname) {
+            let digits: String = phone.chars().filter(|c| c.is_ascii_digit()).collect();
+            if digits.len() >= 7 && surname.chars().count() >= 4 {
+                let name: String = surname.chars().skip(1).take(3).collect::<String>().to_lowercase();
+                return (digits[digits.len() - 7..].to_string(), name);
+            }
+        }
+    }
+    ("1234567".into(), "mül".into())
 }
 
 fn tempdir() -> std::io::Result<PathBuf> {

@@ -1,9 +1,16 @@
-//! Starting the protocol front ends (LDAP, CardDAV, admin) from the config, and swapping their settings on
-//! reload without dropping connections.
+//! Starting the protocol front ends (LDAP, CardDAV) from the config, and swapping their settings on reload
+//! without dropping connections.
+//!
+//! Everything a reload needs is built and validated here first ([`FrontEnds::prepare_reload`]); only a fully
+//! valid set of settings is applied ([`FrontEnds::apply_reload`]).
 
 use crate::config::Config;
 use crate::directory::Published;
+use crate::ldap;
+use anyhow::{anyhow, Context as _};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -26,28 +33,125 @@ pub fn reload_counts() -> (u64, u64) {
 /// The running front ends.
 pub struct FrontEnds {
     tasks: JoinSet<()>,
+    ldap: Option<ldap::ServerHandle>,
 }
 
 /// Validated new front-end settings, applied only when the whole reload is good.
-pub struct Prepared {}
+pub struct Prepared {
+    ldap: Option<ldap::LdapConfig>,
+}
 
-pub async fn start(_cfg: &Config, _dir: Published, _shutdown: CancellationToken) -> anyhow::Result<FrontEnds> {
-    Ok(FrontEnds { tasks: JoinSet::new() })
+/// Read a PEM certificate chain and key into a rustls server config; errors name the config keys.
+fn load_tls(cert: &Path, key: &Path, what: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    ldap::tls::load_server_config(&cert.to_string_lossy(), &key.to_string_lossy()).map_err(|e| anyhow!("{what}: {e}"))
+}
+
+/// The TLS settings for a front end: its own `tls_cert`/`tls_key`, else the shared `[tls]` section.
+fn tls_for(
+    cfg: &Config,
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+    section: &str,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(load_tls(c, k, &format!("{section}.tls_cert/tls_key"))?)),
+        (None, None) => match &cfg.tls {
+            Some(t) => Ok(Some(load_tls(&t.cert, &t.key, "tls.cert/tls.key")?)),
+            None => Ok(None),
+        },
+        _ => Err(anyhow!("{section}.tls_cert and {section}.tls_key go together")),
+    }
+}
+
+fn ldap_accounts(cfg: &Config) -> anyhow::Result<Vec<ldap::Account>> {
+    cfg.accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let networks = a
+                .networks
+                .iter()
+                .map(|n| {
+                    n.parse::<ldap::Cidr>()
+                        .map_err(|e| anyhow!("accounts[{i}].networks: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(ldap::Account {
+                name: a.name.clone(),
+                password_hash: a.password_hash.clone(),
+                networks,
+            })
+        })
+        .collect()
+}
+
+fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
+    let Some(s) = &cfg.ldap else { return Ok(None) };
+    let tls = tls_for(cfg, &s.tls_cert, &s.tls_key, "ldap")?;
+    if tls.is_none() && (s.starttls || s.ldaps_listen.is_some()) {
+        return Err(anyhow!(
+            "ldap.starttls / ldap.ldaps_listen need ldap.tls_cert and ldap.tls_key (or a [tls] section)"
+        ));
+    }
+    Ok(Some(ldap::LdapConfig {
+        listen: s.listen,
+        ldaps_listen: s.ldaps_listen,
+        starttls: s.starttls,
+        tls,
+        allow_anonymous: s.allow_anonymous,
+        max_connections: s.max_connections,
+        idle_timeout: s.idle_timeout,
+        max_page_size: s.max_page_size,
+        size_limit: s.size_limit,
+        accounts: ldap_accounts(cfg)?,
+        ..ldap::LdapConfig::default()
+    }))
+}
+
+/// Validate the front-end parts of a config (certificates, accounts, networks) without starting anything.
+pub fn check(cfg: &Config) -> anyhow::Result<()> {
+    ldap_config(cfg)?;
+    Ok(())
+}
+
+pub async fn start(cfg: &Config, dir: Published, shutdown: CancellationToken) -> anyhow::Result<FrontEnds> {
+    let mut tasks = JoinSet::new();
+    let mut ldap_handle = None;
+    if let Some(lc) = ldap_config(cfg)? {
+        let server = ldap::Server::bind(lc, dir.clone()).await.context("LDAP")?;
+        ldap_handle = Some(server.handle());
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = server.run(sd).await {
+                tracing::error!(error = %e, "LDAP server stopped");
+            }
+        });
+    }
+    Ok(FrontEnds {
+        tasks,
+        ldap: ldap_handle,
+    })
 }
 
 impl FrontEnds {
-    pub fn prepare_reload(&self, _cfg: &Config) -> anyhow::Result<Prepared> {
-        Ok(Prepared {})
+    /// Build and validate the front-end settings of a new config; nothing is applied yet.
+    pub fn prepare_reload(&self, cfg: &Config) -> anyhow::Result<Prepared> {
+        let ldap = ldap_config(cfg)?;
+        if self.ldap.is_some() != ldap.is_some() {
+            tracing::warn!("adding or removing the [ldap] section takes effect after a restart");
+        }
+        Ok(Prepared { ldap })
     }
 
-    pub fn apply_reload(&self, _p: Prepared) {}
+    pub fn apply_reload(&self, p: Prepared) {
+        if let (Some(h), Some(lc)) = (&self.ldap, p.ldap) {
+            if let Err(e) = h.reload(lc) {
+                tracing::error!(error = %e, "LDAP settings not reloaded");
+            }
+        }
+    }
 
     pub async fn join(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
-}
-
-/// Validate the front-end parts of a config (certificates, accounts) without starting anything.
-pub fn check(_cfg: &Config) -> anyhow::Result<()> {
-    Ok(())
 }

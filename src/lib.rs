@@ -4,6 +4,7 @@
 //! protocol front ends, which only read snapshots. [`sync`] drives rounds; [`server`] wires it all together.
 
 pub mod accounts;
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod directory;

@@ -92,7 +92,29 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     let (tx, rx) = mpsc::channel(16);
     let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
     let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
-    let _ = status;
+    if let Some(addr) = cfg.admin.listen {
+        let listener = crate::admin::bind(addr)
+            .await
+            .with_context(|| format!("admin.listen: cannot listen on {addr}"))?;
+        let token = match &cfg.admin.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("admin.token_file: cannot read {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let st = crate::admin::AdminState {
+            dir: published.clone(),
+            status: status.clone(),
+            commands: tx.clone(),
+            token,
+            stale_after: cfg.admin.stale_after,
+            started: std::time::SystemTime::now(),
+        };
+        tokio::spawn(crate::admin::serve(listener, st, shutdown.clone()));
+    }
 
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1())?;

@@ -376,6 +376,14 @@ mod tests {
     use super::*;
     use serde_json::Map;
 
+    /// The orchestrator runs rounds on spawned tasks, so the round future must be `Send` (checked at compile
+    /// time).
+    #[allow(dead_code)]
+    fn round_future_is_send(syncer: &mut Syncer, links: &DeltaLinks, plan: &PhotoPlan) {
+        fn assert_send<T: Send>(_: &T) {}
+        assert_send(&syncer.round(links, plan));
+    }
+
     fn upsert(id: &str) -> Change {
         Change::Upsert {
             kind: GraphKind::User,
@@ -452,12 +460,4 @@ mod tests {
         cfg.org_contacts = false;
         assert_eq!(cfg.kinds(), vec![GraphKind::User, GraphKind::Group]);
     }
-}
-
-/// The orchestrator runs rounds on spawned tasks, so the round future must be `Send` (checked at compile time).
-#[cfg(test)]
-#[allow(dead_code)]
-fn round_future_is_send(syncer: &mut Syncer, links: &DeltaLinks, plan: &PhotoPlan) {
-    fn assert_send<T: Send>(_: &T) {}
-    assert_send(&syncer.round(links, plan));
 }

@@ -268,7 +268,7 @@ mod tests {
             let mut full = BytesMut::new();
             full.put_u8(0x04);
             full.extend_from_slice(&b);
-            full.extend(std::iter::repeat(0u8).take(len));
+            full.extend(std::iter::repeat_n(0u8, len));
             assert_eq!(peek_header(&full).unwrap(), Some((0x04, header_len(len), len)));
         }
     }

@@ -127,7 +127,10 @@ pub fn expected(x: &TenantExport, settings: Settings, names: &BTreeMap<String, A
 /// Attributes that legitimately differ between an incrementally synced and a freshly projected directory.
 const VOLATILE: &[&str] = &["whenCreated", "whenChanged", "uSNCreated"];
 
-pub fn comparable(e: &Entry) -> (String, Vec<(String, Vec<Vec<u8>>)>) {
+/// An entry's DN and its sorted attributes, for comparisons.
+pub type Comparable = (String, Vec<(String, Vec<Vec<u8>>)>);
+
+pub fn comparable(e: &Entry) -> Comparable {
     let mut attrs: Vec<(String, Vec<Vec<u8>>)> = e
         .attrs
         .iter()

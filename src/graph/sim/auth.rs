@@ -243,7 +243,7 @@ fn check_assertion(
     let now = unix_now();
     let exp = claims["exp"].as_u64();
     let nbf = claims["nbf"].as_u64().unwrap_or(0);
-    if exp.map_or(true, |e| e + 300 < now) || nbf > now + 300 {
+    if exp.is_none_or(|e| e + 300 < now) || nbf > now + 300 {
         return Err(aadsts(
             401,
             "invalid_client",

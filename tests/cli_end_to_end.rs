@@ -1,0 +1,267 @@
+//! The shipped binary, end to end: `entradir graph-sim` as Microsoft's cloud, `entradir run` with a config file,
+//! queried with the real `ldapsearch`; reload with a bad and then a good config (SIGHUP), sync on SIGUSR1,
+//! graceful stop on SIGTERM with the state persisted; `entradir export` resuming from that state.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_entradir");
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default(),
+    ))
+}
+
+fn ldapsearch(port: u16, args: &[&str]) -> String {
+    let out = Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-LLL",
+            "-o",
+            "ldif-wrap=no",
+            "-H",
+            &format!("ldap://127.0.0.1:{port}"),
+            "-b",
+            "DC=contoso,DC=example",
+        ])
+        .args(args)
+        .output()
+        .expect("ldapsearch (ldap-utils) must be installed: scripts/test installs it");
+    assert!(
+        out.status.success(),
+        "ldapsearch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+fn config(dir: &Path, sim: u16, ldap: u16, admin: u16, extra: &str) -> String {
+    format!(
+        r#"[entra]
+tenant_id = "00000000-0000-4000-8000-000000000001"
+client_id = "entradir-demo"
+client_secret_file = "{secret}"
+authority = "http://127.0.0.1:{sim}"
+graph_url = "http://127.0.0.1:{sim}"
+sync_interval = "1h"
+
+[directory]
+base_dn = "DC=contoso,DC=example"
+state_dir = "{state}"
+default_country = "DE"
+{extra}
+[ldap]
+listen = "127.0.0.1:{ldap}"
+allow_anonymous = true
+
+[admin]
+listen = "127.0.0.1:{admin}"
+"#,
+        secret = dir.join("secret").display(),
+        state = dir.join("state").display(),
+    )
+}
+
+#[test]
+fn run_reload_sync_and_stop_like_an_admin_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
+    let (sim_port, ldap_port, admin_port) = (free_port(), free_port(), free_port());
+    let _sim = Proc(
+        Command::new(BIN)
+            .args([
+                "graph-sim",
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--users",
+                "80",
+                "--groups",
+                "6",
+            ])
+            .args(["--devices", "5", "--seed", "9"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("graph-sim", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", sim_port)).is_ok()
+    });
+    let cfg_path = dir.path().join("entradir.toml");
+    std::fs::write(&cfg_path, config(dir.path(), sim_port, ldap_port, admin_port, "")).unwrap();
+
+    let check = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "check-config: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let mut server = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("ENTRADIR_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log2.lock().unwrap().push_str(&line);
+            log2.lock().unwrap().push('\n');
+        }
+    });
+    let server = Proc(server);
+    wait_for("first sync", Duration::from_secs(60), || {
+        log.lock().unwrap().contains("sync round applied")
+    });
+
+    // A PBX-style lookup through the real client.
+    let users = ldapsearch(
+        ldap_port,
+        &["(&(objectClass=user)(!(objectClass=computer)))", "sAMAccountName"],
+    );
+    let n_users = users.lines().filter(|l| l.starts_with("dn:")).count(); // "dn::" when base64
+    assert!(n_users > 50, "users published: {n_users}");
+    let (status, metrics) = http_get(admin_port, "/metrics").expect("admin endpoint");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("entradir_sync_rounds_total 1"), "{metrics}");
+    assert_eq!(http_get(admin_port, "/readyz").unwrap().0, 200);
+
+    // A broken edit is rejected as a whole: still serving, failure counted, the log names file and line.
+    std::fs::write(
+        &cfg_path,
+        config(dir.path(), sim_port, ldap_port, admin_port, "bogus_key = 1\n"),
+    )
+    .unwrap();
+    signal(&server.0, "-HUP");
+    wait_for("reload failure", Duration::from_secs(20), || {
+        log.lock().unwrap().contains("reload failed")
+    });
+    assert!(log.lock().unwrap().contains("bogus_key"), "the error names the key");
+    assert!(http_get(admin_port, "/metrics")
+        .unwrap()
+        .1
+        .contains("entradir_reloads_total{result=\"failed\"} 1"));
+    let still = ldapsearch(ldap_port, &["(&(objectClass=user)(!(objectClass=computer)))", "1.1"]);
+    assert_eq!(
+        still.lines().filter(|l| l.starts_with("dn:")).count(),
+        n_users,
+        "still serving everything"
+    );
+
+    // A good edit (a UPN-matching CSV) applies and re-projects without a resync.
+    let some_upn = users
+        .lines()
+        .find_map(|l| l.strip_prefix("sAMAccountName: "))
+        .unwrap()
+        .to_string();
+    let upn_line = ldapsearch(
+        ldap_port,
+        &[&format!("(sAMAccountName={some_upn})"), "userPrincipalName"],
+    );
+    let upn = upn_line
+        .lines()
+        .find_map(|l| l.strip_prefix("userPrincipalName: "))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        dir.path().join("usermatching.csv"),
+        format!("EntraUPN,LocalUsername\n{upn},local.hero@corp.local\n"),
+    )
+    .unwrap();
+    let csv = format!(
+        "upn_matching_csv = \"{}\"\n",
+        dir.path().join("usermatching.csv").display()
+    );
+    std::fs::write(&cfg_path, config(dir.path(), sim_port, ldap_port, admin_port, &csv)).unwrap();
+    signal(&server.0, "-HUP");
+    wait_for("reload applied", Duration::from_secs(20), || {
+        log.lock().unwrap().contains("reload applied")
+    });
+    let hero = ldapsearch(ldap_port, &["(sAMAccountName=local.hero)", "userPrincipalName"]);
+    assert!(hero.contains("userPrincipalName: local.hero@corp.local"), "{hero}");
+
+    // SIGUSR1 syncs now; SIGTERM stops cleanly and leaves the state behind.
+    signal(&server.0, "-USR1");
+    wait_for("second round", Duration::from_secs(30), || {
+        http_get(admin_port, "/metrics").is_some_and(|m| m.1.contains("entradir_sync_rounds_total 2"))
+    });
+    let mut server = server;
+    signal(&server.0, "-TERM");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "did not stop within 20s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(dir.path().join("state").join("entradir-state.json").exists());
+
+    // export resumes from that state: only the delta is fetched, and LDIF comes out.
+    let out = Command::new(BIN)
+        .args(["export", "--format", "ldif", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "export: {}", String::from_utf8_lossy(&out.stderr));
+    let ldif = String::from_utf8_lossy(&out.stdout);
+    assert!(ldif.starts_with("version: 1"));
+    assert!(ldif.matches("\ndn:").count() >= n_users, "every user is exported");
+    assert!(ldif.contains("objectGUID:: "), "binary values are base64");
+}

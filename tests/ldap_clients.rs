@@ -791,7 +791,10 @@ mod raw {
             if dones >= want_done {
                 break;
             }
-            let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(buf)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(buf))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0, "server closed early");
         }
         got
@@ -810,7 +813,15 @@ mod raw {
         s.write_all(&req).await.unwrap();
         let mut buf = BytesMut::new();
         let got = read_until_done(&mut s, &mut buf, 41).await;
-        assert_eq!(got[0], Response { id: 1, tag: 0x61, code: Some(0) }, "bind answered first");
+        assert_eq!(
+            got[0],
+            Response {
+                id: 1,
+                tag: 0x61,
+                code: Some(0)
+            },
+            "bind answered first"
+        );
         let mut done_ids: Vec<i64> = got.iter().filter(|r| r.tag == 0x65).map(|r| r.id).collect();
         done_ids.sort();
         assert_eq!(done_ids, (2..42).collect::<Vec<_>>());
@@ -837,15 +848,70 @@ mod raw {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut second = TcpStream::connect(addr).await.unwrap();
         let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut buf)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         let mut b = BytesMut::from(&buf[..]);
         let notice = take_response(&mut b).unwrap().expect("a Notice of Disconnection");
         assert_eq!((notice.id, notice.tag, notice.code), (0, 0x78, Some(51)), "busy");
 
         let mut buf = Vec::new();
         let started = std::time::Instant::now();
-        tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut buf)).await.unwrap().unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(200), "closed by the idle timeout, not at once");
+        tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "closed by the idle timeout, not at once"
+        );
         stop.cancel();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_accounts_without_restart() {
+    let cfg = LdapConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        accounts: vec![Account {
+            name: "pbx".into(),
+            password_hash: hash_password(PASSWORD).unwrap(),
+            networks: vec![],
+        }],
+        ..LdapConfig::default()
+    };
+    let server = Server::bind(cfg.clone(), directory()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle();
+    let stop = CancellationToken::new();
+    tokio::spawn(server.run(stop.clone()));
+    let url = format!("ldap://127.0.0.1:{}", addr.port());
+    let bind = |pw: &str| args(&["-D", "pbx@contoso.example", "-w", pw, "-b", BASE, "(sn=Doe)", "cn"]);
+    assert_eq!(ldapsearch(url.clone(), None, bind(PASSWORD)).await.code, 0);
+
+    let mut next = cfg.clone();
+    next.accounts[0].password_hash = hash_password("rotated").unwrap();
+    next.accounts[0].networks = vec!["10.0.0.0/8".parse().unwrap()];
+    handle.reload(next.clone()).unwrap();
+    let o = ldapsearch(url.clone(), None, bind("rotated")).await;
+    assert_eq!(o.code, 49, "network restriction applies after reload");
+    assert!(o.stderr.contains("data 531"), "{}", o.stderr);
+    next.accounts[0].networks.clear();
+    handle.reload(next.clone()).unwrap();
+    assert_eq!(ldapsearch(url.clone(), None, bind("rotated")).await.code, 0);
+    assert_eq!(
+        ldapsearch(url.clone(), None, bind(PASSWORD)).await.code,
+        49,
+        "old password no longer works"
+    );
+
+    let mut bad = next.clone();
+    bad.starttls = true;
+    assert!(
+        handle.reload(bad).is_err(),
+        "StartTLS without a certificate is refused, old config kept"
+    );
+    assert_eq!(ldapsearch(url, None, bind("rotated")).await.code, 0);
+    stop.cancel();
 }

@@ -26,9 +26,36 @@ const GIVEN: &[&str] = &[
     "Olga", "Paul", "Rosa", "Simon", "Tina", "Uwe", "Vera", "Wolf", "Yara", "Zoe",
 ];
 const SURNAMES: &[&str] = &[
-    "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz", "Hoffmann", "Koch",
-    "Richter", "Klein", "Wolf", "Schröder", "Neumann", "Schwarz", "Braun", "Zimmermann", "Krüger", "Hartmann",
-    "Lange", "Werner", "Krause", "Lehmann", "Köhler", "Maier", "Herrmann", "König", "Walter",
+    "Müller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Schulz",
+    "Hoffmann",
+    "Koch",
+    "Richter",
+    "Klein",
+    "Wolf",
+    "Schröder",
+    "Neumann",
+    "Schwarz",
+    "Braun",
+    "Zimmermann",
+    "Krüger",
+    "Hartmann",
+    "Lange",
+    "Werner",
+    "Krause",
+    "Lehmann",
+    "Köhler",
+    "Maier",
+    "Herrmann",
+    "König",
+    "Walter",
 ];
 const KINDS: &[&str] = &["exact", "suffix", "prefix", "substring", "memberof"];
 
@@ -41,6 +68,10 @@ struct Opts {
     bind: Option<(String, String)>,
     only: Option<String>,
     size_limit: i64,
+    /// Write the generated users as LDIF (for loading slapd) and exit.
+    write_ldif: Option<String>,
+    /// Send numbers as stored (`+49 221 …`) so servers without phone normalisation find them too.
+    portable: bool,
 }
 
 fn opts() -> Opts {
@@ -53,6 +84,8 @@ fn opts() -> Opts {
         bind: None,
         only: None,
         size_limit: 50,
+        write_ldif: None,
+        portable: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -70,6 +103,12 @@ fn opts() -> Opts {
             "--password" => password = v,
             "--only" => o.only = Some(v),
             "--size-limit" => o.size_limit = v.parse().unwrap_or(50),
+            "--write-ldif" => o.write_ldif = Some(v),
+            "--portable" => {
+                o.portable = true;
+                i += 1;
+                continue;
+            }
             // `cargo bench` passes --bench; ignore anything else.
             _ => {
                 i += 1;
@@ -93,8 +132,19 @@ fn user(i: usize, base: &str) -> Entry {
     let dn = format!("CN={cn},CN=Users,{base}");
     let s = |v: &str| vec![Bytes::from(v.to_string())];
     let attrs = vec![
-        ("objectClass", vec![Bytes::from("top"), "person".into(), "organizationalPerson".into(), "user".into()]),
-        ("objectCategory", s(&format!("CN=Person,CN=Schema,CN=Configuration,{base}"))),
+        (
+            "objectClass",
+            vec![
+                Bytes::from("top"),
+                "person".into(),
+                "organizationalPerson".into(),
+                "user".into(),
+            ],
+        ),
+        (
+            "objectCategory",
+            s(&format!("CN=Person,CN=Schema,CN=Configuration,{base}")),
+        ),
         ("cn", s(&cn)),
         ("sn", s(sn)),
         ("givenName", s(given)),
@@ -115,13 +165,19 @@ fn user(i: usize, base: &str) -> Entry {
         guid: [0; 16],
         usn_changed: 1,
         usn_created: 1,
-        attrs: attrs.into_iter().map(|(n, v)| Attribute { name: n.into(), values: v }).collect(),
+        attrs: attrs
+            .into_iter()
+            .map(|(n, v)| Attribute {
+                name: n.into(),
+                values: v,
+            })
+            .collect(),
     }
 }
 
 fn directory(users: usize, base: &str) -> Published {
     let mut v: Vec<Entry> = (0..users).map(|i| user(i, base)).collect();
-    let mk = |dn: String, cls: &str, id: String| Entry {
+    let mk = |dn: String, cls: &str, id: String, rdn: (&str, &str)| Entry {
         id: id.into(),
         kind: EntryKind::Container,
         dn_norm: normalize_dn(&dn).unwrap_or_default().into(),
@@ -129,19 +185,40 @@ fn directory(users: usize, base: &str) -> Published {
         guid: [0; 16],
         usn_changed: 1,
         usn_created: 1,
-        attrs: vec![Attribute { name: "objectClass".into(), values: vec!["top".into(), Bytes::from(cls.to_string())] }],
+        attrs: vec![
+            Attribute {
+                name: "objectClass".into(),
+                values: vec!["top".into(), Bytes::from(cls.to_string())],
+            },
+            Attribute {
+                name: rdn.0.into(),
+                values: vec![Bytes::from(rdn.1.to_string())],
+            },
+        ],
     };
-    v.push(mk(base.to_string(), "domainDNS", "~base".into()));
-    v.push(mk(format!("CN=Users,{base}"), "container", "~users".into()));
+    let first_dc = base
+        .split(',')
+        .next()
+        .and_then(|r| r.split_once('='))
+        .map(|(_, v)| v)
+        .unwrap_or("contoso");
+    v.push(mk(base.to_string(), "domain", "~base".into(), ("dc", first_dc)));
+    v.push(mk(
+        format!("CN=Users,{base}"),
+        "container",
+        "~users".into(),
+        ("cn", "Users"),
+    ));
     let naming = Naming::new(base).expect("valid base DN");
     let phones = PhoneNormalizer::new("DE").expect("DE is known");
     Published::new(Snapshot::from_entries(naming, phones, 1, v))
 }
 
 /// The request for query `kind` number `n`.
-fn query(kind: &str, n: usize, users: usize, base: &str) -> Filter {
+fn query(kind: &str, n: usize, users: usize, base: &str, portable: bool) -> Filter {
     let i = (n.wrapping_mul(2_654_435_761)) % users.max(1);
     let f = match kind {
+        "exact" if portable => format!("(|(telephoneNumber={0})(mobile={0}))", number(i)),
         "exact" => format!("(|(telephoneNumber=0221 {0:07})(mobile=0221 {0:07}))", 3_000_000 + i),
         "suffix" => format!("(telephoneNumber=*{:07})", 3_000_000 + i),
         "prefix" => {
@@ -164,7 +241,10 @@ struct Stats {
 }
 
 async fn client(addr: SocketAddr, o: Arc<Opts>, kinds: Arc<Vec<&'static str>>, seed: usize, until: Instant) -> Stats {
-    let mut st = Stats { lat: vec![Vec::new(); KINDS.len()], errors: 0 };
+    let mut st = Stats {
+        lat: vec![Vec::new(); KINDS.len()],
+        errors: 0,
+    };
     let Ok(mut s) = TcpStream::connect(addr).await else {
         st.errors += 1;
         return st;
@@ -185,7 +265,7 @@ async fn client(addr: SocketAddr, o: Arc<Opts>, kinds: Arc<Vec<&'static str>>, s
         n += 1;
         let kind = kinds[n % kinds.len()];
         let k = KINDS.iter().position(|x| *x == kind).unwrap_or(0);
-        let f = query(kind, n, o.users, &o.base);
+        let f = query(kind, n, o.users, &o.base, o.portable);
         let req = encode_search(id, &o.base, Scope::Sub, o.size_limit, &f, &attrs, &[]);
         let t = Instant::now();
         if s.write_all(&req).await.is_err() || !wait_done(&mut s, &mut buf, id).await {
@@ -201,7 +281,9 @@ async fn wait_done(s: &mut TcpStream, buf: &mut BytesMut, id: i64) -> bool {
     loop {
         loop {
             match take_response(buf) {
-                Ok(Some(r)) if r.id == id && matches!(r.tag, 0x61 | 0x65) => return matches!(r.code, Some(0) | Some(4)),
+                Ok(Some(r)) if r.id == id && matches!(r.tag, 0x61 | 0x65) => {
+                    return matches!(r.code, Some(0) | Some(4))
+                }
                 Ok(Some(_)) => continue,
                 Ok(None) => break,
                 Err(_) => return false,
@@ -226,6 +308,18 @@ fn pct(v: &[u32], p: f64) -> f64 {
 async fn main() {
     let o = Arc::new(opts());
     let stop = CancellationToken::new();
+    if let Some(path) = &o.write_ldif {
+        let snap = directory(o.users, &o.base).load();
+        let written = std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .and_then(|mut f| entradir::export::write_ldif(&mut f, &snap).and_then(|_| std::io::Write::flush(&mut f)));
+        if let Err(e) = written {
+            eprintln!("cannot write {path}: {e}");
+            std::process::exit(1);
+        }
+        eprintln!("wrote {} entries to {path}", snap.len());
+        return;
+    }
     let addr = match o.addr {
         Some(a) => a,
         None => {
@@ -264,8 +358,9 @@ async fn main() {
 
     let until = Instant::now() + o.duration;
     let started = Instant::now();
-    let tasks: Vec<_> =
-        (0..o.connections).map(|c| tokio::spawn(client(addr, o.clone(), kinds.clone(), c * 7919, until))).collect();
+    let tasks: Vec<_> = (0..o.connections)
+        .map(|c| tokio::spawn(client(addr, o.clone(), kinds.clone(), c * 7919, until)))
+        .collect();
     let mut all = vec![Vec::new(); KINDS.len()];
     let mut errors = 0;
     for t in tasks {
@@ -277,8 +372,14 @@ async fn main() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("ldap_load: {} users, {} connections, {:.1}s, size limit {}", o.users, o.connections, secs, o.size_limit);
-    println!("{:<10} {:>10} {:>12} {:>9} {:>9}", "query", "searches", "searches/s", "p50 ms", "p99 ms");
+    println!(
+        "ldap_load: {} users, {} connections, {:.1}s, size limit {}",
+        o.users, o.connections, secs, o.size_limit
+    );
+    println!(
+        "{:<10} {:>10} {:>12} {:>9} {:>9}",
+        "query", "searches", "searches/s", "p50 ms", "p99 ms"
+    );
     let mut total = 0;
     let mut merged = Vec::new();
     for (k, v) in all.iter_mut().enumerate() {
@@ -288,10 +389,24 @@ async fn main() {
         v.sort_unstable();
         total += v.len();
         merged.extend_from_slice(v);
-        println!("{:<10} {:>10} {:>12.0} {:>9.3} {:>9.3}", KINDS[k], v.len(), v.len() as f64 / secs, pct(v, 0.5), pct(v, 0.99));
+        println!(
+            "{:<10} {:>10} {:>12.0} {:>9.3} {:>9.3}",
+            KINDS[k],
+            v.len(),
+            v.len() as f64 / secs,
+            pct(v, 0.5),
+            pct(v, 0.99)
+        );
     }
     merged.sort_unstable();
-    println!("{:<10} {:>10} {:>12.0} {:>9.3} {:>9.3}", "all", total, total as f64 / secs, pct(&merged, 0.5), pct(&merged, 0.99));
+    println!(
+        "{:<10} {:>10} {:>12.0} {:>9.3} {:>9.3}",
+        "all",
+        total,
+        total as f64 / secs,
+        pct(&merged, 0.5),
+        pct(&merged, 0.99)
+    );
     if errors > 0 {
         println!("errors: {errors}");
     }

@@ -432,7 +432,11 @@ fn text(v: &Bytes) -> String {
 
 impl Compiled {
     pub fn new(f: &Filter, snap: &Snapshot) -> Compiled {
-        Compiled { root: compile(f, snap) }
+        let cx = Cx {
+            snap,
+            phone_keys: Default::default(),
+        };
+        Compiled { root: compile(f, &cx) }
     }
 
     /// Whether the entry matches.
@@ -447,22 +451,40 @@ impl Compiled {
     }
 }
 
-fn compile(f: &Filter, snap: &Snapshot) -> Node {
+/// Compilation context: the snapshot, and phone keys already computed for this filter (a PBX lookup names the
+/// same number for several phone attributes; parsing it once matters at tens of thousands of lookups a second).
+struct Cx<'a> {
+    snap: &'a Snapshot,
+    phone_keys: std::cell::RefCell<Vec<(String, String)>>,
+}
+
+impl Cx<'_> {
+    fn phone_key(&self, raw: &str) -> String {
+        if let Some((_, k)) = self.phone_keys.borrow().iter().find(|(r, _)| r == raw) {
+            return k.clone();
+        }
+        let k = self.snap.phones.key(raw);
+        self.phone_keys.borrow_mut().push((raw.to_string(), k.clone()));
+        k
+    }
+}
+
+fn compile(f: &Filter, cx: &Cx<'_>) -> Node {
     match f {
-        Filter::And(v) => Node::And(v.iter().map(|f| compile(f, snap)).collect()),
-        Filter::Or(v) => Node::Or(v.iter().map(|f| compile(f, snap)).collect()),
-        Filter::Not(f) => Node::Not(Box::new(compile(f, snap))),
+        Filter::And(v) => Node::And(v.iter().map(|f| compile(f, cx)).collect()),
+        Filter::Or(v) => Node::Or(v.iter().map(|f| compile(f, cx)).collect()),
+        Filter::Not(f) => Node::Not(Box::new(compile(f, cx))),
         Filter::Present(a) => Node::Present(a.clone()),
-        Filter::Eq(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, snap),
+        Filter::Eq(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, cx),
         Filter::Eq(a, v) => Node::Test {
             attr: a.clone(),
-            m: eq_match(a, v, snap),
+            m: eq_match(a, v, cx),
             raw: v.clone(),
         },
-        Filter::Approx(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, snap),
+        Filter::Approx(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, cx),
         Filter::Approx(a, v) => {
             let m = if is_phone_attr(a) || is_binary_attr(a) || is_dn_attr(a) {
-                eq_match(a, v, snap)
+                eq_match(a, v, cx)
             } else {
                 Match::Approx(squash(&text(v)))
             };
@@ -478,7 +500,7 @@ fn compile(f: &Filter, snap: &Snapshot) -> Node {
                     initial: s
                         .initial
                         .as_ref()
-                        .map(|i| snap.phones.prefix_key(&String::from_utf8_lossy(i))),
+                        .map(|i| cx.snap.phones.prefix_key(&String::from_utf8_lossy(i))),
                     any: s
                         .any
                         .iter()
@@ -536,11 +558,11 @@ fn compile(f: &Filter, snap: &Snapshot) -> Node {
                         raw: value.clone(),
                     }
                 }
-                Some(RULE_IN_CHAIN) => in_chain(attr, value, snap),
+                Some(RULE_IN_CHAIN) => in_chain(attr, value, cx),
                 // Any other rule (caseIgnoreMatch and friends) is equality for the attributes we serve.
                 _ => Node::Test {
                     attr: attr.clone(),
-                    m: eq_match(attr, value, snap),
+                    m: eq_match(attr, value, cx),
                     raw: value.clone(),
                 },
             }
@@ -565,14 +587,14 @@ fn squash(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
-fn eq_match(attr: &str, v: &Bytes, snap: &Snapshot) -> Match {
+fn eq_match(attr: &str, v: &Bytes, cx: &Cx<'_>) -> Match {
     if is_binary_attr(attr) {
         return Match::Bin(v.clone());
     }
     if is_phone_attr(attr) {
         let s = String::from_utf8_lossy(v);
         if s.bytes().any(|b| b.is_ascii_digit()) {
-            return Match::Phone(snap.phones.key(&s));
+            return Match::Phone(cx.phone_key(&s));
         }
         return Match::Str(text(v));
     }
@@ -592,7 +614,7 @@ fn eq_match(attr: &str, v: &Bytes, snap: &Snapshot) -> Match {
 
 /// `anr` (ambiguous name resolution) the way AD applies it to the attributes PBXs and Outlook care about:
 /// a prefix match on each name attribute, `=x` for exact matches, and "first last" / "last first" splits.
-fn anr(v: &Bytes, snap: &Snapshot) -> Node {
+fn anr(v: &Bytes, cx: &Cx<'_>) -> Node {
     let s = String::from_utf8_lossy(v).trim().to_string();
     if s.is_empty() {
         return Node::Const(false);
@@ -616,7 +638,7 @@ fn anr(v: &Bytes, snap: &Snapshot) -> Node {
             for a in ANR_ATTRS {
                 alts.push(Node::Test {
                     attr: (*a).into(),
-                    m: eq_match(a, &x, snap),
+                    m: eq_match(a, &x, cx),
                     raw: x.clone(),
                 });
             }
@@ -639,11 +661,11 @@ fn anr(v: &Bytes, snap: &Snapshot) -> Node {
 
 /// `(memberOf:1.2.840.113556.1.4.1941:=G)`: everything nested anywhere below group G.
 /// `(member:1.2.840.113556.1.4.1941:=X)`: every group X belongs to, directly or through other groups.
-fn in_chain(attr: &str, value: &Bytes, snap: &Snapshot) -> Node {
+fn in_chain(attr: &str, value: &Bytes, cx: &Cx<'_>) -> Node {
     let Some(start) = std::str::from_utf8(value)
         .ok()
         .and_then(normalize_dn)
-        .and_then(|n| snap.by_dn(&n).cloned())
+        .and_then(|n| cx.snap.by_dn(&n).cloned())
     else {
         return Node::Const(false);
     };
@@ -664,7 +686,7 @@ fn in_chain(attr: &str, value: &Bytes, snap: &Snapshot) -> Node {
             if !seen_dn.insert(n.clone()) {
                 continue;
             }
-            if let Some(next) = snap.by_dn(&n) {
+            if let Some(next) = cx.snap.by_dn(&n) {
                 out.insert(next.id.clone());
                 queue.push_back(next.clone());
             }
@@ -707,7 +729,7 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
             .and_then(parse_dn)
             .and_then(|rdns| rdns.first().and_then(|r| r.first()).map(|(_, val)| val.to_lowercase()))
             .is_some_and(|first| first == *q),
-        Match::Phone(q) => std::str::from_utf8(v).is_ok_and(|s| phone_may_match(s, q) && snap.phones.key(s) == *q),
+        Match::Phone(q) => std::str::from_utf8(v).is_ok_and(|s| phone_eq(s, q, snap)),
         Match::Sub { initial, any, final_ } => substr(&lower(v), initial.as_deref(), any, final_.as_deref()),
         Match::PhoneSub { initial, any, final_ } => std::str::from_utf8(v)
             .is_ok_and(|s| substr(&snap.phones.key(s), initial.as_deref(), any, final_.as_deref())),
@@ -719,10 +741,18 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
     }
 }
 
-/// Cheap test before parsing a stored number: the last digits of the wanted key must occur in its digits.
-fn phone_may_match(stored: &str, key: &str) -> bool {
+/// Whether a stored number has the phone key `key`, parsing it only when cheap checks cannot decide: numbers
+/// stored in international form (as the projection writes them) compare by digits.
+fn phone_eq(stored: &str, key: &str, snap: &Snapshot) -> bool {
+    let d = digits(stored);
+    if stored.trim_start().starts_with('+') && !stored.contains('(') && d == key {
+        return true;
+    }
     let tail = &key[key.len().saturating_sub(4)..];
-    tail.is_empty() || digits(stored).contains(tail)
+    if !tail.is_empty() && !d.contains(tail) {
+        return false;
+    }
+    snap.phones.key(stored) == key
 }
 
 fn order(v: &[u8], q: &str, qn: Option<i64>) -> Option<std::cmp::Ordering> {
@@ -766,7 +796,6 @@ fn sorted(mut v: Vec<Arc<str>>) -> Vec<Arc<str>> {
 /// ignore which attribute asked), so an OR of them runs it once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum IndexQuery {
-    PhoneExact(String),
     PhonePrefix(String),
     PhoneSuffix(String),
     PhoneContains(String),
@@ -806,7 +835,9 @@ fn plan(n: &Node, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
 
 fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<IndexQuery> {
     match m {
-        Match::Phone(_) => Some(IndexQuery::PhoneExact(String::from_utf8_lossy(raw).into_owned())),
+        // The key is already E.164 digits; a prefix range from it (a superset of the exact match, checked
+        // per candidate) avoids parsing the number a second time.
+        Match::Phone(key) if !key.is_empty() => Some(IndexQuery::PhonePrefix(format!("+{key}"))),
         Match::PhoneSub { initial, any, final_ } => match (initial, any.as_slice(), final_) {
             // Substring parts are already digit keys ("+" keeps the snapshot from re-adding a country code).
             (Some(i), _, _) if !i.is_empty() => Some(IndexQuery::PhonePrefix(format!("+{i}"))),
@@ -842,7 +873,6 @@ fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<In
 
 fn run_query(q: &IndexQuery, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
     Some(sorted(match q {
-        IndexQuery::PhoneExact(s) => snap.find_phone(PhoneQuery::Exact(s)),
         IndexQuery::PhonePrefix(s) => snap.find_phone(PhoneQuery::Prefix(s)),
         IndexQuery::PhoneSuffix(s) => snap.find_phone(PhoneQuery::Suffix(s)),
         IndexQuery::PhoneContains(s) => snap.find_phone(PhoneQuery::Contains(s)),

@@ -424,7 +424,9 @@ pub struct Response {
 
 /// Split one complete response message off the front of `buf`; `Ok(None)` when more bytes are needed.
 pub fn take_response(buf: &mut BytesMut) -> Result<Option<Response>, BerError> {
-    let Some((_, hl, len)) = ber::peek_header(buf)? else { return Ok(None) };
+    let Some((_, hl, len)) = ber::peek_header(buf)? else {
+        return Ok(None);
+    };
     if buf.len() < hl + len {
         return Ok(None);
     }
@@ -571,10 +573,18 @@ mod fuzz {
         let corpus = vec![
             encode_bind(1, "CN=pbx,DC=x", b"secret"),
             encode_search(2, "DC=x", Scope::Sub, 50, &f, &["cn", "thumbnailPhoto"], &[]),
-            encode_search(3, "", Scope::Base, 0, &Filter::Present("objectClass".into()), &[], &[
-                (OID_PAGED, true, Some(&paged_value(100, b"cookie"))),
-                (OID_SORT_REQUEST, false, Some(&sort)),
-            ]),
+            encode_search(
+                3,
+                "",
+                Scope::Base,
+                0,
+                &Filter::Present("objectClass".into()),
+                &[],
+                &[
+                    (OID_PAGED, true, Some(&paged_value(100, b"cookie"))),
+                    (OID_SORT_REQUEST, false, Some(&sort)),
+                ],
+            ),
             encode_abandon(4, 2),
         ];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -587,7 +597,10 @@ mod fuzz {
         for msg in &corpus {
             assert!(decode_request(msg.clone()).is_ok());
             for cut in 0..msg.len() {
-                assert!(decode_request(msg.slice(..cut)).is_err(), "truncated at {cut} must not decode");
+                assert!(
+                    decode_request(msg.slice(..cut)).is_err(),
+                    "truncated at {cut} must not decode"
+                );
             }
             for _ in 0..3000 {
                 let mut m = msg.to_vec();

@@ -326,7 +326,6 @@ impl Session {
                     let cheap = sr.scope != Scope::Sub || continues_paging(&controls) || sr.filter.indexable();
                     let run = move || {
                         let snap = shared.dir.load();
-                        let host = shared.host(&cfg);
                         let env = SearchEnv {
                             snap: &snap,
                             cache: &shared.cache,
@@ -335,7 +334,7 @@ impl Session {
                                 size_limit: cfg.size_limit,
                                 max_page_size: cfg.max_page_size,
                             },
-                            host: &host,
+                            host: &|| shared.host(&cfg),
                             abandoned: &flag,
                         };
                         let mut out = BytesMut::new();

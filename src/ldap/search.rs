@@ -563,6 +563,43 @@ mod tests {
     }
 
     #[test]
+    fn abandoned_searches_send_nothing() {
+        let snap = Arc::new(sample());
+        let cache = EntryCache::new();
+        let pages = Mutex::new(Pages::default());
+        let abandoned = AtomicBool::new(true);
+        let env = SearchEnv {
+            snap: &snap,
+            cache: &cache,
+            pages: &pages,
+            limits: Limits {
+                size_limit: 0,
+                max_page_size: 1000,
+            },
+            host: &String::new,
+            abandoned: &abandoned,
+        };
+        let req = SearchRequest {
+            base: BASE.into(),
+            scope: Scope::Sub,
+            size_limit: 0,
+            time_limit: 0,
+            types_only: false,
+            filter: Filter::parse("(objectClass=*)").unwrap(),
+            attrs: vec![],
+        };
+        let mut out = BytesMut::new();
+        search(&env, 9, &req, &[], &mut out);
+        assert!(
+            out.is_empty(),
+            "an abandoned operation gets no response (RFC 4511 §4.11)"
+        );
+        abandoned.store(false, Ordering::Relaxed);
+        search(&env, 9, &req, &[], &mut out);
+        assert!(!out.is_empty());
+    }
+
+    #[test]
     fn unknown_critical_control_is_refused() {
         let snap = Arc::new(sample());
         let p = Mutex::new(Pages::default());

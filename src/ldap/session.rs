@@ -321,9 +321,18 @@ impl Session {
                     let pages = self.pages.clone();
                     let cfg = cfg.clone();
                     let controls = req.controls;
-                    // Indexed lookups take microseconds and run on the async workers; anything that may scan the directory
-                    // goes to the blocking pool so it cannot hold up other connections.
-                    let cheap = sr.scope != Scope::Sub || continues_paging(&controls) || sr.filter.indexable();
+                    // Indexed lookups take microseconds: they run right here, in order, with no task hand-off.
+                    // Anything that may scan the directory goes to the blocking pool, so it neither holds up
+                    // other connections nor this one's later requests (pipelining).
+                    let limit = [usize::try_from(sr.size_limit).unwrap_or(0), cfg.size_limit]
+                        .into_iter()
+                        .filter(|l| *l > 0)
+                        .min()
+                        .unwrap_or(usize::MAX);
+                    let first_page = controls.iter().any(|c| c.oid == proto::OID_PAGED) && !continues_paging(&controls);
+                    let cheap = sr.scope == Scope::Base
+                        || continues_paging(&controls)
+                        || (sr.scope == Scope::Sub && !first_page && limit <= 1000 && sr.filter.indexable());
                     let run = move || {
                         let snap = shared.dir.load();
                         let env = SearchEnv {
@@ -341,11 +350,15 @@ impl Session {
                         search(&env, id, &sr, &controls, &mut out);
                         out
                     };
-                    let task = if cheap {
-                        tokio::spawn(async move { run() })
-                    } else {
-                        tokio::task::spawn_blocking(run)
-                    };
+                    if cheap {
+                        out = run();
+                        self.abandon.remove(&id);
+                        if send(framed, &out).await.is_err() {
+                            return Next::Close;
+                        }
+                        return Next::Continue;
+                    }
+                    let task = tokio::task::spawn_blocking(run);
                     self.inflight.push(Box::pin(async move {
                         match task.await {
                             Ok(out) => (id, out),

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod carddav;
 pub mod config;
 pub mod demo;
 pub mod directory;

@@ -94,7 +94,12 @@ impl SyncEngine {
     }
 
     fn apply(&mut self, round: &Round) -> ApplyReport {
-        let report = self.dir.apply(round);
+        // A full sync of a large tenant projects for seconds: keep that off the async workers that serve LDAP
+        // and CardDAV (readers keep using the previous snapshot meanwhile).
+        let report = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.dir.apply(round)),
+            _ => self.dir.apply(round),
+        };
         tracing::info!(
             version = report.version,
             changed = report.entries_changed,

@@ -379,6 +379,22 @@ async fn photos_have_etags_and_404s() {
     );
     assert_eq!(r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(), jpeg);
 
+    // By UPN, percent-encoded, as some clients send it.
+    let upn = export
+        .users
+        .iter()
+        .find(|u| u["id"] == with.as_str())
+        .and_then(|u| u["userPrincipalName"].as_str())
+        .unwrap_or_default()
+        .replace('@', "%40");
+    let r = get(
+        &http,
+        &format!("{}/v1.0/users/{upn}/photos/48x48/%24value", sim.base_url()),
+        &t,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
     let r = get(&http, &format!("{}/v1.0/users/{with}/photo", sim.base_url()), &t).await;
     let v: Value = r.json().await.unwrap_or_default();
     assert_eq!(v["@odata.mediaEtag"], etag.as_str());
@@ -407,7 +423,23 @@ async fn photos_have_etags_and_404s() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(sim.control().request_count(Endpoint::Photo), 4);
+    assert_eq!(sim.control().request_count(Endpoint::Photo), 5);
+
+    // Concurrency is observable, so a client's cap on parallel photo requests can be checked.
+    sim.control().fault(Fault::Delay {
+        millis: 200,
+        scope: FaultScope::Photos,
+    });
+    sim.control().clear_request_log();
+    let url = format!("{}/v1.0/users/{with}/photo/$value", sim.base_url());
+    let requests = (0..6).map(|_| get(&http, &url, &t));
+    let statuses: Vec<u16> = futures_util::future::join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(statuses, vec![200; 6]);
+    assert_eq!(sim.control().peak_concurrency(Endpoint::Photo), 6);
     sim.shutdown().await;
 }
 
@@ -440,6 +472,67 @@ async fn http_control_api_mutates_and_injects_faults() {
         .await
         .map(|r| r.status().as_u16());
     assert_eq!(r.ok(), Some(404));
+
+    // Groups, members of every kind, managers, soft and permanent deletes, restores.
+    let send = |req: reqwest::RequestBuilder| async move {
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (status, v) = send(
+        http.post(format!("{base}/_sim/groups"))
+            .json(&json!({"displayName": "Team + Co"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let gid = v["id"].as_str().unwrap_or_default().to_string();
+    let members = format!("{base}/_sim/groups/{gid}/members");
+    let (_, v) = send(http.post(&members).json(&json!({"id": id}))).await;
+    assert_eq!(v["added"], true);
+    let sp = json!({"id": "5p-1", "@odata.type": "#microsoft.graph.servicePrincipal"});
+    assert_eq!(send(http.post(&members).json(&sp)).await.1["added"], true);
+    assert_eq!(send(http.post(&members).json(&json!({"id": "unknown"}))).await.0, 400);
+    assert_eq!(send(http.delete(format!("{members}/5p-1"))).await.1["removed"], true);
+    let boss = sim
+        .control()
+        .ids(GraphKind::User)
+        .into_iter()
+        .find(|u| *u != id)
+        .unwrap_or_default();
+    let (_, v) = send(
+        http.put(format!("{base}/_sim/users/{id}/manager"))
+            .json(&json!({"id": boss})),
+    )
+    .await;
+    assert_eq!(v["changed"], true);
+    assert_eq!(sim.control().export().managers.get(&id), Some(&boss));
+    let group = |export: &sim::TenantExport| export.groups.iter().find(|g| g.props["id"] == gid.as_str()).cloned();
+    assert_eq!(group(&sim.control().export()).map(|g| g.members.len()), Some(1));
+    assert_eq!(send(http.delete(format!("{base}/_sim/users/{id}"))).await.0, 204);
+    assert_eq!(
+        group(&sim.control().export()).map(|g| g.members.len()),
+        Some(0),
+        "deleted users leave groups"
+    );
+    assert_eq!(send(http.post(format!("{base}/_sim/users/{id}/restore"))).await.0, 204);
+    assert!(sim.control().get(GraphKind::User, &id).is_some());
+    assert_eq!(
+        send(http.delete(format!("{base}/_sim/users/{id}?permanent=true")))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(send(http.post(format!("{base}/_sim/users/{id}/restore"))).await.0, 404);
+    assert_eq!(
+        send(http.patch(format!("{base}/_sim/groups/{gid}")).body("{not json"))
+            .await
+            .0,
+        400
+    );
     let r = http
         .post(format!("{base}/_sim/faults"))
         .json(&json!({"type": "delay", "millis": 300}))
@@ -459,5 +552,99 @@ async fn http_control_api_mutates_and_injects_faults() {
     assert!(log
         .as_array()
         .is_some_and(|l| l.iter().any(|r| r["endpoint"]["delta"] == "device")));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_assertions_are_verified_against_the_configured_certificate() {
+    let key_pem = include_str!("../src/graph/testdata/test-rsa-pkcs8.pem");
+    let key = match rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(key_pem, &rcgen::PKCS_RSA_SHA256) {
+        Ok(k) => k,
+        Err(e) => panic!("test key: {e}"),
+    };
+    let cert = rcgen::CertificateParams::new(vec!["entradir-sim-test".to_string()]).and_then(|p| p.self_signed(&key));
+    let cert = match cert {
+        Ok(c) => c,
+        Err(e) => panic!("test certificate: {e}"),
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("{e}"),
+    };
+    let cert_path = dir.path().join("client.pem");
+    assert!(std::fs::write(&cert_path, cert.pem()).is_ok());
+    let sim = match sim::start(SimOptions {
+        users: 3,
+        groups: 1,
+        devices: 1,
+        contacts: 1,
+        client_certificate: Some(cert_path),
+        ..SimOptions::default()
+    })
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let pkcs8 = rustls_pemfile::private_key(&mut key_pem.as_bytes()).ok().flatten();
+    let signer = match pkcs8.map(|k| ring::signature::RsaKeyPair::from_pkcs8(k.secret_der())) {
+        Some(Ok(k)) => k,
+        _ => panic!("test key does not load"),
+    };
+    let thumb = {
+        use sha2::Digest;
+        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(cert.der()))
+    };
+    let token_url = format!("{}/{}/oauth2/v2.0/token", sim.base_url(), sim.tenant_id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let sign = |alg: &str, thumb: &str| -> String {
+        let header = json!({"alg": alg, "typ": "JWT", "x5t#S256": thumb});
+        let claims = json!({"aud": token_url, "iss": sim.client_id(), "sub": sim.client_id(), "jti": "x",
+            "nbf": now, "exp": now + 600});
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let padding: &dyn ring::signature::RsaEncoding = if alg == "PS256" {
+            &ring::signature::RSA_PSS_SHA256
+        } else {
+            &ring::signature::RSA_PKCS1_SHA256
+        };
+        let mut sig = vec![0u8; signer.public().modulus_len()];
+        let rng = ring::rand::SystemRandom::new();
+        assert!(signer.sign(padding, &rng, signed.as_bytes(), &mut sig).is_ok());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+    };
+    let http = reqwest::Client::new();
+    let scope = format!("{}/.default", sim.base_url());
+    let other_thumb = URL_SAFE_NO_PAD.encode([9u8; 32]);
+    let tampered = {
+        let good = sign("PS256", &thumb);
+        let (head, _) = good.rsplit_once('.').unwrap_or_default();
+        format!("{head}.{}", URL_SAFE_NO_PAD.encode([1u8; 256]))
+    };
+    let cases = [
+        (sign("PS256", &thumb), 200),
+        (sign("RS256", &thumb), 200),
+        (sign("PS256", &other_thumb), 401),
+        (tampered, 401),
+    ];
+    for (i, (assertion, status)) in cases.iter().enumerate() {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", sim.client_id()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+            ("scope", &scope),
+        ];
+        assert_eq!(token_with(&sim, &http, &form).await.status(), *status, "case {i}");
+    }
     sim.shutdown().await;
 }

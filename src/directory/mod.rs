@@ -11,6 +11,7 @@ pub mod entry;
 pub mod mapping;
 pub mod names;
 pub mod phone;
+pub mod postings;
 pub mod project;
 pub mod snapshot;
 pub mod state;

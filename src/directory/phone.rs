@@ -37,6 +37,26 @@ pub struct PhoneNormalizer {
     country: Country,
     /// The default country's calling code as digits, e.g. "49", for national-prefix queries.
     calling_code: String,
+    /// Parsing with libphonenumber's metadata costs tens of microseconds; the same raw numbers come back in
+    /// every re-projection, so results are remembered (bounded by the number of distinct raw numbers seen).
+    memo: std::sync::Arc<dashmap::DashMap<String, Option<String>>>,
+}
+
+/// The most distinct raw numbers remembered before the memo starts over.
+const MEMO_MAX: usize = 1_000_000;
+
+/// `+` followed only by digits and visual separators: already international, so E.164 is the digits.
+fn plain_international(raw: &str) -> Option<String> {
+    let rest = raw.strip_prefix('+')?;
+    if !rest
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '/'))
+    {
+        return None;
+    }
+    let d = digits(rest);
+    // E.164 allows at most 15 digits; very short ones are service codes, left to the real parser.
+    (8..=15).contains(&d.len()).then(|| format!("+{d}"))
 }
 
 impl PhoneNormalizer {
@@ -49,12 +69,28 @@ impl PhoneNormalizer {
         Ok(PhoneNormalizer {
             country: id,
             calling_code,
+            memo: Default::default(),
         })
     }
 
     /// The number in E.164 (`+49301234567`), or `None` when it cannot be parsed as a phone number.
     pub fn to_e164(&self, raw: &str) -> Option<String> {
         let raw = raw.trim();
+        if let Some(e) = plain_international(raw) {
+            return Some(e);
+        }
+        if let Some(hit) = self.memo.get(raw) {
+            return hit.clone();
+        }
+        let result = self.parse_e164(raw);
+        if self.memo.len() >= MEMO_MAX {
+            self.memo.clear();
+        }
+        self.memo.insert(raw.to_string(), result.clone());
+        result
+    }
+
+    fn parse_e164(&self, raw: &str) -> Option<String> {
         if raw.is_empty() || raw.chars().filter(|c| c.is_ascii_digit()).count() < 3 {
             return None;
         }

@@ -10,7 +10,7 @@ use crate::directory::entry::{Entry, EntryKind};
 use crate::directory::phone::{digits, is_phone_attr, PhoneNormalizer};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use imbl::{HashMap as IHashMap, OrdMap, OrdSet};
+use imbl::{HashMap as IHashMap, OrdMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -120,7 +120,7 @@ pub struct Changes<'a> {
     pub removed: Vec<(Arc<str>, EntryKind)>,
 }
 
-type Ids = OrdSet<Arc<str>>;
+type Ids = crate::directory::postings::Postings;
 
 #[derive(Clone)]
 pub struct Snapshot {
@@ -255,12 +255,12 @@ impl Snapshot {
     /// Candidate ids for a phone query over all phone attributes. Candidates must still be checked against the
     /// attribute the filter names. An empty digit string matches nothing.
     pub fn find_phone(&self, q: PhoneQuery<'_>) -> Vec<Arc<str>> {
-        let mut out: OrdSet<Arc<str>> = OrdSet::new();
+        let mut out: std::collections::BTreeSet<Arc<str>> = std::collections::BTreeSet::new();
         match q {
             PhoneQuery::Exact(s) => {
                 let k = self.phones.key(s);
                 if let Some(ids) = self.phone_fwd.get(&k) {
-                    out = ids.clone();
+                    out.extend(ids.iter().cloned());
                 }
             }
             PhoneQuery::Prefix(s) => {
@@ -319,7 +319,7 @@ impl Snapshot {
         Some(
             first
                 .iter()
-                .filter(|id| rest.iter().all(|s| s.contains(*id)))
+                .filter(|id| rest.iter().all(|s| s.contains(id)))
                 .cloned()
                 .collect(),
         )

@@ -177,10 +177,9 @@ impl TokenSource {
             }
         }
         let (token, lifetime) = self.request().await?;
-        let margin = RENEW_MARGIN.min(lifetime / 2);
         *cache = Some(Cached {
             token: token.clone(),
-            renew_at: Instant::now() + lifetime - margin,
+            renew_at: Instant::now() + use_for(lifetime),
         });
         tracing::debug!(lifetime_s = lifetime.as_secs(), "obtained a Graph access token");
         Ok(token)
@@ -294,6 +293,7 @@ impl TokenSource {
             90_002 | 900_023 | 90_023 => Some(CredentialProblem::UnknownTenant),
             7_000_112 => Some(CredentialProblem::ApplicationDisabled),
             1_002_012 | 70_011 => Some(CredentialProblem::WrongScope),
+            700_021 | 7_000_218 => Some(CredentialProblem::ClientRejected),
             _ => None,
         });
         let problem = problem.or(match error {
@@ -314,6 +314,12 @@ impl TokenSource {
             None => self.error(format!("HTTP {status}: {detail}")),
         }
     }
+}
+
+/// How long a token with this lifetime is used before it is renewed: until 5 minutes before it expires, or half
+/// its life for short-lived tokens, so a request never starts with a token about to expire.
+fn use_for(lifetime: Duration) -> Duration {
+    lifetime - RENEW_MARGIN.min(lifetime / 2)
 }
 
 /// Reads `access_token` and `expires_in` from a token response.
@@ -364,6 +370,61 @@ pub(crate) fn load_certificate(cert_pem: &str, key_pem: &str) -> Result<(RsaKeyP
         return Err(bad("the private key does not belong to the certificate".into()));
     }
     Ok((key, URL_SAFE_NO_PAD.encode(Sha256::digest(cert.as_ref()))))
+}
+
+/// When a PEM certificate expires (`notAfter`, Unix seconds), so the operator can be warned before Entra starts
+/// refusing it. `None` if the certificate cannot be read that far.
+pub fn certificate_not_after(cert_pem: &str) -> Option<u64> {
+    let der = rustls_pemfile::certs(&mut cert_pem.as_bytes()).next()?.ok()?;
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
+    // validity SEQUENCE { notBefore, notAfter }, ... }, ... }
+    let (_, cert, _) = der_tlv(der.as_ref())?;
+    let (_, mut tbs, _) = der_tlv(cert)?;
+    let (tag, _, rest) = der_tlv(tbs)?;
+    if tag == 0xA0 {
+        tbs = rest;
+    }
+    for _ in 0..3 {
+        tbs = der_tlv(tbs)?.2; // serialNumber, signature, issuer
+    }
+    let (_, validity, _) = der_tlv(tbs)?;
+    let (_, _, after) = der_tlv(validity)?;
+    let (tag, time, _) = der_tlv(after)?;
+    let time = std::str::from_utf8(time).ok()?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: u64 = time.get(0..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, time.get(2..)?)
+        }
+        0x18 => (time.get(0..4)?.parse().ok()?, time.get(4..)?),
+        _ => return None,
+    };
+    let field = |range: std::ops::Range<usize>| rest.get(range)?.parse::<u64>().ok();
+    let (month, day, hour, minute, second) = (field(0..2)?, field(2..4)?, field(4..6)?, field(6..8)?, field(8..10)?);
+    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some(super::http::days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// One DER TLV: (tag, contents, what follows). `None` on anything malformed.
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7F);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
 }
 
 /// Builds and signs a client assertion JWT (RFC 7523) as Entra expects it.
@@ -461,6 +522,24 @@ mod tests {
     }
 
     #[test]
+    fn certificate_expiry_is_read_from_the_certificate() {
+        let key = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(KEY_PKCS8, &rcgen::PKCS_RSA_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["entradir-test".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 2, 28);
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(certificate_not_after(&cert.pem()), Some(1_930_003_200)); // 2031-02-28T00:00:00Z
+        params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2060, 1, 1); // GeneralizedTime from 2050 on
+        assert_eq!(
+            certificate_not_after(&params.self_signed(&key).unwrap().pem()),
+            Some(2_840_140_800)
+        );
+        assert_eq!(certificate_not_after("garbage"), None);
+        let truncated = "-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3DQEBCwUAMBExDzANBgNVBAMMBnVu\n-----END CERTIFICATE-----\n";
+        assert_eq!(certificate_not_after(truncated), None);
+    }
+
+    #[test]
     fn pkcs1_keys_work_and_wrong_keys_are_refused() {
         let (cert_pem, _) = certificate();
         assert!(load_certificate(&cert_pem, KEY_PKCS1).is_ok());
@@ -531,6 +610,13 @@ mod tests {
             other.contains("proxy says no") && other.contains("oauth2/v2.0/token"),
             "{other}"
         );
+    }
+
+    #[test]
+    fn tokens_are_renewed_before_they_expire() {
+        assert_eq!(use_for(Duration::from_secs(3599)), Duration::from_secs(3299));
+        assert_eq!(use_for(Duration::from_secs(300)), Duration::from_secs(150));
+        assert_eq!(use_for(Duration::from_secs(1)), Duration::from_millis(500));
     }
 
     #[test]

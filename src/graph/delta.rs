@@ -97,6 +97,10 @@ pub const CONTACT_SELECT: &[&str] = &[
 /// Graph keeps directory delta state for 7 days; links older than this (an hour of margin) are not tried.
 pub const MAX_LINK_AGE_SECS: u64 = 7 * 86_400 - 3_600;
 
+/// Pages one kind may take before we assume the server loops. A million users at Graph's ~200 per page, plus member
+/// slices, stay far below it.
+const MAX_PAGES: usize = 200_000;
+
 /// The result of reading one kind to its delta link.
 #[derive(Debug)]
 pub(crate) struct KindOutcome {
@@ -116,8 +120,11 @@ pub fn select(kind: GraphKind, extra_user: &[String]) -> Vec<String> {
     let mut fields: Vec<String> = base.iter().map(|s| s.to_string()).collect();
     if kind == GraphKind::User {
         for extra in extra_user {
-            if !fields.contains(extra) {
-                fields.push(extra.clone());
+            // `$select` takes top-level properties; a mapping may name a nested one such as
+            // `onPremisesExtensionAttributes.extensionAttribute1`.
+            let top = extra.split(['.', '/']).next().unwrap_or(extra).to_string();
+            if !top.is_empty() && !fields.contains(&top) {
+                fields.push(top);
             }
         }
     }
@@ -142,7 +149,12 @@ pub(crate) async fn sync_kind(
     now: u64,
     counters: &Counters,
 ) -> Result<KindOutcome, SyncError> {
+    let selected = select(kind, &cfg.extra_user_select).join(",");
     let resume = match stored {
+        Some(link) if link.select != selected => {
+            tracing::info!(?kind, "the properties to read changed (mapping); reading from scratch");
+            None
+        }
         Some(link) if now.saturating_sub(link.obtained_at) >= MAX_LINK_AGE_SECS => {
             tracing::info!(
                 ?kind,
@@ -171,6 +183,7 @@ pub(crate) async fn sync_kind(
                     link: DeltaLink {
                         url: delta_link,
                         obtained_at: now,
+                        select: selected,
                     },
                 })
             }
@@ -188,6 +201,7 @@ pub(crate) async fn sync_kind(
         link: DeltaLink {
             url: delta_link,
             obtained_at: now,
+            select: selected,
         },
     })
 }
@@ -205,7 +219,7 @@ async fn read_pages(
         .map(|n| vec![("Prefer", format!("odata.maxpagesize={n}"))])
         .unwrap_or_default();
     let mut changes = Vec::new();
-    loop {
+    for _ in 0..MAX_PAGES {
         let page = http.get_json(&url, &prefer, counters).await?;
         Counters::bump(&counters.pages);
         let bad = |detail: String| SyncError::BadResponse {
@@ -227,6 +241,10 @@ async fn read_pages(
             Next::Page(next) => url = next,
         }
     }
+    Err(SyncError::BadResponse {
+        url,
+        detail: format!("more than {MAX_PAGES} pages without an @odata.deltaLink; the server seems to loop"),
+    })
 }
 
 /// Where a page says to go next.
@@ -601,6 +619,12 @@ mod tests {
             initial_url("https://g", GraphKind::Contact, &[]).starts_with("https://g/v1.0/contacts/delta?$select=id,")
         );
         assert_eq!(select(GraphKind::User, &["mail".to_string()]).len(), USER_SELECT.len());
+        let nested = select(
+            GraphKind::User,
+            &["onPremisesExtensionAttributes.extensionAttribute3".into(), "x/y".into()],
+        );
+        assert_eq!(nested.len(), USER_SELECT.len() + 1);
+        assert_eq!(nested.last().map(String::as_str), Some("x"));
     }
 
     #[test]

@@ -107,11 +107,20 @@ pub(crate) struct PhotoBody {
 }
 
 /// The shared HTTP client plus the token source; cheap to share by reference across concurrent requests.
-#[derive(Debug)]
 pub(crate) struct GraphHttp {
     client: reqwest::Client,
     auth: TokenSource,
     retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for GraphHttp {
+    // By hand: the client's own Debug would print the proxy URL, credentials included.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphHttp")
+            .field("auth", &self.auth)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one attempt came to.
@@ -280,11 +289,14 @@ impl GraphHttp {
             Ok(token) => token,
             Err(err) => return Attempt::Fail(err),
         };
+        // Graph logs this id with the request; quoting it makes a support case answerable.
+        let request_id = uuid::Uuid::new_v4().to_string();
         let mut request = self
             .client
             .get(url)
             .bearer_auth(token.as_str())
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, "application/json")
+            .header("client-request-id", &request_id);
         for (name, value) in extra {
             request = request.header(*name, value);
         }
@@ -327,6 +339,7 @@ impl GraphHttp {
             };
         }
         let (code, message) = graph_error(&body);
+        let message = format!("{message} (client-request-id {request_id})");
         match status {
             StatusCode::UNAUTHORIZED => Attempt::Renew(format!("{code}: {message}"), token),
             StatusCode::NOT_FOUND if allow_404 => Attempt::NotFound,
@@ -494,7 +507,7 @@ fn parse_http_date(value: &str) -> Option<u64> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm), for years from 1970.
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+pub(crate) fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y / 400;
     let yoe = y - era * 400;

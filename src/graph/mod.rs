@@ -12,6 +12,10 @@
 //!   the published directory untouched.
 //!
 //! It knows nothing about LDAP, CardDAV or the AD projection: it reports what Graph said, in Graph's terms.
+//!
+//! The app registration needs these *application* permissions with admin consent: `User.Read.All` (users, their
+//! managers and photos), `GroupMember.Read.All` (groups and members), `Device.Read.All` (with `devices`) and
+//! `OrgContact.Read.All` (with `org_contacts`).
 
 pub mod auth;
 pub mod delta;
@@ -57,8 +61,8 @@ pub struct GraphConfig {
 }
 
 impl GraphConfig {
-    /// A configuration for the global cloud with the defaults used by `entradir run`: photos, devices and
-    /// org contacts on, default photo size, default retry policy.
+    /// A configuration for the global cloud reading everything: photos, devices and org contacts on, Graph's
+    /// default photo size, the default retry policy. `entradir run` sets each switch from the config file.
     pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>, credential: Credential) -> GraphConfig {
         GraphConfig {
             tenant_id: tenant_id.into(),
@@ -189,7 +193,12 @@ pub struct PhotoPlan {
 pub struct Syncer {
     cfg: GraphConfig,
     http: http::GraphHttp,
+    /// `notAfter` of the client certificate, for the expiry warning each round.
+    certificate_expires_at: Option<u64>,
 }
+
+/// Warn this long before the client certificate expires.
+const CERTIFICATE_WARNING_SECS: u64 = 30 * 86_400;
 
 impl Syncer {
     /// Validates the configuration (URLs, proxy, certificate and key) and builds the HTTP client. Does not talk to
@@ -214,14 +223,32 @@ impl Syncer {
             }
         }
         for field in &cfg.extra_user_select {
-            if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            if field.is_empty()
+                || !field
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/'))
+            {
                 return Err(SyncError::Config(format!(
                     "extra user property {field:?} is not a Graph property name"
                 )));
             }
         }
         let http = http::GraphHttp::new(&cfg)?;
-        Ok(Syncer { cfg, http })
+        let certificate_expires_at = match &cfg.credential {
+            Credential::Certificate { cert_pem, .. } => auth::certificate_not_after(cert_pem),
+            Credential::Secret(_) => None,
+        };
+        Ok(Syncer {
+            cfg,
+            http,
+            certificate_expires_at,
+        })
+    }
+
+    /// When the client certificate expires (Unix seconds); `None` for a client secret, whose expiry only the app
+    /// registration knows.
+    pub fn credential_expires_at(&self) -> Option<u64> {
+        self.certificate_expires_at
     }
 
     pub fn config(&self) -> &GraphConfig {
@@ -245,6 +272,17 @@ impl Syncer {
     pub async fn round(&mut self, links: &DeltaLinks, photos: &PhotoPlan) -> Result<Round, SyncError> {
         let counters = http::Counters::default();
         let now = unix_now();
+        if let Some(expires) = self.certificate_expires_at {
+            if expires <= now {
+                tracing::warn!("the client certificate has expired: upload a new one to the app registration");
+            } else if expires - now < CERTIFICATE_WARNING_SECS {
+                let days = (expires - now) / 86_400;
+                tracing::warn!(
+                    days,
+                    "the client certificate expires soon: upload a new one to the app registration"
+                );
+            }
+        }
         let kinds = self.cfg.kinds();
         let outcomes = futures_util::future::try_join_all(
             kinds
@@ -425,7 +463,7 @@ mod tests {
     fn debug_output_never_contains_secrets() {
         let mut cfg = GraphConfig::new("t", "c", Credential::Secret("s3cr3t-value".into()));
         cfg.proxy = Some("http://user:hunter2@proxy:3128".into());
-        let shown = format!("{cfg:?}");
+        let shown = format!("{cfg:?} {:?}", Syncer::new(cfg.clone()).unwrap());
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
         let cert = Credential::Certificate {
@@ -455,6 +493,7 @@ mod tests {
     #[test]
     fn kinds_follow_configuration() {
         let mut cfg = GraphConfig::new("t", "c", Credential::Secret("x".into()));
+        cfg.org_contacts = true;
         assert_eq!(cfg.kinds(), GraphKind::ALL.to_vec());
         cfg.devices = false;
         cfg.org_contacts = false;

@@ -5,6 +5,8 @@
 //! A photo failure never fails the round: the user is skipped (logged) and the directory keeps what it had, so it
 //! will ask again in a later round. 404 means the user has no photo.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use futures_util::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
@@ -14,6 +16,9 @@ use crate::directory::change::{PhotoChange, PhotoState};
 
 /// Concurrent photo requests.
 pub const MAX_IN_FLIGHT: usize = 4;
+
+/// Photo failures logged one by one per round; the rest only count.
+const LOGGED_FAILURES: usize = 5;
 
 /// The photo URL for a user: `size` like `96x96`, or `None` for Graph's default size.
 pub fn photo_url(graph_url: &str, user: &str, size: Option<&str>) -> String {
@@ -57,6 +62,8 @@ pub(crate) async fn fetch_photos(
     counters: &Counters,
 ) -> Vec<PhotoChange> {
     let total = users.len();
+    let failures = AtomicUsize::new(0);
+    let failures = &failures;
     let mut photos: Vec<PhotoChange> = stream::iter(users)
         .map(|user| async move {
             let url = photo_url(graph_url, &user, size);
@@ -67,7 +74,12 @@ pub(crate) async fn fetch_photos(
                     checked_at: unix_now(),
                 }),
                 Err(why) => {
-                    tracing::warn!(%user, %url, "skipping this user's photo until a later round: {why}");
+                    // A missing permission fails every photo the same way; name the first few, count the rest.
+                    if failures.fetch_add(1, Ordering::Relaxed) < LOGGED_FAILURES {
+                        tracing::warn!(%user, %url, "skipping this user's photo until a later round: {why}");
+                    } else {
+                        tracing::debug!(%user, %url, "skipping this user's photo until a later round: {why}");
+                    }
                     None
                 }
             }
@@ -78,11 +90,12 @@ pub(crate) async fn fetch_photos(
         .await;
     // Completion order depends on the network; report in a stable order.
     photos.sort_by(|a, b| a.user.cmp(&b.user));
-    if photos.len() < total {
+    let failed = failures.load(Ordering::Relaxed);
+    if failed > 0 {
         tracing::warn!(
-            fetched = photos.len(),
+            failed,
             total,
-            "some photos could not be fetched this round"
+            "some photos could not be fetched; they are retried in a later round"
         );
     }
     photos

@@ -163,8 +163,9 @@ pub fn token(shared: &Shared, tenant: &str, body: &[u8], token_url: &str) -> Tok
     )
 }
 
-/// Checks a client assertion's shape and claims. The signature is not verified (no X.509 parser here); a
-/// configured certificate's SHA-256 thumbprint must match `x5t#S256` when that header is present.
+/// Checks a client assertion's shape and claims. With a configured certificate, the thumbprint header
+/// (`x5t#S256`, or the older SHA-1 `x5t`) must name it and the RS256/PS256 signature must verify against its key;
+/// without one, any well-formed assertion naming some certificate passes.
 fn check_assertion(
     shared: &Shared,
     assertion: &str,
@@ -206,18 +207,52 @@ fn check_assertion(
             "Client assertion failed signature validation: the header names no certificate (x5t#S256 or x5t).",
         ));
     }
-    if let (Some(der), Some(thumb)) = (&shared.creds.certificate_der, s256) {
-        let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(der));
-        // Some libraries pad or use the standard alphabet; compare the decoded bytes.
-        let given = URL_SAFE_NO_PAD
-            .decode(thumb.trim_end_matches('='))
-            .or_else(|_| STANDARD.decode(thumb));
-        if given.ok().map(|g| URL_SAFE_NO_PAD.encode(g)) != Some(expected) {
-            return Err(aadsts(
+    if let Some(der) = &shared.creds.certificate_der {
+        let unregistered = || {
+            aadsts(
                 401,
                 "invalid_client",
                 700027,
                 "The certificate with identifier used to sign the client assertion is not registered on application.",
+            )
+        };
+        let (given, expected) = match (s256, sha1) {
+            (Some(t), _) => (t, Sha256::digest(der).to_vec()),
+            (None, Some(t)) => (
+                t,
+                ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
+                    .as_ref()
+                    .to_vec(),
+            ),
+            (None, None) => return Err(unregistered()),
+        };
+        // Some libraries pad or use the standard alphabet; compare the decoded bytes.
+        let given = URL_SAFE_NO_PAD
+            .decode(given.trim_end_matches('='))
+            .or_else(|_| STANDARD.decode(given));
+        if given.ok() != Some(expected) {
+            return Err(unregistered());
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(parts[2].trim_end_matches('='))
+            .unwrap_or_default();
+        let signed = &assertion[..parts[0].len() + 1 + parts[1].len()];
+        let algorithm: &dyn ring::signature::VerificationAlgorithm = if alg == "PS256" {
+            &ring::signature::RSA_PSS_2048_8192_SHA256
+        } else {
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256
+        };
+        let valid = rsa_public_key(der).is_some_and(|key| {
+            ring::signature::UnparsedPublicKey::new(algorithm, key)
+                .verify(signed.as_bytes(), &signature)
+                .is_ok()
+        });
+        if !valid {
+            return Err(aadsts(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation.",
             ));
         }
     }
@@ -266,5 +301,169 @@ pub fn check_bearer(shared: &Shared, authorization: Option<&str>) -> Result<(), 
         Some(expiry) if *expiry > Instant::now() => Ok(()),
         Some(_) => Err("Lifetime validation failed, the token is expired."),
         None => Err("IDX14100: JWT is not well formed, there are no dots (.) or the token is invalid."),
+    }
+}
+
+/// Reads one DER element at the start of `input`: (tag, contents, rest).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The PKCS#1 `RSAPublicKey` inside an X.509 certificate's SubjectPublicKeyInfo, if the key is RSA.
+pub fn rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
+    const RSA_ENCRYPTION: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01];
+    let (0x30, certificate, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der(certificate)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    let (tag, _, after) = der(rest)?;
+    if tag == 0xA0 {
+        rest = after; // explicit version
+    }
+    // serial, signature algorithm, issuer, validity, subject
+    for _ in 0..5 {
+        rest = der(rest)?.2;
+    }
+    let (0x30, spki, _) = der(rest)? else {
+        return None;
+    };
+    let (0x30, algorithm, key) = der(spki)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der(algorithm)? else {
+        return None;
+    };
+    if oid != RSA_ENCRYPTION {
+        return None;
+    }
+    let (0x03, bits, _) = der(key)? else {
+        return None;
+    };
+    match bits.split_first() {
+        Some((0, key)) => Some(key),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::sim::control::Credentials;
+    use crate::graph::sim::delta::Paging;
+    use crate::graph::sim::tenant::Tenant;
+
+    fn shared() -> Shared {
+        let creds = Credentials {
+            tenant_id: "t1".into(),
+            client_id: "app".into(),
+            client_secret: "s3cret".into(),
+            certificate_der: None,
+        };
+        Shared::new(([127, 0, 0, 1], 0).into(), Tenant::default(), Paging::default(), creds)
+    }
+
+    fn ask(s: &Shared, tenant: &str, form: &str) -> (u16, u64) {
+        let (status, v) = token(s, tenant, form.as_bytes(), "http://x/t1/oauth2/v2.0/token");
+        (status, v["error_codes"][0].as_u64().unwrap_or(0))
+    }
+
+    #[test]
+    fn token_errors_name_the_aadsts_code() {
+        let s = shared();
+        let ok = "grant_type=client_credentials&client_id=app&client_secret=s3cret&scope=http%3A%2F%2Fx%2F.default";
+        assert_eq!(ask(&s, "t1", ok), (200, 0));
+        assert_eq!(ask(&s, "other", ok), (400, 90002));
+        assert_eq!(
+            ask(&s, "t1", &ok.replace("client_credentials", "password")),
+            (400, 70003)
+        );
+        assert_eq!(
+            ask(&s, "t1", &ok.replace("client_id=app", "client_id=nope")),
+            (400, 700016)
+        );
+        assert_eq!(
+            ask(&s, "t1", &ok.replace("%2F.default", "%2Fuser.read")),
+            (400, 1002012)
+        );
+        assert_eq!(ask(&s, "t1", &ok.replace("s3cret", "guess")), (401, 7000215));
+        assert_eq!(
+            ask(
+                &s,
+                "t1",
+                "grant_type=client_credentials&client_id=app&scope=a%2F.default"
+            ),
+            (401, 7000218)
+        );
+        assert_eq!(ask(&s, "t1", "client_id=app"), (400, 900144));
+        let (status, _) = token(&s, "t1", b"\xff\x00&&==%zz", "http://x/t1/oauth2/v2.0/token");
+        assert_eq!(status, 400);
+        lock(&s.auth).secret_expired = true;
+        assert_eq!(ask(&s, "t1", ok), (401, 7000222));
+    }
+
+    #[test]
+    fn issued_tokens_are_accepted_until_expired() {
+        let s = shared();
+        let form = "grant_type=client_credentials&client_id=app&client_secret=s3cret&scope=x%2F.default";
+        let (_, v) = token(&s, "t1", form.as_bytes(), "http://x/t1/oauth2/v2.0/token");
+        let t = v["access_token"].as_str().unwrap_or_default().to_string();
+        assert_eq!(check_bearer(&s, Some(&format!("Bearer {t}"))), Ok(()));
+        assert!(check_bearer(&s, None).is_err());
+        assert!(check_bearer(&s, Some("Bearer forged")).is_err());
+        assert!(check_bearer(&s, Some(&t)).is_err(), "scheme missing");
+        for e in lock(&s.auth).issued.values_mut() {
+            *e = Instant::now();
+        }
+        assert_eq!(
+            check_bearer(&s, Some(&format!("Bearer {t}"))),
+            Err("Lifetime validation failed, the token is expired.")
+        );
+    }
+
+    #[test]
+    fn certificate_parsing_finds_rsa_keys_and_never_panics() {
+        let key_pem = include_str!("../testdata/test-rsa-pkcs8.pem");
+        let rsa = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(key_pem, &rcgen::PKCS_RSA_SHA256)
+            .and_then(|k| rcgen::CertificateParams::new(vec!["x".into()])?.self_signed(&k));
+        let Ok(rsa) = rsa else {
+            panic!("test certificate");
+        };
+        let der = rsa.der().to_vec();
+        let key = rsa_public_key(&der);
+        assert!(key.is_some_and(|k| k.len() > 256 && k[0] == 0x30));
+        let ec =
+            rcgen::KeyPair::generate().and_then(|k| rcgen::CertificateParams::new(vec!["x".into()])?.self_signed(&k));
+        let Ok(ec) = ec else {
+            panic!("test certificate");
+        };
+        assert_eq!(rsa_public_key(ec.der()), None);
+        for cut in 0..der.len() {
+            let _ = rsa_public_key(&der[..cut]);
+        }
+        let mut flipped = der.clone();
+        for i in 0..flipped.len() {
+            flipped[i] ^= 0xFF;
+            let _ = rsa_public_key(&flipped);
+            flipped[i] ^= 0xFF;
+        }
+        assert_eq!(rsa_public_key(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
     }
 }

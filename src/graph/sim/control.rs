@@ -40,11 +40,31 @@ pub struct Shared {
     pub tenant: Mutex<Tenant>,
     pub faults: Mutex<FaultState>,
     pub log: Mutex<Vec<RequestRecord>>,
+    /// Per endpoint: (requests in flight now, peak since the log was last cleared).
+    pub concurrency: Mutex<HashMap<Endpoint, (usize, usize)>>,
     pub auth: Mutex<AuthState>,
     pub tokens: Mutex<TokenPolicy>,
     pub paging: Mutex<Paging>,
     pub creds: Credentials,
     pub started: Instant,
+}
+
+impl Shared {
+    /// State around a given tenant and credentials, not yet serving.
+    pub fn new(addr: std::net::SocketAddr, tenant: Tenant, paging: Paging, creds: Credentials) -> Shared {
+        Shared {
+            addr,
+            tenant: Mutex::new(tenant),
+            faults: Mutex::default(),
+            log: Mutex::default(),
+            concurrency: Mutex::default(),
+            auth: Mutex::default(),
+            tokens: Mutex::default(),
+            paging: Mutex::new(paging),
+            creds,
+            started: Instant::now(),
+        }
+    }
 }
 
 /// Locks a mutex; a panic elsewhere while holding it must not take the simulator down.
@@ -252,8 +272,17 @@ impl Control {
         lock(&self.shared.log).iter().filter(|r| r.endpoint == endpoint).count()
     }
 
+    /// Clears the request log and the concurrency peaks.
     pub fn clear_request_log(&self) {
         lock(&self.shared.log).clear();
+        for e in lock(&self.shared.concurrency).values_mut() {
+            e.1 = e.0;
+        }
+    }
+
+    /// The most requests to this endpoint that were in flight at once (e.g. photos: Graph allows about 4).
+    pub fn peak_concurrency(&self, endpoint: Endpoint) -> usize {
+        lock(&self.shared.concurrency).get(&endpoint).map_or(0, |e| e.1)
     }
 
     pub fn paging(&self) -> Paging {

@@ -85,9 +85,10 @@ struct Cursor {
     /// Continue after this object id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     a: Option<String>,
-    /// Continue inside this group's member list at this offset.
+    /// Continue inside this group's member list, after this member id. Ids, not offsets, so members added or
+    /// removed while the walk runs cannot make it skip an unchanged member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    m: Option<(String, usize)>,
+    m: Option<(String, String)>,
     /// Page number within the walk.
     p: u32,
     /// Repeat this object first (a replay).
@@ -106,8 +107,8 @@ fn decode(token: &str) -> Option<Cursor> {
     serde_json::from_slice(&raw).ok()
 }
 
-/// Where the next page resumes: `(after id, (group id, member offset))`.
-type Resume = (Option<String>, Option<(String, usize)>);
+/// Where the next page resumes: `(after object id, (group id, after member id))`.
+type Resume = (Option<String>, Option<(String, String)>);
 
 /// What the client asked for.
 #[derive(Debug, Clone)]
@@ -269,15 +270,15 @@ pub fn serve(tenant: &Tenant, ctx: &Context<'_>, kind: GraphKind, req: DeltaRequ
         if !included(o, cur.s) {
             continue;
         }
-        let offset = match &mid {
-            Some((mid_id, off)) if mid_id == id => *off,
-            _ => 0,
+        let after_member = match &mid {
+            Some((mid_id, last)) if mid_id == id => Some(last.as_str()),
+            _ => None,
         };
-        let (item, more) = render(kind, o, &cur, minimal, Some(offset), paging.member_slice);
+        let (item, more) = render(kind, o, &cur, minimal, Some(after_member), paging.member_slice);
         value.push(item);
         count += 1;
-        if more {
-            next = Some((None, Some((id.clone(), offset + paging.member_slice.max(1)))));
+        if let Some(last) = more {
+            next = Some((None, Some((id.clone(), last))));
             break;
         }
         if count >= paging.page_size.max(1) {
@@ -363,25 +364,26 @@ fn included(o: &Object, since: u64) -> bool {
     }
 }
 
-/// Renders one object. `members_from` is the member slice offset (None: no members, for replays). Returns the
-/// JSON and whether more member slices follow.
+/// Renders one object. `members_from` says where its member slice starts: `None` for no members (replays),
+/// `Some(None)` at the first member, `Some(Some(id))` after that member. Returns the JSON and, when more member
+/// slices follow, the last member id in this one.
 fn render(
     kind: GraphKind,
     o: &Object,
     cur: &Cursor,
     minimal: bool,
-    members_from: Option<usize>,
+    members_from: Option<Option<&str>>,
     slice: usize,
-) -> (Value, bool) {
+) -> (Value, Option<String>) {
     let id = o.props.get("id").cloned().unwrap_or(Value::Null);
     let mut m = Map::new();
     if let Some(d) = o.deleted {
         m.insert("id".into(), id);
         let reason = if d == Deletion::Permanent { "deleted" } else { "changed" };
         m.insert("@removed".into(), json!({ "reason": reason }));
-        return (Value::Object(m), false);
+        return (Value::Object(m), None);
     }
-    let fresh = |key: &str| !minimal || cur.s == 0 || o.prop_seq.get(key).is_some_and(|s| *s > cur.s);
+    let fresh = |key: &str| !minimal || cur.s == 0 || o.prop_changed(key) > cur.s;
     match &cur.sel {
         Some(sel) => {
             for s in sel {
@@ -446,14 +448,15 @@ fn render(
         }
     }
 
-    let mut more = false;
+    let mut more = None;
     if let (GraphKind::Group, Some(from)) = (kind, members_from) {
         if selects(&cur.sel, "members", true) {
-            let changed: Vec<Value> = o
-                .members
-                .iter()
+            let range = match from {
+                Some(last) => o.members.range::<str, _>((Bound::Excluded(last), Bound::Unbounded)),
+                None => o.members.range::<str, _>((Bound::Unbounded, Bound::Unbounded)),
+            };
+            let changed: Vec<Value> = range
                 .filter(|(_, ms)| if cur.s == 0 { ms.present } else { ms.seq > cur.s })
-                .skip(from)
                 .take(slice.max(1) + 1)
                 .map(|(mid, ms)| {
                     let mut e = Map::new();
@@ -471,7 +474,11 @@ fn render(
             let mut changed = changed;
             if changed.len() > slice.max(1) {
                 changed.truncate(slice.max(1));
-                more = true;
+                more = changed
+                    .last()
+                    .and_then(|v| v.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
             }
             if !changed.is_empty() {
                 m.insert("members@delta".into(), Value::Array(changed));
@@ -744,5 +751,259 @@ mod tests {
             DeltaRequest::Skip("%%".into()),
         );
         assert!(matches!(r, DeltaResponse::BadToken(_)));
+    }
+
+    /// What a delta client keeps: objects' selected properties, group members, managers.
+    #[derive(Debug, Default, PartialEq)]
+    struct Model {
+        objects: BTreeMap<String, Map<String, Value>>,
+        members: BTreeMap<String, BTreeSet<String>>,
+        managers: BTreeMap<String, String>,
+    }
+
+    impl Model {
+        fn apply(&mut self, item: &Value) {
+            let id = item["id"].as_str().unwrap_or_default().to_string();
+            if item.get("@removed").is_some() {
+                self.objects.remove(&id);
+                self.members.remove(&id);
+                self.managers.remove(&id);
+                return;
+            }
+            let entry = self.objects.entry(id.clone()).or_default();
+            for (k, v) in item.as_object().into_iter().flatten() {
+                if !k.contains('@') {
+                    entry.insert(k.clone(), v.clone());
+                }
+            }
+            for m in item["members@delta"].as_array().into_iter().flatten() {
+                let mid = m["id"].as_str().unwrap_or_default().to_string();
+                let set = self.members.entry(id.clone()).or_default();
+                if m.get("@removed").is_some() {
+                    set.remove(&mid);
+                } else {
+                    set.insert(mid);
+                }
+            }
+            for m in item["manager@delta"].as_array().into_iter().flatten() {
+                if m.get("@removed").is_some() {
+                    self.managers.remove(&id);
+                } else {
+                    self.managers
+                        .insert(id.clone(), m["id"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+
+        fn truth(t: &Tenant, kind: GraphKind, keys: &[&str]) -> Model {
+            let mut m = Model::default();
+            for (id, o) in t.objects(kind).iter().filter(|(_, o)| o.is_live()) {
+                let mut props = Map::new();
+                props.insert("id".into(), Value::String(id.clone()));
+                for k in keys {
+                    props.insert((*k).to_string(), o.props.get(*k).cloned().unwrap_or(Value::Null));
+                }
+                m.objects.insert(id.clone(), props);
+                let members: BTreeSet<String> = o.live_members().map(|(mid, _)| mid.clone()).collect();
+                if kind == GraphKind::Group {
+                    m.members.insert(id.clone(), members);
+                }
+                if let Some(mgr) = &o.manager {
+                    m.managers.insert(id.clone(), mgr.clone());
+                }
+            }
+            m
+        }
+
+        /// Groups without members are the same as groups never given a member list.
+        fn normalised(mut self) -> Model {
+            self.members.retain(|_, v| !v.is_empty());
+            self
+        }
+    }
+
+    fn random_op(t: &mut Tenant, rng: &mut rand::rngs::SmallRng, n: &mut u32) {
+        use rand::seq::SliceRandom;
+        use rand::Rng;
+        *n += 1;
+        let users = t.live_ids(GraphKind::User);
+        let groups = t.live_ids(GraphKind::Group);
+        let soft: Vec<String> = t
+            .objects(GraphKind::User)
+            .iter()
+            .filter(|(_, o)| o.deleted == Some(Deletion::Soft))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let user = users.choose(rng).cloned().unwrap_or_default();
+        let other = users.choose(rng).cloned().unwrap_or_default();
+        let group = groups.choose(rng).cloned().unwrap_or_default();
+        let _ = match rng.gen_range(0..12) {
+            0 | 1 => t
+                .add(
+                    GraphKind::User,
+                    obj(json!({"displayName": format!("new {n}"), "jobTitle": "x"})),
+                )
+                .map(|_| ()),
+            2 | 3 => t
+                .update(GraphKind::User, &user, obj(json!({"jobTitle": format!("t{n}")})))
+                .map(|_| ()),
+            4 => t.delete(GraphKind::User, &user, rng.gen_bool(0.5)),
+            5 => match soft.choose(rng) {
+                Some(id) => t.restore(GraphKind::User, id),
+                None => Ok(()),
+            },
+            6 | 7 => {
+                let member = if rng.gen_bool(0.8) {
+                    user
+                } else {
+                    groups.choose(rng).cloned().unwrap_or_default()
+                };
+                let m = MemberRef {
+                    id: member,
+                    odata_type: String::new(),
+                };
+                t.add_member(&group, m).map(|_| ())
+            }
+            8 => {
+                let members: Vec<String> = t
+                    .get(GraphKind::Group, &group)
+                    .map(|g| g.live_members().map(|(id, _)| id.clone()).collect())
+                    .unwrap_or_default();
+                match members.choose(rng) {
+                    Some(m) => t.remove_member(&group, m).map(|_| ()),
+                    None => Ok(()),
+                }
+            }
+            9 => t
+                .set_manager(&user, if user == other { None } else { Some(&other) })
+                .map(|_| ()),
+            10 => t
+                .add(GraphKind::Group, obj(json!({"displayName": format!("g{n}")})))
+                .map(|_| ()),
+            _ => t.delete(GraphKind::Group, &group, false),
+        };
+    }
+
+    /// One round; with `churn`, the tenant changes between pages, as it does while a real client pages.
+    fn round(
+        t: &mut Tenant,
+        p: &Paging,
+        kind: GraphKind,
+        model: &mut Model,
+        req: DeltaRequest,
+        churn: Option<(&mut rand::rngs::SmallRng, &mut u32)>,
+        minimal: bool,
+    ) -> String {
+        let mut req = req;
+        let mut churn = churn;
+        let pol = TokenPolicy::default();
+        for _ in 0..100_000 {
+            let DeltaResponse::Page(page) = serve(t, &ctx(p, &pol, minimal, 1000), kind, req.clone()) else {
+                panic!("round failed");
+            };
+            for item in page["value"].as_array().into_iter().flatten() {
+                model.apply(item);
+            }
+            if let Some(next) = page["@odata.nextLink"].as_str() {
+                req = DeltaRequest::Skip(next.split("$skiptoken=").nth(1).unwrap_or_default().to_string());
+                if let Some((rng, n)) = churn.as_mut() {
+                    use rand::Rng;
+                    for _ in 0..rng.gen_range(0..4) {
+                        random_op(t, rng, n);
+                    }
+                }
+            } else {
+                let d = page["@odata.deltaLink"].as_str().unwrap_or_default();
+                return d.split("$deltatoken=").nth(1).unwrap_or_default().to_string();
+            }
+        }
+        panic!("round did not end");
+    }
+
+    #[test]
+    fn a_client_converges_despite_changes_during_walks() {
+        use rand::SeedableRng;
+        for seed in 0..30u64 {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let mut n = 0;
+            let mut t = Tenant::default();
+            for _ in 0..150 {
+                random_op(&mut t, &mut rng, &mut n);
+            }
+            assert!(
+                t.live_ids(GraphKind::User).len() > 3,
+                "seed {seed}: tenant too small to test much"
+            );
+            let paging = Paging {
+                page_size: 1 + (seed as usize % 5),
+                member_slice: 1 + (seed as usize % 3),
+                replay_every: (seed % 3) as u32,
+                ..Paging::default()
+            };
+            for (kind, select, keys) in [
+                (
+                    GraphKind::User,
+                    "displayName,jobTitle,manager",
+                    &["displayName", "jobTitle"][..],
+                ),
+                (GraphKind::Group, "displayName,members", &["displayName"][..]),
+            ] {
+                let mut model = Model::default();
+                let start = DeltaRequest::Start {
+                    select: Some(parse_select(select)),
+                    latest: false,
+                };
+                // Odd seeds ask for `Prefer: return=minimal`: only changed properties in later rounds.
+                let minimal = seed % 2 == 1;
+                let mut token = round(
+                    &mut t,
+                    &paging,
+                    kind,
+                    &mut model,
+                    start,
+                    Some((&mut rng, &mut n)),
+                    minimal,
+                );
+                for r in 0..6 {
+                    for _ in 0..rand::Rng::gen_range(&mut rng, 0..8) {
+                        random_op(&mut t, &mut rng, &mut n);
+                    }
+                    let churn = if r % 2 == 0 { Some((&mut rng, &mut n)) } else { None };
+                    token = round(
+                        &mut t,
+                        &paging,
+                        kind,
+                        &mut model,
+                        DeltaRequest::Delta(token),
+                        churn,
+                        minimal,
+                    );
+                }
+                // A quiet round must bring the client exactly to the truth.
+                token = round(
+                    &mut t,
+                    &paging,
+                    kind,
+                    &mut model,
+                    DeltaRequest::Delta(token),
+                    None,
+                    minimal,
+                );
+                let truth = Model::truth(&t, kind, keys).normalised();
+                let model = model.normalised();
+                for (id, o) in &truth.objects {
+                    assert_eq!(model.objects.get(id), Some(o), "seed {seed}, {kind:?}: object {id}");
+                }
+                for id in model.objects.keys() {
+                    assert!(
+                        truth.objects.contains_key(id),
+                        "seed {seed}, {kind:?}: {id} should be gone"
+                    );
+                }
+                assert_eq!(model.members, truth.members, "seed {seed}, {kind:?}: members");
+                assert_eq!(model.managers, truth.managers, "seed {seed}, {kind:?}: managers");
+                let _ = token;
+            }
+        }
     }
 }

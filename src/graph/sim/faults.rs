@@ -80,7 +80,7 @@ fn default_unavailable() -> u16 {
 }
 
 /// Endpoint classes, for fault scopes and the request log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Endpoint {
     Token,

@@ -6,7 +6,7 @@
 //! disabled accounts, hybrid users with `onPremisesSamAccountName`, managers, nested groups and groups whose
 //! members are devices, contacts and service principals. The same options always give the same tenant.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -329,6 +329,8 @@ struct Generator<'a> {
     rng: SmallRng,
     tenant: Tenant,
     upns: HashSet<String>,
+    /// Next numeric suffix to try per UPN, so 100k users with few distinct names stay linear.
+    upn_next: HashMap<String, usize>,
     /// Initial domain for guests' `#EXT#` UPNs, e.g. `contoso.onmicrosoft.com`.
     initial_domain: String,
     users: Vec<UserInfo>,
@@ -420,6 +422,7 @@ impl<'a> Generator<'a> {
             rng: SmallRng::seed_from_u64(opts.seed),
             tenant: Tenant::default(),
             upns: HashSet::new(),
+            upn_next: HashMap::new(),
             initial_domain: format!("{label}.onmicrosoft.com"),
             users: Vec::new(),
             devices: Vec::new(),
@@ -496,7 +499,8 @@ impl<'a> Generator<'a> {
     }
 
     fn unique_upn(&mut self, local: &str, domain: &str) -> String {
-        let mut n = 1;
+        let key = format!("{local}@{domain}").to_lowercase();
+        let mut n = self.upn_next.get(&key).copied().unwrap_or(1);
         loop {
             let candidate = if n == 1 {
                 format!("{local}@{domain}")
@@ -504,6 +508,7 @@ impl<'a> Generator<'a> {
                 format!("{local}{n}@{domain}")
             };
             if self.upns.insert(candidate.to_lowercase()) {
+                self.upn_next.insert(key, n + 1);
                 return candidate;
             }
             n += 1;
@@ -713,8 +718,9 @@ impl<'a> Generator<'a> {
             let (user, boss) = (self.users[l].id.clone(), self.users[top].id.clone());
             let _ = self.tenant.set_manager(&user, Some(&boss));
         }
+        let is_lead: HashSet<usize> = leads.iter().copied().collect();
         for &p in rest {
-            if leads.contains(&p) || self.rng.gen_bool(0.1) {
+            if is_lead.contains(&p) || self.rng.gen_bool(0.1) {
                 continue;
             }
             let Some(&lead) = leads.choose(&mut self.rng) else {

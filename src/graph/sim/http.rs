@@ -28,6 +28,9 @@ type Body = BoxBody<Bytes, std::io::Error>;
 /// Largest request body accepted (photo uploads through the control API are the big ones).
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// Request log entries kept; the older half is dropped when full.
+const MAX_LOG: usize = 200_000;
+
 /// Photo sizes Graph serves under `/photos/{size}`.
 const PHOTO_SIZES: &[u32] = &[48, 64, 96, 120, 240, 360, 432, 504, 648];
 
@@ -135,6 +138,31 @@ fn classify(method: &Method, segs: &[&str]) -> Endpoint {
     }
 }
 
+/// Decodes `%XX` escapes; malformed escapes and invalid UTF-8 are kept as they are / replaced.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn kind_of_collection(coll: &str) -> Option<GraphKind> {
     GraphKind::ALL.into_iter().find(|k| k.collection() == coll)
 }
@@ -148,8 +176,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let path = req.uri().path().to_string();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Clients may percent-encode segments (`%24value`, a UPN's `%40`); route on the decoded form.
+    let decoded: Vec<String> = path.trim_matches('/').split('/').map(percent_decode).collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let endpoint = classify(&method, &segs);
+    let client_request_id = req
+        .headers()
+        .get("client-request-id")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
     let base = match req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()) {
         Some(host) => format!("http://{host}"),
         None => format!("http://{}", shared.addr),
@@ -159,6 +194,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let reply = if endpoint == Endpoint::Control {
         control(&shared, req, &segs).await
     } else {
+        let _in_flight = InFlight::enter(&shared, endpoint);
         let delay = lock(&shared.faults).delay_for(endpoint);
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
@@ -186,10 +222,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             }
         }
     };
+    // Graph tags every answer with ids that support cases quote; clients log them.
+    let reply = if matches!(endpoint, Endpoint::Delta(_) | Endpoint::Photo | Endpoint::Other) {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        reply
+            .header(hyper::header::HeaderName::from_static("request-id"), request_id.clone())
+            .header(
+                hyper::header::HeaderName::from_static("client-request-id"),
+                client_request_id.unwrap_or(request_id),
+            )
+    } else {
+        reply
+    };
     let status = reply.status.as_u16();
     // Only successful pages are cut: that is where a client would otherwise take half a page for a whole one.
     let cut = cut && status == 200;
-    lock(&shared.log).push(RequestRecord {
+    let record = RequestRecord {
         method: method.to_string(),
         path: path_and_query,
         endpoint,
@@ -197,8 +245,39 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         cut,
         at,
         at_ms: at.duration_since(shared.started).as_millis() as u64,
-    });
+    };
+    let mut log = lock(&shared.log);
+    // A long-running `graph-sim` must not grow without bound; tests clear the log long before this.
+    if log.len() >= MAX_LOG {
+        log.drain(..MAX_LOG / 2);
+    }
+    log.push(record);
+    drop(log);
     Ok(into_response(reply, cut))
+}
+
+/// Counts a request as in flight until dropped, recording the peak per endpoint.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    endpoint: Endpoint,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared, endpoint: Endpoint) -> InFlight<'a> {
+        let mut c = lock(&shared.concurrency);
+        let e = c.entry(endpoint).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+        InFlight { shared, endpoint }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = lock(&self.shared.concurrency).get_mut(&self.endpoint) {
+            e.0 = e.0.saturating_sub(1);
+        }
+    }
 }
 
 fn into_response(reply: Reply, cut: bool) -> Response<Body> {
@@ -512,6 +591,13 @@ fn control_route(
         (&Method::GET, [] | [""]) => Ok(Reply::text(200, control_help(base))),
         (&Method::GET, ["export"]) => ok(serde_json::to_value(c.export()).unwrap_or_default()),
         (&Method::GET, ["requests"]) => ok(serde_json::to_value(c.request_log()).unwrap_or_default()),
+        (&Method::GET, ["concurrency"]) => {
+            let list: Vec<Value> = lock(&c.shared.concurrency)
+                .iter()
+                .map(|(e, (now, peak))| json!({"endpoint": e, "inFlight": now, "peak": peak}))
+                .collect();
+            ok(Value::Array(list))
+        }
         (&Method::DELETE, ["requests"]) => {
             c.clear_request_log();
             Ok(Reply::empty(204))
@@ -657,7 +743,36 @@ pub fn control_help(base: &str) -> String {
                        {{\"type\":\"expireSecret\",\"expired\":true}}  {{\"type\":\"expireAccessTokens\"}}
   DELETE /_sim/faults                         disarm all faults
   GET    /_sim/requests;  DELETE /_sim/requests   request log (method, path, endpoint, status, atMs, cut)
+  GET    /_sim/concurrency                    peak requests in flight per endpoint (since the log was cleared)
   GET    /_sim/paging;  PUT /_sim/paging {{\"pageSize\",\"memberSlice\",\"replayEvery\",\"emptyFirstPage\",\
 \"tokenLifetime\"}}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_decoded_leniently() {
+        assert_eq!(percent_decode("%24value"), "$value");
+        assert_eq!(percent_decode("anna%40contoso.example"), "anna@contoso.example");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn routes_are_classified() {
+        let c = |p: &str| classify(&Method::GET, &p.split('/').collect::<Vec<_>>());
+        assert_eq!(c("v1.0/users/delta"), Endpoint::Delta(GraphKind::User));
+        assert_eq!(c("v1.0/contacts/delta"), Endpoint::Delta(GraphKind::Contact));
+        assert_eq!(c("v1.0/users/x/photos/96x96/$value"), Endpoint::Photo);
+        assert_eq!(c("v1.0/servicePrincipals/delta"), Endpoint::Other);
+        assert_eq!(c("_sim/export"), Endpoint::Control);
+        assert_eq!(
+            classify(&Method::POST, &["t", "oauth2", "v2.0", "token"]),
+            Endpoint::Token
+        );
+    }
 }

@@ -158,4 +158,19 @@ mod tests {
         assert_eq!(magnitude(5), (3, 5));
         assert_eq!(magnitude(-1024), (11, 1023));
     }
+
+    #[test]
+    fn a_jpeg_decoder_opens_them() {
+        for seed in [0, 1, 42, 4711, u64::MAX] {
+            let bytes = photo(seed);
+            let mut d = jpeg_decoder::Decoder::new(bytes.as_slice());
+            let pixels = d.decode();
+            let info = d.info();
+            assert!(pixels.is_ok(), "seed {seed}: {pixels:?}");
+            let pixels = pixels.unwrap_or_default();
+            assert_eq!(info.map(|i| (i.width, i.height)), Some((SIZE, SIZE)));
+            assert_eq!(pixels.len(), usize::from(SIZE) * usize::from(SIZE) * 3);
+            assert!(pixels.iter().any(|p| *p != pixels[0]), "blocks differ in colour");
+        }
+    }
 }

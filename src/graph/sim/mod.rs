@@ -5,6 +5,26 @@
 //! authority and the Graph URL of a client are both [`SimHandle::base_url`]. The tenant is generated
 //! deterministically from a seed ([`tenant`] model, [`gen`] generator) and mutated through [`Control`] (in
 //! process) or `/_sim/...` (HTTP); faults ([`Fault`]) make it behave as badly as the real service can.
+//!
+//! ```no_run
+//! use entradir::directory::change::GraphKind;
+//! use entradir::graph::sim::{self, Fault, FaultScope, SimOptions};
+//!
+//! # async fn example() -> std::io::Result<()> {
+//! let sim = sim::start(SimOptions { users: 50, ..SimOptions::default() }).await?; // 127.0.0.1:0
+//! let control = sim.control();
+//! let first = control.ids(GraphKind::User)[0].clone();
+//! let mut props = serde_json::Map::new();
+//! props.insert("jobTitle".into(), "Tester".into());
+//! control.update_user(&first, props).ok(); // the next delta round returns exactly this user
+//! control.fault(Fault::Throttle { requests: 1, retry_after_secs: 2, scope: FaultScope::Delta });
+//! // ... point the client at sim.base_url() with sim.tenant_id() / client_id() / client_secret(), sync ...
+//! let truth = control.export(); // what the directory should now contain
+//! # let _ = truth;
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod auth;
 pub mod control;
@@ -17,8 +37,8 @@ pub mod tenant;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use control::{Control, GroupExport, TenantExport};
 pub use delta::Paging;
@@ -67,7 +87,8 @@ pub struct SimOptions {
     /// Client secret the token endpoint accepts.
     #[arg(long, default_value = DEMO_SECRET)]
     pub client_secret: String,
-    /// PEM client certificate; when given, client assertions must carry its SHA-256 thumbprint (`x5t#S256`).
+    /// PEM client certificate (RSA); when given, client assertions must name it (`x5t#S256` or `x5t`) and be
+    /// signed with its key (RS256 or PS256).
     #[arg(long)]
     pub client_certificate: Option<PathBuf>,
     /// Share of users with a photo (0.0 to 1.0).
@@ -178,22 +199,13 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
     };
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(control::Shared {
-        addr,
-        tenant: Mutex::new(tenant),
-        faults: Mutex::default(),
-        log: Mutex::default(),
-        auth: Mutex::default(),
-        tokens: Mutex::default(),
-        paging: Mutex::new(paging),
-        creds: control::Credentials {
-            tenant_id: opts.tenant_id.clone(),
-            client_id: opts.client_id.clone(),
-            client_secret: opts.client_secret.clone(),
-            certificate_der,
-        },
-        started: Instant::now(),
-    });
+    let creds = control::Credentials {
+        tenant_id: opts.tenant_id.clone(),
+        client_id: opts.client_id.clone(),
+        client_secret: opts.client_secret.clone(),
+        certificate_der,
+    };
+    let shared = Arc::new(control::Shared::new(addr, tenant, paging, creds));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(http::serve(listener, shared.clone(), stopped));
     Ok(SimHandle {
@@ -209,7 +221,14 @@ fn read_certificate(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let mut reader = std::io::BufReader::new(pem.as_slice());
     let first = rustls_pemfile::certs(&mut reader).next();
     match first {
-        Some(Ok(der)) => Ok(der.to_vec()),
+        Some(Ok(der)) if auth::rsa_public_key(&der).is_some() => Ok(der.to_vec()),
+        Some(Ok(_)) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: the certificate's key is not RSA (Entra signs client assertions with RSA only)",
+                path.display()
+            ),
+        )),
         Some(Err(e)) => Err(e),
         None => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -247,6 +266,18 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<()> {
         "  # client secret: {} (put it in client_secret_file or ENTRADIR_CLIENT_SECRET)",
         sim.client_secret()
     );
+    println!();
+    println!("try it (curl + jq):");
+    println!(
+        "  TOKEN=$(curl -s {base}/{}/oauth2/v2.0/token -d grant_type=client_credentials -d client_id={} \\",
+        sim.tenant_id(),
+        sim.client_id()
+    );
+    println!(
+        "      -d client_secret={} -d scope={base}/.default | jq -r .access_token)",
+        sim.client_secret()
+    );
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/v1.0/users/delta?$select=displayName,businessPhones,manager'");
     println!();
     println!("{}", http::control_help(&base));
     tokio::signal::ctrl_c().await?;

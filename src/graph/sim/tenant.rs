@@ -67,7 +67,9 @@ pub struct Object {
     pub props: Map<String, Value>,
     /// Sequence of the last change of anything about this object (props, deletion, members, manager).
     pub seq: u64,
-    /// Sequence of the last change per property, for `Prefer: return=minimal`.
+    /// Sequence at creation (or restore): the change sequence of every property not in `prop_seq`.
+    pub created: u64,
+    /// Sequence of the last change per property changed since creation, for `Prefer: return=minimal`.
     pub prop_seq: HashMap<String, u64>,
     pub deleted: Option<Deletion>,
     /// Groups only: members by id, including removed ones as tombstones.
@@ -83,11 +85,11 @@ pub struct Object {
 
 impl Object {
     fn new(props: Map<String, Value>, seq: u64) -> Object {
-        let prop_seq = props.keys().map(|k| (k.clone(), seq)).collect();
         Object {
             props,
             seq,
-            prop_seq,
+            created: seq,
+            prop_seq: HashMap::new(),
             deleted: None,
             members: BTreeMap::new(),
             manager: None,
@@ -95,6 +97,11 @@ impl Object {
             manager_seq: 0,
             photo: None,
         }
+    }
+
+    /// When a property last changed.
+    pub fn prop_changed(&self, key: &str) -> u64 {
+        self.prop_seq.get(key).copied().unwrap_or(self.created)
     }
 
     pub fn is_live(&self) -> bool {
@@ -286,8 +293,14 @@ impl Tenant {
         if let Some(obj) = self.objects_mut(kind).get_mut(id) {
             obj.deleted = None;
             obj.seq = seq;
-            for s in obj.prop_seq.values_mut() {
-                *s = seq;
+            obj.created = seq;
+            obj.prop_seq.clear();
+            // The client dropped the object with its links; a restore must send them again.
+            if obj.manager.is_some() {
+                obj.manager_seq = seq;
+            }
+            for m in obj.members.values_mut().filter(|m| m.present) {
+                m.seq = seq;
             }
         }
         Ok(())
@@ -414,8 +427,8 @@ mod tests {
             .unwrap_or(false));
         let o = t.get(GraphKind::User, &id).cloned();
         let o = o.as_ref();
-        assert_eq!(o.map(|o| o.prop_seq["jobTitle"]), Some(t.seq));
-        assert_eq!(o.map(|o| o.prop_seq["displayName"]), Some(before));
+        assert_eq!(o.map(|o| o.prop_changed("jobTitle")), Some(t.seq));
+        assert_eq!(o.map(|o| o.prop_changed("displayName")), Some(before));
     }
 
     #[test]

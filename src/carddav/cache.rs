@@ -1,0 +1,323 @@
+//! What is derived from a snapshot once and shared by every request: which entries a book holds (per snapshot
+//! version) and each entry's card model and rendered vCards (per entry version).
+//!
+//! Cards are keyed by entry id and stay valid while the entry is the same `Arc` or has the same `usn_changed`, so
+//! a sync round that changes ten people re-renders ten cards, not the book. Rendering of each vCard version happens
+//! on first use and is then reused (`OnceLock`), including the strong ETag's body length.
+
+use crate::carddav::config::{BookConfig, VCardVersion};
+use crate::carddav::vcard::{self, Card};
+use crate::directory::entry::normalize_dn;
+use crate::directory::{Entry, EntryKind, Snapshot};
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// One entry's card: the model (for filters) and its renderings.
+pub struct CardData {
+    pub entry: Arc<Entry>,
+    pub card: Card,
+    v3: OnceLock<Bytes>,
+    v4: OnceLock<Bytes>,
+    /// The renderings escaped for XML text (`CARDDAV:address-data`), made once as well.
+    xml3: OnceLock<String>,
+    xml4: OnceLock<String>,
+}
+
+impl CardData {
+    pub fn bytes(&self, v: VCardVersion) -> &Bytes {
+        let cell = match v {
+            VCardVersion::V3 => &self.v3,
+            VCardVersion::V4 => &self.v4,
+        };
+        cell.get_or_init(|| Bytes::from(vcard::write(&self.card, v)))
+    }
+
+    /// The vCard escaped for embedding as XML text.
+    pub fn xml_text(&self, v: VCardVersion) -> &str {
+        let cell = match v {
+            VCardVersion::V3 => &self.xml3,
+            VCardVersion::V4 => &self.xml4,
+        };
+        cell.get_or_init(|| {
+            let text = std::str::from_utf8(self.bytes(v)).unwrap_or_default();
+            crate::carddav::xml::esc(text).into_owned()
+        })
+    }
+
+    /// Strong ETag: the entry's version. Both vCard versions carry the same data, and a client sticks to one, so
+    /// a version-independent tag keeps ctag/etag-comparing clients from refetching after switching PROPFIND/REPORT.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.entry.usn_changed)
+    }
+}
+
+/// The members of one book in one snapshot version.
+pub struct BookView {
+    pub version: u64,
+    /// Sorted by id (stable href order).
+    pub members: Vec<Arc<Entry>>,
+    /// Members ordered by (usn_changed, id): the order sync-collection pages through.
+    pub by_change: Vec<Arc<Entry>>,
+    ids: HashSet<Arc<str>>,
+}
+
+impl BookView {
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Members changed after position (usn, id) — or after version `usn` entirely when `id` is `None` — in
+    /// change order.
+    pub fn changed_after(&self, usn: u64, id: Option<&str>) -> &[Arc<Entry>] {
+        let start = self.by_change.partition_point(|e| match id {
+            Some(id) => (e.usn_changed, e.id.as_ref()) <= (usn, id),
+            None => e.usn_changed <= usn,
+        });
+        &self.by_change[start..]
+    }
+}
+
+/// (book name, group, include_disabled): everything a book's membership depends on besides the snapshot.
+type BookKey = (String, Option<String>, bool);
+
+#[derive(Default)]
+pub struct Caches {
+    cards: DashMap<Arc<str>, Arc<CardData>>,
+    books: Mutex<HashMap<BookKey, Arc<BookView>>>,
+}
+
+impl Caches {
+    /// The card of an entry, built on first use and whenever the entry changed.
+    pub fn card(&self, entry: &Arc<Entry>, snap: &Snapshot) -> Arc<CardData> {
+        if let Some(c) = self.cards.get(&entry.id) {
+            if Arc::ptr_eq(&c.entry, entry) || c.entry.usn_changed == entry.usn_changed {
+                return c.clone();
+            }
+        }
+        let data = Arc::new(CardData {
+            entry: entry.clone(),
+            card: vcard::build(entry, &snap.phones),
+            v3: OnceLock::new(),
+            v4: OnceLock::new(),
+            xml3: OnceLock::new(),
+            xml4: OnceLock::new(),
+        });
+        self.cards.insert(entry.id.clone(), data.clone());
+        data
+    }
+
+    /// The members of `book` in `snap`, computed once per snapshot version.
+    pub fn book(&self, book: &BookConfig, include_disabled: bool, snap: &Snapshot) -> Arc<BookView> {
+        let key = (book.name.clone(), book.group.clone(), include_disabled);
+        {
+            let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = books.get(&key).filter(|v| v.version == snap.version) {
+                return v.clone();
+            }
+        }
+        let members = members(book.group.as_deref(), include_disabled, snap);
+        let mut by_change = members.clone();
+        by_change.sort_by(|a, b| (a.usn_changed, &a.id).cmp(&(b.usn_changed, &b.id)));
+        let view = Arc::new(BookView {
+            version: snap.version,
+            ids: members.iter().map(|e| e.id.clone()).collect(),
+            members,
+            by_change,
+        });
+        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = books.get(&key).is_some_and(|v| v.version > snap.version);
+        if !newer {
+            books.insert(key, view.clone());
+        }
+        drop(books);
+        self.prune(snap);
+        view
+    }
+
+    /// Drop cards of entries that no longer exist, once the cache has clearly outgrown the directory.
+    fn prune(&self, snap: &Snapshot) {
+        if self.cards.len() > snap.len() + 1024 {
+            self.cards.retain(|id, _| snap.entry(id).is_some());
+        }
+    }
+
+    /// Forget everything (after a configuration change).
+    pub fn clear(&self) {
+        self.cards.clear();
+        self.books.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+fn listed(e: &Entry, include_disabled: bool) -> bool {
+    vcard::is_person(e) && (include_disabled || !vcard::is_disabled(e))
+}
+
+/// Resolve a group given as Graph object id, DN, or (unambiguous) display name / cn, e.g. `"Sales Team"`.
+pub fn find_group<'a>(snap: &'a Snapshot, group: &str) -> Option<&'a Arc<Entry>> {
+    let is_group = |e: &&Arc<Entry>| e.kind == EntryKind::Group;
+    if let Some(e) = snap.entry(group).filter(is_group) {
+        return Some(e);
+    }
+    if let Some(e) = normalize_dn(group).and_then(|dn| snap.by_dn(&dn)).filter(is_group) {
+        return Some(e);
+    }
+    for attr in ["displayName", "cn"] {
+        let ids = snap.find_eq(attr, group.as_bytes()).unwrap_or_default();
+        let groups: Vec<&Arc<Entry>> = ids.iter().filter_map(|id| snap.entry(id)).filter(is_group).collect();
+        match groups.as_slice() {
+            [one] => return Some(one),
+            [] => {}
+            _ => {
+                tracing::warn!(
+                    group,
+                    "several groups have this name; give the book's group as DN or object id"
+                );
+                return None;
+            }
+        }
+    }
+    None
+}
+
+fn members(group: Option<&str>, include_disabled: bool, snap: &Snapshot) -> Vec<Arc<Entry>> {
+    let Some(group) = group else {
+        return snap
+            .entries()
+            .filter(|e| listed(e, include_disabled))
+            .cloned()
+            .collect();
+    };
+    let Some(root) = find_group(snap, group) else {
+        tracing::warn!(
+            group,
+            "address book group not found in the directory; the book is empty"
+        );
+        return Vec::new();
+    };
+    // Transitive membership over `member` DNs; nested groups are followed once each (cycles are possible in AD).
+    let mut seen_groups: HashSet<Arc<str>> = HashSet::new();
+    let mut out: HashMap<Arc<str>, Arc<Entry>> = HashMap::new();
+    let mut queue = vec![root.clone()];
+    seen_groups.insert(root.id.clone());
+    while let Some(g) = queue.pop() {
+        for dn in g.strs("member") {
+            let Some(m) = normalize_dn(dn).and_then(|n| snap.by_dn(&n)) else {
+                continue;
+            };
+            if m.kind == EntryKind::Group {
+                if seen_groups.insert(m.id.clone()) {
+                    queue.push(m.clone());
+                }
+            } else if listed(m, include_disabled) {
+                out.insert(m.id.clone(), m.clone());
+            }
+        }
+    }
+    let mut v: Vec<Arc<Entry>> = out.into_values().collect();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carddav::vcard::tests::{attr, person, phones};
+    use crate::directory::Naming;
+
+    pub(crate) fn group(id: &str, cn: &str, members: &[&Entry]) -> Entry {
+        let dn = format!("CN={cn},OU=Groups,DC=contoso,DC=example");
+        let member_dns: Vec<&[u8]> = members.iter().map(|m| m.dn.as_bytes()).collect();
+        Entry {
+            id: id.into(),
+            kind: EntryKind::Group,
+            dn_norm: normalize_dn(&dn).unwrap_or_default().into(),
+            dn: dn.into(),
+            guid: [9; 16],
+            usn_changed: 1,
+            usn_created: 1,
+            attrs: vec![
+                attr("objectClass", &[b"top", b"group"]),
+                attr("cn", &[cn.as_bytes()]),
+                attr("member", &member_dns),
+            ],
+        }
+    }
+
+    #[test]
+    fn books_and_cards_are_cached_per_version() {
+        let a = person("a", 2, &[("cn", "Anna")]);
+        let b = person("b", 3, &[("cn", "Bert"), ("userAccountControl", "514")]);
+        let c = person("c", 4, &[("cn", "Cleo")]);
+        let inner = group("g2", "Inner", &[&c]);
+        let mut outer = group("g1", "Outer", &[&a, &b, &inner]);
+        // A cycle must not loop.
+        outer.attrs.push(attr("member", &[outer.dn.as_bytes()]));
+        let snap = Snapshot::from_entries(
+            Naming::new("DC=contoso,DC=example").unwrap(),
+            phones(),
+            5,
+            vec![a, b, c, inner, outer.clone()],
+        );
+        let caches = Caches::default();
+        let all = BookConfig {
+            name: "all".into(),
+            display_name: "All".into(),
+            group: None,
+        };
+        let view = caches.book(&all, false, &snap);
+        let ids: Vec<&str> = view.members.iter().map(|e| e.id.as_ref()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert!(Arc::ptr_eq(&view, &caches.book(&all, false, &snap)));
+        let after: Vec<&str> = view.changed_after(2, None).iter().map(|e| e.id.as_ref()).collect();
+        assert_eq!(after, ["c"]);
+        assert_eq!(view.changed_after(2, Some("a")).len(), 1);
+        assert_eq!(view.changed_after(0, None).len(), 2);
+        assert!(view.changed_after(4, Some("c")).is_empty());
+        let with_disabled = caches.book(&all, true, &snap);
+        assert_eq!(with_disabled.members.len(), 3);
+        let by_dn = BookConfig {
+            name: "o".into(),
+            display_name: "O".into(),
+            group: Some(outer.dn.to_string()),
+        };
+        let ids: Vec<String> = caches
+            .book(&by_dn, false, &snap)
+            .members
+            .iter()
+            .map(|e| e.id.to_string())
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+        let by_id = BookConfig {
+            name: "i".into(),
+            display_name: "I".into(),
+            group: Some("g2".into()),
+        };
+        assert_eq!(caches.book(&by_id, false, &snap).members.len(), 1);
+        let by_name = BookConfig {
+            name: "n".into(),
+            display_name: "N".into(),
+            group: Some("inner".into()),
+        };
+        assert_eq!(caches.book(&by_name, false, &snap).members.len(), 1);
+        let missing = BookConfig {
+            name: "m".into(),
+            display_name: "M".into(),
+            group: Some("nope".into()),
+        };
+        assert!(caches.book(&missing, false, &snap).members.is_empty());
+
+        let entry = snap.entry("a").unwrap();
+        let c1 = caches.card(entry, &snap);
+        assert!(Arc::ptr_eq(&c1, &caches.card(entry, &snap)));
+        assert!(std::ptr::eq(c1.bytes(VCardVersion::V3), c1.bytes(VCardVersion::V3)));
+        let changed = Arc::new(person("a", 6, &[("cn", "Anna Neu")]));
+        let c2 = caches.card(&changed, &snap);
+        assert!(!Arc::ptr_eq(&c1, &c2));
+        assert!(std::str::from_utf8(c2.bytes(VCardVersion::V4))
+            .unwrap()
+            .contains("FN:Anna Neu"));
+        assert_eq!(c2.etag(), "\"6\"");
+    }
+}

@@ -1,0 +1,327 @@
+//! What the operator configures for the CardDAV/phone-book service. The lead's TOML layer maps `[carddav]` onto
+//! [`CardDavConfig`]; everything except the listen addresses can be swapped at runtime (SIGHUP) through
+//! [`crate::carddav::serve_reloadable`].
+
+use crate::carddav::auth::{Account, Cidr};
+use crate::carddav::CardDavError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The vCard version a card is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VCardVersion {
+    /// RFC 2426: what macOS/iOS Contacts and most phones accept.
+    #[default]
+    V3,
+    /// RFC 6350, for clients that ask for it (DAVx5, Linphone).
+    V4,
+}
+
+impl VCardVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VCardVersion::V3 => "3.0",
+            VCardVersion::V4 => "4.0",
+        }
+    }
+
+    /// `"3.0"`/`"4.0"` (also `"3"`/`"4"`); anything else is not a version we write.
+    pub fn parse(s: &str) -> Option<VCardVersion> {
+        match s.trim() {
+            "3.0" | "3" => Some(VCardVersion::V3),
+            "4.0" | "4" => Some(VCardVersion::V4),
+            _ => None,
+        }
+    }
+}
+
+/// How numbers appear in the vendor XML phone books (vCards always carry E.164 where the number parses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NumberFormat {
+    /// `+49301234567`
+    #[default]
+    E164,
+    /// Dialable from inside the default country: `0301234567`; foreign numbers keep their `+` form.
+    National,
+}
+
+/// One address book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookConfig {
+    /// URL segment (`/dav/books/<name>/`, `/phonebook/<name>/yealink.xml`): letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    pub display_name: String,
+    /// Members of this group (a DN or a Graph object id), transitively; `None` = all users and contacts.
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CardDavConfig {
+    /// Plain HTTP listener.
+    pub listen: Option<SocketAddr>,
+    /// HTTPS listener; needs `tls`.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Books besides the "all users" book, which always exists (named `all` unless a group-less book is listed).
+    pub books: Vec<BookConfig>,
+    /// Version served when a client does not ask for one.
+    pub vcard_version: VCardVersion,
+    /// Service accounts (shared with LDAP): Basic auth against their PHC argon2 hashes.
+    pub accounts: Vec<Account>,
+    /// Clients from these networks may read without credentials.
+    pub anonymous_networks: Vec<Cidr>,
+    pub phonebook_number_format: NumberFormat,
+    /// Also publish disabled accounts (userAccountControl bit 2); off by default.
+    pub include_disabled: bool,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for CardDavConfig {
+    fn default() -> Self {
+        CardDavConfig {
+            listen: None,
+            tls_listen: None,
+            tls: None,
+            books: Vec::new(),
+            vcard_version: VCardVersion::V3,
+            accounts: Vec::new(),
+            anonymous_networks: Vec::new(),
+            phonebook_number_format: NumberFormat::E164,
+            include_disabled: false,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+impl CardDavConfig {
+    /// The books as served: the "all users" book first (added when none of the configured books is group-less).
+    pub fn effective_books(&self) -> Vec<BookConfig> {
+        let mut out = Vec::with_capacity(self.books.len() + 1);
+        if !self.books.iter().any(|b| b.group.is_none()) {
+            out.push(BookConfig {
+                name: "all".into(),
+                display_name: "All users".into(),
+                group: None,
+            });
+        }
+        out.extend(self.books.iter().cloned());
+        out
+    }
+
+    /// Reject what would make URLs ambiguous or unusable.
+    pub fn validate(&self) -> Result<(), CardDavError> {
+        if self.listen.is_none() && self.tls_listen.is_none() {
+            return Err(CardDavError::NoListener);
+        }
+        if let (Some(addr), None) = (self.tls_listen, &self.tls) {
+            return Err(CardDavError::TlsWithoutCert(addr));
+        }
+        let books = self.effective_books();
+        for (i, b) in books.iter().enumerate() {
+            let ok = !b.name.is_empty()
+                && b.name != "."
+                && b.name != ".."
+                && b.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return Err(CardDavError::Config(format!(
+                    "book name {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                    b.name
+                )));
+            }
+            if books[..i].iter().any(|o| o.name == b.name) {
+                return Err(CardDavError::Config(format!("book name {:?} is used twice", b.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CardDavConfig {
+    /// Build from the file config: `[carddav]`, its TLS files (or the shared `[tls]`), and `[[accounts]]`.
+    /// `Ok(None)` when there is no `[carddav]` section. `include_disabled` follows `[entra] include_disabled` only
+    /// in the sense that disabled accounts that were synced are still hidden from books (phones should not
+    /// offer people who left).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Option<CardDavConfig>, CardDavError> {
+        let Some(c) = &cfg.carddav else { return Ok(None) };
+        let paths = match (&c.tls_cert, &c.tls_key, &cfg.tls) {
+            (Some(cert), Some(key), _) => Some((cert.clone(), key.clone())),
+            (None, None, Some(t)) => Some((t.cert.clone(), t.key.clone())),
+            (None, None, None) => None,
+            _ => return Err(CardDavError::Config("[carddav] needs both tls_cert and tls_key".into())),
+        };
+        let tls = match (paths, c.tls_listen) {
+            (Some((cert, key)), Some(_)) => Some(load_tls(&cert, &key)?),
+            _ => None,
+        };
+        let mut accounts = Vec::with_capacity(cfg.accounts.len());
+        for a in &cfg.accounts {
+            let networks = a
+                .networks
+                .iter()
+                .map(|n| n.parse::<Cidr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CardDavError::Config(format!("account {:?}: {e}", a.name)))?;
+            accounts.push(Account {
+                name: a.name.clone(),
+                password_hash: a.password_hash.clone(),
+                networks,
+            });
+        }
+        let anonymous_networks = c
+            .anonymous_networks
+            .iter()
+            .map(|n| n.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CardDavError::Config(format!("carddav.anonymous_networks: {e}")))?;
+        let vcard_version = VCardVersion::parse(&c.vcard_version).ok_or_else(|| {
+            CardDavError::Config(format!(
+                "carddav.vcard_version {:?}: use \"3.0\" or \"4.0\"",
+                c.vcard_version
+            ))
+        })?;
+        let phonebook_number_format = match c.phonebook_number_format.to_ascii_lowercase().as_str() {
+            "e164" | "e.164" => NumberFormat::E164,
+            "national" => NumberFormat::National,
+            other => {
+                return Err(CardDavError::Config(format!(
+                    "carddav.phonebook_number_format {other:?}: use \"e164\" or \"national\""
+                )))
+            }
+        };
+        let books = c
+            .books
+            .iter()
+            .map(|b| BookConfig {
+                name: b.name.clone(),
+                display_name: b.display_name.clone().unwrap_or_else(|| b.name.clone()),
+                group: b.group.clone(),
+            })
+            .collect();
+        let out = CardDavConfig {
+            listen: c.listen,
+            tls_listen: c.tls_listen,
+            tls,
+            books,
+            vcard_version,
+            accounts,
+            anonymous_networks,
+            phonebook_number_format,
+            ..CardDavConfig::default()
+        };
+        out.validate()?;
+        Ok(Some(out))
+    }
+}
+
+/// A rustls server config (ring provider, HTTP/1.1 ALPN) from PEM certificate chain and key files.
+pub fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, CardDavError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| CardDavError::Config(format!("reading {}: {e}", p.display())))
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CardDavError::Config(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(CardDavError::Config(format!(
+            "{}: no PEM certificate found",
+            cert.display()
+        )));
+    }
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| CardDavError::Config(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| CardDavError::Config(format!("{}: no PEM private key found", key.display())))?;
+    let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CardDavError::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| CardDavError::Config(format!("TLS certificate/key: {e}")))?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(sc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_book_is_added_and_names_are_checked() {
+        let mut cfg = CardDavConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        cfg.books.push(BookConfig {
+            name: "sales".into(),
+            display_name: "Sales".into(),
+            group: Some("g".into()),
+        });
+        let names: Vec<String> = cfg.effective_books().into_iter().map(|b| b.name).collect();
+        assert_eq!(names, ["all", "sales"]);
+        assert!(cfg.validate().is_ok());
+        cfg.books.push(BookConfig {
+            name: "a/b".into(),
+            display_name: "x".into(),
+            group: None,
+        });
+        assert!(matches!(cfg.validate(), Err(CardDavError::Config(_))));
+        cfg.books.pop();
+        cfg.books.push(BookConfig {
+            name: "sales".into(),
+            display_name: "x".into(),
+            group: None,
+        });
+        assert!(cfg.validate().is_err());
+        let none = CardDavConfig::default();
+        assert!(matches!(none.validate(), Err(CardDavError::NoListener)));
+    }
+
+    #[test]
+    fn from_the_config_file() {
+        let hash = crate::accounts::hash_password("pw").unwrap();
+        let text = format!(
+            r#"
+[entra]
+tenant_id = "t"
+client_id = "c"
+[directory]
+base_dn = "DC=contoso,DC=example"
+[carddav]
+listen = "127.0.0.1:8080"
+vcard_version = "4.0"
+phonebook_number_format = "national"
+anonymous_networks = ["10.20.0.0/16"]
+[[carddav.books]]
+name = "sales"
+group = "Sales Team"
+[[accounts]]
+name = "pbx"
+password_hash = "{hash}"
+networks = ["192.0.2.0/24"]
+"#
+        );
+        let cfg = crate::config::Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
+        let c = CardDavConfig::from_config(&cfg).unwrap().unwrap();
+        assert_eq!(c.vcard_version, VCardVersion::V4);
+        assert_eq!(c.phonebook_number_format, NumberFormat::National);
+        assert!(c.anonymous_networks[0].contains("10.20.1.1".parse().unwrap()));
+        assert_eq!(c.accounts[0].name, "pbx");
+        assert!(c.accounts[0].networks[0].contains("192.0.2.9".parse().unwrap()));
+        let names: Vec<(String, String)> = c
+            .effective_books()
+            .into_iter()
+            .map(|b| (b.name, b.display_name))
+            .collect();
+        assert_eq!(
+            names,
+            [("all".into(), "All users".into()), ("sales".into(), "sales".into())]
+        );
+        let bad = text.replace("\"national\"", "\"weird\"");
+        let cfg = crate::config::Config::parse(std::path::Path::new("test.toml"), &bad).unwrap();
+        assert!(matches!(CardDavConfig::from_config(&cfg), Err(CardDavError::Config(_))));
+    }
+}

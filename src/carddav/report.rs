@@ -1,0 +1,491 @@
+//! REPORTs on a book: `addressbook-multiget` and `addressbook-query` (RFC 6352 §8.6/§8.7) and `sync-collection`
+//! (RFC 6578, sync-level 1).
+//!
+//! Sync tokens are `urn:entradir:sync:<version>`: the snapshot version the client is up to date with. A page cut
+//! short by `DAV:limit` ends with a 507 for the book and a continuation token
+//! `urn:entradir:sync:<base>:<usn>:<id>`: the client's state is `<base>` plus every member up to position
+//! (`usn`, `id`) in change order. The next page reports members after that position (from the current
+//! snapshot, so changes in between are not lost) and again every removal since `<base>`; re-reporting a removal
+//! the client already applied is harmless, skipping one would not be. A token the snapshot history cannot answer
+//! (too old, from the future, malformed) gets 403 `DAV:valid-sync-token`, and the client starts over.
+
+use crate::carddav::config::VCardVersion;
+use crate::carddav::filter::{Filter, FilterError};
+use crate::carddav::propfind::card_value;
+use crate::carddav::service::{forbidden, multistatus, percent_decode, text, Body, Ctx, Resource};
+use crate::carddav::vcard;
+use crate::carddav::xml::{parse, Element, Multistatus, PropName, CARDDAV, DAV};
+use crate::directory::{Entry, EntryKind};
+use hyper::{Response, StatusCode};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+pub const TOKEN_PREFIX: &str = "urn:entradir:sync:";
+
+/// What a REPORT asks to see of each card.
+struct Wanted {
+    props: Vec<PropName>,
+    /// Some when address-data was requested, with the version to render.
+    data: Option<VCardVersion>,
+}
+
+fn wanted(ctx: &Ctx<'_>, root: &Element) -> Result<Wanted, Box<Response<Body>>> {
+    let Some(prop) = root.child(DAV, "prop") else {
+        return Ok(Wanted {
+            props: vec![PropName::new(DAV, "getetag")],
+            data: None,
+        });
+    };
+    let mut w = Wanted {
+        props: Vec::new(),
+        data: None,
+    };
+    for c in &prop.children {
+        if c.is(CARDDAV, "address-data") {
+            let ct = c.attr("content-type").unwrap_or("text/vcard");
+            let version = match c.attr("version") {
+                None => Some(ctx.cfg.vcard_version),
+                Some(v) => VCardVersion::parse(v),
+            };
+            match version {
+                Some(v) if ct.eq_ignore_ascii_case("text/vcard") => w.data = Some(v),
+                _ => return Err(Box::new(forbidden("<C:supported-address-data/>"))),
+            }
+        }
+        w.props.push(c.prop_name());
+    }
+    Ok(w)
+}
+
+fn card_response(ms: &mut Multistatus, ctx: &Ctx<'_>, href: &str, e: &Arc<Entry>, w: &Wanted) {
+    let card = w.data.map(|_| ctx.card(e));
+    let mut found: Vec<(&PropName, Cow<'_, str>)> = Vec::with_capacity(w.props.len());
+    let mut missing: Vec<&PropName> = Vec::new();
+    for p in &w.props {
+        if p.is(CARDDAV, "address-data") {
+            if let (Some(card), Some(v)) = (&card, w.data) {
+                found.push((p, Cow::Borrowed(card.xml_text(v))));
+            }
+        } else {
+            match card_value(ctx, e, p) {
+                Some(v) => found.push((p, Cow::Owned(v))),
+                None => missing.push(p),
+            }
+        }
+    }
+    ms.props(href, &found, &missing);
+}
+
+/// Output buffer estimate: about 300 bytes of XML per response, plus the card when address-data is asked for.
+fn estimate(members: &[Arc<Entry>], w: &Wanted) -> usize {
+    let per = if w.data.is_some() { 1200 } else { 300 };
+    members.len().saturating_mul(per).min(64 << 20)
+}
+
+fn nresults(root: &Element) -> Result<Option<usize>, String> {
+    let limit = root.child(CARDDAV, "limit").or_else(|| root.child(DAV, "limit"));
+    let Some(n) = limit.and_then(|l| l.child(CARDDAV, "nresults").or_else(|| l.child(DAV, "nresults"))) else {
+        return Ok(None);
+    };
+    n.text
+        .trim()
+        .parse::<usize>()
+        .map(|n| Some(n.max(1)))
+        .map_err(|_| format!("invalid nresults {:?}", n.text))
+}
+
+pub fn handle(ctx: &Ctx<'_>, res: Resource, req_path: &str, body: &[u8]) -> Response<Body> {
+    let root = match parse(body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let known = root.is(CARDDAV, "addressbook-multiget")
+        || root.is(CARDDAV, "addressbook-query")
+        || root.is(DAV, "sync-collection");
+    if !known {
+        return forbidden("<D:supported-report/>");
+    }
+    let i = match res {
+        Resource::Book(i) => i,
+        Resource::Card(i, _) if root.is(CARDDAV, "addressbook-multiget") => i,
+        _ => return forbidden("<D:supported-report/>"),
+    };
+    let w = match wanted(ctx, &root) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    if root.is(CARDDAV, "addressbook-multiget") {
+        multiget(ctx, i, req_path, &root, &w)
+    } else if root.is(CARDDAV, "addressbook-query") {
+        query(ctx, i, &root, &w)
+    } else {
+        sync_collection(ctx, i, &root, &w)
+    }
+}
+
+/// Turn an href (absolute URL, absolute path, or relative to the request URI as Linphone sends) into a path.
+fn href_path(href: &str, req_path: &str) -> Option<String> {
+    let h = href.trim();
+    let h = match h.find("://") {
+        Some(p) => &h[h[p + 3..].find('/').map(|q| p + 3 + q)?..],
+        None => h,
+    };
+    let h = percent_decode(h)?;
+    if h.starts_with('/') {
+        return Some(h);
+    }
+    let base = match req_path.rfind('/') {
+        Some(p) if req_path.ends_with('/') || !req_path[p..].contains('.') => {
+            if req_path.ends_with('/') {
+                req_path.to_string()
+            } else {
+                format!("{req_path}/")
+            }
+        }
+        Some(p) => req_path[..=p].to_string(),
+        None => "/".to_string(),
+    };
+    Some(format!("{base}{}", h.trim_start_matches("./")))
+}
+
+fn multiget(ctx: &Ctx<'_>, i: usize, req_path: &str, root: &Element, w: &Wanted) -> Response<Body> {
+    let mut ms = Multistatus::new();
+    for h in root.children_named(DAV, "href") {
+        let target = href_path(&h.text, req_path).and_then(|p| ctx.resolve(&p));
+        match target {
+            Some(Resource::Card(j, e)) if j == i => card_response(&mut ms, ctx, h.text.trim(), &e, w),
+            _ => ms.status(h.text.trim(), 404),
+        }
+    }
+    multistatus(ms.finish())
+}
+
+fn query(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Response<Body> {
+    let filter = match Filter::parse(root.child(CARDDAV, "filter")) {
+        Ok(f) => f,
+        Err(FilterError::Collation(_)) => return forbidden("<C:supported-collation/>"),
+        Err(e @ FilterError::Invalid(_)) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let limit = match nresults(root) {
+        Ok(l) => l,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let view = ctx.book_view(i);
+    let candidates: Vec<Arc<Entry>> = match filter.phone_candidates() {
+        Some(q) => {
+            let mut v: Vec<Arc<Entry>> = ctx
+                .snap
+                .find_phone(q)
+                .iter()
+                .filter(|id| view.contains(id))
+                .filter_map(|id| ctx.snap.entry(id).cloned())
+                .collect();
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+            v
+        }
+        None => view.members.clone(),
+    };
+    let mut ms = Multistatus::new();
+    let mut n = 0usize;
+    let mut truncated = false;
+    for e in &candidates {
+        let card = ctx.card(e);
+        if !filter.matches(&card.card, &ctx.snap.phones) {
+            continue;
+        }
+        if limit.is_some_and(|l| n >= l) {
+            truncated = true;
+            break;
+        }
+        card_response(&mut ms, ctx, &ctx.card_href(i, e), e, w);
+        n += 1;
+    }
+    if truncated {
+        ms.status(&ctx.book_href(i), 507);
+    }
+    multistatus(ms.finish())
+}
+
+/// A parsed sync token: the version the client is up to date with, and for continuation tokens the position
+/// in change order up to which it has the members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub base: u64,
+    pub position: Option<(u64, String)>,
+}
+
+impl Token {
+    pub fn parse(s: &str) -> Option<Token> {
+        let rest = s.trim().strip_prefix(TOKEN_PREFIX)?;
+        let mut parts = rest.splitn(3, ':');
+        let base = parts.next()?.parse().ok()?;
+        match (parts.next(), parts.next()) {
+            (None, _) => Some(Token { base, position: None }),
+            (Some(u), Some(id)) if !id.is_empty() => Some(Token {
+                base,
+                position: Some((u.parse().ok()?, id.into())),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn format(&self) -> String {
+        match &self.position {
+            None => format!("{TOKEN_PREFIX}{}", self.base),
+            Some((u, id)) => format!("{TOKEN_PREFIX}{}:{u}:{id}", self.base),
+        }
+    }
+}
+
+/// RFC 6578 §3.2: 403 with `DAV:valid-sync-token`, or 400 with the same body for Thunderbird (see [`Ctx`]).
+fn stale_token(ctx: &Ctx<'_>) -> Response<Body> {
+    let mut r = forbidden("<D:valid-sync-token/>");
+    if ctx.stale_token_400 {
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    r
+}
+
+fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Response<Body> {
+    let level = root.child(DAV, "sync-level").map(|l| l.text.trim().to_string());
+    if !matches!(level.as_deref(), None | Some("1") | Some("infinite")) {
+        return text(StatusCode::BAD_REQUEST, "sync-level must be 1 or infinite");
+    }
+    let limit = match nresults(root) {
+        Ok(l) => l,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let raw = root.child(DAV, "sync-token").map(|t| t.text.trim()).unwrap_or("");
+    let view = ctx.book_view(i);
+    let mut gone: Vec<Arc<str>> = Vec::new();
+    let (base, present): (u64, &[Arc<Entry>]) = if raw.is_empty() {
+        (ctx.snap.version, &view.by_change[..])
+    } else {
+        let Some(token) = Token::parse(raw) else {
+            return stale_token(ctx);
+        };
+        let Some(changes) = ctx.snap.changes_since(token.base) else {
+            return stale_token(ctx);
+        };
+        for e in &changes.changed {
+            if vcard::is_person(e) && !view.contains(&e.id) {
+                gone.push(e.id.clone());
+            }
+        }
+        for (id, kind) in &changes.removed {
+            if matches!(kind, EntryKind::User | EntryKind::Contact) {
+                gone.push(id.clone());
+            }
+        }
+        let present = match &token.position {
+            None => view.changed_after(token.base, None),
+            Some((u, id)) => view.changed_after(*u, Some(id)),
+        };
+        (token.base, present)
+    };
+    let take = match limit {
+        Some(l) if gone.len() + present.len() > l => Some(l.saturating_sub(gone.len()).max(1).min(present.len())),
+        _ => None,
+    };
+    let mut ms = Multistatus::with_capacity(estimate(present, w) + gone.len() * 200);
+    for id in &gone {
+        ms.status(
+            &format!(
+                "{}{}.vcf",
+                ctx.book_href(i),
+                crate::carddav::service::encode_segment(id)
+            ),
+            404,
+        );
+    }
+    let shown = take.unwrap_or(present.len());
+    for e in &present[..shown] {
+        card_response(&mut ms, ctx, &ctx.card_href(i, e), e, w);
+    }
+    let next = match (take, present[..shown].last()) {
+        (Some(_), Some(last)) if shown < present.len() => {
+            ms.status(&ctx.book_href(i), 507);
+            Token {
+                base,
+                position: Some((last.usn_changed, last.id.to_string())),
+            }
+        }
+        _ => Token {
+            base: ctx.snap.version,
+            position: None,
+        },
+    };
+    ms.sync_token(&next.format());
+    multistatus(ms.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carddav::config::CardDavConfig;
+    use crate::carddav::service::State;
+    use crate::carddav::vcard::tests::{person, phones};
+    use crate::directory::{Naming, Published, Snapshot};
+    use http_body_util::BodyExt;
+
+    async fn sync(snap: Snapshot, token: &str, limit: Option<usize>) -> (u16, Vec<(String, u16)>, String) {
+        let cfg = Arc::new(arc_swap::ArcSwap::from_pointee(CardDavConfig::default()));
+        let state = State::new(cfg.clone(), Published::new(snap));
+        let c = cfg.load_full();
+        let ctx = Ctx {
+            state: &state,
+            books: c.effective_books(),
+            cfg: c,
+            snap: state.dir.load(),
+            principal: crate::carddav::auth::Principal::Anonymous,
+            stale_token_400: token.ends_with("thunderbird"),
+        };
+        let limit = limit
+            .map(|n| format!("<D:limit><D:nresults>{n}</D:nresults></D:limit>"))
+            .unwrap_or_default();
+        let body = format!(
+            r#"<D:sync-collection xmlns:D="DAV:"><D:sync-token>{token}</D:sync-token><D:sync-level>1</D:sync-level>{limit}<D:prop><D:getetag/></D:prop></D:sync-collection>"#
+        );
+        let resp = handle(&ctx, Resource::Book(0), "/dav/books/all/", body.as_bytes());
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let Ok(root) = parse(&bytes) else {
+            return (status, vec![], String::new());
+        };
+        let items = root
+            .children_named(DAV, "response")
+            .map(|r| {
+                let href = r
+                    .child(DAV, "href")
+                    .unwrap()
+                    .text
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let code = r
+                    .child(DAV, "status")
+                    .or_else(|| r.child(DAV, "propstat").and_then(|p| p.child(DAV, "status")))
+                    .map(|s| s.text.split(' ').nth(1).unwrap().parse().unwrap())
+                    .unwrap();
+                (href, code)
+            })
+            .collect();
+        let token = root
+            .child(DAV, "sync-token")
+            .map(|t| t.text.clone())
+            .unwrap_or_default();
+        (status, items, token)
+    }
+
+    /// Version 5 holds a(3) b(4) c(5) d(5); version 6 removes b, disables c, adds e.
+    fn two_versions() -> Snapshot {
+        let naming = Naming::new("DC=contoso,DC=example").unwrap();
+        let v5 = Snapshot::from_entries(
+            naming,
+            phones(),
+            5,
+            vec![
+                person("a", 3, &[("cn", "A")]),
+                person("b", 4, &[("cn", "B")]),
+                person("c", 5, &[("cn", "C")]),
+                person("d", 5, &[("cn", "D")]),
+            ],
+        );
+        let mut v6 = v5.next();
+        v6.remove("b");
+        v6.upsert(Arc::new(person("c", 6, &[("cn", "C"), ("userAccountControl", "514")])));
+        v6.upsert(Arc::new(person("e", 6, &[("cn", "E")])));
+        v6
+    }
+
+    #[tokio::test]
+    async fn incremental_sync_reports_removed_and_disabled_people_as_gone() {
+        let (status, items, token) = sync(two_versions(), "urn:entradir:sync:5", None).await;
+        assert_eq!(status, 207);
+        let mut items = items;
+        items.sort();
+        assert_eq!(
+            items,
+            [("b.vcf".into(), 404), ("c.vcf".into(), 404), ("e.vcf".into(), 200)]
+        );
+        assert_eq!(token, "urn:entradir:sync:6");
+
+        let (_, items, _) = sync(two_versions(), "", None).await;
+        let hrefs: Vec<&str> = items.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(
+            hrefs,
+            ["a.vcf", "d.vcf", "e.vcf"],
+            "initial sync in change order, only current members"
+        );
+
+        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:7", None).await;
+        assert_eq!(status, 403, "a token from the future is refused");
+        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:7:x:thunderbird", None).await;
+        assert_eq!(status, 400, "Thunderbird only starts over on 400");
+    }
+
+    #[tokio::test]
+    async fn truncated_sync_continues_without_losing_changes() {
+        let (_, first, token) = sync(two_versions(), "urn:entradir:sync:4", Some(1)).await;
+        assert!(
+            first.contains(&("d.vcf".into(), 200)) && first.contains(&("".into(), 507)),
+            "{first:?}"
+        );
+        assert!(!first.iter().any(|(h, _)| h == "e.vcf"));
+        assert_eq!(token, "urn:entradir:sync:4:5:d");
+        let (_, second, token) = sync(two_versions(), &token, Some(1)).await;
+        assert!(second.contains(&("e.vcf".into(), 200)), "{second:?}");
+        assert!(!second.iter().any(|(_, c)| *c == 507));
+        assert_eq!(token, "urn:entradir:sync:6");
+    }
+
+    #[test]
+    fn tokens_round_trip_and_reject_junk() {
+        let t = Token {
+            base: 42,
+            position: None,
+        };
+        assert_eq!(Token::parse(&t.format()), Some(t));
+        let c = Token {
+            base: 7,
+            position: Some((5, "id:with:colons".into())),
+        };
+        assert_eq!(Token::parse(&c.format()), Some(c));
+        for bad in [
+            "",
+            "42",
+            "urn:entradir:sync:",
+            "urn:entradir:sync:x",
+            "urn:entradir:sync:1:2",
+            "urn:other:1",
+        ] {
+            assert_eq!(Token::parse(bad), None, "{bad}");
+        }
+        assert_eq!(Token::parse("urn:entradir:sync:1:x:y"), None);
+    }
+
+    #[test]
+    fn hrefs_resolve_like_clients_send_them() {
+        let book = "/dav/books/all/";
+        assert_eq!(href_path("x.vcf", book).as_deref(), Some("/dav/books/all/x.vcf"));
+        assert_eq!(
+            href_path("./x.vcf", "/dav/books/all").as_deref(),
+            Some("/dav/books/all/x.vcf")
+        );
+        assert_eq!(
+            href_path("/dav/books/all/x.vcf", book).as_deref(),
+            Some("/dav/books/all/x.vcf")
+        );
+        assert_eq!(
+            href_path("https://h:8443/dav/books/all/a%20b.vcf", book).as_deref(),
+            Some("/dav/books/all/a b.vcf")
+        );
+        assert_eq!(
+            href_path("y.vcf", "/dav/books/all/x.vcf").as_deref(),
+            Some("/dav/books/all/y.vcf")
+        );
+        assert_eq!(href_path("%zz", book), None);
+        assert_eq!(href_path("http://hostonly", book), None);
+    }
+}

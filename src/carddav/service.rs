@@ -1,0 +1,529 @@
+//! Request routing: URL layout, authentication gate, method dispatch and the small responses (OPTIONS, GET,
+//! redirects, refusals of writes).
+//!
+//! URL layout (all collections end in `/`):
+//! - `/.well-known/carddav` → 301 to `/dav/` (RFC 6764)
+//! - `/dav/` service root; `/dav/principals/<account>/` the caller's principal (`anonymous` without credentials)
+//! - `/dav/books/` the address-book home; `/dav/books/<book>/` a book; `/dav/books/<book>/<id>.vcf` a card
+//! - `/phonebook/<vendor>.xml` and `/phonebook/<book>/<vendor>.xml`: vendor XML directories
+
+use crate::carddav::auth::{AuthFailure, Authenticator, Principal};
+use crate::carddav::cache::{BookView, Caches, CardData};
+use crate::carddav::config::{BookConfig, CardDavConfig, VCardVersion};
+use crate::carddav::xml::{error_body, esc};
+use crate::carddav::{phonebook, propfind, report};
+use crate::directory::{Entry, Published, Snapshot};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+pub type Body = Full<Bytes>;
+
+pub const ROOT: &str = "/dav/";
+pub const HOME: &str = "/dav/books/";
+pub const PRINCIPALS: &str = "/dav/principals/";
+const DAV_HEADER: &str = "1, 3, addressbook";
+const ALLOW: &str = "OPTIONS, GET, HEAD, PROPFIND, REPORT";
+pub const XML_CT: &str = "application/xml; charset=utf-8";
+pub const VCARD_CT: &str = "text/vcard; charset=utf-8";
+
+/// Shared by all connections of one service instance.
+pub struct State {
+    pub cfg: Arc<ArcSwap<CardDavConfig>>,
+    pub dir: Published,
+    pub caches: Caches,
+    pub auth: Authenticator,
+    /// The configuration the caches were built for; a swap clears them.
+    cfg_seen: Mutex<Option<Arc<CardDavConfig>>>,
+}
+
+impl State {
+    pub fn new(cfg: Arc<ArcSwap<CardDavConfig>>, dir: Published) -> State {
+        State {
+            cfg,
+            dir,
+            caches: Caches::default(),
+            auth: Authenticator::default(),
+            cfg_seen: Mutex::new(None),
+        }
+    }
+
+    /// Build every book's member list and render every card in the default version for the current snapshot,
+    /// so the first client after a start or a sync round does not pay for it. Unchanged entries are cache hits.
+    pub fn prewarm(&self) {
+        let cfg = self.config();
+        let snap = self.dir.load();
+        for book in cfg.effective_books() {
+            let view = self.caches.book(&book, cfg.include_disabled, &snap);
+            for e in &view.members {
+                let _ = self.caches.card(e, &snap).xml_text(cfg.vcard_version);
+            }
+        }
+    }
+
+    pub(crate) fn config(&self) -> Arc<CardDavConfig> {
+        let cfg = self.cfg.load_full();
+        let mut seen = self.cfg_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &cfg)) {
+            if seen.is_some() {
+                self.caches.clear();
+            }
+            *seen = Some(cfg.clone());
+        }
+        cfg
+    }
+}
+
+/// Everything one request is answered from: one configuration and one snapshot.
+pub struct Ctx<'a> {
+    pub state: &'a State,
+    pub cfg: Arc<CardDavConfig>,
+    pub books: Vec<BookConfig>,
+    pub snap: Arc<Snapshot>,
+    pub principal: Principal,
+    /// Thunderbird re-fetches a book only when a stale sync token gets 400; with RFC 6578's 403 it stops
+    /// syncing for good. Set from the User-Agent so it alone gets 400 (with the same precondition body).
+    pub stale_token_400: bool,
+}
+
+/// A resolved URL.
+#[derive(Clone)]
+pub enum Resource {
+    Root,
+    Principals,
+    Principal,
+    Home,
+    Book(usize),
+    Card(usize, Arc<Entry>),
+}
+
+impl Ctx<'_> {
+    pub fn book_view(&self, i: usize) -> Arc<BookView> {
+        self.state
+            .caches
+            .book(&self.books[i], self.cfg.include_disabled, &self.snap)
+    }
+
+    pub fn card(&self, e: &Arc<Entry>) -> Arc<CardData> {
+        self.state.caches.card(e, &self.snap)
+    }
+
+    pub fn principal_href(&self) -> String {
+        format!("{PRINCIPALS}{}/", encode_segment(self.principal.segment()))
+    }
+
+    pub fn book_href(&self, i: usize) -> String {
+        format!("{HOME}{}/", encode_segment(&self.books[i].name))
+    }
+
+    pub fn card_href(&self, i: usize, e: &Entry) -> String {
+        format!(
+            "{HOME}{}/{}.vcf",
+            encode_segment(&self.books[i].name),
+            encode_segment(&e.id)
+        )
+    }
+
+    pub fn href(&self, r: &Resource) -> String {
+        match r {
+            Resource::Root => ROOT.to_string(),
+            Resource::Principals => PRINCIPALS.to_string(),
+            Resource::Principal => self.principal_href(),
+            Resource::Home => HOME.to_string(),
+            Resource::Book(i) => self.book_href(*i),
+            Resource::Card(i, e) => self.card_href(*i, e),
+        }
+    }
+
+    pub fn ctag(&self) -> String {
+        self.snap.version.to_string()
+    }
+
+    pub fn sync_token(&self) -> String {
+        format!("{}{}", report::TOKEN_PREFIX, self.snap.version)
+    }
+
+    /// Resolve a decoded absolute path.
+    pub fn resolve(&self, path: &str) -> Option<Resource> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segs.as_slice() {
+            [] | ["dav"] => Some(Resource::Root),
+            ["dav", "principals"] => Some(Resource::Principals),
+            ["dav", "principals", who] if who.eq_ignore_ascii_case(self.principal.segment()) => {
+                Some(Resource::Principal)
+            }
+            ["dav", "books"] => Some(Resource::Home),
+            ["dav", "books", book] => self.book_index(book).map(Resource::Book),
+            ["dav", "books", book, file] => {
+                let i = self.book_index(book)?;
+                let id = file.strip_suffix(".vcf")?;
+                let e = self.snap.entry(id)?;
+                self.book_view(i).contains(id).then(|| Resource::Card(i, e.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    fn book_index(&self, name: &str) -> Option<usize> {
+        self.books.iter().position(|b| b.name == name)
+    }
+}
+
+/// Percent-encode a path segment (everything but RFC 3986 unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decode `%XX` escapes; `None` for broken escapes or non-UTF-8 results.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub fn response(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r.headers_mut().insert("DAV", HeaderValue::from_static(DAV_HEADER));
+    r
+}
+
+pub fn xml_response(status: StatusCode, body: String) -> Response<Body> {
+    response(status, XML_CT, body)
+}
+
+pub fn multistatus(body: String) -> Response<Body> {
+    xml_response(StatusCode::MULTI_STATUS, body)
+}
+
+pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut m = msg.into();
+    m.push('\n');
+    response(status, "text/plain; charset=utf-8", m)
+}
+
+/// 403 with a `DAV:error` precondition body.
+pub fn forbidden(inner: &str) -> Response<Body> {
+    xml_response(StatusCode::FORBIDDEN, error_body(inner))
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut r = text(StatusCode::UNAUTHORIZED, "authentication required");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"entradir\", charset=\"UTF-8\""),
+    );
+    r
+}
+
+fn privilege_for(method: &Method) -> &'static str {
+    match method.as_str() {
+        "DELETE" | "MOVE" => "unbind",
+        "MKCOL" | "POST" | "COPY" | "MKCALENDAR" => "bind",
+        "PROPPATCH" => "write-properties",
+        "ACL" => "write-acl",
+        _ => "write-content",
+    }
+}
+
+/// Read a request body up to the configured limit.
+pub enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Broken),
+    }
+}
+
+fn body_error(e: BodyError, max: usize) -> Response<Body> {
+    match e {
+        BodyError::TooLarge => text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {max} bytes"),
+        ),
+        BodyError::Broken => text(StatusCode::BAD_REQUEST, "request body could not be read"),
+    }
+}
+
+/// The hyper service function.
+pub async fn handle(
+    state: Arc<State>,
+    peer: SocketAddr,
+    secure: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let mut resp = route(&state, peer, secure, req).await;
+    if method == Method::HEAD {
+        let (parts, body) = resp.into_parts();
+        let size = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+        resp = Response::from_parts(parts, Full::new(Bytes::new()));
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    tracing::debug!(%peer, %method, path = %raw_path, status = resp.status().as_u16(), "carddav request");
+    Ok(resp)
+}
+
+/// `scheme://host` from the Host header, for the absolute URLs Cisco phones need; empty (relative URLs) when the
+/// header is missing or has characters a host cannot have.
+fn base_url(req: &Request<Incoming>, secure: bool) -> String {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if ok {
+        format!("{}://{host}", if secure { "https" } else { "http" })
+    } else {
+        String::new()
+    }
+}
+
+async fn route(state: &State, peer: SocketAddr, secure: bool, req: Request<Incoming>) -> Response<Body> {
+    let Some(path) = percent_decode(req.uri().path()) else {
+        return text(StatusCode::BAD_REQUEST, "invalid percent-encoding in the request path");
+    };
+    let method = req.method().clone();
+    if path.trim_end_matches('/').eq_ignore_ascii_case("/.well-known/carddav") {
+        let mut r = text(StatusCode::MOVED_PERMANENTLY, format!("CardDAV service: {ROOT}"));
+        r.headers_mut().insert(header::LOCATION, HeaderValue::from_static(ROOT));
+        return r;
+    }
+    if method == Method::OPTIONS {
+        let mut r = response(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new());
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        return r;
+    }
+    let cfg = state.config();
+    let authz = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    let principal = match state
+        .auth
+        .authenticate(&cfg.accounts, &cfg.anonymous_networks, authz.as_deref(), peer.ip())
+        .await
+    {
+        Ok(p) => p,
+        Err(AuthFailure::Missing) => return unauthorized(),
+        Err(AuthFailure::Invalid) => {
+            tracing::info!(%peer, "carddav: authentication failed");
+            return unauthorized();
+        }
+    };
+    let ctx = Ctx {
+        state,
+        books: cfg.effective_books(),
+        cfg: cfg.clone(),
+        snap: state.dir.load(),
+        principal,
+        stale_token_400: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ua| ua.contains("Thunderbird")),
+    };
+
+    if path == "/phonebook" || path.starts_with("/phonebook/") {
+        if !matches!(method, Method::GET | Method::HEAD | Method::POST) {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "phone books answer GET and POST");
+        }
+        let query = req.uri().query().map(str::to_string);
+        let base = base_url(&req, secure);
+        if method == Method::POST {
+            // Snom posts its search form; the body (if any) is form data with the same fields as the query.
+            let body = match read_body(req, cfg.max_body_bytes).await {
+                Ok(b) => b,
+                Err(e) => return body_error(e, cfg.max_body_bytes),
+            };
+            let merged = merge_query(query.as_deref(), &body);
+            return phonebook::handle(&ctx, &path, merged.as_deref(), &base);
+        }
+        return phonebook::handle(&ctx, &path, query.as_deref(), &base);
+    }
+
+    match method.as_str() {
+        "GET" | "HEAD" => get(&ctx, &path, &req),
+        "PROPFIND" | "REPORT" => {
+            let Some(res) = ctx.resolve(&path) else {
+                return text(StatusCode::NOT_FOUND, format!("no such resource: {path}"));
+            };
+            let depth = req.headers().get("Depth").map(|v| v.as_bytes().to_vec());
+            let req_path = path.clone();
+            let body = match read_body(req, cfg.max_body_bytes).await {
+                Ok(b) => b,
+                Err(e) => return body_error(e, cfg.max_body_bytes),
+            };
+            if method.as_str() == "PROPFIND" {
+                propfind::handle(&ctx, res, depth.as_deref(), &body)
+            } else {
+                report::handle(&ctx, res, &req_path, &body)
+            }
+        }
+        "PUT" | "DELETE" | "MKCOL" | "PROPPATCH" | "MOVE" | "COPY" | "LOCK" | "UNLOCK" | "POST" | "ACL"
+        | "MKCALENDAR" => {
+            let inner = format!(
+                "<D:need-privileges><D:resource><D:href>{}</D:href><D:privilege><D:{}/></D:privilege></D:resource></D:need-privileges>",
+                esc(req.uri().path()),
+                privilege_for(&method)
+            );
+            forbidden(&inner)
+        }
+        _ => {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not supported (read-only)"),
+            );
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            r
+        }
+    }
+}
+
+fn merge_query(query: Option<&str>, body: &[u8]) -> Option<String> {
+    let body = std::str::from_utf8(body)
+        .ok()
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && !b.starts_with('<'));
+    match (query, body) {
+        (Some(q), Some(b)) => Some(format!("{q}&{b}")),
+        (Some(q), None) => Some(q.to_string()),
+        (None, Some(b)) => Some(b.to_string()),
+        (None, None) => None,
+    }
+}
+
+/// The vCard version an `Accept` header asks for (`text/vcard; version=4.0`), if any.
+fn accepted_version(req: &Request<Incoming>) -> Option<VCardVersion> {
+    let accept = req.headers().get(header::ACCEPT)?.to_str().ok()?;
+    accept.split(',').find_map(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let ty = parts.next()?;
+        if !ty.eq_ignore_ascii_case("text/vcard") {
+            return None;
+        }
+        parts
+            .find_map(|p| p.strip_prefix("version="))
+            .and_then(|v| VCardVersion::parse(v.trim_matches('"')))
+    })
+}
+
+/// If-None-Match: `*` or a list of (possibly weak) tags compared weakly, as RFC 9110 §13.1.2 specifies.
+fn none_match(req: &Request<Incoming>, etag: &str) -> bool {
+    let Some(v) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    v.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+}
+
+fn get(ctx: &Ctx<'_>, path: &str, req: &Request<Incoming>) -> Response<Body> {
+    match ctx.resolve(path) {
+        Some(Resource::Card(_, e)) => {
+            let card = ctx.card(&e);
+            let etag = card.etag();
+            let version = accepted_version(req).unwrap_or(ctx.cfg.vcard_version);
+            if none_match(req, &etag) {
+                let mut r = response(StatusCode::NOT_MODIFIED, VCARD_CT, Bytes::new());
+                r.headers_mut().remove(header::CONTENT_TYPE);
+                if let Ok(v) = HeaderValue::from_str(&etag) {
+                    r.headers_mut().insert(header::ETAG, v);
+                }
+                return r;
+            }
+            let mut r = response(StatusCode::OK, VCARD_CT, card.bytes(version).clone());
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                r.headers_mut().insert(header::ETAG, v);
+            }
+            r
+        }
+        Some(Resource::Book(i)) => {
+            // The whole book as one vCard stream: handy for exports and for clients that import a URL.
+            let version = accepted_version(req).unwrap_or(ctx.cfg.vcard_version);
+            let view = ctx.book_view(i);
+            let mut out = Vec::with_capacity(view.members.len() * 512);
+            for e in &view.members {
+                out.extend_from_slice(ctx.card(e).bytes(version));
+            }
+            response(StatusCode::OK, VCARD_CT, out)
+        }
+        Some(_) => text(
+            StatusCode::OK,
+            format!(
+                "entradir CardDAV: address books under {HOME}, principal {}",
+                ctx.principal_href()
+            ),
+        ),
+        None => text(StatusCode::NOT_FOUND, format!("no such resource: {path}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_coding() {
+        assert_eq!(
+            percent_decode("/dav/books/a%20b/x%C3%BC.vcf").as_deref(),
+            Some("/dav/books/a b/xü.vcf")
+        );
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%C3"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(encode_segment("a b/ü"), "a%20b%2F%C3%BC");
+        assert_eq!(encode_segment("1b6f0c5e-0000-4000"), "1b6f0c5e-0000-4000");
+    }
+
+    #[test]
+    fn snom_post_bodies_merge_with_the_query() {
+        assert_eq!(merge_query(Some("q=a"), b"page=2").as_deref(), Some("q=a&page=2"));
+        assert_eq!(merge_query(None, b"  ").as_deref(), None);
+        assert_eq!(merge_query(None, b"<xml/>").as_deref(), None);
+    }
+}

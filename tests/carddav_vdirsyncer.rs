@@ -1,0 +1,252 @@
+//! A real CardDAV client against the server: vdirsyncer (Python) discovers the books from the service root,
+//! syncs them read-only into a filesystem store, and after a change in the directory fetches only that card.
+//!
+//! vdirsyncer comes from a virtualenv: `$ENTRADIR_VENV` or `<repo>/.venv`
+//! (`python3 -m venv .venv && .venv/bin/pip install vdirsyncer`). Without it the test is skipped with a notice,
+//! unless `CI` is set, where a missing venv is a failure.
+
+use calcard::vcard::{VCard, VCardProperty, VCardValue};
+use entradir::carddav::auth::hash_password;
+use entradir::carddav::{sample, Account, CardDavConfig, CardDavServer};
+use entradir::directory::phone::PhoneNormalizer;
+use entradir::directory::{Entry, Naming, Published, Snapshot};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+fn venv() -> Option<PathBuf> {
+    let dir = std::env::var_os("ENTRADIR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let bin = dir.join("bin").join("vdirsyncer");
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "vdirsyncer not found at {} (set ENTRADIR_VENV)",
+        bin.display()
+    );
+    eprintln!(
+        "SKIPPED: vdirsyncer not found at {}; set ENTRADIR_VENV or create <repo>/.venv",
+        bin.display()
+    );
+    None
+}
+
+fn snapshot(version: u64, entries: Vec<Entry>) -> Snapshot {
+    Snapshot::from_entries(
+        Naming::new("DC=contoso,DC=example").unwrap(),
+        PhoneNormalizer::new("DE").unwrap(),
+        version,
+        entries,
+    )
+}
+
+fn run(bin: &Path, config: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .env("VDIRSYNCER_CONFIG", config)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("vdirsyncer runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "vdirsyncer {args:?} failed:\n{text}");
+    text
+}
+
+fn title_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let card = VCard::parse(&text).unwrap_or_else(|e| panic!("calcard rejects {}: {e:?}", path.display()));
+    card.entries
+        .iter()
+        .find(|e| e.name == VCardProperty::Title)
+        .and_then(|e| e.values.first())
+        .map(|v| match v {
+            VCardValue::Text(t) => t.clone(),
+            other => format!("{other:?}"),
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vdirsyncer_read_only_sync_and_incremental_update() {
+    let Some(bin) = venv() else { return };
+    let cfg = CardDavConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        accounts: vec![Account {
+            name: "phone".into(),
+            password_hash: hash_password("pw").unwrap(),
+            networks: vec![],
+        }],
+        ..Default::default()
+    };
+    let people = sample::people(30, 2);
+    let dir = Published::new(snapshot(2, people.clone()));
+    let server = CardDavServer::bind(Arc::new(arc_swap::ArcSwap::from_pointee(cfg)), dir.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("cards");
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            r#"[general]
+status_path = "{status}"
+
+[pair contacts]
+a = "entradir"
+b = "local"
+collections = ["from a"]
+conflict_resolution = "a wins"
+
+[storage entradir]
+type = "carddav"
+url = "http://{addr}/"
+username = "phone"
+password = "pw"
+read_only = true
+
+[storage local]
+type = "filesystem"
+path = "{store}"
+fileext = ".vcf"
+"#,
+            status = tmp.path().join("status").display(),
+            store = store.display()
+        ),
+    )
+    .unwrap();
+
+    let b = bin.clone();
+    let c = config.clone();
+    let discovered = tokio::task::spawn_blocking(move || {
+        // Pre-create the local collection so `discover` does not stop to ask whether to create it.
+        std::fs::create_dir_all(c.parent().unwrap().join("cards").join("all")).unwrap();
+        run(&b, &c, &["discover"])
+    })
+    .await
+    .unwrap();
+    assert!(
+        discovered.contains("all"),
+        "vdirsyncer discovered no book 'all':\n{discovered}"
+    );
+
+    let (b, c) = (bin.clone(), config.clone());
+    tokio::task::spawn_blocking(move || run(&b, &c, &["sync"]))
+        .await
+        .unwrap();
+    let book = store.join("all");
+    let files: Vec<PathBuf> = std::fs::read_dir(&book).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 30, "one file per person");
+    let heads = files.iter().filter(|f| title_of(f) == "Head of R&D").count();
+    assert_eq!(
+        heads, 5,
+        "people 0, 7, 14, 21, 28 head R&D (escaping of & survived the round trip)"
+    );
+
+    // Person 4 gets a new title in version 3: the next sync must fetch exactly that card.
+    let mut next = people.clone();
+    next[4] = sample::person(4, 3);
+    next[4]
+        .attrs
+        .iter_mut()
+        .find(|a| a.name.as_ref() == "title")
+        .unwrap()
+        .values = vec!["Chief Phone Officer".into()];
+    dir.publish(snapshot(3, next));
+    let (b, c) = (bin.clone(), config.clone());
+    let log = tokio::task::spawn_blocking(move || run(&b, &c, &["sync"]))
+        .await
+        .unwrap();
+    let updates: Vec<&str> = log.lines().filter(|l| l.contains("Copying (updating)")).collect();
+    assert_eq!(updates.len(), 1, "exactly one card re-fetched:\n{log}");
+    // vdirsyncer names items by vCard UID: the objectGUID in UUID form.
+    let uid = entradir::carddav::vcard::uuid_string(&sample::person(4, 0).guid);
+    assert!(updates[0].contains(&uid), "{log}");
+    assert!(
+        !log.contains("Copying (uploading)") && !log.contains("Deleting"),
+        "{log}"
+    );
+    let changed = files
+        .iter()
+        .find(|f| f.to_string_lossy().contains(&sample::person_id(4)));
+    let changed = changed.cloned().unwrap_or_else(|| {
+        // vdirsyncer names files by UID, not by href: find the card by content.
+        files
+            .iter()
+            .find(|f| title_of(f) == "Chief Phone Officer")
+            .cloned()
+            .expect("updated card on disk")
+    });
+    assert_eq!(title_of(&changed), "Chief Phone Officer");
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
+/// Every 3.0 card, parsed by vobject (Python), an implementation independent of both our writer and calcard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vobject_parses_every_card() {
+    let Some(bin) = venv() else { return };
+    let python = bin.with_file_name("python");
+    let cfg = CardDavConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        accounts: vec![Account {
+            name: "phone".into(),
+            password_hash: hash_password("pw").unwrap(),
+            networks: vec![],
+        }],
+        ..Default::default()
+    };
+    let dir = Published::new(snapshot(2, sample::people(60, 2)));
+    let server = CardDavServer::bind(Arc::new(arc_swap::ArcSwap::from_pointee(cfg)), dir)
+        .await
+        .unwrap();
+    let url = format!("http://{}/dav/books/all/", server.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/carddav_vobject.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([url.as_str(), "phone", "pw"])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["cards"], 60);
+    assert_eq!(summary["unique_uids"], 60);
+    assert_eq!(summary["photos"].as_array().unwrap().len(), 6);
+    // Every person has a work number, every third a mobile, every fifth a fax.
+    assert_eq!(summary["tels"], 60 + 20 + 12);
+    let names: Vec<&str> = summary["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(
+        names.contains(&"Jürgen Smith & Sons 21") && names.contains(&"Ayşe O'Brien 17"),
+        "{names:?}"
+    );
+    let _ = stop.send(());
+}

@@ -767,3 +767,151 @@ async fn garbage_and_tls_on_plain_port_close_cleanly() {
     let o = ldapsearch(url(&r), None, args(&["-b", BASE, "(sn=Doe)", "cn"])).await;
     assert_eq!(o.values("cn"), vec!["Jane Doe"], "{}", o.stderr);
 }
+
+mod raw {
+    //! Protocol behaviour that ldapsearch cannot show: pipelining, limits, idle timeout.
+
+    use super::*;
+    use bytes::BytesMut;
+    use entradir::ldap::filter::Filter;
+    use entradir::ldap::proto::{encode_bind, encode_search, take_response, Response, Scope};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn read_until_done(s: &mut TcpStream, buf: &mut BytesMut, want_done: usize) -> Vec<Response> {
+        let mut got = Vec::new();
+        let mut dones = 0;
+        while dones < want_done {
+            while let Some(r) = take_response(buf).unwrap() {
+                if matches!(r.tag, 0x61 | 0x65) {
+                    dones += 1;
+                }
+                got.push(r);
+            }
+            if dones >= want_done {
+                break;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "server closed early");
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_requests_all_get_answers() {
+        let r = start(false, false).await;
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        let mut req = BytesMut::new();
+        req.extend_from_slice(&encode_bind(1, "pbx@contoso.example", PASSWORD.as_bytes()));
+        let f = Filter::parse("(telephoneNumber=*3000042)").unwrap();
+        for id in 2..42 {
+            req.extend_from_slice(&encode_search(id, BASE, Scope::Sub, 0, &f, &["cn"], &[]));
+        }
+        s.write_all(&req).await.unwrap();
+        let mut buf = BytesMut::new();
+        let got = read_until_done(&mut s, &mut buf, 41).await;
+        assert_eq!(
+            got[0],
+            Response {
+                id: 1,
+                tag: 0x61,
+                code: Some(0)
+            },
+            "bind answered first"
+        );
+        let mut done_ids: Vec<i64> = got.iter().filter(|r| r.tag == 0x65).map(|r| r.id).collect();
+        done_ids.sort();
+        assert_eq!(done_ids, (2..42).collect::<Vec<_>>());
+        assert_eq!(got.iter().filter(|r| r.tag == 0x64).count(), 40, "one entry per search");
+        assert!(got.iter().filter(|r| r.tag == 0x65).all(|r| r.code == Some(0)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_are_closed_and_busy_servers_say_so() {
+        let mut cfg = LdapConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            idle_timeout: Duration::from_millis(300),
+            max_connections: 1,
+            allow_anonymous: true,
+            ..LdapConfig::default()
+        };
+        cfg.accounts.clear();
+        let server = Server::bind(cfg, directory()).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(server.run(stop.clone()));
+
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut b = BytesMut::from(&buf[..]);
+        let notice = take_response(&mut b).unwrap().expect("a Notice of Disconnection");
+        assert_eq!((notice.id, notice.tag, notice.code), (0, 0x78, Some(51)), "busy");
+
+        let mut buf = Vec::new();
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "closed by the idle timeout, not at once"
+        );
+        stop.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_accounts_without_restart() {
+    let cfg = LdapConfig {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        accounts: vec![Account {
+            name: "pbx".into(),
+            password_hash: hash_password(PASSWORD).unwrap(),
+            networks: vec![],
+        }],
+        ..LdapConfig::default()
+    };
+    let server = Server::bind(cfg.clone(), directory()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let handle = server.handle();
+    let stop = CancellationToken::new();
+    tokio::spawn(server.run(stop.clone()));
+    let url = format!("ldap://127.0.0.1:{}", addr.port());
+    let bind = |pw: &str| args(&["-D", "pbx@contoso.example", "-w", pw, "-b", BASE, "(sn=Doe)", "cn"]);
+    assert_eq!(ldapsearch(url.clone(), None, bind(PASSWORD)).await.code, 0);
+
+    let mut next = cfg.clone();
+    next.accounts[0].password_hash = hash_password("rotated").unwrap();
+    next.accounts[0].networks = vec!["10.0.0.0/8".parse().unwrap()];
+    handle.reload(next.clone()).unwrap();
+    let o = ldapsearch(url.clone(), None, bind("rotated")).await;
+    assert_eq!(o.code, 49, "network restriction applies after reload");
+    assert!(o.stderr.contains("data 531"), "{}", o.stderr);
+    next.accounts[0].networks.clear();
+    handle.reload(next.clone()).unwrap();
+    assert_eq!(ldapsearch(url.clone(), None, bind("rotated")).await.code, 0);
+    assert_eq!(
+        ldapsearch(url.clone(), None, bind(PASSWORD)).await.code,
+        49,
+        "old password no longer works"
+    );
+
+    let mut bad = next.clone();
+    bad.starttls = true;
+    assert!(
+        handle.reload(bad).is_err(),
+        "StartTLS without a certificate is refused, old config kept"
+    );
+    assert_eq!(ldapsearch(url, None, bind("rotated")).await.code, 0);
+    stop.cancel();
+}

@@ -235,22 +235,17 @@ pub fn write_entry(
     subschema_dn: &str,
     snap: Option<&Snapshot>,
 ) {
-    // Attribute encodings are gathered as slices of cached buffers where possible; the rare uncached ones
-    // (photos, ranges, operational attributes) are built into `extra`.
-    let mut parts: Vec<Bytes> = Vec::with_capacity(enc.attrs.len());
-    for a in &enc.attrs {
-        if !sel.wants(&a.key) {
-            continue;
-        }
-        if sel.types_only {
-            parts.push(a.types_only.clone());
-            continue;
-        }
-        match &a.full {
-            Some(b) => parts.push(b.clone()),
-            None => {
+    // Cached attribute encodings are copied straight into `out`; the rare uncached ones (photos, ranges,
+    // operational attributes) are built into `extra` first.
+    let mut extra: Vec<Bytes> = Vec::new();
+    let mut cached_len = 0usize;
+    for a in enc.attrs.iter().filter(|a| sel.wants(&a.key)) {
+        match (&a.full, sel.types_only) {
+            (_, true) => cached_len += a.types_only.len(),
+            (Some(b), false) => cached_len += b.len(),
+            (None, false) => {
                 if let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(&a.key)) {
-                    parts.push(encode_attr_bytes(&attr.name, &attr.values));
+                    extra.push(encode_attr_bytes(&attr.name, &attr.values));
                 }
             }
         }
@@ -271,7 +266,7 @@ pub fn write_entry(
             format!("{};range={lo}-{last}", attr.name)
         };
         let vals = if n == 0 { &[][..] } else { &attr.values[*lo..=last] };
-        parts.push(encode_attr_bytes(&name, if sel.types_only { &[] } else { vals }));
+        extra.push(encode_attr_bytes(&name, if sel.types_only { &[] } else { vals }));
     }
     for op in OPERATIONAL {
         let key = op.to_ascii_lowercase();
@@ -279,10 +274,10 @@ pub fn write_entry(
             continue;
         }
         if let Some(v) = operational_values(e, &key, subschema_dn, snap) {
-            parts.push(encode_attr_bytes(op, if sel.types_only { &[] } else { &v }));
+            extra.push(encode_attr_bytes(op, if sel.types_only { &[] } else { &v }));
         }
     }
-    let attrs_len: usize = parts.iter().map(|p| p.len()).sum();
+    let attrs_len: usize = cached_len + extra.iter().map(|p| p.len()).sum::<usize>();
     let op_content = enc.dn.len() + header_len(attrs_len) + attrs_len;
     let id = int_octets(msgid);
     let msg_content = 2 + id.len() + header_len(op_content) + op_content;
@@ -295,7 +290,14 @@ pub fn write_entry(
     out.put_slice(&enc.dn);
     out.put_u8(0x30);
     put_len(out, attrs_len);
-    for p in &parts {
+    for a in enc.attrs.iter().filter(|a| sel.wants(&a.key)) {
+        match (&a.full, sel.types_only) {
+            (_, true) => out.put_slice(&a.types_only),
+            (Some(b), false) => out.put_slice(b),
+            (None, false) => {}
+        }
+    }
+    for p in &extra {
         out.put_slice(p);
     }
 }

@@ -213,6 +213,30 @@ impl Filter {
         }
     }
 
+    /// Whether the index plan will very likely answer this filter without a scan (decided from the filter
+    /// alone). Sessions run filters that need a scan on the blocking pool so they cannot stall other clients.
+    pub fn indexable(&self) -> bool {
+        let text_ok = |a: &str, s: &Substrings| {
+            let longest = s
+                .initial
+                .iter()
+                .chain(s.any.iter())
+                .chain(s.final_.iter())
+                .map(|v| v.len())
+                .max();
+            TEXT_INDEXED.iter().any(|t| t.eq_ignore_ascii_case(a)) && longest.unwrap_or(0) >= 3
+        };
+        match self {
+            Filter::And(v) => v.iter().any(Filter::indexable),
+            Filter::Or(v) => !v.is_empty() && v.iter().all(Filter::indexable),
+            Filter::Eq(a, v) if a.eq_ignore_ascii_case("anr") => v.len() >= 3,
+            Filter::Eq(a, _) => Snapshot::is_eq_indexed(a) || is_phone_attr(a),
+            Filter::Sub(a, s) => is_phone_attr(a) || text_ok(a, s),
+            Filter::Ext { rule, .. } => rule.as_deref() == Some(RULE_IN_CHAIN),
+            _ => false,
+        }
+    }
+
     /// Parse the RFC 4515 string form, e.g. `(&(objectClass=user)(objectGUID=\01\02…))`. `\XX` escapes
     /// become raw octets, so binary values can be written.
     pub fn parse(s: &str) -> Result<Filter, FilterParseError> {
@@ -408,7 +432,11 @@ fn text(v: &Bytes) -> String {
 
 impl Compiled {
     pub fn new(f: &Filter, snap: &Snapshot) -> Compiled {
-        Compiled { root: compile(f, snap) }
+        let cx = Cx {
+            snap,
+            phone_keys: Default::default(),
+        };
+        Compiled { root: compile(f, &cx) }
     }
 
     /// Whether the entry matches.
@@ -423,22 +451,40 @@ impl Compiled {
     }
 }
 
-fn compile(f: &Filter, snap: &Snapshot) -> Node {
+/// Compilation context: the snapshot, and phone keys already computed for this filter (a PBX lookup names the
+/// same number for several phone attributes; parsing it once matters at tens of thousands of lookups a second).
+struct Cx<'a> {
+    snap: &'a Snapshot,
+    phone_keys: std::cell::RefCell<Vec<(String, String)>>,
+}
+
+impl Cx<'_> {
+    fn phone_key(&self, raw: &str) -> String {
+        if let Some((_, k)) = self.phone_keys.borrow().iter().find(|(r, _)| r == raw) {
+            return k.clone();
+        }
+        let k = self.snap.phones.key(raw);
+        self.phone_keys.borrow_mut().push((raw.to_string(), k.clone()));
+        k
+    }
+}
+
+fn compile(f: &Filter, cx: &Cx<'_>) -> Node {
     match f {
-        Filter::And(v) => Node::And(v.iter().map(|f| compile(f, snap)).collect()),
-        Filter::Or(v) => Node::Or(v.iter().map(|f| compile(f, snap)).collect()),
-        Filter::Not(f) => Node::Not(Box::new(compile(f, snap))),
+        Filter::And(v) => Node::And(v.iter().map(|f| compile(f, cx)).collect()),
+        Filter::Or(v) => Node::Or(v.iter().map(|f| compile(f, cx)).collect()),
+        Filter::Not(f) => Node::Not(Box::new(compile(f, cx))),
         Filter::Present(a) => Node::Present(a.clone()),
-        Filter::Eq(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, snap),
+        Filter::Eq(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, cx),
         Filter::Eq(a, v) => Node::Test {
             attr: a.clone(),
-            m: eq_match(a, v, snap),
+            m: eq_match(a, v, cx),
             raw: v.clone(),
         },
-        Filter::Approx(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, snap),
+        Filter::Approx(a, v) if a.eq_ignore_ascii_case("anr") => anr(v, cx),
         Filter::Approx(a, v) => {
             let m = if is_phone_attr(a) || is_binary_attr(a) || is_dn_attr(a) {
-                eq_match(a, v, snap)
+                eq_match(a, v, cx)
             } else {
                 Match::Approx(squash(&text(v)))
             };
@@ -454,7 +500,7 @@ fn compile(f: &Filter, snap: &Snapshot) -> Node {
                     initial: s
                         .initial
                         .as_ref()
-                        .map(|i| snap.phones.prefix_key(&String::from_utf8_lossy(i))),
+                        .map(|i| cx.snap.phones.prefix_key(&String::from_utf8_lossy(i))),
                     any: s
                         .any
                         .iter()
@@ -512,11 +558,11 @@ fn compile(f: &Filter, snap: &Snapshot) -> Node {
                         raw: value.clone(),
                     }
                 }
-                Some(RULE_IN_CHAIN) => in_chain(attr, value, snap),
+                Some(RULE_IN_CHAIN) => in_chain(attr, value, cx),
                 // Any other rule (caseIgnoreMatch and friends) is equality for the attributes we serve.
                 _ => Node::Test {
                     attr: attr.clone(),
-                    m: eq_match(attr, value, snap),
+                    m: eq_match(attr, value, cx),
                     raw: value.clone(),
                 },
             }
@@ -541,14 +587,14 @@ fn squash(s: &str) -> String {
     s.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
-fn eq_match(attr: &str, v: &Bytes, snap: &Snapshot) -> Match {
+fn eq_match(attr: &str, v: &Bytes, cx: &Cx<'_>) -> Match {
     if is_binary_attr(attr) {
         return Match::Bin(v.clone());
     }
     if is_phone_attr(attr) {
         let s = String::from_utf8_lossy(v);
         if s.bytes().any(|b| b.is_ascii_digit()) {
-            return Match::Phone(snap.phones.key(&s));
+            return Match::Phone(cx.phone_key(&s));
         }
         return Match::Str(text(v));
     }
@@ -568,7 +614,7 @@ fn eq_match(attr: &str, v: &Bytes, snap: &Snapshot) -> Match {
 
 /// `anr` (ambiguous name resolution) the way AD applies it to the attributes PBXs and Outlook care about:
 /// a prefix match on each name attribute, `=x` for exact matches, and "first last" / "last first" splits.
-fn anr(v: &Bytes, snap: &Snapshot) -> Node {
+fn anr(v: &Bytes, cx: &Cx<'_>) -> Node {
     let s = String::from_utf8_lossy(v).trim().to_string();
     if s.is_empty() {
         return Node::Const(false);
@@ -592,7 +638,7 @@ fn anr(v: &Bytes, snap: &Snapshot) -> Node {
             for a in ANR_ATTRS {
                 alts.push(Node::Test {
                     attr: (*a).into(),
-                    m: eq_match(a, &x, snap),
+                    m: eq_match(a, &x, cx),
                     raw: x.clone(),
                 });
             }
@@ -615,11 +661,11 @@ fn anr(v: &Bytes, snap: &Snapshot) -> Node {
 
 /// `(memberOf:1.2.840.113556.1.4.1941:=G)`: everything nested anywhere below group G.
 /// `(member:1.2.840.113556.1.4.1941:=X)`: every group X belongs to, directly or through other groups.
-fn in_chain(attr: &str, value: &Bytes, snap: &Snapshot) -> Node {
+fn in_chain(attr: &str, value: &Bytes, cx: &Cx<'_>) -> Node {
     let Some(start) = std::str::from_utf8(value)
         .ok()
         .and_then(normalize_dn)
-        .and_then(|n| snap.by_dn(&n).cloned())
+        .and_then(|n| cx.snap.by_dn(&n).cloned())
     else {
         return Node::Const(false);
     };
@@ -640,7 +686,7 @@ fn in_chain(attr: &str, value: &Bytes, snap: &Snapshot) -> Node {
             if !seen_dn.insert(n.clone()) {
                 continue;
             }
-            if let Some(next) = snap.by_dn(&n) {
+            if let Some(next) = cx.snap.by_dn(&n) {
                 out.insert(next.id.clone());
                 queue.push_back(next.clone());
             }
@@ -683,7 +729,7 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
             .and_then(parse_dn)
             .and_then(|rdns| rdns.first().and_then(|r| r.first()).map(|(_, val)| val.to_lowercase()))
             .is_some_and(|first| first == *q),
-        Match::Phone(q) => std::str::from_utf8(v).is_ok_and(|s| snap.phones.key(s) == *q),
+        Match::Phone(q) => std::str::from_utf8(v).is_ok_and(|s| phone_eq(s, q, snap)),
         Match::Sub { initial, any, final_ } => substr(&lower(v), initial.as_deref(), any, final_.as_deref()),
         Match::PhoneSub { initial, any, final_ } => std::str::from_utf8(v)
             .is_ok_and(|s| substr(&snap.phones.key(s), initial.as_deref(), any, final_.as_deref())),
@@ -693,6 +739,20 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
         Match::BitAnd(mask) => parse_u32(v).is_some_and(|x| x & mask == *mask),
         Match::BitOr(mask) => parse_u32(v).is_some_and(|x| x & mask != 0),
     }
+}
+
+/// Whether a stored number has the phone key `key`, parsing it only when cheap checks cannot decide: numbers
+/// stored in international form (as the projection writes them) compare by digits.
+fn phone_eq(stored: &str, key: &str, snap: &Snapshot) -> bool {
+    let d = digits(stored);
+    if stored.trim_start().starts_with('+') && !stored.contains('(') && d == key {
+        return true;
+    }
+    let tail = &key[key.len().saturating_sub(4)..];
+    if !tail.is_empty() && !d.contains(tail) {
+        return false;
+    }
+    snap.phones.key(stored) == key
 }
 
 fn order(v: &[u8], q: &str, qn: Option<i64>) -> Option<std::cmp::Ordering> {
@@ -732,6 +792,17 @@ fn sorted(mut v: Vec<Arc<str>>) -> Vec<Arc<str>> {
     v
 }
 
+/// One index lookup. Several filter terms can need the same lookup (the phone index and the trigram index
+/// ignore which attribute asked), so an OR of them runs it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IndexQuery {
+    PhonePrefix(String),
+    PhoneSuffix(String),
+    PhoneContains(String),
+    Eq(String, Bytes),
+    Text(String),
+}
+
 fn plan(n: &Node, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
     match n {
         Node::Const(false) => Some(Vec::new()),
@@ -742,40 +813,43 @@ fn plan(n: &Node, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
         }
         Node::Or(v) => {
             let mut all = Vec::new();
+            let mut done: Vec<IndexQuery> = Vec::new();
             for n in v {
-                all.extend(plan(n, snap)?);
+                if let Node::Test { attr, m, raw } = n {
+                    let q = index_query(attr, m, raw, snap)?;
+                    if done.contains(&q) {
+                        continue;
+                    }
+                    all.extend(run_query(&q, snap)?);
+                    done.push(q);
+                } else {
+                    all.extend(plan(n, snap)?);
+                }
             }
             Some(sorted(all))
         }
-        Node::Test { attr, m, raw } => plan_test(attr, m, raw, snap),
+        Node::Test { attr, m, raw } => run_query(&index_query(attr, m, raw, snap)?, snap),
         Node::Const(true) | Node::Not(_) | Node::Present(_) => None,
     }
 }
 
-fn plan_test(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
+fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<IndexQuery> {
     match m {
-        Match::Phone(_) => {
-            let s = String::from_utf8_lossy(raw);
-            Some(sorted(snap.find_phone(PhoneQuery::Exact(&s))))
+        // The key is already E.164 digits; a prefix range from it (a superset of the exact match, checked
+        // per candidate) avoids parsing the number a second time.
+        Match::Phone(key) if !key.is_empty() => Some(IndexQuery::PhonePrefix(format!("+{key}"))),
+        Match::PhoneSub { initial, any, final_ } => match (initial, any.as_slice(), final_) {
+            // Substring parts are already digit keys ("+" keeps the snapshot from re-adding a country code).
+            (Some(i), _, _) if !i.is_empty() => Some(IndexQuery::PhonePrefix(format!("+{i}"))),
+            (None, [], Some(f)) if !f.is_empty() => Some(IndexQuery::PhoneSuffix(f.clone())),
+            _ => {
+                let longest = any.iter().chain(final_.iter()).max_by_key(|s| s.len())?;
+                (!longest.is_empty()).then(|| IndexQuery::PhoneContains(longest.clone()))
+            }
+        },
+        Match::Str(_) | Match::Bin(_) if Snapshot::is_eq_indexed(attr) => {
+            Some(IndexQuery::Eq(attr.to_ascii_lowercase(), raw.clone()))
         }
-        Match::PhoneSub { initial, any, final_ } => {
-            // The digit strings are already keys; the snapshot re-derives keys from them, which is a no-op for
-            // plain digit strings (prefix keys are digits without a trunk prefix only when they came from one).
-            let q = match (initial, any.as_slice(), final_) {
-                (Some(i), [], None) if !i.is_empty() => snap.find_phone(PhoneQuery::Prefix(&format!("+{i}"))),
-                (None, [], Some(f)) if !f.is_empty() => snap.find_phone(PhoneQuery::Suffix(f)),
-                (Some(i), _, _) if !i.is_empty() => snap.find_phone(PhoneQuery::Prefix(&format!("+{i}"))),
-                _ => {
-                    let longest = any.iter().chain(final_.iter()).max_by_key(|s| s.len())?;
-                    if longest.is_empty() {
-                        return None;
-                    }
-                    snap.find_phone(PhoneQuery::Contains(longest))
-                }
-            };
-            Some(sorted(q))
-        }
-        Match::Str(_) | Match::Bin(_) if Snapshot::is_eq_indexed(attr) => snap.find_eq(attr, raw).map(sorted),
         Match::Dn(norm) if Snapshot::is_eq_indexed(attr) => {
             // The index holds stored spellings lower-cased; the stored spelling of a DN value is the target's
             // presented DN, so look the target up first.
@@ -783,7 +857,7 @@ fn plan_test(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<Vec<
                 Some(t) => Bytes::copy_from_slice(t.dn.as_bytes()),
                 None => raw.clone(),
             };
-            snap.find_eq(attr, &key).map(sorted)
+            Some(IndexQuery::Eq(attr.to_ascii_lowercase(), key))
         }
         Match::Sub { initial, any, final_ } if TEXT_INDEXED.iter().any(|a| a.eq_ignore_ascii_case(attr)) => {
             let longest = initial
@@ -791,10 +865,20 @@ fn plan_test(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<Vec<
                 .chain(any.iter())
                 .chain(final_.iter())
                 .max_by_key(|s| s.chars().count())?;
-            snap.find_text(longest).map(sorted)
+            (longest.chars().count() >= 3).then(|| IndexQuery::Text(longest.clone()))
         }
         _ => None,
     }
+}
+
+fn run_query(q: &IndexQuery, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
+    Some(sorted(match q {
+        IndexQuery::PhonePrefix(s) => snap.find_phone(PhoneQuery::Prefix(s)),
+        IndexQuery::PhoneSuffix(s) => snap.find_phone(PhoneQuery::Suffix(s)),
+        IndexQuery::PhoneContains(s) => snap.find_phone(PhoneQuery::Contains(s)),
+        IndexQuery::Eq(attr, key) => snap.find_eq(attr, key)?,
+        IndexQuery::Text(needle) => snap.find_text(needle)?,
+    }))
 }
 
 #[cfg(test)]
@@ -1061,6 +1145,24 @@ pub(crate) mod tests {
         assert_eq!(run(&s, "(userAccountControl<=512)"), vec!["0001"]);
         assert_eq!(run(&s, "(ipPhone=*)"), vec!["0002"]);
         assert_eq!(run(&s, "(objectClass=*)").len(), 7);
+    }
+
+    #[test]
+    fn static_index_estimate_agrees_with_the_plan() {
+        let s = sample();
+        for f in [
+            "(|(cn=Jan*)(sn=Jan*))",
+            "(&(objectClass=user)(telephoneNumber=*1234567))",
+            "(anr=jan)",
+            "(objectClass=*)",
+            "(|(cn=J*)(sn=J*))",
+            "(&(objectclass=user)(!(objectclass=Computer)))",
+            "(memberOf:1.2.840.113556.1.4.1941:=CN=Sales,CN=Users,DC=contoso,DC=example)",
+        ] {
+            let filter = Filter::parse(f).unwrap();
+            let planned = Compiled::new(&filter, &s).candidates(&s).is_some();
+            assert_eq!(filter.indexable(), planned, "{f}");
+        }
     }
 
     #[test]

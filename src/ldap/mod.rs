@@ -91,60 +91,8 @@ impl std::fmt::Debug for LdapConfig {
     }
 }
 
-impl LdapConfig {
-    /// Build from the `[ldap]`, `[tls]` and `[[accounts]]` sections of the config file: loads the certificate
-    /// (`[ldap] tls_cert`/`tls_key`, else `[tls]`) and parses account networks. `None` when `[ldap]` is absent.
-    pub fn from_config(cfg: &crate::config::Config) -> Result<Option<LdapConfig>, LdapError> {
-        let Some(l) = &cfg.ldap else { return Ok(None) };
-        let paths = match (&l.tls_cert, &l.tls_key, &cfg.tls) {
-            (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
-            (None, None, Some(t)) => Some((t.cert.clone(), t.key.clone())),
-            (None, None, None) => None,
-            _ => return Err(LdapError::Tls("[ldap] needs both tls_cert and tls_key".into())),
-        };
-        let tls = match paths {
-            Some((c, k)) if l.starttls || l.ldaps_listen.is_some() => {
-                Some(tls::load_server_config(&c.to_string_lossy(), &k.to_string_lossy())?)
-            }
-            _ => None,
-        };
-        let mut accounts = Vec::with_capacity(cfg.accounts.len());
-        for a in &cfg.accounts {
-            let networks = a
-                .networks
-                .iter()
-                .map(|n| n.parse::<Cidr>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| LdapError::Account {
-                    name: a.name.clone(),
-                    message: e.to_string(),
-                })?;
-            accounts.push(Account {
-                name: a.name.clone(),
-                password_hash: a.password_hash.clone(),
-                networks,
-            });
-        }
-        Ok(Some(LdapConfig {
-            listen: l.listen,
-            ldaps_listen: l.ldaps_listen,
-            starttls: l.starttls,
-            tls,
-            allow_anonymous: l.allow_anonymous,
-            max_connections: l.max_connections,
-            idle_timeout: l.idle_timeout,
-            max_page_size: l.max_page_size,
-            size_limit: l.size_limit,
-            accounts,
-            ..LdapConfig::default()
-        }))
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LdapError {
-    #[error("account {name:?}: {message}")]
-    Account { name: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0} needs a TLS certificate and key")]

@@ -342,6 +342,106 @@ pub fn sort_value(code: u8) -> Bytes {
     out.freeze()
 }
 
+// ---------------------------------------------------------------- client side (load tool, tests)
+
+/// Encode a simple BindRequest.
+pub fn encode_bind(id: i64, name: &str, password: &[u8]) -> Bytes {
+    let mut out = BytesMut::new();
+    put_message(&mut out, id, &[], |m| {
+        put_constructed(m, 0x60, |b| {
+            put_int(b, 0x02, 3);
+            put_tlv(b, 0x04, name.as_bytes());
+            put_tlv(b, 0x80, password);
+        })
+    });
+    out.freeze()
+}
+
+/// Encode a SearchRequest with optional request controls `(oid, critical, value)`.
+pub fn encode_search(
+    id: i64,
+    base: &str,
+    scope: Scope,
+    size_limit: i64,
+    filter: &Filter,
+    attrs: &[&str],
+    controls: &[(&str, bool, Option<&[u8]>)],
+) -> Bytes {
+    let mut out = BytesMut::new();
+    put_constructed(&mut out, 0x30, |m| {
+        put_int(m, 0x02, id);
+        put_constructed(m, 0x63, |s| {
+            put_tlv(s, 0x04, base.as_bytes());
+            let scope = match scope {
+                Scope::Base => 0,
+                Scope::One => 1,
+                Scope::Sub => 2,
+            };
+            put_tlv(s, 0x0a, &[scope]);
+            put_tlv(s, 0x0a, &[0]);
+            put_int(s, 0x02, size_limit);
+            put_int(s, 0x02, 0);
+            put_tlv(s, 0x01, &[0]);
+            filter.encode(s);
+            put_constructed(s, 0x30, |a| attrs.iter().for_each(|n| put_tlv(a, 0x04, n.as_bytes())));
+        });
+        if !controls.is_empty() {
+            put_constructed(m, 0xa0, |cs| {
+                for (oid, critical, value) in controls {
+                    put_constructed(cs, 0x30, |c| {
+                        put_tlv(c, 0x04, oid.as_bytes());
+                        if *critical {
+                            put_tlv(c, 0x01, &[0xff]);
+                        }
+                        if let Some(v) = value {
+                            put_tlv(c, 0x04, v);
+                        }
+                    });
+                }
+            });
+        }
+    });
+    out.freeze()
+}
+
+/// Encode an AbandonRequest.
+pub fn encode_abandon(id: i64, target: i64) -> Bytes {
+    let mut out = BytesMut::new();
+    put_constructed(&mut out, 0x30, |m| {
+        put_int(m, 0x02, id);
+        put_int(m, 0x50, target);
+    });
+    out.freeze()
+}
+
+/// One response message as a client sees it: id, protocolOp tag, and the result code for results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub id: i64,
+    pub tag: u8,
+    pub code: Option<i64>,
+}
+
+/// Split one complete response message off the front of `buf`; `Ok(None)` when more bytes are needed.
+pub fn take_response(buf: &mut BytesMut) -> Result<Option<Response>, BerError> {
+    let Some((_, hl, len)) = ber::peek_header(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < hl + len {
+        return Ok(None);
+    }
+    let frame = buf.split_to(hl + len).freeze();
+    let mut r = Reader::new(frame);
+    let mut m = r.expect(0x30)?.reader();
+    let id = m.integer(0x02)?;
+    let op = m.next_tlv()?;
+    let code = match op.tag {
+        0x61 | 0x65 | 0x67 | 0x69 | 0x6b | 0x6d | 0x6f | 0x78 => Some(op.reader().integer(0x0a)?),
+        _ => None,
+    };
+    Ok(Some(Response { id, tag: op.tag, code }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +552,71 @@ mod tests {
                 v.push((seed >> 24) as u8);
             }
             let _ = decode_request(Bytes::from(v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Valid requests of every kind, then every truncation and many byte mutations of them: decoding must
+    /// return Ok or Err, never panic, and what decodes must re-decode the same.
+    #[test]
+    fn mutated_requests_never_panic() {
+        let f = Filter::parse(r"(&(|(cn=Jan*)(sn=*oe))(!(userAccountControl:1.2.840.113556.1.4.803:=2))(objectGUID=\00\ff)(telephoneNumber>=1)(mail=*))").unwrap();
+        let sort = {
+            let mut b = BytesMut::new();
+            put_constructed(&mut b, 0x30, |s| put_constructed(s, 0x30, |k| put_tlv(k, 0x04, b"cn")));
+            b.freeze()
+        };
+        let corpus = vec![
+            encode_bind(1, "CN=pbx,DC=x", b"secret"),
+            encode_search(2, "DC=x", Scope::Sub, 50, &f, &["cn", "thumbnailPhoto"], &[]),
+            encode_search(
+                3,
+                "",
+                Scope::Base,
+                0,
+                &Filter::Present("objectClass".into()),
+                &[],
+                &[
+                    (OID_PAGED, true, Some(&paged_value(100, b"cookie"))),
+                    (OID_SORT_REQUEST, false, Some(&sort)),
+                ],
+            ),
+            encode_abandon(4, 2),
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for msg in &corpus {
+            assert!(decode_request(msg.clone()).is_ok());
+            for cut in 0..msg.len() {
+                assert!(
+                    decode_request(msg.slice(..cut)).is_err(),
+                    "truncated at {cut} must not decode"
+                );
+            }
+            for _ in 0..3000 {
+                let mut m = msg.to_vec();
+                for _ in 0..(next() % 4 + 1) {
+                    let i = (next() as usize) % m.len();
+                    m[i] = next() as u8;
+                }
+                if let Ok(req) = decode_request(Bytes::from(m)) {
+                    if let Op::Search(s) = &req.op {
+                        let mut b = BytesMut::new();
+                        s.filter.encode(&mut b);
+                        let mut r = Reader::new(b.freeze());
+                        assert_eq!(Filter::decode(&r.next_tlv().unwrap(), 0).unwrap(), s.filter);
+                    }
+                }
+            }
         }
     }
 }

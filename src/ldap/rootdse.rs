@@ -123,6 +123,9 @@ pub fn root_dse(snap: &Snapshot, host: &str) -> Entry {
 
 /// Whether a normalised base is the subschema entry.
 pub fn is_subschema(base_norm: &str, snap: &Snapshot) -> bool {
+    if !base_norm.starts_with("cn=aggregate,") {
+        return false;
+    }
     normalize_dn(&schema::subschema_dn(&snap.naming.base_dn)).is_some_and(|s| s == base_norm)
 }
 

@@ -1,5 +1,7 @@
 //! The subschema entry (`CN=Aggregate,CN=Schema,CN=Configuration,<base>`): attribute types and object classes
 //! for what we serve, so schema-reading clients (Apache Directory Studio, some CTI tools) know the syntaxes.
+//! Attribute types come from a table of AD's definitions plus every attribute the Graph→AD mapping
+//! (`schema/mapping.toml`) and the projection produce, so the subschema follows the mapping.
 
 use crate::directory::entry::{Attribute, Entry};
 use crate::directory::EntryKind;
@@ -83,14 +85,54 @@ fn attribute_type(name: &str, oid: &str, syntax: &str, single: bool) -> String {
     format!("( {oid} NAME '{name}' SYNTAX '{syntax}'{sv} )")
 }
 
+/// Attribute names the default mapping and the projection produce.
+fn mapped_attributes() -> Vec<String> {
+    let mut names: Vec<String> = crate::directory::mapping::COMPUTED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    type Kinds = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+    if let Ok(kinds) = toml::from_str::<Kinds>(crate::directory::mapping::DEFAULT_MAPPING) {
+        names.extend(kinds.into_values().flat_map(|m| m.into_keys()));
+    }
+    names.sort_by_key(|n| n.to_ascii_lowercase());
+    names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    names
+}
+
+/// Every attribute type we describe: (name, OID, syntax, single-valued).
+fn attribute_types() -> Vec<(String, String, &'static str, bool)> {
+    let mut out: Vec<(String, String, &'static str, bool)> = ATTRIBUTES
+        .iter()
+        .map(|(n, o, s, sv)| (n.to_string(), o.to_string(), *s, *sv))
+        .collect();
+    for name in mapped_attributes() {
+        if out.iter().any(|(n, ..)| n.eq_ignore_ascii_case(&name)) {
+            continue;
+        }
+        let syntax = if crate::directory::phone::is_phone_attr(&name) {
+            PHONE
+        } else {
+            DSTRING
+        };
+        out.push((name.clone(), format!("{name}-oid"), syntax, false));
+    }
+    out
+}
+
 /// The subschema entry.
 pub fn subschema(base: &str) -> Entry {
     let dn = subschema_dn(base);
-    let types = ATTRIBUTES
+    let attrs = attribute_types();
+    let types = attrs
         .iter()
         .map(|(n, o, s, sv)| Bytes::from(attribute_type(n, o, s, *sv)))
         .collect();
-    let all: Vec<&str> = ATTRIBUTES.iter().map(|a| a.0).filter(|n| *n != "objectClass").collect();
+    let all: Vec<&str> = attrs
+        .iter()
+        .map(|a| a.0.as_str())
+        .filter(|n| *n != "objectClass")
+        .collect();
     let classes = CLASSES
         .iter()
         .map(|(n, o, sup, kind)| {
@@ -152,6 +194,14 @@ mod tests {
     fn subschema_lists_phone_attributes() {
         let e = super::subschema("DC=contoso,DC=example");
         assert!(e.strs("attributeTypes").any(|t| t.contains("NAME 'ipPhone'")));
+        assert!(
+            e.strs("attributeTypes")
+                .any(|t| t.contains("NAME 'physicalDeliveryOfficeName'")),
+            "from the mapping"
+        );
+        assert!(e
+            .strs("attributeTypes")
+            .any(|t| t.contains("NAME 'extensionAttribute15'")));
         assert!(e
             .strs("objectClasses")
             .any(|t| t.contains("NAME 'user' SUP organizationalPerson")));

@@ -31,7 +31,8 @@ pub struct SearchEnv<'a> {
     pub cache: &'a EntryCache,
     pub pages: &'a Mutex<Pages>,
     pub limits: Limits,
-    pub host: &'a str,
+    /// `dnsHostName` for the RootDSE, computed only when a RootDSE is asked for.
+    pub host: &'a dyn Fn() -> String,
     pub abandoned: &'a AtomicBool,
 }
 
@@ -90,13 +91,18 @@ pub fn search(env: &SearchEnv<'_>, id: i64, req: &SearchRequest, controls: &[Con
         None => None,
     };
     let sel = Selection::new(&req.attrs, req.types_only);
-    let subschema_dn = schema::subschema_dn(&snap.naming.base_dn);
+    // Only needed when the operational attribute is asked for; most searches skip the allocation.
+    let subschema_dn = if sel.operational || sel.names.iter().any(|n| n == "subschemasubentry") {
+        schema::subschema_dn(&snap.naming.base_dn)
+    } else {
+        String::new()
+    };
     let compiled = Compiled::new(&req.filter, snap);
 
     // Special bases that are not in the snapshot.
     let base = req.base.trim();
     if base.is_empty() && req.scope == Scope::Base {
-        let e = rootdse::root_dse(snap, env.host);
+        let e = rootdse::root_dse(snap, &(env.host)());
         if compiled.matches(&e, snap) {
             write_entry(out, id, &e, &EncodedEntry::new(&e), &sel, &subschema_dn, None);
         }
@@ -404,7 +410,7 @@ mod tests {
                 size_limit: 1000,
                 max_page_size: 2,
             },
-            host: "dc1.contoso.example",
+            host: &|| "dc1.contoso.example".to_string(),
             abandoned: &abandoned,
         };
         let req = SearchRequest {
@@ -554,6 +560,43 @@ mod tests {
         };
         let m = run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![bad]);
         assert_eq!(result(&m[0]).0, LdapResultCode::UnwillingToPerform);
+    }
+
+    #[test]
+    fn abandoned_searches_send_nothing() {
+        let snap = Arc::new(sample());
+        let cache = EntryCache::new();
+        let pages = Mutex::new(Pages::default());
+        let abandoned = AtomicBool::new(true);
+        let env = SearchEnv {
+            snap: &snap,
+            cache: &cache,
+            pages: &pages,
+            limits: Limits {
+                size_limit: 0,
+                max_page_size: 1000,
+            },
+            host: &String::new,
+            abandoned: &abandoned,
+        };
+        let req = SearchRequest {
+            base: BASE.into(),
+            scope: Scope::Sub,
+            size_limit: 0,
+            time_limit: 0,
+            types_only: false,
+            filter: Filter::parse("(objectClass=*)").unwrap(),
+            attrs: vec![],
+        };
+        let mut out = BytesMut::new();
+        search(&env, 9, &req, &[], &mut out);
+        assert!(
+            out.is_empty(),
+            "an abandoned operation gets no response (RFC 4511 §4.11)"
+        );
+        abandoned.store(false, Ordering::Relaxed);
+        search(&env, 9, &req, &[], &mut out);
+        assert!(!out.is_empty());
     }
 
     #[test]

@@ -321,9 +321,20 @@ impl Session {
                     let pages = self.pages.clone();
                     let cfg = cfg.clone();
                     let controls = req.controls;
-                    let task = tokio::spawn(async move {
+                    // Indexed lookups take microseconds: they run right here, in order, with no task hand-off.
+                    // Anything that may scan the directory goes to the blocking pool, so it neither holds up
+                    // other connections nor this one's later requests (pipelining).
+                    let limit = [usize::try_from(sr.size_limit).unwrap_or(0), cfg.size_limit]
+                        .into_iter()
+                        .filter(|l| *l > 0)
+                        .min()
+                        .unwrap_or(usize::MAX);
+                    let first_page = controls.iter().any(|c| c.oid == proto::OID_PAGED) && !continues_paging(&controls);
+                    let cheap = sr.scope == Scope::Base
+                        || continues_paging(&controls)
+                        || (sr.scope == Scope::Sub && !first_page && limit <= 1000 && sr.filter.indexable());
+                    let run = move || {
                         let snap = shared.dir.load();
-                        let host = shared.host(&cfg);
                         let env = SearchEnv {
                             snap: &snap,
                             cache: &shared.cache,
@@ -332,13 +343,22 @@ impl Session {
                                 size_limit: cfg.size_limit,
                                 max_page_size: cfg.max_page_size,
                             },
-                            host: &host,
+                            host: &|| shared.host(&cfg),
                             abandoned: &flag,
                         };
                         let mut out = BytesMut::new();
                         search(&env, id, &sr, &controls, &mut out);
                         out
-                    });
+                    };
+                    if cheap {
+                        out = run();
+                        self.abandon.remove(&id);
+                        if send(framed, &out).await.is_err() {
+                            return Next::Close;
+                        }
+                        return Next::Continue;
+                    }
+                    let task = tokio::task::spawn_blocking(run);
                     self.inflight.push(Box::pin(async move {
                         match task.await {
                             Ok(out) => (id, out),
@@ -421,6 +441,16 @@ impl Session {
         self.bound = Some(account.name);
         (Code::Success, "")
     }
+}
+
+/// Whether the request carries a paged-results cookie (a later page, served from the stored result list).
+fn continues_paging(controls: &[proto::Control]) -> bool {
+    controls
+        .iter()
+        .filter(|c| c.oid == proto::OID_PAGED)
+        .filter_map(|c| c.value.as_deref())
+        .filter_map(|v| proto::decode_paged(v).ok())
+        .any(|(_, cookie)| !cookie.is_empty())
 }
 
 fn compare(shared: &Shared, dn: &str, attr: &str, value: Bytes) -> (Code, String) {

@@ -597,6 +597,38 @@ fn get(ctx: &Ctx<'_>, path: &str, req: &Request<Incoming>) -> Response<Body> {
 mod tests {
     use super::*;
 
+    fn key(version: u64, body: &'static str) -> ResponseKey {
+        ResponseKey {
+            cfg: 1,
+            version,
+            principal: "p".into(),
+            quirk: false,
+            method: "REPORT".into(),
+            path: "/dav/books/all/".into(),
+            depth: Some(b"1".to_vec()),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn response_cache_keeps_recent_answers_of_the_newest_snapshot() {
+        let c = ResponseCache::default();
+        c.put(key(5, "a"), Bytes::from_static(b"A5"));
+        assert_eq!(c.get(&key(5, "a")).as_deref(), Some(&b"A5"[..]));
+        assert_eq!(c.get(&key(5, "b")), None);
+        assert_eq!(c.get(&key(6, "a")), None, "another snapshot is another answer");
+        c.put(key(6, "b"), Bytes::from_static(b"B6"));
+        assert_eq!(c.get(&key(5, "a")), None, "answers for older snapshots are dropped");
+        for i in 0..20u8 {
+            let body: &'static str = Box::leak(format!("q{i}").into_boxed_str());
+            c.put(key(6, body), Bytes::from(vec![i]));
+        }
+        assert_eq!(c.get(&key(6, "q19")).as_deref(), Some(&[19u8][..]));
+        assert_eq!(c.get(&key(6, "q0")), None, "bounded");
+        let full = Full::new(Bytes::from_static(b"xyz"));
+        assert_eq!(full_bytes(full), Bytes::from_static(b"xyz"));
+    }
+
     #[test]
     fn percent_coding() {
         assert_eq!(

@@ -4,6 +4,7 @@
 //! Everything a reload needs is built and validated here first ([`FrontEnds::prepare_reload`]); only a fully
 //! valid set of settings is applied ([`FrontEnds::apply_reload`]).
 
+use crate::carddav::{self, CardDavConfig};
 use crate::config::Config;
 use crate::directory::Published;
 use crate::ldap;
@@ -34,11 +35,17 @@ pub fn reload_counts() -> (u64, u64) {
 pub struct FrontEnds {
     tasks: JoinSet<()>,
     ldap: Option<ldap::ServerHandle>,
+    carddav: Option<carddav::CardDavHandle>,
 }
 
 /// Validated new front-end settings, applied only when the whole reload is good.
 pub struct Prepared {
     ldap: Option<ldap::LdapConfig>,
+    carddav: Option<CardDavConfig>,
+}
+
+fn carddav_config(cfg: &Config) -> anyhow::Result<Option<CardDavConfig>> {
+    CardDavConfig::from_config(cfg).map_err(|e| anyhow!("carddav: {e}"))
 }
 
 /// Read a PEM certificate chain and key into a rustls server config; errors name the config keys.
@@ -111,6 +118,9 @@ fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
 /// Validate the front-end parts of a config (certificates, accounts, networks) without starting anything.
 pub fn check(cfg: &Config) -> anyhow::Result<()> {
     ldap_config(cfg)?;
+    if let Some(c) = carddav_config(cfg)? {
+        c.validate().map_err(|e| anyhow!("carddav: {e}"))?;
+    }
     Ok(())
 }
 
@@ -127,9 +137,18 @@ pub async fn start(cfg: &Config, dir: Published, shutdown: CancellationToken) ->
             }
         });
     }
+    let mut carddav_handle = None;
+    if let Some(cc) = carddav_config(cfg)? {
+        let sd = shutdown.clone();
+        let h = carddav::start(cc, dir.clone(), async move { sd.cancelled().await })
+            .await
+            .context("CardDAV")?;
+        carddav_handle = Some(h);
+    }
     Ok(FrontEnds {
         tasks,
         ldap: ldap_handle,
+        carddav: carddav_handle,
     })
 }
 
@@ -140,7 +159,14 @@ impl FrontEnds {
         if self.ldap.is_some() != ldap.is_some() {
             tracing::warn!("adding or removing the [ldap] section takes effect after a restart");
         }
-        Ok(Prepared { ldap })
+        let carddav = carddav_config(cfg)?;
+        if let (Some(h), Some(c)) = (&self.carddav, &carddav) {
+            h.check(c).map_err(|e| anyhow!("carddav: {e}"))?;
+        }
+        if self.carddav.is_some() != carddav.is_some() {
+            tracing::warn!("adding or removing the [carddav] section takes effect after a restart");
+        }
+        Ok(Prepared { ldap, carddav })
     }
 
     pub fn apply_reload(&self, p: Prepared) {
@@ -149,9 +175,19 @@ impl FrontEnds {
                 tracing::error!(error = %e, "LDAP settings not reloaded");
             }
         }
+        if let (Some(h), Some(c)) = (&self.carddav, p.carddav) {
+            if let Err(e) = h.reload(c) {
+                tracing::error!(error = %e, "CardDAV settings not reloaded");
+            }
+        }
     }
 
     pub async fn join(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        if let Some(h) = self.carddav.take() {
+            if let Err(e) = h.join().await {
+                tracing::error!(error = %e, "CardDAV server stopped");
+            }
+        }
     }
 }

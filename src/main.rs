@@ -54,9 +54,15 @@ enum Cmd {
         output: Option<PathBuf>,
     },
     /// Validate a config file (and the UPN CSV and certificate files it names) without starting anything.
+    ///
+    /// With --online it also asks Microsoft's login endpoint for a token, which proves the tenant id, client id
+    /// and secret (or certificate) are right.
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also get a Graph access token with the configured credential.
+        #[arg(long)]
+        online: bool,
     },
     /// Make an argon2 PHC hash for a service account's `password_hash` (reads the password from standard input).
     HashPassword,
@@ -133,11 +139,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig { config, online } => {
             let cfg = Config::load(&config)?;
+            init_logging(false, "warn");
             let settings = cfg.directory_settings()?;
-            entradir::server::graph_config(&cfg)?;
+            let graph = entradir::server::graph_config(&cfg)?;
             entradir::frontends::check(&cfg)?;
+            entradir::server::check_secret_files(&cfg);
+            if online {
+                let syncer = entradir::graph::Syncer::new(graph)?;
+                syncer
+                    .check_credentials()
+                    .await
+                    .context("the Graph credential was refused")?;
+                println!(
+                    "Graph accepted the credential (tenant {}, client {})",
+                    cfg.entra.tenant_id, cfg.entra.client_id
+                );
+                if let Some(exp) = syncer.credential_expires_at() {
+                    println!("client certificate expires at {} (Unix time)", exp);
+                }
+            }
             println!(
                 "{}: OK (tenant {}, base DN {}, {} UPN mapping rows, {} service accounts)",
                 config.display(),

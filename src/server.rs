@@ -15,6 +15,41 @@ use tokio_util::sync::CancellationToken;
 /// How long in-flight work may take to finish after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
 
+/// Warn when a file holding a secret or private key can be read by other users.
+pub fn warn_if_exposed(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "{what} is readable by other users; restrict it with: chmod 600 {}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Every configured file that holds a secret or a private key.
+pub fn check_secret_files(cfg: &Config) {
+    if let Some(p) = &cfg.entra.client_secret_file {
+        warn_if_exposed(p, "entra.client_secret_file");
+    }
+    if let Some(p) = &cfg.entra.client_key {
+        warn_if_exposed(p, "entra.client_key");
+    }
+    let tls_keys = [
+        cfg.ldap.as_ref().and_then(|l| l.tls_key.clone()),
+        cfg.carddav.as_ref().and_then(|c| c.tls_key.clone()),
+        cfg.tls.as_ref().map(|t| t.key.clone()),
+        cfg.admin.token_file.clone(),
+    ];
+    for p in tls_keys.iter().flatten() {
+        warn_if_exposed(p, "a TLS key or admin token file");
+    }
+}
+
 /// The Graph client settings for a config.
 pub fn graph_config(cfg: &Config) -> anyhow::Result<GraphConfig> {
     let credential = match (&cfg.entra.client_certificate, &cfg.entra.client_key) {
@@ -85,6 +120,7 @@ pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
 /// Run the server until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP (None: reload not available, as in
 /// the demo).
 pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    check_secret_files(&cfg);
     let engine = engine(&cfg)?;
     let published = engine.dir.published();
     let status = engine.status.clone();

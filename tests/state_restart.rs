@@ -98,3 +98,27 @@ async fn a_corrupt_state_file_is_set_aside_and_rebuilt_by_a_full_sync() {
     assert_eq!(st.store.users.len(), sim.control().export().users.len());
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_that_reads_new_properties_resyncs_users_from_scratch() {
+    let sim = sim(30, 3, 3, 14).await;
+    let mut engine = engine(&sim, settings(), None);
+    engine.round().await.unwrap();
+    let links = engine.dir.delta_links().clone();
+    let plan = entradir::graph::PhotoPlan {
+        known: engine.dir.photos_known(),
+        recheck: Vec::new(),
+    };
+    let same = engine.syncer.round(&links, &plan).await.unwrap();
+    assert!(same.full.is_empty(), "unchanged $select resumes from the delta links");
+    let mut g = graph_config(&sim);
+    g.extra_user_select = vec!["employeeType".into()];
+    let mut syncer = entradir::graph::Syncer::new(g).unwrap();
+    let round = syncer.round(&links, &plan).await.unwrap();
+    assert_eq!(
+        round.full,
+        vec![entradir::directory::change::GraphKind::User],
+        "only users read more now"
+    );
+    sim.shutdown().await;
+}

@@ -102,7 +102,13 @@ fn mutate(ctl: &entradir::graph::sim::Control, rng: &mut StdRng, n: u32) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_mutations_and_faults_keep_the_directory_equal_to_the_tenant() {
-    let sim = sim(120, 12, 20, 7).await;
+    for seed in [42, 7, 2026] {
+        run_model(seed).await;
+    }
+}
+
+async fn run_model(seed: u64) {
+    let sim = sim(120, 12, 20, seed).await;
     let ctl = sim.control();
     let mut engine = engine(&sim, settings(), None);
     engine.round().await.expect("initial sync");
@@ -117,7 +123,7 @@ async fn random_mutations_and_faults_keep_the_directory_equal_to_the_tenant() {
         "initial sync",
     );
 
-    let mut rng = StdRng::seed_from_u64(42);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut n = 0u32;
     for round in 0..12 {
         let mut log = Vec::new();
@@ -156,7 +162,7 @@ async fn random_mutations_and_faults_keep_the_directory_equal_to_the_tenant() {
         assert_same_directory(
             engine.dir.snapshot(),
             &expected(&x, settings(), engine.dir.names()),
-            &format!("round {round} after {log:?}"),
+            &format!("seed {seed} round {round} after {log:?}"),
         );
     }
     sim.shutdown().await;

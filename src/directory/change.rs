@@ -104,6 +104,10 @@ pub struct DeltaLinks {
 pub struct DeltaLink {
     pub url: String,
     pub obtained_at: u64,
+    /// The `$select` list the delta state was started with. Graph only reports changes to selected
+    /// properties, so a link started with a different list (a new mapping) cannot be resumed.
+    #[serde(default)]
+    pub select: String,
 }
 
 /// Everything one successful sync round produced. Applied atomically by the directory.

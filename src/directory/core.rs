@@ -7,7 +7,7 @@ use crate::directory::names::{Assigned, NameBook, Wanted};
 use crate::directory::phone::PhoneNormalizer;
 use crate::directory::project::{self, Context, Resolved};
 use crate::directory::snapshot::{Naming, Published, Snapshot};
-use crate::directory::store::{Store, Touched};
+use crate::directory::store::Store;
 use crate::directory::upn_csv::{sam_from_local, UpnMap};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -82,10 +82,6 @@ pub struct Directory {
     links: DeltaLinks,
     snapshot: Snapshot,
     published: Published,
-    /// member id → groups that list it directly.
-    member_of: HashMap<String, BTreeSet<String>>,
-    /// manager id → direct reports.
-    reports: HashMap<String, BTreeSet<String>>,
     /// Ids in scope, when scope groups are configured.
     scope: Option<HashSet<String>>,
     /// First version each published id appeared in (`uSNCreated`).
@@ -94,7 +90,13 @@ pub struct Directory {
 
 impl Directory {
     /// A directory from persisted state (or empty), fully projected and published at once.
-    pub fn new(settings: Settings, store: Store, names: BTreeMap<String, Assigned>, links: DeltaLinks) -> Directory {
+    pub fn new(
+        settings: Settings,
+        mut store: Store,
+        names: BTreeMap<String, Assigned>,
+        links: DeltaLinks,
+    ) -> Directory {
+        store.rebuild_links();
         let empty = Snapshot::empty(settings.naming.clone(), settings.phones.clone());
         let published = Published::new(empty.clone());
         let mut d = Directory {
@@ -104,8 +106,6 @@ impl Directory {
             links,
             snapshot: empty,
             published,
-            member_of: HashMap::new(),
-            reports: HashMap::new(),
             scope: None,
             created: HashMap::new(),
         };
@@ -173,7 +173,6 @@ impl Directory {
         let touched = self.store.apply(round, now);
         self.links = round.delta_links.clone();
         let full_groups = round.full.contains(&GraphKind::Group);
-        self.update_links(&touched);
         let mut ids = touched.ids;
         if !self.settings.scope_groups.is_empty() && (touched.membership || full_groups || !round.full.is_empty()) {
             let new_scope = self.compute_scope();
@@ -196,47 +195,8 @@ impl Directory {
         self.published.publish(s);
     }
 
-    fn update_links(&mut self, t: &Touched) {
-        for (group, member, added) in &t.member_diffs {
-            let set = self.member_of.entry(member.clone()).or_default();
-            if *added {
-                set.insert(group.clone());
-            } else {
-                set.remove(group);
-                if set.is_empty() {
-                    self.member_of.remove(member);
-                }
-            }
-        }
-        for (user, old, new) in &t.manager_diffs {
-            if let Some(o) = old {
-                if let Some(set) = self.reports.get_mut(o) {
-                    set.remove(user);
-                    if set.is_empty() {
-                        self.reports.remove(o);
-                    }
-                }
-            }
-            if let Some(n) = new {
-                self.reports.entry(n.clone()).or_default().insert(user.clone());
-            }
-        }
-    }
-
     /// Project everything from scratch (start-up, reload).
     fn rebuild(&mut self) -> ApplyReport {
-        self.member_of.clear();
-        self.reports.clear();
-        for (gid, g) in &self.store.groups {
-            for m in &g.members {
-                self.member_of.entry(m.id.clone()).or_default().insert(gid.clone());
-            }
-        }
-        for (uid, u) in &self.store.users {
-            if let Some(m) = &u.manager {
-                self.reports.entry(m.clone()).or_default().insert(uid.clone());
-            }
-        }
         self.scope = if self.settings.scope_groups.is_empty() {
             None
         } else {
@@ -408,11 +368,11 @@ impl Directory {
         // 2. Whatever refers to a moved DN must be re-projected too.
         let mut affected: BTreeSet<String> = ids;
         for id in &moved {
-            affected.extend(self.member_of.get(id).into_iter().flatten().cloned());
+            affected.extend(self.store.groups_of(id).cloned());
             if let Some(g) = self.store.groups.get(id) {
                 affected.extend(g.members.iter().map(|m| m.id.clone()));
             }
-            affected.extend(self.reports.get(id).into_iter().flatten().cloned());
+            affected.extend(self.store.reports_of(id).cloned());
             if let Some(m) = self.store.users.get(id).and_then(|u| u.manager.clone()) {
                 affected.insert(m);
             }
@@ -437,23 +397,11 @@ impl Directory {
                 self.is_published(other)?;
                 self.names.get(other).map(|a| project::object_dn(&a.cn, &a.container))
             };
-            let mut member_of: Vec<String> = self
-                .member_of
-                .get(id)
-                .into_iter()
-                .flatten()
-                .filter_map(|g| dn_of(g))
-                .collect();
+            let mut member_of: Vec<String> = self.store.groups_of(id).filter_map(|g| dn_of(g)).collect();
             member_of.sort();
             let members: Vec<String> = obj.members.iter().filter_map(|m| dn_of(&m.id)).collect();
             let manager = obj.manager.as_deref().and_then(dn_of);
-            let direct_reports: Vec<String> = self
-                .reports
-                .get(id)
-                .into_iter()
-                .flatten()
-                .filter_map(|u| dn_of(u))
-                .collect();
+            let direct_reports: Vec<String> = self.store.reports_of(id).filter_map(|u| dn_of(u)).collect();
             let upn = obj
                 .str("userPrincipalName")
                 .map(|u| settings.upn_map.local_for(u).filter(|l| l.contains('@')).unwrap_or(u));

@@ -6,7 +6,7 @@
 use crate::directory::change::{Change, GraphKind, MemberRef, PhotoState, Round};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One Graph object with the relationships delta tracks separately.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,11 @@ pub struct Store {
     pub devices: BTreeMap<String, Object>,
     pub contacts: BTreeMap<String, Object>,
     pub photos: BTreeMap<String, PhotoRecord>,
+    /// member id → groups listing it directly; manager id → direct reports. Derived, rebuilt after loading.
+    #[serde(skip)]
+    pub member_of: HashMap<String, BTreeSet<String>>,
+    #[serde(skip)]
+    pub reports: HashMap<String, BTreeSet<String>>,
 }
 
 /// Which objects a round touched, so projection only revisits those (and what depends on them).
@@ -91,6 +96,68 @@ impl Store {
         self.len() == 0
     }
 
+    /// Rebuild the reverse maps (not persisted) after loading.
+    pub fn rebuild_links(&mut self) {
+        self.member_of.clear();
+        self.reports.clear();
+        for (gid, g) in &self.groups {
+            for m in &g.members {
+                self.member_of.entry(m.id.clone()).or_default().insert(gid.clone());
+            }
+        }
+        for (uid, u) in &self.users {
+            if let Some(m) = &u.manager {
+                self.reports.entry(m.clone()).or_default().insert(uid.clone());
+            }
+        }
+    }
+
+    /// Groups that list `id` directly.
+    pub fn groups_of(&self, id: &str) -> impl Iterator<Item = &String> + '_ {
+        self.member_of.get(id).into_iter().flatten()
+    }
+
+    /// Users whose manager is `id`.
+    pub fn reports_of(&self, id: &str) -> impl Iterator<Item = &String> + '_ {
+        self.reports.get(id).into_iter().flatten()
+    }
+
+    fn unlink_member(&mut self, group: &str, member: &str, t: &mut Touched) {
+        if let Some(set) = self.member_of.get_mut(member) {
+            set.remove(group);
+            if set.is_empty() {
+                self.member_of.remove(member);
+            }
+        }
+        t.member_diffs.push((group.to_string(), member.to_string(), false));
+        t.ids.insert(member.to_string());
+        t.ids.insert(group.to_string());
+        t.membership = true;
+    }
+
+    fn set_manager(&mut self, user: &str, new: Option<String>, t: &mut Touched) {
+        let Some(u) = self.users.get_mut(user) else { return };
+        if u.manager == new {
+            return;
+        }
+        let old = std::mem::replace(&mut u.manager, new.clone());
+        if let Some(o) = &old {
+            if let Some(set) = self.reports.get_mut(o) {
+                set.remove(user);
+                if set.is_empty() {
+                    self.reports.remove(o);
+                }
+            }
+            t.ids.insert(o.clone());
+        }
+        if let Some(n) = &new {
+            self.reports.entry(n.clone()).or_default().insert(user.to_string());
+            t.ids.insert(n.clone());
+        }
+        t.ids.insert(user.to_string());
+        t.manager_diffs.push((user.to_string(), old, new));
+    }
+
     /// Apply a whole round. `now` is Unix seconds. Idempotent for replayed changes.
     pub fn apply(&mut self, round: &Round, now: u64) -> Touched {
         let mut t = Touched::default();
@@ -116,24 +183,31 @@ impl Store {
             }
             if *kind == GraphKind::Group {
                 // Membership is re-sent in full: start every surviving group from an empty member list.
-                for (id, g) in self.groups.iter_mut() {
-                    if !g.members.is_empty() {
-                        t.ids.extend(g.members.iter().map(|m| m.id.clone()));
-                        t.member_diffs
-                            .extend(g.members.iter().map(|m| (id.clone(), m.id.clone(), false)));
-                        t.ids.insert(id.clone());
-                        t.membership = true;
-                        g.members.clear();
+                let all: Vec<(String, Vec<String>)> = self
+                    .groups
+                    .iter_mut()
+                    .map(|(id, g)| {
+                        (
+                            id.clone(),
+                            std::mem::take(&mut g.members).into_iter().map(|m| m.id).collect(),
+                        )
+                    })
+                    .collect();
+                for (gid, members) in all {
+                    for m in members {
+                        self.unlink_member(&gid, &m, &mut t);
                     }
                 }
             }
             if *kind == GraphKind::User {
-                for (id, u) in self.users.iter_mut() {
-                    if let Some(old) = u.manager.take() {
-                        t.manager_diffs.push((id.clone(), Some(old.clone()), None));
-                        t.ids.insert(old);
-                        t.ids.insert(id.clone());
-                    }
+                let managed: Vec<String> = self
+                    .users
+                    .iter()
+                    .filter(|(_, u)| u.manager.is_some())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in managed {
+                    self.set_manager(&id, None, &mut t);
                 }
             }
         }
@@ -171,39 +245,34 @@ impl Store {
                         changed_at: now,
                         ..Object::default()
                     });
+                    let mut gone = Vec::new();
+                    let mut new = Vec::new();
                     for m in added {
-                        if g.members.insert(m.clone()) {
-                            t.member_diffs.push((group.clone(), m.id.clone(), true));
-                            t.ids.insert(m.id.clone());
-                            t.membership = true;
+                        // The same member may come back with a different @odata.type; keep one entry per id.
+                        if !g.members.iter().any(|x| x.id == m.id) {
+                            g.members.insert(m.clone());
+                            new.push(m.id.clone());
                         }
                     }
                     for r in removed {
                         let before = g.members.len();
                         g.members.retain(|m| &m.id != r);
                         if g.members.len() != before {
-                            t.member_diffs.push((group.clone(), r.clone(), false));
-                            t.ids.insert(r.clone());
-                            t.membership = true;
+                            gone.push(r.clone());
                         }
+                    }
+                    for m in new {
+                        self.member_of.entry(m.clone()).or_default().insert(group.clone());
+                        t.member_diffs.push((group.clone(), m.clone(), true));
+                        t.ids.insert(m);
+                        t.membership = true;
+                    }
+                    for r in gone {
+                        self.unlink_member(group, &r, &mut t);
                     }
                     t.ids.insert(group.clone());
                 }
-                Change::Manager { user, manager } => {
-                    if let Some(u) = self.users.get_mut(user) {
-                        if &u.manager != manager {
-                            t.manager_diffs.push((user.clone(), u.manager.clone(), manager.clone()));
-                            if let Some(old) = u.manager.take() {
-                                t.ids.insert(old);
-                            }
-                            if let Some(new) = manager {
-                                t.ids.insert(new.clone());
-                            }
-                            u.manager = manager.clone();
-                            t.ids.insert(user.clone());
-                        }
-                    }
-                }
+                Change::Manager { user, manager } => self.set_manager(user, manager.clone(), &mut t),
             }
         }
         for p in &round.photos {
@@ -222,37 +291,40 @@ impl Store {
     }
 
     fn remove(&mut self, kind: GraphKind, id: &str, t: &mut Touched) {
-        if let Some(obj) = self.objects_mut(kind).remove(id) {
-            t.ids.insert(id.to_string());
-            if kind == GraphKind::Group {
-                t.membership = true;
-                for m in obj.members {
-                    t.member_diffs.push((id.to_string(), m.id.clone(), false));
-                    t.ids.insert(m.id);
-                }
+        let Some(obj) = self.objects_mut(kind).remove(id) else {
+            return;
+        };
+        t.ids.insert(id.to_string());
+        if kind == GraphKind::Group {
+            for m in obj.members {
+                self.unlink_member(id, &m.id, t);
             }
-            if kind == GraphKind::User {
-                self.photos.remove(id);
-                if let Some(m) = obj.manager {
-                    t.manager_diffs.push((id.to_string(), Some(m.clone()), None));
-                    t.ids.insert(m);
+        }
+        if kind == GraphKind::User {
+            self.photos.remove(id);
+            if let Some(m) = obj.manager {
+                if let Some(set) = self.reports.get_mut(&m) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        self.reports.remove(&m);
+                    }
                 }
+                t.ids.insert(m.clone());
+                t.manager_diffs.push((id.to_string(), Some(m), None));
             }
-            // Whoever listed it must drop it: member lists and manager links.
-            for g in self.groups.iter_mut() {
-                if g.1.members.iter().any(|m| m.id == id) {
-                    g.1.members.retain(|m| m.id != id);
-                    t.member_diffs.push((g.0.clone(), id.to_string(), false));
-                    t.ids.insert(g.0.clone());
-                    t.membership = true;
-                }
+        }
+        // Whoever listed it must drop it: member lists and manager links (found through the reverse maps, so
+        // a removal costs in proportion to its links, not to the directory).
+        let groups: Vec<String> = self.groups_of(id).cloned().collect();
+        for g in groups {
+            if let Some(grp) = self.groups.get_mut(&g) {
+                grp.members.retain(|m| m.id != id);
             }
-            for (uid, u) in self.users.iter_mut() {
-                if u.manager.as_deref() == Some(id) {
-                    t.manager_diffs.push((uid.clone(), u.manager.take(), None));
-                    t.ids.insert(uid.clone());
-                }
-            }
+            self.unlink_member(&g, id, t);
+        }
+        let managed: Vec<String> = self.reports_of(id).cloned().collect();
+        for u in managed {
+            self.set_manager(&u, None, t);
         }
     }
 }

@@ -149,7 +149,12 @@ pub(crate) async fn sync_kind(
     now: u64,
     counters: &Counters,
 ) -> Result<KindOutcome, SyncError> {
+    let selected = select(kind, &cfg.extra_user_select).join(",");
     let resume = match stored {
+        Some(link) if link.select != selected => {
+            tracing::info!(?kind, "the properties to read changed (mapping); reading from scratch");
+            None
+        }
         Some(link) if now.saturating_sub(link.obtained_at) >= MAX_LINK_AGE_SECS => {
             tracing::info!(
                 ?kind,
@@ -178,6 +183,7 @@ pub(crate) async fn sync_kind(
                     link: DeltaLink {
                         url: delta_link,
                         obtained_at: now,
+                        select: selected,
                     },
                 })
             }
@@ -195,6 +201,7 @@ pub(crate) async fn sync_kind(
         link: DeltaLink {
             url: delta_link,
             obtained_at: now,
+            select: selected,
         },
     })
 }

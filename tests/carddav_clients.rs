@@ -358,6 +358,19 @@ async fn ios_style_discovery_and_multiget() {
         .is_some());
 
     let cards = c.propfind(&book.href, "1", "<d:getetag/><d:getcontenttype/>").await;
+    // The same question again is answered from the response cache: same answer, still a well-formed 207.
+    let again = c.propfind(&book.href, "1", "<d:getetag/><d:getcontenttype/>").await;
+    let etags = |r: &[Resp]| -> Vec<(String, String)> {
+        r.iter()
+            .map(|x| {
+                (
+                    x.href.clone(),
+                    x.prop(DAV, "getetag").map(|e| e.text.clone()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(etags(&cards), etags(&again));
     let cards: Vec<&Resp> = cards.iter().filter(|r| r.href.ends_with(".vcf")).collect();
     assert_eq!(cards.len(), 40);
     for card in &cards {

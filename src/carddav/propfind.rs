@@ -68,29 +68,36 @@ pub fn handle(ctx: &Ctx<'_>, res: Resource, depth: Option<&[u8]>, body: &[u8]) -
     let mut ms = Multistatus::with_capacity(targets.len() * 400);
     for t in &targets {
         let href = ctx.href(t);
-        let (found, missing) = match &wanted {
-            Wanted::All => (
-                live(t)
-                    .iter()
-                    .filter_map(|p| value(ctx, t, p).map(|v| (p.clone(), v)))
-                    .collect(),
-                vec![],
-            ),
-            Wanted::Names => (live(t).into_iter().map(|p| (p, String::new())).collect(), vec![]),
-            Wanted::Props(names) => split(ctx, t, names),
-        };
-        ms.props(&href, &found, &missing);
+        match &wanted {
+            Wanted::All => {
+                let found: Vec<(PropName, String)> = live(t)
+                    .into_iter()
+                    .filter_map(|p| value(ctx, t, &p).map(|v| (p, v)))
+                    .collect();
+                ms.props(&href, &found, &[] as &[PropName]);
+            }
+            Wanted::Names => {
+                let found: Vec<(PropName, &str)> = live(t).into_iter().map(|p| (p, "")).collect();
+                ms.props(&href, &found, &[] as &[PropName]);
+            }
+            Wanted::Props(names) => {
+                let (found, missing) = split(ctx, t, names);
+                ms.props(&href, &found, &missing);
+            }
+        }
     }
     multistatus(ms.finish())
 }
 
-fn split(ctx: &Ctx<'_>, t: &Resource, names: &[PropName]) -> (Vec<(PropName, String)>, Vec<PropName>) {
+type Split<'a> = (Vec<(&'a PropName, String)>, Vec<&'a PropName>);
+
+fn split<'a>(ctx: &Ctx<'_>, t: &Resource, names: &'a [PropName]) -> Split<'a> {
     let mut found = Vec::with_capacity(names.len());
     let mut missing = Vec::new();
     for n in names {
         match value(ctx, t, n) {
-            Some(v) => found.push((n.clone(), v)),
-            None => missing.push(n.clone()),
+            Some(v) => found.push((n, v)),
+            None => missing.push(n),
         }
     }
     (found, missing)

@@ -33,12 +33,73 @@ const ALLOW: &str = "OPTIONS, GET, HEAD, PROPFIND, REPORT";
 pub const XML_CT: &str = "application/xml; charset=utf-8";
 pub const VCARD_CT: &str = "text/vcard; charset=utf-8";
 
+/// What a cached whole-book answer depends on: configuration, snapshot, caller, and the exact request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResponseKey {
+    cfg: usize,
+    version: u64,
+    principal: String,
+    quirk: bool,
+    method: String,
+    path: String,
+    depth: Option<Vec<u8>>,
+    body: Bytes,
+}
+
+/// A handful of recent multistatus answers (a fleet of phones repeats the same few requests per snapshot).
+#[derive(Default)]
+pub struct ResponseCache {
+    entries: Mutex<Vec<(ResponseKey, Bytes)>>,
+}
+
+const RESPONSE_CACHE_SLOTS: usize = 8;
+
+impl ResponseCache {
+    fn get(&self, k: &ResponseKey) -> Option<Bytes> {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let i = e.iter().position(|(key, _)| key == k)?;
+        let hit = e.remove(i);
+        let bytes = hit.1.clone();
+        e.insert(0, hit);
+        Some(bytes)
+    }
+
+    fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn put(&self, k: ResponseKey, v: Bytes) {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // Answers for older snapshots are never asked for again.
+        e.retain(|(key, _)| key.version >= k.version && *key != k);
+        e.insert(0, (k, v));
+        e.truncate(RESPONSE_CACHE_SLOTS);
+    }
+}
+
+/// The bytes of a `Full` body (it holds at most one chunk).
+fn full_bytes(body: Body) -> Bytes {
+    use hyper::body::Body as _;
+    let mut body = body;
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
+        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
+fn multistatus_bytes(body: Bytes) -> Response<Body> {
+    response(StatusCode::MULTI_STATUS, XML_CT, body)
+}
+
 /// Shared by all connections of one service instance.
 pub struct State {
     pub cfg: Arc<ArcSwap<CardDavConfig>>,
     pub dir: Published,
     pub caches: Caches,
     pub auth: Authenticator,
+    pub responses: ResponseCache,
     /// The configuration the caches were built for; a swap clears them.
     cfg_seen: Mutex<Option<Arc<CardDavConfig>>>,
 }
@@ -50,6 +111,7 @@ impl State {
             dir,
             caches: Caches::default(),
             auth: Authenticator::default(),
+            responses: ResponseCache::default(),
             cfg_seen: Mutex::new(None),
         }
     }
@@ -73,6 +135,7 @@ impl State {
         if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &cfg)) {
             if seen.is_some() {
                 self.caches.clear();
+                self.responses.clear();
             }
             *seen = Some(cfg.clone());
         }
@@ -177,12 +240,15 @@ impl Ctx<'_> {
 
 /// Percent-encode a path segment (everything but RFC 3986 unreserved characters).
 pub fn encode_segment(s: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
     }
     out
@@ -398,10 +464,34 @@ async fn route(state: &State, peer: SocketAddr, secure: bool, req: Request<Incom
                 Ok(b) => b,
                 Err(e) => return body_error(e, cfg.max_body_bytes),
             };
-            if method.as_str() == "PROPFIND" {
+            // Whole-book answers (etag listings, initial syncs) are the expensive ones and every phone of a fleet
+            // asks the same question of the same snapshot: remember a few complete answers per snapshot.
+            let key = matches!(res, Resource::Book(_)).then(|| ResponseKey {
+                cfg: Arc::as_ptr(&ctx.cfg) as usize,
+                version: ctx.snap.version,
+                principal: ctx.principal.segment().to_string(),
+                quirk: ctx.stale_token_400,
+                method: method.as_str().to_string(),
+                path: req_path.clone(),
+                depth: depth.clone(),
+                body: body.clone(),
+            });
+            if let Some(hit) = key.as_ref().and_then(|k| state.responses.get(k)) {
+                return multistatus_bytes(hit);
+            }
+            let resp = if method.as_str() == "PROPFIND" {
                 propfind::handle(&ctx, res, depth.as_deref(), &body)
             } else {
                 report::handle(&ctx, res, &req_path, &body)
+            };
+            match key {
+                Some(k) if resp.status() == StatusCode::MULTI_STATUS => {
+                    let (parts, full) = resp.into_parts();
+                    let bytes = full_bytes(full);
+                    state.responses.put(k, bytes.clone());
+                    Response::from_parts(parts, Full::new(bytes))
+                }
+                _ => resp,
             }
         }
         "PUT" | "DELETE" | "MKCOL" | "PROPPATCH" | "MOVE" | "COPY" | "LOCK" | "UNLOCK" | "POST" | "ACL"
@@ -506,6 +596,38 @@ fn get(ctx: &Ctx<'_>, path: &str, req: &Request<Incoming>) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(version: u64, body: &'static str) -> ResponseKey {
+        ResponseKey {
+            cfg: 1,
+            version,
+            principal: "p".into(),
+            quirk: false,
+            method: "REPORT".into(),
+            path: "/dav/books/all/".into(),
+            depth: Some(b"1".to_vec()),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn response_cache_keeps_recent_answers_of_the_newest_snapshot() {
+        let c = ResponseCache::default();
+        c.put(key(5, "a"), Bytes::from_static(b"A5"));
+        assert_eq!(c.get(&key(5, "a")).as_deref(), Some(&b"A5"[..]));
+        assert_eq!(c.get(&key(5, "b")), None);
+        assert_eq!(c.get(&key(6, "a")), None, "another snapshot is another answer");
+        c.put(key(6, "b"), Bytes::from_static(b"B6"));
+        assert_eq!(c.get(&key(5, "a")), None, "answers for older snapshots are dropped");
+        for i in 0..20u8 {
+            let body: &'static str = Box::leak(format!("q{i}").into_boxed_str());
+            c.put(key(6, body), Bytes::from(vec![i]));
+        }
+        assert_eq!(c.get(&key(6, "q19")).as_deref(), Some(&[19u8][..]));
+        assert_eq!(c.get(&key(6, "q0")), None, "bounded");
+        let full = Full::new(Bytes::from_static(b"xyz"));
+        assert_eq!(full_bytes(full), Bytes::from_static(b"xyz"));
+    }
 
     #[test]
     fn percent_coding() {

@@ -122,7 +122,7 @@ pub struct LdapSection {
     pub idle_timeout: Duration,
     #[serde(default = "default_page")]
     pub max_page_size: usize,
-    #[serde(default)]
+    #[serde(default = "default_page")]
     pub size_limit: usize,
 }
 

@@ -56,9 +56,9 @@ pub fn write_ldif_entry(w: &mut impl Write, e: &Entry) -> io::Result<()> {
 
 /// The whole snapshot as LDIF, parents before children (sorted by DN depth) so it can be loaded with ldapadd.
 pub fn write_ldif(w: &mut impl Write, s: &Snapshot) -> io::Result<()> {
-    writeln!(w, "version: 1")?;
+    // The first record follows the version line directly: slapadd reads a blank line there as an empty record.
     writeln!(w, "# entradir export of {} at version {}", s.naming.base_dn, s.version)?;
-    writeln!(w)?;
+    writeln!(w, "version: 1")?;
     let mut entries: Vec<&std::sync::Arc<Entry>> = s.entries().collect();
     entries.sort_by_key(|e| {
         (

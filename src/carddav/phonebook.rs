@@ -83,7 +83,12 @@ fn person(e: &Entry, phones: &PhoneNormalizer, fmt: NumberFormat) -> Person {
     let mut numbers: Vec<(Kind, String)> = Vec::new();
     let mut keys: Vec<String> = Vec::new();
     for (attr, kind) in NUMBER_ATTRS {
-        for raw in e.strs(attr).map(str::trim).filter(|r| !r.is_empty()) {
+        // A desk phone can only dial digits: free text in a number field ("ask reception") is left out.
+        for raw in e
+            .strs(attr)
+            .map(str::trim)
+            .filter(|r| r.chars().any(|c| c.is_ascii_digit()))
+        {
             let key = phones.key(raw);
             if !keys.contains(&key) {
                 keys.push(key);

@@ -472,6 +472,31 @@ impl Config {
         Ok(s)
     }
 
+    /// The service accounts, networks parsed; errors name the account entry.
+    pub fn service_accounts(&self) -> Result<Vec<crate::accounts::Account>, ConfigError> {
+        self.accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let networks = a
+                    .networks
+                    .iter()
+                    .map(|n| n.parse())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e: crate::accounts::CidrError| ConfigError::Invalid {
+                        path: PathBuf::new(),
+                        key: format!("accounts[{i}].networks"),
+                        message: format!("account {:?}: {e}", a.name),
+                    })?;
+                Ok(crate::accounts::Account {
+                    name: a.name.clone(),
+                    password_hash: a.password_hash.clone(),
+                    networks,
+                })
+            })
+            .collect()
+    }
+
     /// The client secret from `ENTRADIR_CLIENT_SECRET` or `client_secret_file`.
     pub fn client_secret(&self) -> Result<Option<String>, ConfigError> {
         if let Ok(s) = std::env::var("ENTRADIR_CLIENT_SECRET") {

@@ -70,28 +70,6 @@ fn tls_for(
     }
 }
 
-fn ldap_accounts(cfg: &Config) -> anyhow::Result<Vec<ldap::Account>> {
-    cfg.accounts
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let networks = a
-                .networks
-                .iter()
-                .map(|n| {
-                    n.parse::<ldap::Cidr>()
-                        .map_err(|e| anyhow!("accounts[{i}].networks: {e}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(ldap::Account {
-                name: a.name.clone(),
-                password_hash: a.password_hash.clone(),
-                networks,
-            })
-        })
-        .collect()
-}
-
 fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
     let Some(s) = &cfg.ldap else { return Ok(None) };
     let tls = tls_for(cfg, &s.tls_cert, &s.tls_key, "ldap")?;
@@ -110,7 +88,7 @@ fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
         idle_timeout: s.idle_timeout,
         max_page_size: s.max_page_size,
         size_limit: s.size_limit,
-        accounts: ldap_accounts(cfg)?,
+        accounts: cfg.service_accounts()?,
         ..ldap::LdapConfig::default()
     }))
 }

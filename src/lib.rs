@@ -15,3 +15,4 @@ pub mod graph;
 pub mod ldap;
 pub mod server;
 pub mod sync;
+pub mod tls;

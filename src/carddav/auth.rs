@@ -10,89 +10,12 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use crate::accounts::{hash_password, verify_password};
 
-/// A service account: `password_hash` is a PHC string (`$argon2id$v=19$...`); when `networks` is not empty the
-/// account is only accepted from those networks (as for LDAP binds).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Account {
-    pub name: String,
-    pub password_hash: String,
-    pub networks: Vec<Cidr>,
-}
-
-impl std::fmt::Debug for Account {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Account")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// An IP network in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or a bare address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid network {0:?}: expected an address or CIDR such as 10.0.0.0/8 or fd00::/8")]
-pub struct InvalidCidr(pub String);
-
-impl FromStr for Cidr {
-    type Err = InvalidCidr;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || InvalidCidr(s.to_string());
-        let (a, p) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = a.parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.parse::<u8>().map_err(|_| bad())?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl Cidr {
-    /// Whether `ip` is inside; IPv4-mapped IPv6 peers (dual-stack sockets) match IPv4 networks.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(self.prefix))
-                };
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.prefix))
-                };
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub use crate::accounts::{Account, Cidr, CidrError};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +80,7 @@ impl Authenticator {
         let account = accounts
             .iter()
             .find(|a| a.name.eq_ignore_ascii_case(&name))
-            .filter(|a| a.networks.is_empty() || a.networks.iter().any(|n| n.contains(peer)))
+            .filter(|a| a.allowed_from(peer))
             .ok_or(AuthFailure::Invalid)?;
         let key = cache_key(&account.name, &password, &account.password_hash);
         if self.cached(&key) {

@@ -156,20 +156,9 @@ impl CardDavConfig {
             (Some((cert, key)), Some(_)) => Some(load_tls(&cert, &key)?),
             _ => None,
         };
-        let mut accounts = Vec::with_capacity(cfg.accounts.len());
-        for a in &cfg.accounts {
-            let networks = a
-                .networks
-                .iter()
-                .map(|n| n.parse::<Cidr>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| CardDavError::Config(format!("account {:?}: {e}", a.name)))?;
-            accounts.push(Account {
-                name: a.name.clone(),
-                password_hash: a.password_hash.clone(),
-                networks,
-            });
-        }
+        let accounts = cfg
+            .service_accounts()
+            .map_err(|e| CardDavError::Config(e.to_string()))?;
         let anonymous_networks = c
             .anonymous_networks
             .iter()
@@ -218,29 +207,7 @@ impl CardDavConfig {
 
 /// A rustls server config (ring provider, HTTP/1.1 ALPN) from PEM certificate chain and key files.
 pub fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, CardDavError> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| CardDavError::Config(format!("reading {}: {e}", p.display())))
-    };
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CardDavError::Config(format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(CardDavError::Config(format!(
-            "{}: no PEM certificate found",
-            cert.display()
-        )));
-    }
-    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| CardDavError::Config(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| CardDavError::Config(format!("{}: no PEM private key found", key.display())))?;
-    let mut sc = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CardDavError::Config(format!("TLS: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| CardDavError::Config(format!("TLS certificate/key: {e}")))?;
+    let mut sc = crate::tls::load(cert, key).map_err(|e| CardDavError::Config(format!("TLS: {e}")))?;
     sc.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(sc))
 }

@@ -415,7 +415,7 @@ impl Session {
             tokio::time::sleep(BIND_FAILURE_DELAY).await;
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
         };
-        if !account.networks.is_empty() && !account.networks.iter().any(|n| n.contains(self.peer.ip())) {
+        if !account.allowed_from(self.peer.ip()) {
             info!(peer = %self.peer, account = %account.name, "bind refused: source network not allowed");
             tokio::time::sleep(BIND_FAILURE_DELAY).await;
             return (Code::InvalidCredentials, MSG_BAD_WORKSTATION);

@@ -64,6 +64,30 @@ pub struct Touched {
     pub manager_diffs: Vec<(String, Option<String>, Option<String>)>,
 }
 
+/// Members are ordered by (id, type), so lookups by id are range queries: a large group's member list is never
+/// scanned per change.
+fn member_range<'a>(members: &'a BTreeSet<MemberRef>, id: &str) -> impl Iterator<Item = &'a MemberRef> + 'a {
+    let from = MemberRef {
+        id: id.to_string(),
+        odata_type: String::new(),
+    };
+    let id = id.to_string();
+    members.range(from..).take_while(move |m| m.id == id)
+}
+
+fn has_member(members: &BTreeSet<MemberRef>, id: &str) -> bool {
+    member_range(members, id).next().is_some()
+}
+
+/// Remove every entry for `id`; whether there was one.
+fn remove_member(members: &mut BTreeSet<MemberRef>, id: &str) -> bool {
+    let found: Vec<MemberRef> = member_range(members, id).cloned().collect();
+    for m in &found {
+        members.remove(m);
+    }
+    !found.is_empty()
+}
+
 impl Store {
     pub fn objects(&self, kind: GraphKind) -> &BTreeMap<String, Object> {
         match kind {
@@ -249,15 +273,13 @@ impl Store {
                     let mut new = Vec::new();
                     for m in added {
                         // The same member may come back with a different @odata.type; keep one entry per id.
-                        if !g.members.iter().any(|x| x.id == m.id) {
+                        if !has_member(&g.members, &m.id) {
                             g.members.insert(m.clone());
                             new.push(m.id.clone());
                         }
                     }
                     for r in removed {
-                        let before = g.members.len();
-                        g.members.retain(|m| &m.id != r);
-                        if g.members.len() != before {
+                        if remove_member(&mut g.members, r) {
                             gone.push(r.clone());
                         }
                     }
@@ -318,7 +340,7 @@ impl Store {
         let groups: Vec<String> = self.groups_of(id).cloned().collect();
         for g in groups {
             if let Some(grp) = self.groups.get_mut(&g) {
-                grp.members.retain(|m| m.id != id);
+                remove_member(&mut grp.members, id);
             }
             self.unlink_member(&g, id, t);
         }

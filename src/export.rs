@@ -56,9 +56,11 @@ pub fn write_ldif_entry(w: &mut impl Write, e: &Entry) -> io::Result<()> {
 
 /// The whole snapshot as LDIF, parents before children (sorted by DN depth) so it can be loaded with ldapadd.
 pub fn write_ldif(w: &mut impl Write, s: &Snapshot) -> io::Result<()> {
-    // The first record follows the version line directly: slapadd reads a blank line there as an empty record.
-    writeln!(w, "# entradir export of {} at version {}", s.naming.base_dn, s.version)?;
+    // RFC 2849: the version line, then records separated by blank lines. (slapadd does not take the version
+    // line; benches/slapd_compare.sh strips this header block for it.)
     writeln!(w, "version: 1")?;
+    writeln!(w, "# entradir export of {} at version {}", s.naming.base_dn, s.version)?;
+    writeln!(w)?;
     let mut entries: Vec<&std::sync::Arc<Entry>> = s.entries().collect();
     entries.sort_by_key(|e| {
         (

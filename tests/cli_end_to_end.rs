@@ -261,10 +261,7 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
         .unwrap();
     assert!(out.status.success(), "export: {}", String::from_utf8_lossy(&out.stderr));
     let ldif = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        ldif.starts_with("# entradir export") && ldif.contains("\nversion: 1\ndn"),
-        "RFC 2849 header"
-    );
+    assert!(ldif.starts_with("version: 1\n"), "RFC 2849 header");
     assert!(ldif.matches("\ndn:").count() >= n_users, "every user is exported");
     assert!(ldif.contains("objectGUID:: "), "binary values are base64");
 }

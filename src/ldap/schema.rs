@@ -6,75 +6,47 @@
 use crate::directory::entry::{Attribute, Entry};
 use crate::directory::EntryKind;
 use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+/// AD's attribute types and object classes, as data in `schema/ad-schema.toml`.
+pub const AD_SCHEMA: &str = include_str!("../../schema/ad-schema.toml");
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct AdSchema {
+    syntaxes: BTreeMap<String, String>,
+    attributes: BTreeMap<String, AttrDef>,
+    classes: BTreeMap<String, ClassDef>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AttrDef {
+    oid: String,
+    syntax: String,
+    single: bool,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ClassDef {
+    oid: String,
+    sup: String,
+    kind: String,
+}
+
+/// The compiled-in schema, parsed once. It is checked by a unit test; should it ever not parse, the subschema
+/// is still served, with the mapped attributes only.
+fn ad_schema() -> &'static AdSchema {
+    static SCHEMA: OnceLock<AdSchema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        toml::from_str(AD_SCHEMA).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "schema/ad-schema.toml does not parse");
+            AdSchema::default()
+        })
+    })
+}
 
 const DSTRING: &str = "1.3.6.1.4.1.1466.115.121.1.15";
-const OCTETS: &str = "1.3.6.1.4.1.1466.115.121.1.40";
-const DN: &str = "1.3.6.1.4.1.1466.115.121.1.12";
-const INTEGER: &str = "1.3.6.1.4.1.1466.115.121.1.27";
-const GTIME: &str = "1.3.6.1.4.1.1466.115.121.1.24";
 const PHONE: &str = "1.3.6.1.4.1.1466.115.121.1.50";
-const OID: &str = "1.3.6.1.4.1.1466.115.121.1.38";
-
-/// (name, OID, syntax, single-valued). OIDs are AD's; attributes whose OID we do not ship use the
-/// RFC 4512-tolerated `name-oid` placeholder form that OpenLDAP also emits.
-const ATTRIBUTES: &[(&str, &str, &str, bool)] = &[
-    ("objectClass", "2.5.4.0", OID, false),
-    ("cn", "2.5.4.3", DSTRING, true),
-    ("sn", "2.5.4.4", DSTRING, true),
-    ("givenName", "2.5.4.42", DSTRING, true),
-    ("displayName", "1.2.840.113556.1.2.13", DSTRING, true),
-    ("name", "1.2.840.113556.1.4.1", DSTRING, true),
-    ("mail", "0.9.2342.19200300.100.1.3", DSTRING, true),
-    ("userPrincipalName", "1.2.840.113556.1.4.656", DSTRING, true),
-    ("sAMAccountName", "1.2.840.113556.1.4.221", DSTRING, true),
-    ("distinguishedName", "2.5.4.49", DN, true),
-    ("objectCategory", "1.2.840.113556.1.4.782", DN, true),
-    ("objectGUID", "1.2.840.113556.1.4.2", OCTETS, true),
-    ("objectSid", "1.2.840.113556.1.4.146", OCTETS, true),
-    ("telephoneNumber", "2.5.4.20", PHONE, true),
-    ("otherTelephone", "1.2.840.113556.1.2.18", PHONE, false),
-    ("mobile", "0.9.2342.19200300.100.1.41", PHONE, true),
-    ("homePhone", "0.9.2342.19200300.100.1.20", PHONE, true),
-    ("pager", "0.9.2342.19200300.100.1.42", PHONE, true),
-    ("facsimileTelephoneNumber", "2.5.4.23", PHONE, true),
-    ("ipPhone", "1.2.840.113556.1.4.721", PHONE, true),
-    ("title", "2.5.4.12", DSTRING, true),
-    ("department", "1.2.840.113556.1.2.141", DSTRING, true),
-    ("company", "1.2.840.113556.1.2.146", DSTRING, true),
-    ("member", "2.5.4.31", DN, false),
-    ("memberOf", "1.2.840.113556.1.2.102", DN, false),
-    ("manager", "0.9.2342.19200300.100.1.10", DN, true),
-    ("userAccountControl", "1.2.840.113556.1.4.8", INTEGER, true),
-    ("groupType", "1.2.840.113556.1.4.750", INTEGER, true),
-    ("thumbnailPhoto", "2.16.840.1.113730.3.1.35", OCTETS, true),
-    ("jpegPhoto", "0.9.2342.19200300.100.1.60", OCTETS, false),
-    ("whenCreated", "1.2.840.113556.1.2.2", GTIME, true),
-    ("whenChanged", "1.2.840.113556.1.2.3", GTIME, true),
-    ("uSNCreated", "1.2.840.113556.1.2.19", INTEGER, true),
-    ("uSNChanged", "1.2.840.113556.1.2.120", INTEGER, true),
-    ("proxyAddresses", "1.2.840.113556.1.2.210", DSTRING, false),
-    ("mailNickname", "1.2.840.113556.1.2.447", DSTRING, true),
-    ("employeeID", "1.2.840.113556.1.4.35", DSTRING, true),
-    (
-        "msRTCSIP-PrimaryUserAddress",
-        "msRTCSIP-PrimaryUserAddress-oid",
-        DSTRING,
-        true,
-    ),
-];
-
-/// (name, OID, superior, kind).
-const CLASSES: &[(&str, &str, &str, &str)] = &[
-    ("top", "2.5.6.0", "", "ABSTRACT"),
-    ("person", "2.5.6.6", "top", "STRUCTURAL"),
-    ("organizationalPerson", "2.5.6.7", "person", "STRUCTURAL"),
-    ("user", "1.2.840.113556.1.5.9", "organizationalPerson", "STRUCTURAL"),
-    ("computer", "1.2.840.113556.1.3.30", "user", "STRUCTURAL"),
-    ("contact", "1.2.840.113556.1.5.15", "organizationalPerson", "STRUCTURAL"),
-    ("group", "1.2.840.113556.1.5.8", "top", "STRUCTURAL"),
-    ("container", "1.2.840.113556.1.3.23", "top", "STRUCTURAL"),
-    ("domainDNS", "1.2.840.113556.1.5.67", "top", "STRUCTURAL"),
-];
 
 pub fn subschema_dn(base: &str) -> String {
     format!("CN=Aggregate,CN=Schema,CN=Configuration,{base}")
@@ -102,9 +74,14 @@ fn mapped_attributes() -> Vec<String> {
 
 /// Every attribute type we describe: (name, OID, syntax, single-valued).
 fn attribute_types() -> Vec<(String, String, &'static str, bool)> {
-    let mut out: Vec<(String, String, &'static str, bool)> = ATTRIBUTES
+    let schema = ad_schema();
+    let mut out: Vec<(String, String, &'static str, bool)> = schema
+        .attributes
         .iter()
-        .map(|(n, o, s, sv)| (n.to_string(), o.to_string(), *s, *sv))
+        .map(|(n, a)| {
+            let syntax = schema.syntaxes.get(&a.syntax).map(String::as_str).unwrap_or(DSTRING);
+            (n.clone(), a.oid.clone(), syntax, a.single)
+        })
         .collect();
     for name in mapped_attributes() {
         if out.iter().any(|(n, ..)| n.eq_ignore_ascii_case(&name)) {
@@ -133,9 +110,10 @@ pub fn subschema(base: &str) -> Entry {
         .map(|a| a.0.as_str())
         .filter(|n| *n != "objectClass")
         .collect();
-    let classes = CLASSES
+    let classes = ad_schema()
+        .classes
         .iter()
-        .map(|(n, o, sup, kind)| {
+        .map(|(n, ClassDef { oid: o, sup, kind })| {
             let sup = if sup.is_empty() {
                 String::new()
             } else {
@@ -190,6 +168,26 @@ pub fn subschema(base: &str) -> Entry {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_ad_schema_data_file_parses_and_names_known_syntaxes() {
+        let s: super::AdSchema = toml::from_str(super::AD_SCHEMA).expect("schema/ad-schema.toml parses");
+        assert!(s.attributes.len() > 30 && s.classes.contains_key("user"));
+        for (name, a) in &s.attributes {
+            assert!(
+                s.syntaxes.contains_key(&a.syntax),
+                "{name}: unknown syntax {}",
+                a.syntax
+            );
+        }
+        for (name, c) in &s.classes {
+            assert!(
+                c.sup.is_empty() || s.classes.contains_key(&c.sup),
+                "{name}: unknown superior {}",
+                c.sup
+            );
+        }
+    }
+
     #[test]
     fn subschema_lists_phone_attributes() {
         let e = super::subschema("DC=contoso,DC=example");

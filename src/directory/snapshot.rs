@@ -303,6 +303,12 @@ impl Snapshot {
     /// when the needle is shorter than three characters (too unselective for the index). Candidates must be
     /// verified.
     pub fn find_text(&self, needle: &str) -> Option<Vec<Arc<str>>> {
+        self.find_text_iter(needle).map(|it| it.cloned().collect())
+    }
+
+    /// [`Snapshot::find_text`] as a lazy walk in id order: a search with a size limit stops after enough
+    /// verified matches instead of intersecting the whole posting lists first.
+    pub fn find_text_iter(&self, needle: &str) -> Option<Box<dyn Iterator<Item = &Arc<str>> + '_>> {
         let grams = trigrams_of(&needle.to_lowercase());
         if grams.is_empty() {
             return None;
@@ -311,18 +317,15 @@ impl Snapshot {
         for g in &grams {
             match self.trigrams.get(g) {
                 Some(ids) => sets.push(ids),
-                None => return Some(Vec::new()),
+                None => return Some(Box::new(std::iter::empty())),
             }
         }
         sets.sort_by_key(|s| s.len());
         let (first, rest) = sets.split_first()?;
-        Some(
-            first
-                .iter()
-                .filter(|id| rest.iter().all(|s| s.contains(id)))
-                .cloned()
-                .collect(),
-        )
+        let rest: Vec<&Ids> = rest.to_vec();
+        Some(Box::new(
+            first.iter().filter(move |id| rest.iter().all(|s| s.contains(id))),
+        ))
     }
 
     /// Changes after `version`. `None` when `version` is newer than this snapshot or older than the retained

@@ -449,6 +449,19 @@ impl Compiled {
     pub fn candidates(&self, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
         plan(&self.root, snap)
     }
+
+    /// Candidates in id order, produced lazily where the filter is one name-fragment lookup (a substring test,
+    /// or the phone-book OR of substring tests on the same fragment) so a size-limited search stops early;
+    /// otherwise the planned list.
+    pub fn candidates_lazy<'s>(&self, snap: &'s Snapshot) -> Option<Box<dyn Iterator<Item = Arc<str>> + 's>> {
+        if let Some(needle) = single_text_query(&self.root, snap) {
+            if let Some(it) = snap.find_text_iter(&needle) {
+                return Some(Box::new(it.cloned()));
+            }
+        }
+        self.candidates(snap)
+            .map(|v| Box::new(v.into_iter()) as Box<dyn Iterator<Item = Arc<str>>>)
+    }
 }
 
 /// Compilation context: the snapshot, and phone keys already computed for this filter (a PBX lookup names the
@@ -833,6 +846,25 @@ fn plan(n: &Node, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
     }
 }
 
+/// The trigram needle a filter reduces to when it is a substring test, or an OR of substring tests that all use
+/// the same fragment.
+fn single_text_query(n: &Node, snap: &Snapshot) -> Option<String> {
+    match n {
+        Node::Test { attr, m, raw } => match index_query(attr, m, raw, snap)? {
+            IndexQuery::Text(s) => Some(s),
+            _ => None,
+        },
+        Node::Or(v) if !v.is_empty() => {
+            let first = single_text_query(&v[0], snap)?;
+            v[1..]
+                .iter()
+                .all(|c| single_text_query(c, snap).as_ref() == Some(&first))
+                .then_some(first)
+        }
+        _ => None,
+    }
+}
+
 fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<IndexQuery> {
     match m {
         // The key is already E.164 digits; a prefix range from it (a superset of the exact match, checked
@@ -1042,6 +1074,14 @@ pub(crate) mod tests {
                 .map(|e| e.id.to_string())
                 .collect();
             assert_eq!(planned, full, "index plan lost matches for {f}");
+        }
+        if let Some(lazy) = c.candidates_lazy(snap) {
+            let walked: Vec<String> = lazy
+                .filter_map(|id| snap.entry(&id))
+                .filter(|e| c.matches(e, snap))
+                .map(|e| e.id.to_string())
+                .collect();
+            assert_eq!(walked, full, "lazy candidates differ (order or content) for {f}");
         }
         full
     }

@@ -238,10 +238,9 @@ fn matching<'s>(
             let whole = *base_norm == *snap.naming.base_dn_norm;
             let suffix = format!(",{base_norm}");
             let in_scope = move |e: &Arc<Entry>| whole || *e.dn_norm == *base_norm || e.dn_norm.ends_with(&suffix);
-            match f.candidates(snap) {
+            match f.candidates_lazy(snap) {
                 Some(ids) => Box::new(
-                    ids.into_iter()
-                        .filter_map(move |id| snap.entry(&id))
+                    ids.filter_map(move |id| snap.entry(&id))
                         .filter(move |e| in_scope(e) && f.matches(e, snap)),
                 ),
                 None => Box::new(snap.entries().filter(move |e| in_scope(e) && f.matches(e, snap))),

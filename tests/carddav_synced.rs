@@ -81,23 +81,7 @@ fn values(card: &VCard, p: VCardProperty) -> Vec<String> {
 }
 
 fn vdirsyncer() -> Option<PathBuf> {
-    let dir = std::env::var_os("ENTRADIR_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
-    let bin = dir.join("bin").join("vdirsyncer");
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "vdirsyncer not found at {}",
-        bin.display()
-    );
-    eprintln!(
-        "NOTE: vdirsyncer part skipped: {} missing (set ENTRADIR_VENV)",
-        bin.display()
-    );
-    None
+    Some(venv_bin("vdirsyncer"))
 }
 
 async fn vsync(bin: &Path, config: &Path, cmd: &'static str) -> String {

@@ -5,6 +5,8 @@
 //! (`python3 -m venv .venv && .venv/bin/pip install vdirsyncer`). Without it the test is skipped with a notice,
 //! unless `CI` is set, where a missing venv is a failure.
 
+mod common;
+
 use calcard::vcard::{VCard, VCardProperty, VCardValue};
 use entradir::carddav::auth::hash_password;
 use entradir::carddav::{sample, Account, CardDavConfig, CardDavServer};
@@ -15,23 +17,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 fn venv() -> Option<PathBuf> {
-    let dir = std::env::var_os("ENTRADIR_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
-    let bin = dir.join("bin").join("vdirsyncer");
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "vdirsyncer not found at {} (set ENTRADIR_VENV)",
-        bin.display()
-    );
-    eprintln!(
-        "SKIPPED: vdirsyncer not found at {}; set ENTRADIR_VENV or create <repo>/.venv",
-        bin.display()
-    );
-    None
+    Some(common::venv_bin("vdirsyncer"))
 }
 
 fn snapshot(version: u64, entries: Vec<Entry>) -> Snapshot {

@@ -41,16 +41,7 @@ print(json.dumps(out))
 "#;
 
 fn python() -> PathBuf {
-    let venv = std::env::var_os("ENTRADIR_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "no Python venv at {}: run scripts/test (it creates one with ldap3)",
-        venv.display()
-    );
-    py
+    venv_bin("python")
 }
 
 fn props(v: Value) -> Map<String, Value> {

@@ -15,6 +15,21 @@ use std::time::Duration;
 
 pub const BASE_DN: &str = "DC=contoso,DC=example";
 
+/// A program from the Python venv holding the real clients (vdirsyncer, ldap3, vobject): `ENTRADIR_VENV`, else
+/// `<repo>/.venv`, as `scripts/test` creates it. Missing is a test failure that says how to get it.
+pub fn venv_bin(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("ENTRADIR_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let bin = venv.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} not found: run scripts/test (it creates the venv) or set ENTRADIR_VENV",
+        bin.display()
+    );
+    bin
+}
+
 pub fn settings() -> Settings {
     Settings::new(Naming::new(BASE_DN).unwrap(), PhoneNormalizer::new("DE").unwrap())
 }

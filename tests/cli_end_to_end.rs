@@ -105,31 +105,31 @@ listen = "127.0.0.1:{admin}"
     )
 }
 
-#[test]
-fn run_reload_sync_and_stop_like_an_admin_would() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
-    let (sim_port, ldap_port, admin_port) = (free_port(), free_port(), free_port());
-    let _sim = Proc(
+/// `entradir graph-sim` on a free port with a tenant of `users` users; waits until it listens.
+fn start_sim(users: usize, groups: usize, devices: usize, seed: u64) -> (Proc, u16) {
+    let port = free_port();
+    let sim = Proc(
         Command::new(BIN)
-            .args([
-                "graph-sim",
-                "--listen",
-                &format!("127.0.0.1:{sim_port}"),
-                "--users",
-                "80",
-                "--groups",
-                "6",
-            ])
-            .args(["--devices", "5", "--seed", "9"])
+            .args(["graph-sim", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--users", &users.to_string(), "--groups", &groups.to_string()])
+            .args(["--devices", &devices.to_string(), "--seed", &seed.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     wait_for("graph-sim", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", sim_port)).is_ok()
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
+    (sim, port)
+}
+
+#[test]
+fn run_reload_sync_and_stop_like_an_admin_would() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
+    let (_sim, sim_port) = start_sim(80, 6, 5, 9);
+    let (ldap_port, admin_port) = (free_port(), free_port());
     let cfg_path = dir.path().join("entradir.toml");
     std::fs::write(&cfg_path, config(dir.path(), sim_port, ldap_port, admin_port, "")).unwrap();
 
@@ -270,27 +270,8 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
 fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
-    let (sim_port, ldap_port, admin_port) = (free_port(), free_port(), free_port());
-    let mut sim = Proc(
-        Command::new(BIN)
-            .args([
-                "graph-sim",
-                "--listen",
-                &format!("127.0.0.1:{sim_port}"),
-                "--users",
-                "2000",
-                "--groups",
-                "30",
-            ])
-            .args(["--devices", "50", "--seed", "4"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("graph-sim", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", sim_port)).is_ok()
-    });
+    let (mut sim, sim_port) = start_sim(2000, 30, 50, 4);
+    let (ldap_port, admin_port) = (free_port(), free_port());
     let cfg_path = dir.path().join("entradir.toml");
     let cfg_a = config(dir.path(), sim_port, ldap_port, admin_port, "");
     let cfg_b = cfg_a.replace(

@@ -437,7 +437,7 @@ impl Session {
             tokio::time::sleep(BIND_FAILURE_DELAY).await;
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
         }
-        debug!(peer = %self.peer, account = %account.name, "bound");
+        info!(peer = %self.peer, account = %account.name, "bind succeeded");
         self.bound = Some(account.name);
         (Code::Success, "")
     }

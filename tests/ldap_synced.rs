@@ -62,14 +62,8 @@ async fn run(port: u16, args: &[&str]) -> (i32, String, String) {
 async fn synced_tenant_answers_pbx_queries_and_follows_new_rounds() {
     let sim = sim(40, 4, 5, 7).await;
     let ctl = sim.control();
-    let jane = "00112233-4455-6677-8899-aabbccddeeff";
-    ctl.add_user(props(json!({
-        "id": jane, "displayName": "Doe, Jane", "givenName": "Jane", "surname": "Doe",
-        "userPrincipalName": "jane.doe@contoso.example", "mail": "jane.doe@contoso.example",
-        "mailNickname": "jdoe", "accountEnabled": true, "userType": "Member",
-        "businessPhones": ["030 1234567"], "mobilePhone": "0171 2345678", "jobTitle": "Buyer"
-    })))
-    .unwrap();
+    let jane = JANE;
+    add_jane(&ctl, json!({}));
     let photo = vec![
         0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0xff, 0xd9,
     ];

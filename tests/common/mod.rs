@@ -203,3 +203,22 @@ pub fn assert_same_directory(actual: &Snapshot, expected: &Snapshot, context: &s
         }
     }
 }
+
+/// The well-known test user: a comma in her display name (DN escaping), a national number and a mobile.
+pub const JANE: &str = "00112233-4455-6677-8899-aabbccddeeff";
+
+/// Add [`JANE`] to the simulated tenant, with `extra` properties on top.
+pub fn add_jane(ctl: &entradir::graph::sim::Control, extra: serde_json::Value) {
+    let mut props = serde_json::json!({
+        "id": JANE, "displayName": "Doe, Jane", "givenName": "Jane", "surname": "Doe",
+        "userPrincipalName": "jane.doe@contoso.example", "mail": "jane.doe@contoso.example",
+        "mailNickname": "jdoe", "accountEnabled": true, "userType": "Member",
+        "businessPhones": ["030 1234567"], "mobilePhone": "0171 2345678", "jobTitle": "Buyer",
+        "department": "Purchasing", "companyName": "Contoso"
+    });
+    if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    ctl.add_user(props.as_object().cloned().unwrap_or_default())
+        .expect("add Jane");
+}

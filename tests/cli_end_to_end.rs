@@ -173,9 +173,11 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
     );
     let n_users = users.lines().filter(|l| l.starts_with("dn:")).count(); // "dn::" when base64
     assert!(n_users > 50, "users published: {n_users}");
-    let (status, metrics) = http_get(admin_port, "/metrics").expect("admin endpoint");
-    assert_eq!(status, 200);
-    assert!(metrics.contains("entradir_sync_rounds_total 1"), "{metrics}");
+    // The log line is written while the round is applied; the status counts it right after.
+    wait_for("the round in /metrics", Duration::from_secs(10), || {
+        http_get(admin_port, "/metrics")
+            .is_some_and(|(status, m)| status == 200 && m.contains("entradir_sync_rounds_total 1"))
+    });
     assert_eq!(http_get(admin_port, "/readyz").unwrap().0, 200);
 
     // A broken edit is rejected as a whole: still serving, failure counted, the log names file and line.
@@ -317,7 +319,10 @@ fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing
         answers
     });
     for i in 0..20 {
-        std::fs::write(&cfg_path, if i % 2 == 0 { &cfg_b } else { &cfg_a }).unwrap();
+        // Written the way config management does (temp file + rename), so a reload never reads half a file.
+        let tmp = cfg_path.with_extension("toml.tmp");
+        std::fs::write(&tmp, if i % 2 == 0 { &cfg_b } else { &cfg_a }).unwrap();
+        std::fs::rename(&tmp, &cfg_path).unwrap();
         signal(&server.0, "-HUP");
         std::thread::sleep(Duration::from_millis(150));
     }

@@ -193,8 +193,9 @@ async fn reload(path: &Path, tx: &mpsc::Sender<Command>, fronts: &crate::fronten
     let (settings, fe) = match prepared {
         Ok(p) => p,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration");
+            // Counted before it is logged, so whoever reads the log line finds the metric already updated.
             crate::frontends::count_reload(false);
+            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration");
             return;
         }
     };
@@ -202,8 +203,11 @@ async fn reload(path: &Path, tx: &mpsc::Sender<Command>, fronts: &crate::fronten
     let (rtx, rrx) = oneshot::channel();
     if tx.send(Command::Reconfigure(Box::new(settings), rtx)).await.is_ok() {
         if let Ok(report) = rrx.await {
+            crate::frontends::count_reload(true);
             tracing::info!(version = report.version, "reload applied");
+            return;
         }
     }
-    crate::frontends::count_reload(true);
+    crate::frontends::count_reload(false);
+    tracing::error!("reload not applied: the sync engine has stopped");
 }

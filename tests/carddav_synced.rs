@@ -12,7 +12,7 @@ use entradir::carddav::xml::{parse, Element, CARDDAV, DAV};
 use entradir::carddav::{Account, BookConfig, CardDavConfig, CardDavServer};
 use entradir::directory::{EntryKind, Snapshot};
 use serde_json::{json, Map, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 fn props(v: Value) -> Map<String, Value> {
@@ -78,10 +78,6 @@ fn values(card: &VCard, p: VCardProperty) -> Vec<String> {
             other => format!("{other:?}"),
         })
         .collect()
-}
-
-fn vdirsyncer() -> Option<PathBuf> {
-    Some(venv_bin("vdirsyncer"))
 }
 
 async fn vsync(bin: &Path, config: &Path, cmd: &'static str) -> String {
@@ -207,12 +203,10 @@ async fn synced_tenant_books_follow_new_rounds() {
         ),
     )
     .unwrap();
-    let vdir = vdirsyncer();
-    if let Some(bin) = &vdir {
-        vsync(bin, &config, "discover").await;
-        vsync(bin, &config, "sync").await;
-        assert_eq!(std::fs::read_dir(store.join("all")).unwrap().count(), expected);
-    }
+    let bin = venv_bin("vdirsyncer");
+    vsync(&bin, &config, "discover").await;
+    vsync(&bin, &config, "sync").await;
+    assert_eq!(std::fs::read_dir(store.join("all")).unwrap().count(), expected);
 
     // The tenant changes: Jane gets a new title, someone else is disabled. One round later the incremental
     // sync carries exactly Jane's new card and the disabled account as gone.
@@ -242,13 +236,11 @@ async fn synced_tenant_books_follow_new_rounds() {
     );
     assert_ne!(next, token);
 
-    if let Some(bin) = &vdir {
-        let log = vsync(bin, &config, "sync").await;
-        let updates = log.lines().filter(|l| l.contains("Copying (updating)")).count();
-        let deletes = log.lines().filter(|l| l.contains("Deleting")).count();
-        assert_eq!((updates, deletes), (1, 1), "only the changed card is fetched:\n{log}");
-        assert_eq!(std::fs::read_dir(store.join("all")).unwrap().count(), expected - 1);
-    }
+    let log = vsync(&bin, &config, "sync").await;
+    let updates = log.lines().filter(|l| l.contains("Copying (updating)")).count();
+    let deletes = log.lines().filter(|l| l.contains("Deleting")).count();
+    assert_eq!((updates, deletes), (1, 1), "only the changed card is fetched:\n{log}");
+    assert_eq!(std::fs::read_dir(store.join("all")).unwrap().count(), expected - 1);
     // Group books follow membership: Jane leaves the Hotline group, `other2` joins it.
     let other2 = snap
         .entries()

@@ -16,10 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-fn venv() -> Option<PathBuf> {
-    Some(common::venv_bin("vdirsyncer"))
-}
-
 fn snapshot(version: u64, entries: Vec<Entry>) -> Snapshot {
     Snapshot::from_entries(
         Naming::new("DC=contoso,DC=example").unwrap(),
@@ -61,7 +57,7 @@ fn title_of(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vdirsyncer_read_only_sync_and_incremental_update() {
-    let Some(bin) = venv() else { return };
+    let bin = common::venv_bin("vdirsyncer");
     let cfg = CardDavConfig {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         accounts: vec![Account {
@@ -186,7 +182,7 @@ fileext = ".vcf"
 /// Every 3.0 card, parsed by vobject (Python), an implementation independent of both our writer and calcard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vobject_parses_every_card() {
-    let Some(bin) = venv() else { return };
+    let bin = common::venv_bin("vdirsyncer");
     let python = bin.with_file_name("python");
     let cfg = CardDavConfig {
         listen: Some("127.0.0.1:0".parse().unwrap()),

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use entradir::ldap::{hash_password, Account, CancellationToken, LdapConfig, Server};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
@@ -77,19 +76,7 @@ async fn python_ldap3_client_works() {
         .filter_map(|e| e.first_str("sAMAccountName").map(String::from))
         .collect();
 
-    let cfg = LdapConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        accounts: vec![Account {
-            name: "pbx".into(),
-            password_hash: hash_password(PASSWORD).unwrap(),
-            networks: vec![],
-        }],
-        ..LdapConfig::default()
-    };
-    let server = Server::bind(cfg, published.clone()).await.unwrap();
-    let port = server.local_addr().unwrap().port();
-    let stop = CancellationToken::new();
-    tokio::spawn(server.run(stop.clone()));
+    let (port, stop) = ldap_server(published.clone(), PASSWORD, false).await;
 
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(py)

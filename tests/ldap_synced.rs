@@ -5,7 +5,6 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use entradir::ldap::{hash_password, Account, CancellationToken, LdapConfig, Server};
 use serde_json::{json, Map, Value};
 use std::process::Command;
 
@@ -84,19 +83,7 @@ async fn synced_tenant_answers_pbx_queries_and_follows_new_rounds() {
     let mut engine = engine(&sim, settings(), None);
     engine.round().await.unwrap();
     let published = engine.dir.published();
-    let cfg = LdapConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        accounts: vec![Account {
-            name: "pbx".into(),
-            password_hash: hash_password(PASSWORD).unwrap(),
-            networks: vec![],
-        }],
-        ..LdapConfig::default()
-    };
-    let server = Server::bind(cfg, published.clone()).await.unwrap();
-    let port = server.local_addr().unwrap().port();
-    let stop = CancellationToken::new();
-    tokio::spawn(server.run(stop.clone()));
+    let (port, stop) = ldap_server(published.clone(), PASSWORD, false).await;
 
     // Caller-ID lookups in the spellings trunks deliver.
     for f in [

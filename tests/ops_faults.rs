@@ -6,11 +6,9 @@ mod common;
 
 use common::*;
 use entradir::graph::sim::Fault;
-use entradir::ldap::{LdapConfig, Server};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio_util::sync::CancellationToken;
 
 /// Count the entries `ldapsearch` returns, or say why it failed.
 fn count(port: u16, filter: &str) -> Result<usize, String> {
@@ -47,16 +45,7 @@ async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
     let mut engine = engine(&sim, settings(), None);
     engine.round().await.expect("initial sync");
     let people = engine.dir.snapshot().counts().users;
-    let shutdown = CancellationToken::new();
-    let cfg = LdapConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        allow_anonymous: true,
-        size_limit: 0,
-        ..LdapConfig::default()
-    };
-    let server = Server::bind(cfg, engine.dir.published()).await.unwrap();
-    let port = server.local_addr().unwrap().port();
-    tokio::spawn(server.run(shutdown.clone()));
+    let (port, shutdown) = ldap_server(engine.dir.published(), "unused", true).await;
 
     // Clients: search all people over and over; every answer must succeed and never show fewer people than
     // before (the faults below only add users).

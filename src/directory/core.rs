@@ -193,15 +193,6 @@ impl Directory {
         self.project_ids(&mut next, ids)
     }
 
-    /// Mark the directory as confirmed by a successful round that changed nothing.
-    pub fn confirm(&mut self, links: DeltaLinks) {
-        self.links = links;
-        let mut s = self.snapshot.clone();
-        s.set_synced_at(SystemTime::now());
-        self.snapshot = s.clone();
-        self.published.publish(s);
-    }
-
     /// Project everything from scratch (start-up, reload).
     fn rebuild(&mut self) -> ApplyReport {
         self.scope = if self.settings.scope_groups.is_empty() {

@@ -407,8 +407,9 @@ pub fn certificate_not_after(cert_pem: &str) -> Option<u64> {
     Some(super::http::days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
-/// One DER TLV: (tag, contents, what follows). `None` on anything malformed.
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+/// One DER TLV: (tag, contents, what follows). `None` on anything malformed. Shared with the simulator, which
+/// reads the same certificates.
+pub(crate) fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {

@@ -222,3 +222,29 @@ pub fn add_jane(ctl: &entradir::graph::sim::Control, extra: serde_json::Value) {
     ctl.add_user(props.as_object().cloned().unwrap_or_default())
         .expect("add Jane");
 }
+
+/// Serve `dir` over LDAP on a free loopback port with one service account `pbx` / `password`; the server stops
+/// when the returned token is cancelled.
+pub async fn ldap_server(
+    dir: entradir::directory::Published,
+    password: &str,
+    allow_anonymous: bool,
+) -> (u16, tokio_util::sync::CancellationToken) {
+    let cfg = entradir::ldap::LdapConfig {
+        listen: Some("127.0.0.1:0".parse().expect("loopback address")),
+        allow_anonymous,
+        accounts: vec![entradir::ldap::Account {
+            name: "pbx".into(),
+            password_hash: entradir::accounts::hash_password(password).expect("hash"),
+            networks: vec![],
+        }],
+        ..entradir::ldap::LdapConfig::default()
+    };
+    let server = entradir::ldap::Server::bind(cfg, dir)
+        .await
+        .expect("bind the LDAP listener");
+    let port = server.local_addr().expect("listening").port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(server.run(stop.clone()));
+    (port, stop)
+}

@@ -3,6 +3,7 @@
 //! Errors follow Entra's shape (`error`, `error_description` starting with an AADSTS code, `error_codes`) so the
 //! client's error reporting can be tested against what operators will really see.
 
+use crate::graph::auth::der_tlv as der;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -302,26 +303,6 @@ pub fn check_bearer(shared: &Shared, authorization: Option<&str>) -> Result<(), 
         Some(_) => Err("Lifetime validation failed, the token is expired."),
         None => Err("IDX14100: JWT is not well formed, there are no dots (.) or the token is invalid."),
     }
-}
-
-/// Reads one DER element at the start of `input`: (tag, contents, rest).
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
 }
 
 /// The PKCS#1 `RSAPublicKey` inside an X.509 certificate's SubjectPublicKeyInfo, if the key is RSA.

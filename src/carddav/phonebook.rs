@@ -41,6 +41,18 @@ pub struct Person {
     pub numbers: Vec<(Kind, String)>,
 }
 
+impl Person {
+    /// Given and family name for formats with separate fields; entries without them (shared mailboxes,
+    /// devices) put the display name in the family-name field, where phones show it.
+    fn first_last(&self) -> (&str, &str) {
+        if self.first.is_empty() && self.last.is_empty() {
+            ("", self.name.as_str())
+        } else {
+            (self.first.as_str(), self.last.as_str())
+        }
+    }
+}
+
 const NUMBER_ATTRS: &[(&str, Kind)] = &[
     ("telephoneNumber", Kind::Work),
     ("otherTelephone", Kind::Work),
@@ -239,11 +251,7 @@ pub fn snom(people: &[Person]) -> String {
     let mut o = String::from(DECL);
     o.push_str("<tbook e='2' version='2.0' complete='true'>\n");
     for p in people {
-        let (first, last) = if p.first.is_empty() && p.last.is_empty() {
-            ("", p.name.as_str())
-        } else {
-            (p.first.as_str(), p.last.as_str())
-        };
+        let (first, last) = p.first_last();
         let _ = write!(
             o,
             "<contact fav=\"false\" vip=\"false\" blocked=\"false\"><first_name>{}</first_name><last_name>{}</last_name>\
@@ -339,11 +347,7 @@ pub fn grandstream(people: &[Person]) -> String {
     let mut o = String::from(DECL);
     o.push_str("<AddressBook>\n");
     for p in people {
-        let (first, last) = if p.first.is_empty() && p.last.is_empty() {
-            ("", p.name.as_str())
-        } else {
-            (p.first.as_str(), p.last.as_str())
-        };
+        let (first, last) = p.first_last();
         let _ = write!(
             o,
             "<Contact><LastName>{}</LastName><FirstName>{}</FirstName>",
@@ -406,11 +410,7 @@ pub fn gigaset(people: &[Person]) -> String {
     let mut o = String::from(DECL);
     o.push_str("<!DOCTYPE LocalDirectory>\n<list>\n");
     for p in people {
-        let (first, last) = if p.first.is_empty() && p.last.is_empty() {
-            ("", p.name.as_str())
-        } else {
-            (p.first.as_str(), p.last.as_str())
-        };
+        let (first, last) = p.first_last();
         let pick = |kind: Kind, n: usize| {
             p.numbers
                 .iter()

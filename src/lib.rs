@@ -15,4 +15,5 @@ pub mod graph;
 pub mod ldap;
 pub mod server;
 pub mod sync;
+pub mod time;
 pub mod tls;

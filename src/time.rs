@@ -1,0 +1,43 @@
+//! Calendar formatting of Unix seconds (UTC) without a date crate: LDAP GeneralizedTime for AD attributes and
+//! the RootDSE, ISO 8601 for the Graph simulator.
+
+/// (year, month, day, hour, minute, second) for Unix seconds, by Howard Hinnant's civil-from-days algorithm.
+pub fn civil(unix: u64) -> (i64, i64, i64, u64, u64, u64) {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// LDAP GeneralizedTime as AD writes it: `20261122103000.0Z`.
+pub fn generalized_time(unix: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(unix);
+    format!("{y:04}{m:02}{d:02}{hh:02}{mm:02}{ss:02}.0Z")
+}
+
+/// ISO 8601 as Graph writes timestamps: `2026-11-22T10:30:00Z`.
+pub fn iso8601(unix: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(unix);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(generalized_time(0), "19700101000000.0Z");
+        assert_eq!(generalized_time(1_795_343_400), "20261122103000.0Z");
+        assert_eq!(generalized_time(951_782_400), "20000229000000.0Z");
+        assert_eq!(iso8601(1_795_343_400), "2026-11-22T10:30:00Z");
+    }
+}

@@ -12,6 +12,7 @@ use crate::carddav::cache::{BookView, Caches, CardData};
 use crate::carddav::config::{BookConfig, CardDavConfig, VCardVersion};
 use crate::carddav::xml::{error_body, esc};
 use crate::carddav::{phonebook, propfind, report};
+use crate::metrics;
 use crate::directory::{Entry, Published, Snapshot};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -359,9 +360,15 @@ pub async fn handle(
     secure: bool,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
     let mut resp = route(&state, peer, secure, req).await;
+    metrics::http_request(
+        metrics::HttpArea::of_path(&raw_path),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     if method == Method::HEAD {
         let (parts, body) = resp.into_parts();
         let size = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);

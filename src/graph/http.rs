@@ -300,9 +300,11 @@ impl GraphHttp {
         for (name, value) in extra {
             request = request.header(*name, value);
         }
+        let endpoint = crate::metrics::graph_endpoint(url);
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
+                crate::metrics::graph_request(endpoint, 0);
                 return Attempt::Retry {
                     why: format!("request failed: {}", error_chain(&e)),
                     wait: None,
@@ -311,6 +313,7 @@ impl GraphHttp {
             }
         };
         let status = response.status();
+        crate::metrics::graph_request(endpoint, status.as_u16());
         let headers = response.headers().clone();
         let body = match read_limited(response, limit).await {
             Ok(body) => body,
@@ -503,19 +506,9 @@ fn parse_http_date(value: &str) -> Option<u64> {
     if !(1970..=9999).contains(&year) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+    Some(crate::time::days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm), for years from 1970.
-pub(crate) fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
 
 #[cfg(test)]
 mod tests {

@@ -41,8 +41,10 @@ const CHECK_EVERY: usize = 256;
 
 const DONE: u8 = 0x65;
 
-fn done(out: &mut BytesMut, id: i64, code: Code, matched: &str, msg: &str, ctl: &[RespControl]) {
+/// Write SearchResultDone; the code is handed back for the operation metrics.
+fn done(out: &mut BytesMut, id: i64, code: Code, matched: &str, msg: &str, ctl: &[RespControl]) -> Option<Code> {
     put_result_with(out, id, DONE, code, matched, msg, ctl);
+    Some(code)
 }
 
 fn no_such_object(snap: &Snapshot, base_norm: &str) -> (String, String) {
@@ -63,9 +65,15 @@ fn no_such_object(snap: &Snapshot, base_norm: &str) -> (String, String) {
     )
 }
 
-/// Run one search, appending every response message (entries, then SearchResultDone) to `out`. Returns
-/// without writing anything when the operation is abandoned.
-pub fn search(env: &SearchEnv<'_>, id: i64, req: &SearchRequest, controls: &[Control], out: &mut BytesMut) {
+/// Run one search, appending every response message (entries, then SearchResultDone) to `out`, and return the
+/// result code. Returns `None` without writing anything when the operation is abandoned.
+pub fn search(
+    env: &SearchEnv<'_>,
+    id: i64,
+    req: &SearchRequest,
+    controls: &[Control],
+    out: &mut BytesMut,
+) -> Option<Code> {
     let snap = env.snap;
     for c in controls {
         if c.critical && !rootdse::SUPPORTED_CONTROLS.contains(&c.oid.as_str()) {
@@ -194,7 +202,7 @@ fn emit(
     deadline: Option<Instant>,
     out: &mut BytesMut,
     ctl: &[RespControl],
-) {
+) -> Option<Code> {
     for (n, e) in it.enumerate() {
         if limit.is_some_and(|l| n >= l) {
             return done(out, ctx.id, Code::SizeLimitExceeded, "", "", ctl);
@@ -202,7 +210,7 @@ fn emit(
         if n % CHECK_EVERY == CHECK_EVERY - 1 {
             if ctx.env.abandoned.load(Ordering::Relaxed) {
                 out.clear();
-                return;
+                return None;
             }
             if deadline.is_some_and(|d| Instant::now() > d) {
                 return done(out, ctx.id, Code::TimeLimitExceeded, "", "", ctl);
@@ -212,7 +220,7 @@ fn emit(
     }
     if ctx.env.abandoned.load(Ordering::Relaxed) {
         out.clear();
-        return;
+        return None;
     }
     done(out, ctx.id, Code::Success, "", "", ctl)
 }
@@ -302,7 +310,7 @@ fn paged_search(
     cookie: &[u8],
     deadline: Option<Instant>,
     out: &mut BytesMut,
-) {
+) -> Option<Code> {
     let env = ctx.env;
     let fp = fingerprint(req);
     let mut sort_ctl = Vec::new();
@@ -358,7 +366,7 @@ fn paged_search(
         if n % CHECK_EVERY == CHECK_EVERY - 1 {
             if env.abandoned.load(Ordering::Relaxed) {
                 out.clear();
-                return;
+                return None;
             }
             if deadline.is_some_and(|d| Instant::now() > d) {
                 return done(out, ctx.id, Code::TimeLimitExceeded, "", "", &[]);
@@ -422,7 +430,7 @@ mod tests {
             attrs: vec!["cn".into()],
         };
         let mut out = BytesMut::new();
-        search(&env, 2, &req, &ctl, &mut out);
+        let _ = search(&env, 2, &req, &ctl, &mut out);
         let mut codec = ldap3_proto::LdapCodec::default();
         let mut msgs = Vec::new();
         while let Some(m) = codec.decode(&mut out).unwrap() {
@@ -588,13 +596,13 @@ mod tests {
             attrs: vec![],
         };
         let mut out = BytesMut::new();
-        search(&env, 9, &req, &[], &mut out);
+        let _ = search(&env, 9, &req, &[], &mut out);
         assert!(
             out.is_empty(),
             "an abandoned operation gets no response (RFC 4511 §4.11)"
         );
         abandoned.store(false, Ordering::Relaxed);
-        search(&env, 9, &req, &[], &mut out);
+        let _ = search(&env, 9, &req, &[], &mut out);
         assert!(!out.is_empty());
     }
 

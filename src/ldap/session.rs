@@ -15,6 +15,7 @@ use super::search::{search, Limits, SearchEnv};
 use super::LdapConfig;
 use crate::directory::entry::normalize_dn;
 use crate::directory::Published;
+use crate::metrics::{self, LdapOp};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -24,7 +25,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -247,19 +248,26 @@ impl Session {
         cfg: &Arc<LdapConfig>,
     ) -> Next {
         let id = req.id;
+        let started = Instant::now();
         let mut out = BytesMut::new();
-        match req.op {
-            Op::Unbind => return Next::Close,
+        // What this operation counts as in the metrics, once its result is known.
+        let counted: (LdapOp, Code) = match req.op {
+            Op::Unbind => {
+                metrics::ldap_op(LdapOp::Unbind, None, started.elapsed());
+                return Next::Close;
+            }
             Op::Abandon(target) => {
                 if let Some(flag) = self.abandon.get(&target) {
                     flag.store(true, Ordering::Relaxed);
                 }
+                metrics::ldap_op(LdapOp::Abandon, None, started.elapsed());
                 return Next::Continue;
             }
             Op::Bind { version, name, auth } => {
                 self.drain(framed).await;
                 let (code, msg) = self.bind(cfg, version, &name, auth).await;
                 put_result(&mut out, id, 0x61, code, "", msg);
+                (LdapOp::Bind, code)
             }
             Op::Extended { oid, .. } if oid == proto::OID_STARTTLS => {
                 self.drain(framed).await;
@@ -271,6 +279,7 @@ impl Session {
                     (Code::Success, "")
                 };
                 put_extended(&mut out, id, code, msg, Some(proto::OID_STARTTLS), None);
+                metrics::ldap_op(LdapOp::Extended, Some(code as u8), started.elapsed());
                 if send(framed, &out).await.is_err() {
                     return Next::Close;
                 }
@@ -286,11 +295,13 @@ impl Session {
                     None => String::new(),
                 };
                 put_extended(&mut out, id, Code::Success, "", None, Some(who.as_bytes()));
+                (LdapOp::Extended, Code::Success)
             }
             Op::Extended { oid, .. } => {
                 let msg =
                     format!("0000203D: LdapErr: DSID-0C0C0E94, comment: Unknown extended request OID {oid}, v4563");
                 put_extended(&mut out, id, Code::ProtocolError, &msg, None, None);
+                (LdapOp::Extended, Code::ProtocolError)
             }
             Op::Write { response_tag } => {
                 put_result(
@@ -301,19 +312,23 @@ impl Session {
                     "",
                     "00002035: the directory is read-only (it mirrors Microsoft Entra ID)",
                 );
+                (LdapOp::Write, Code::UnwillingToPerform)
             }
             Op::Compare { dn, attr, value } => {
                 if !self.may_read(cfg) {
                     put_result(&mut out, id, 0x6f, Code::OperationsError, "", MSG_BIND_REQUIRED);
+                    (LdapOp::Compare, Code::OperationsError)
                 } else {
                     let (code, matched) = compare(&self.shared, &dn, &attr, value);
                     put_result(&mut out, id, 0x6f, code, &matched, "");
+                    (LdapOp::Compare, code)
                 }
             }
             Op::Search(sr) => {
                 let rootdse = sr.base.trim().is_empty() && sr.scope == Scope::Base;
                 if !rootdse && !self.may_read(cfg) {
                     put_result(&mut out, id, 0x65, Code::OperationsError, "", MSG_BIND_REQUIRED);
+                    (LdapOp::Search, Code::OperationsError)
                 } else {
                     let flag = Arc::new(AtomicBool::new(false));
                     self.abandon.insert(id, flag.clone());
@@ -347,7 +362,8 @@ impl Session {
                             abandoned: &flag,
                         };
                         let mut out = BytesMut::new();
-                        search(&env, id, &sr, &controls, &mut out);
+                        let code = search(&env, id, &sr, &controls, &mut out);
+                        metrics::ldap_op(LdapOp::Search, code.map(|c| c as u8), started.elapsed());
                         out
                     };
                     if cheap {
@@ -364,6 +380,7 @@ impl Session {
                             Ok(out) => (id, out),
                             Err(e) => {
                                 warn!(error = %e, "search task failed");
+                                metrics::ldap_op(LdapOp::Search, Some(Code::Other as u8), started.elapsed());
                                 let mut out = BytesMut::new();
                                 put_result(&mut out, id, 0x65, Code::Other, "", "internal error");
                                 (id, out)
@@ -373,7 +390,8 @@ impl Session {
                     return Next::Continue;
                 }
             }
-        }
+        };
+        metrics::ldap_op(counted.0, Some(counted.1 as u8), started.elapsed());
         if send(framed, &out).await.is_err() {
             return Next::Close;
         }

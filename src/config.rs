@@ -60,6 +60,10 @@ pub struct Entra {
     /// PEM certificate and key for certificate credentials (instead of a secret).
     pub client_certificate: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
+    /// When the client secret expires (Entra shows it next to the secret), e.g. `2027-05-31`: published as a
+    /// metric and warned about 30 days ahead. Graph itself does not tell an app when its secret expires.
+    #[serde(default, deserialize_with = "de_date")]
+    pub client_secret_expires: Option<u64>,
     #[serde(default = "default_authority")]
     pub authority: String,
     #[serde(default = "default_graph_url")]
@@ -305,6 +309,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// A date (TOML date or `"YYYY-MM-DD"` string) as Unix seconds at 00:00 UTC.
+fn de_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = match toml::Value::deserialize(d)? {
+        toml::Value::Datetime(t) => t.to_string(),
+        toml::Value::String(s) => s,
+        other => return Err(serde::de::Error::custom(format!("expected a date like 2027-05-31, got {other}"))),
+    };
+    parse_date(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn parse_date(text: &str) -> Result<u64, String> {
+    let bad = || format!("bad date {text:?}: expected YYYY-MM-DD, e.g. 2027-05-31");
+    let date = text.get(..10).ok_or_else(bad)?;
+    let mut parts = date.split('-').map(|p| p.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten(), parts.next().flatten()) {
+        (Some(y), Some(m), Some(d)) if (1970..=9999).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d) => {
+            Ok(crate::time::days_from_civil(y, m, d) * 86_400)
+        }
+        _ => Err(bad()),
+    }
 }
 
 fn de_photo_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -567,6 +593,14 @@ default_country = "DE"
         assert!(e.to_string().contains("directory.default_country (line 8)"), "{e}");
         let e = parse(&MINIMAL.replace("DC=contoso,DC=com", "contoso.com")).unwrap_err();
         assert!(e.to_string().contains("directory.base_dn"), "{e}");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("2027-05-31"), Ok(1_811_721_600));
+        assert!(parse_date("2027-13-01").is_err());
+        assert!(parse_date("31.05.2027").unwrap_err().contains("YYYY-MM-DD"));
+        assert!(parse_date("2027").is_err());
     }
 
     #[test]

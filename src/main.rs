@@ -156,9 +156,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "Graph accepted the credential (tenant {}, client {})",
                     cfg.entra.tenant_id, cfg.entra.client_id
                 );
-                if let Some(exp) = syncer.credential_expires_at() {
-                    println!("client certificate expires at {} (Unix time)", exp);
-                }
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for e in entradir::expiry::collect(&cfg) {
+                let note = entradir::expiry::warning(&e, now).map(|w| format!(" — WARNING: {w}")).unwrap_or_default();
+                println!(
+                    "{} {} expires {}{note}",
+                    e.what.replace('_', " "),
+                    e.file,
+                    entradir::time::iso8601(e.at)
+                );
             }
             println!(
                 "{}: OK (tenant {}, base DN {}, {} UPN mapping rows, {} service accounts)",

@@ -1,5 +1,5 @@
-//! Calendar formatting of Unix seconds (UTC) without a date crate: LDAP GeneralizedTime for AD attributes and
-//! the RootDSE, ISO 8601 for the Graph simulator.
+//! Calendar conversion of Unix seconds (UTC) without a date crate: LDAP GeneralizedTime for AD attributes and
+//! the RootDSE, ISO 8601 for the Graph simulator, and days from a date for HTTP dates and certificate expiry.
 
 /// (year, month, day, hour, minute, second) for Unix seconds, by Howard Hinnant's civil-from-days algorithm.
 pub fn civil(unix: u64) -> (i64, i64, i64, u64, u64, u64) {
@@ -27,6 +27,17 @@ pub fn generalized_time(unix: u64) -> String {
 pub fn iso8601(unix: u64) -> String {
     let (y, m, d, hh, mm, ss) = civil(unix);
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm), for years from 1970.
+pub fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -193,12 +193,9 @@ pub struct PhotoPlan {
 pub struct Syncer {
     cfg: GraphConfig,
     http: http::GraphHttp,
-    /// `notAfter` of the client certificate, for the expiry warning each round.
+    /// `notAfter` of the client certificate (warned about by [`crate::expiry`]).
     certificate_expires_at: Option<u64>,
 }
-
-/// Warn this long before the client certificate expires.
-const CERTIFICATE_WARNING_SECS: u64 = 30 * 86_400;
 
 impl Syncer {
     /// Validates the configuration (URLs, proxy, certificate and key) and builds the HTTP client. Does not talk to
@@ -235,7 +232,7 @@ impl Syncer {
         }
         let http = http::GraphHttp::new(&cfg)?;
         let certificate_expires_at = match &cfg.credential {
-            Credential::Certificate { cert_pem, .. } => auth::certificate_not_after(cert_pem),
+            Credential::Certificate { cert_pem, .. } => crate::tls::certificate_not_after(cert_pem),
             Credential::Secret(_) => None,
         };
         Ok(Syncer {
@@ -272,17 +269,6 @@ impl Syncer {
     pub async fn round(&mut self, links: &DeltaLinks, photos: &PhotoPlan) -> Result<Round, SyncError> {
         let counters = http::Counters::default();
         let now = unix_now();
-        if let Some(expires) = self.certificate_expires_at {
-            if expires <= now {
-                tracing::warn!("the client certificate has expired: upload a new one to the app registration");
-            } else if expires - now < CERTIFICATE_WARNING_SECS {
-                let days = (expires - now) / 86_400;
-                tracing::warn!(
-                    days,
-                    "the client certificate expires soon: upload a new one to the app registration"
-                );
-            }
-        }
         let kinds = self.cfg.kinds();
         let outcomes = futures_util::future::try_join_all(
             kinds

@@ -3,7 +3,7 @@
 //! Errors follow Entra's shape (`error`, `error_description` starting with an AADSTS code, `error_codes`) so the
 //! client's error reporting can be tested against what operators will really see.
 
-use crate::graph::auth::der_tlv as der;
+use crate::tls::der_tlv as der;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

@@ -38,10 +38,11 @@ pub struct FrontEnds {
     carddav: Option<carddav::CardDavHandle>,
 }
 
-/// Validated new front-end settings, applied only when the whole reload is good.
+/// Validated new front-end settings (and sockets for changed listen addresses), applied only when the whole
+/// reload is good. Dropping it unapplied closes the new sockets again.
 pub struct Prepared {
-    ldap: Option<ldap::LdapConfig>,
-    carddav: Option<CardDavConfig>,
+    ldap: Option<(ldap::LdapConfig, ldap::ListenerChange)>,
+    carddav: Option<(CardDavConfig, carddav::ListenerChange)>,
 }
 
 fn carddav_config(cfg: &Config) -> anyhow::Result<Option<CardDavConfig>> {
@@ -131,30 +132,45 @@ pub async fn start(cfg: &Config, dir: Published, shutdown: CancellationToken) ->
 }
 
 impl FrontEnds {
-    /// Build and validate the front-end settings of a new config; nothing is applied yet.
-    pub fn prepare_reload(&self, cfg: &Config) -> anyhow::Result<Prepared> {
-        let ldap = ldap_config(cfg)?;
-        if self.ldap.is_some() != ldap.is_some() {
-            tracing::warn!("adding or removing the [ldap] section takes effect after a restart");
-        }
-        let carddav = carddav_config(cfg)?;
-        if let (Some(h), Some(c)) = (&self.carddav, &carddav) {
-            h.check(c).map_err(|e| anyhow!("carddav: {e}"))?;
-        }
-        if self.carddav.is_some() != carddav.is_some() {
-            tracing::warn!("adding or removing the [carddav] section takes effect after a restart");
-        }
+    /// Build and validate the front-end settings of a new config and bind changed listen addresses; nothing is
+    /// applied yet.
+    pub async fn prepare_reload(&self, cfg: &Config) -> anyhow::Result<Prepared> {
+        let ldap = match (ldap_config(cfg)?, &self.ldap) {
+            (Some(lc), Some(h)) => {
+                let change = h.prepare_listeners(&lc).await.context("ldap")?;
+                Some((lc, change))
+            }
+            (new, running) => {
+                if new.is_some() != running.is_some() {
+                    tracing::warn!("adding or removing the [ldap] section takes effect after a restart");
+                }
+                None
+            }
+        };
+        let carddav = match (carddav_config(cfg)?, &self.carddav) {
+            (Some(c), Some(h)) => {
+                h.check(&c).map_err(|e| anyhow!("carddav: {e}"))?;
+                let change = h.prepare_listeners(&c).await.context("carddav")?;
+                Some((c, change))
+            }
+            (new, running) => {
+                if new.is_some() != running.is_some() {
+                    tracing::warn!("adding or removing the [carddav] section takes effect after a restart");
+                }
+                None
+            }
+        };
         Ok(Prepared { ldap, carddav })
     }
 
     pub fn apply_reload(&self, p: Prepared) {
-        if let (Some(h), Some(lc)) = (&self.ldap, p.ldap) {
-            if let Err(e) = h.reload(lc) {
+        if let (Some(h), Some((lc, change))) = (&self.ldap, p.ldap) {
+            if let Err(e) = h.reload(lc, change) {
                 tracing::error!(error = %e, "LDAP settings not reloaded");
             }
         }
-        if let (Some(h), Some(c)) = (&self.carddav, p.carddav) {
-            if let Err(e) = h.reload(c) {
+        if let (Some(h), Some((c, change))) = (&self.carddav, p.carddav) {
+            if let Err(e) = h.reload(c, change) {
                 tracing::error!(error = %e, "CardDAV settings not reloaded");
             }
         }

@@ -1,7 +1,10 @@
 //! Wiring for `entradir run` and `entradir demo`: load state, start the sync engine and the front ends, and
 //! react to signals (SIGHUP reload, SIGUSR1 sync now, SIGTERM/SIGINT graceful stop).
 
+use crate::admin::AdminSettings;
 use crate::config::Config;
+use crate::net::Rebindable;
+use arc_swap::ArcSwap;
 use crate::directory::{state, Directory};
 use crate::graph::{Credential, GraphConfig, Syncer};
 use crate::sync::{Command, SyncEngine, SyncStatus};
@@ -14,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long in-flight work may take to finish after SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
+/// How often credential expiry warnings are repeated.
+const EXPIRY_CHECK: Duration = Duration::from_secs(12 * 3600);
 
 /// Warn when a file holding a secret or private key can be read by other users.
 pub fn warn_if_exposed(path: &Path, what: &str) {
@@ -128,29 +133,29 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     let (tx, rx) = mpsc::channel(16);
     let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
     let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
-    if let Some(addr) = cfg.admin.listen {
-        let listener = crate::admin::bind(addr)
-            .await
-            .with_context(|| format!("admin.listen: cannot listen on {addr}"))?;
-        let token = match &cfg.admin.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("admin.token_file: cannot read {}", p.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let st = crate::admin::AdminState {
-            dir: published.clone(),
-            status: status.clone(),
-            commands: tx.clone(),
-            token,
-            stale_after: cfg.admin.stale_after,
-            started: std::time::SystemTime::now(),
-        };
-        tokio::spawn(crate::admin::serve(listener, st, shutdown.clone()));
-    }
+    let admin = Admin {
+        listener: Rebindable::new(
+            cfg.admin.listen,
+            crate::net::bind(cfg.admin.listen).await.context("admin.listen")?,
+        ),
+        settings: Arc::new(ArcSwap::from_pointee(AdminSettings::from_config(&cfg.admin)?)),
+    };
+    let st = crate::admin::AdminState {
+        dir: published.clone(),
+        status: status.clone(),
+        commands: tx.clone(),
+        settings: admin.settings.clone(),
+        started: std::time::SystemTime::now(),
+    };
+    tokio::spawn(crate::admin::serve(admin.listener.clone(), st, shutdown.clone()));
+    let mut expiries = crate::expiry::collect(&cfg);
+    crate::expiry::publish(&expiries);
+    crate::expiry::warn_soon(&expiries, unix_now());
+    // Expiry warnings repeat twice a day, so they reach whoever reads today's log.
+    let mut expiry_check = tokio::time::interval_at(
+        tokio::time::Instant::now() + EXPIRY_CHECK,
+        EXPIRY_CHECK,
+    );
 
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1())?;
@@ -158,9 +163,14 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     loop {
         tokio::select! {
             _ = hup.recv() => match &config_path {
-                Some(p) => reload(p, &tx, &fronts).await,
+                Some(p) => {
+                    if let Some(next) = reload(p, &tx, &fronts, &admin).await {
+                        expiries = next;
+                    }
+                }
                 None => tracing::warn!("SIGHUP ignored: no config file to reload"),
             },
+            _ = expiry_check.tick() => crate::expiry::warn_soon(&expiries, unix_now()),
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1: syncing now");
                 let _ = tx.try_send(Command::SyncNow(None));
@@ -182,32 +192,62 @@ fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal
     tokio::signal::unix::signal(kind).context("cannot install signal handler")
 }
 
-/// SIGHUP: validate everything first; apply only if all of it is good.
-async fn reload(path: &Path, tx: &mpsc::Sender<Command>, fronts: &crate::frontends::FrontEnds) {
-    let prepared = (|| -> anyhow::Result<_> {
+/// The admin endpoint's reloadable parts.
+struct Admin {
+    listener: Arc<Rebindable>,
+    settings: Arc<ArcSwap<AdminSettings>>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// SIGHUP: validate everything and bind changed listen addresses first; apply only if all of it is good.
+/// Returns the credential expiry dates of the applied config.
+async fn reload(
+    path: &Path,
+    tx: &mpsc::Sender<Command>,
+    fronts: &crate::frontends::FrontEnds,
+    admin: &Admin,
+) -> Option<Vec<crate::expiry::Expiry>> {
+    let prepared = async {
         let cfg = Config::load(path)?;
         let settings = cfg.directory_settings()?;
-        let fe = fronts.prepare_reload(&cfg)?;
-        Ok((settings, fe))
-    })();
-    let (settings, fe) = match prepared {
+        let admin_settings = AdminSettings::from_config(&cfg.admin)?;
+        let fe = fronts.prepare_reload(&cfg).await?;
+        let admin_listener = admin.listener.prepare(cfg.admin.listen).await.context("admin.listen")?;
+        anyhow::Ok((cfg, settings, admin_settings, fe, admin_listener))
+    };
+    let (cfg, settings, admin_settings, fe, admin_listener) = match prepared.await {
         Ok(p) => p,
         Err(e) => {
             // Counted before it is logged, so whoever reads the log line finds the metric already updated.
             crate::frontends::count_reload(false);
             tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration");
-            return;
+            return None;
         }
     };
+    check_secret_files(&cfg);
     fronts.apply_reload(fe);
+    admin.settings.store(Arc::new(admin_settings));
+    if let Some(change) = admin_listener {
+        let (old, new) = admin.listener.apply(change);
+        tracing::info!(?old, ?new, "admin endpoint moved");
+    }
+    let expiries = crate::expiry::collect(&cfg);
+    crate::expiry::publish(&expiries);
+    crate::expiry::warn_soon(&expiries, unix_now());
     let (rtx, rrx) = oneshot::channel();
     if tx.send(Command::Reconfigure(Box::new(settings), rtx)).await.is_ok() {
         if let Ok(report) = rrx.await {
             crate::frontends::count_reload(true);
             tracing::info!(version = report.version, "reload applied");
-            return;
+            return Some(expiries);
         }
     }
     crate::frontends::count_reload(false);
     tracing::error!("reload not applied: the sync engine has stopped");
+    Some(expiries)
 }

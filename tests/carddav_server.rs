@@ -135,17 +135,32 @@ async fn start_handle_checks_and_applies_reloads() {
         group: None,
     });
     assert!(
-        handle.reload(bad).is_err(),
+        handle.reload(bad, Default::default()).is_err(),
         "an invalid book name is refused and nothing changes"
     );
     assert_eq!(propfind(&http, &url, "phone", "one").await.0, 207);
-    let mut tls = cfg.clone();
-    tls.tls_listen = Some("127.0.0.1:0".parse().unwrap());
-    assert!(handle.check(&tls).is_err());
     let mut next = cfg.clone();
     next.accounts = vec![account("phone", "two")];
-    handle.reload(next).unwrap();
-    assert_eq!(propfind(&http, &url, "phone", "two").await.0, 207);
+    next.listen = Some("127.0.0.2:0".parse().unwrap());
+    let change = handle.prepare_listeners(&next).await.unwrap();
+    handle.reload(next, change).unwrap();
+    let moved = format!("http://{}/dav/books/", handle.addrs().0.unwrap());
+    assert!(moved.starts_with("http://127.0.0.2:"), "{moved}");
+    assert_eq!(propfind(&http, &moved, "phone", "two").await.0, 207);
+    assert_eq!(
+        propfind(&http, &url, "phone", "two").await.0,
+        207,
+        "the client's open keep-alive connection to the old address still works"
+    );
+    let fresh = reqwest::Client::new();
+    assert!(
+        fresh
+            .request(reqwest::Method::from_bytes(b"PROPFIND").unwrap(), &url)
+            .send()
+            .await
+            .is_err(),
+        "the old address no longer accepts new connections"
+    );
     let _ = stop.send(());
     handle.join().await.unwrap();
 }

@@ -893,12 +893,12 @@ async fn reload_swaps_accounts_without_restart() {
     let mut next = cfg.clone();
     next.accounts[0].password_hash = hash_password("rotated").unwrap();
     next.accounts[0].networks = vec!["10.0.0.0/8".parse().unwrap()];
-    handle.reload(next.clone()).unwrap();
+    handle.reload(next.clone(), Default::default()).unwrap();
     let o = ldapsearch(url.clone(), None, bind("rotated")).await;
     assert_eq!(o.code, 49, "network restriction applies after reload");
     assert!(o.stderr.contains("data 531"), "{}", o.stderr);
     next.accounts[0].networks.clear();
-    handle.reload(next.clone()).unwrap();
+    handle.reload(next.clone(), Default::default()).unwrap();
     assert_eq!(ldapsearch(url.clone(), None, bind("rotated")).await.code, 0);
     assert_eq!(
         ldapsearch(url.clone(), None, bind(PASSWORD)).await.code,
@@ -909,9 +909,23 @@ async fn reload_swaps_accounts_without_restart() {
     let mut bad = next.clone();
     bad.starttls = true;
     assert!(
-        handle.reload(bad).is_err(),
+        handle.reload(bad, Default::default()).is_err(),
         "StartTLS without a certificate is refused, old config kept"
     );
-    assert_eq!(ldapsearch(url, None, bind("rotated")).await.code, 0);
+    assert_eq!(ldapsearch(url.clone(), None, bind("rotated")).await.code, 0);
+
+    // A new listen address: bound first (an address in use fails and changes nothing), then moved to.
+    let mut moved = next.clone();
+    moved.listen = Some(addr);
+    let busy = handle.prepare_listeners(&moved).await;
+    assert!(busy.is_err_and(|e| e.to_string().contains(&addr.to_string())));
+    moved.listen = Some("127.0.0.2:0".parse().unwrap());
+    let change = handle.prepare_listeners(&moved).await.unwrap();
+    handle.reload(moved, change).unwrap();
+    let new_addr = handle.local_addr().unwrap();
+    assert_eq!(new_addr.ip().to_string(), "127.0.0.2");
+    let new_url = format!("ldap://{new_addr}");
+    assert_eq!(ldapsearch(new_url, None, bind("rotated")).await.code, 0);
+    assert_ne!(ldapsearch(url, None, bind("rotated")).await.code, 0, "the old address is closed");
     stop.cancel();
 }

@@ -4,6 +4,9 @@
 //! It reads the published snapshot and the sync engine's status; it never touches the directory itself.
 
 use crate::directory::Published;
+use crate::net::Rebindable;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use crate::sync::{Command, SyncStatus};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -11,10 +14,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -24,11 +25,37 @@ pub struct AdminState {
     pub dir: Published,
     pub status: Arc<Mutex<SyncStatus>>,
     pub commands: mpsc::Sender<Command>,
+    /// The settings a reload may change.
+    pub settings: Arc<ArcSwap<AdminSettings>>,
+    pub started: SystemTime,
+}
+
+/// Admin settings from the config, swapped on reload.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
     /// Bearer token for `POST /sync`; `None` refuses the trigger.
     pub token: Option<String>,
     /// `/readyz` reports stale (503) when the last good sync is older than this.
     pub stale_after: Duration,
-    pub started: SystemTime,
+}
+
+impl AdminSettings {
+    /// Read the settings (and the token file) from a config section; errors name the key and file.
+    pub fn from_config(a: &crate::config::AdminSection) -> anyhow::Result<AdminSettings> {
+        let token = match &a.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("admin.token_file: cannot read {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(AdminSettings {
+            token,
+            stale_after: a.stale_after,
+        })
+    }
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -160,6 +187,7 @@ pub fn metrics(st: &AdminState) -> String {
         "gauge",
         &[(String::new(), now.saturating_sub(unix(st.started)) as f64)],
     );
+    crate::metrics::render(&mut out);
     out
 }
 
@@ -183,7 +211,7 @@ async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<
                 ),
                 Some(t) => {
                     let age = SystemTime::now().duration_since(t).unwrap_or_default();
-                    if age > st.stale_after {
+                    if age > st.settings.load().stale_after {
                         reply(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "text/plain",
@@ -224,7 +252,7 @@ async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             let _ = req.into_body().collect().await;
-            match &st.token {
+            match &st.settings.load().token {
                 None => reply(
                     StatusCode::FORBIDDEN,
                     "text/plain",
@@ -269,18 +297,16 @@ async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<
     })
 }
 
-/// Bind the admin listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-/// Serve until `shutdown`.
-pub async fn serve(listener: TcpListener, st: AdminState, shutdown: CancellationToken) {
-    tracing::info!(addr = ?listener.local_addr().ok(), "admin endpoint listening");
+/// Serve until `shutdown`, from whichever socket `listener` holds (a reload may move it).
+pub async fn serve(listener: Arc<Rebindable>, st: AdminState, shutdown: CancellationToken) {
+    if let Some(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin endpoint listening");
+    }
+    let mut acceptor = listener.acceptor();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => {
+            accepted = acceptor.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let st = st.clone();
                 tokio::spawn(async move {

@@ -27,7 +27,7 @@ pub mod xml;
 
 pub use auth::{Account, Cidr};
 pub use config::{BookConfig, CardDavConfig, NumberFormat, VCardVersion};
-pub use server::{serve, serve_reloadable, start, CardDavHandle, CardDavServer};
+pub use server::{serve, serve_reloadable, start, CardDavHandle, CardDavServer, ListenerChange};
 
 /// Why the CardDAV service could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,9 @@
 //! Sockets and connection lifecycle: plain and TLS listeners, hyper HTTP/1.1 connections, graceful shutdown.
 //!
 //! The configuration lives in an `ArcSwap`: a reload (SIGHUP) swaps books, accounts, networks, formats and even
-//! the TLS certificate for new connections without touching open ones. Only the listen addresses are fixed at
-//! bind time. Each connection has a header-read timeout (slow-loris) and TLS handshakes a deadline.
+//! the TLS certificate for new connections without touching open ones; a changed listen address is bound anew
+//! ([`crate::net`]) while open connections stay on the old one. Each connection has a header-read timeout
+//! (slow-loris) and TLS handshakes a deadline.
 
 use crate::carddav::config::CardDavConfig;
 use crate::carddav::service::{handle, State};
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use crate::net::{self, Rebind, Rebindable};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -47,29 +49,24 @@ pub async fn serve_reloadable(
 
 /// Bound listeners, ready to run; lets callers (tests, `entradir demo`) learn the ports of `:0` addresses.
 pub struct CardDavServer {
-    plain: Option<TcpListener>,
-    tls: Option<TcpListener>,
+    plain: Arc<Rebindable>,
+    tls: Arc<Rebindable>,
     state: Arc<State>,
 }
 
-async fn bind_addr(addr: SocketAddr) -> Result<TcpListener, CardDavError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| CardDavError::Bind { addr, source })
+async fn bind_addr(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, CardDavError> {
+    net::bind(addr).await.map_err(|e| CardDavError::Bind {
+        addr: e.addr,
+        source: e.source,
+    })
 }
 
 impl CardDavServer {
     pub async fn bind(cfg: Arc<ArcSwap<CardDavConfig>>, dir: Published) -> Result<CardDavServer, CardDavError> {
         let c = cfg.load_full();
         c.validate()?;
-        let plain = match c.listen {
-            Some(a) => Some(bind_addr(a).await?),
-            None => None,
-        };
-        let tls = match c.tls_listen {
-            Some(a) => Some(bind_addr(a).await?),
-            None => None,
-        };
+        let plain = Rebindable::new(c.listen, bind_addr(c.listen).await?);
+        let tls = Rebindable::new(c.tls_listen, bind_addr(c.tls_listen).await?);
         Ok(CardDavServer {
             plain,
             tls,
@@ -79,17 +76,17 @@ impl CardDavServer {
 
     /// The plain HTTP address actually bound.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+        self.plain.local_addr()
     }
 
     /// The HTTPS address actually bound.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().and_then(|l| l.local_addr().ok())
+        self.tls.local_addr()
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), CardDavError> {
         for (l, scheme) in [(&self.plain, "http"), (&self.tls, "https")] {
-            if let Some(addr) = l.as_ref().and_then(|l| l.local_addr().ok()) {
+            if let Some(addr) = l.local_addr() {
                 tracing::info!(%addr, "CardDAV listening on {scheme}://{addr}/dav/ (phone books under /phonebook/)");
             }
         }
@@ -97,11 +94,12 @@ impl CardDavServer {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let (mut plain, mut tls) = (self.plain.acceptor(), self.tls.acceptor());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                r = accept(&self.plain) => match r {
+                r = plain.accept() => match r {
                     Ok((tcp, peer)) => {
                         let Ok(slot) = slots.clone().try_acquire_owned() else { too_many(peer); continue };
                         let (state, stop) = (self.state.clone(), stop_rx.clone());
@@ -112,7 +110,7 @@ impl CardDavServer {
                     }
                     Err(e) => accept_failed(e).await,
                 },
-                r = accept(&self.tls) => match r {
+                r = tls.accept() => match r {
                     Ok((tcp, peer)) => {
                         let Ok(slot) = slots.clone().try_acquire_owned() else { too_many(peer); continue };
                         let (state, stop) = (self.state.clone(), stop_rx.clone());
@@ -159,13 +157,6 @@ async fn prewarm(state: Arc<State>) {
     }
 }
 
-async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match l {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
 fn too_many(peer: SocketAddr) {
     tracing::warn!(%peer, "CardDAV: {MAX_CONNECTIONS} connections open; closing a new one");
 }
@@ -193,6 +184,11 @@ async fn connection<I>(io: I, peer: SocketAddr, secure: bool, state: Arc<State>,
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = crate::metrics::connection(if secure {
+        crate::metrics::Listener::Https
+    } else {
+        crate::metrics::Listener::Http
+    });
     let svc = service_fn(move |req| handle(state.clone(), peer, secure, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -222,9 +218,20 @@ where
 /// A running CardDAV service, for the process wiring: the bound addresses, configuration reload, and the task.
 pub struct CardDavHandle {
     pub config: Arc<ArcSwap<CardDavConfig>>,
+    /// The plain HTTP address bound at start (see [`CardDavHandle::addrs`] after a reload).
     pub local_addr: Option<SocketAddr>,
+    /// The HTTPS address bound at start.
     pub tls_local_addr: Option<SocketAddr>,
+    plain: Arc<Rebindable>,
+    tls: Arc<Rebindable>,
     task: tokio::task::JoinHandle<Result<(), CardDavError>>,
+}
+
+/// New sockets for changed listen addresses, bound by [`CardDavHandle::prepare_listeners`].
+#[derive(Debug, Default)]
+pub struct ListenerChange {
+    plain: Option<Rebind>,
+    tls: Option<Rebind>,
 }
 
 /// Bind and start serving in a task; it stops when `shutdown` resolves (see [`CardDavHandle::join`]).
@@ -236,11 +243,14 @@ pub async fn start(
     let config = Arc::new(ArcSwap::from_pointee(cfg));
     let server = CardDavServer::bind(config.clone(), dir).await?;
     let (local_addr, tls_local_addr) = (server.local_addr(), server.tls_local_addr());
+    let (plain, tls) = (server.plain.clone(), server.tls.clone());
     let task = tokio::spawn(server.run(shutdown));
     Ok(CardDavHandle {
         config,
         local_addr,
         tls_local_addr,
+        plain,
+        tls,
         task,
     })
 }
@@ -248,24 +258,38 @@ pub async fn start(
 impl CardDavHandle {
     /// Check a new configuration without applying it (for a reload that must be all-or-nothing).
     pub fn check(&self, next: &CardDavConfig) -> Result<(), CardDavError> {
-        next.validate()?;
-        if next.tls_listen.is_some() && self.tls_local_addr.is_none() {
-            return Err(CardDavError::Config(
-                "tls_listen can only be added with a restart".into(),
-            ));
-        }
-        Ok(())
+        next.validate()
+    }
+
+    /// The (plain, TLS) addresses bound now.
+    pub fn addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.plain.local_addr(), self.tls.local_addr())
+    }
+
+    /// Bind the sockets of listen addresses that `next` changes; nothing is swapped yet, and a failure changes
+    /// nothing.
+    pub async fn prepare_listeners(&self, next: &CardDavConfig) -> Result<ListenerChange, CardDavError> {
+        let bind = |e: net::BindError| CardDavError::Bind {
+            addr: e.addr,
+            source: e.source,
+        };
+        Ok(ListenerChange {
+            plain: self.plain.prepare(next.listen).await.map_err(bind)?,
+            tls: self.tls.prepare(next.tls_listen).await.map_err(bind)?,
+        })
     }
 
     /// Swap in a new configuration: books, accounts, networks, formats and the TLS certificate apply to the next
-    /// request; open connections stay. Listen addresses only change with a restart.
-    pub fn reload(&self, next: CardDavConfig) -> Result<(), CardDavError> {
+    /// request, and listeners move as prepared; open connections stay.
+    pub fn reload(&self, next: CardDavConfig, listeners: ListenerChange) -> Result<(), CardDavError> {
         self.check(&next)?;
-        let current = self.config.load();
-        if next.listen != current.listen || next.tls_listen != current.tls_listen {
-            tracing::warn!("CardDAV listen addresses changed; they take effect after a restart");
-        }
         self.config.store(Arc::new(next));
+        for (change, socket, name) in [(listeners.plain, &self.plain, "listen"), (listeners.tls, &self.tls, "tls_listen")] {
+            if let Some(change) = change {
+                let (old, new) = socket.apply(change);
+                tracing::info!(?old, ?new, "CardDAV {name} moved; open connections stay on the old address until they close");
+            }
+        }
         Ok(())
     }
 

@@ -5,12 +5,14 @@ use super::encode::EntryCache;
 use super::session::{self, BoxIo, Shared};
 use super::{proto, LdapConfig, LdapError};
 use crate::directory::Published;
+use crate::metrics::{self, Listener};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use crate::net::{self, Acceptor, Rebind, Rebindable};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -18,25 +20,60 @@ use tracing::{debug, info, warn};
 /// Bound listeners, ready to [`Server::run`].
 pub struct Server {
     shared: Arc<Shared>,
-    plain: Option<TcpListener>,
-    ldaps: Option<TcpListener>,
+    plain: Arc<Rebindable>,
+    ldaps: Arc<Rebindable>,
     max_connections: usize,
 }
 
-/// Swaps configuration of a running server (accounts, TLS, limits, anonymous access); existing connections
-/// keep going and pick up the new settings with their next request.
+/// Swaps configuration of a running server (accounts, TLS, limits, anonymous access, listen addresses);
+/// existing connections keep going and pick up the new settings with their next request.
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
+    plain: Arc<Rebindable>,
+    ldaps: Arc<Rebindable>,
+}
+
+/// New sockets for changed listen addresses, bound by [`ServerHandle::prepare_listeners`].
+#[derive(Debug, Default)]
+pub struct ListenerChange {
+    plain: Option<Rebind>,
+    ldaps: Option<Rebind>,
 }
 
 impl ServerHandle {
-    /// Replace the configuration. Listen addresses and `max_connections` are kept from the running server.
-    pub fn reload(&self, cfg: LdapConfig) -> Result<(), LdapError> {
+    /// Bind the sockets of listen addresses that `cfg` changes; nothing is swapped yet, and a failure changes
+    /// nothing.
+    pub async fn prepare_listeners(&self, cfg: &LdapConfig) -> Result<ListenerChange, LdapError> {
+        Ok(ListenerChange {
+            plain: self.plain.prepare(cfg.listen).await?,
+            ldaps: self.ldaps.prepare(cfg.ldaps_listen).await?,
+        })
+    }
+
+    /// Replace the configuration and move listeners as prepared. `max_connections` is kept from the running
+    /// server.
+    pub fn reload(&self, cfg: LdapConfig, listeners: ListenerChange) -> Result<(), LdapError> {
         check_tls(&cfg)?;
         self.shared.cfg.store(Arc::new(cfg));
+        for (change, socket, name) in [(listeners.plain, &self.plain, "listen"), (listeners.ldaps, &self.ldaps, "ldaps_listen")] {
+            if let Some(change) = change {
+                let (old, new) = socket.apply(change);
+                info!(?old, ?new, "LDAP {name} moved; open connections stay on the old address until they close");
+            }
+        }
         info!("LDAP configuration reloaded");
         Ok(())
+    }
+
+    /// The plain listener's bound address now.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.plain.local_addr()
+    }
+
+    /// The LDAPS listener's bound address now.
+    pub fn ldaps_local_addr(&self) -> Option<SocketAddr> {
+        self.ldaps.local_addr()
     }
 
     /// Entries currently held pre-encoded.
@@ -57,22 +94,12 @@ fn check_tls(cfg: &LdapConfig) -> Result<(), LdapError> {
     Ok(())
 }
 
-async fn listen(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, LdapError> {
-    match addr {
-        Some(addr) => TcpListener::bind(addr)
-            .await
-            .map(Some)
-            .map_err(|source| LdapError::Listen { addr, source }),
-        None => Ok(None),
-    }
-}
-
 impl Server {
     /// Open the configured listeners (port 0 picks a free port; see [`Server::local_addr`]).
     pub async fn bind(cfg: LdapConfig, dir: Published) -> Result<Server, LdapError> {
         check_tls(&cfg)?;
-        let plain = listen(cfg.listen).await?;
-        let ldaps = listen(cfg.ldaps_listen).await?;
+        let plain = Rebindable::new(cfg.listen, net::bind(cfg.listen).await?);
+        let ldaps = Rebindable::new(cfg.ldaps_listen, net::bind(cfg.ldaps_listen).await?);
         let max_connections = cfg.max_connections.max(1);
         let shared = Arc::new(Shared {
             dir,
@@ -89,16 +116,18 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+        self.plain.local_addr()
     }
 
     pub fn ldaps_local_addr(&self) -> Option<SocketAddr> {
-        self.ldaps.as_ref().and_then(|l| l.local_addr().ok())
+        self.ldaps.local_addr()
     }
 
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shared: self.shared.clone(),
+            plain: self.plain.clone(),
+            ldaps: self.ldaps.clone(),
         }
     }
 
@@ -107,21 +136,20 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), LdapError> {
         let slots = Arc::new(Semaphore::new(self.max_connections));
         for (l, tls) in [(&self.plain, false), (&self.ldaps, true)] {
-            if let Some(l) = l {
-                info!(addr = ?l.local_addr().ok(), tls, "LDAP listening");
+            if let Some(addr) = l.local_addr() {
+                info!(%addr, tls, "LDAP listening");
             }
         }
+        // One accept loop per listener kind, even when unset now: a reload may add the address.
         let mut tasks = Vec::new();
-        for (listener, tls) in [(self.plain, false), (self.ldaps, true)] {
-            if let Some(listener) = listener {
-                tasks.push(tokio::spawn(accept_loop(
-                    listener,
-                    tls,
-                    self.shared.clone(),
-                    slots.clone(),
-                    shutdown.clone(),
-                )));
-            }
+        for (listener, tls) in [(&self.plain, false), (&self.ldaps, true)] {
+            tasks.push(tokio::spawn(accept_loop(
+                listener.acceptor(),
+                tls,
+                self.shared.clone(),
+                slots.clone(),
+                shutdown.clone(),
+            )));
         }
         tokio::spawn(maintain_cache(self.shared.clone(), shutdown.clone()));
         for t in tasks {
@@ -139,7 +167,7 @@ pub async fn serve(cfg: LdapConfig, dir: Published, shutdown: CancellationToken)
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    mut listener: Acceptor,
     tls: bool,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
@@ -166,6 +194,7 @@ async fn accept_loop(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _open = metrics::connection(if tls { Listener::Ldaps } else { Listener::Ldap });
             let io: BoxIo = if tls {
                 let Some(cfg) = shared.cfg.load().tls.clone() else {
                     return;

@@ -19,15 +19,15 @@ mod session;
 pub mod tls;
 
 pub use bind::{hash_password, Account, Cidr};
-pub use listener::{serve, Server, ServerHandle};
+pub use listener::{serve, ListenerChange, Server, ServerHandle};
 pub use tokio_util::sync::CancellationToken;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Everything the LDAP front end is configured with. Only the listen addresses and `max_connections` need a
-/// restart; the rest can be swapped with [`ServerHandle::reload`].
+/// Everything the LDAP front end is configured with. Only `max_connections` needs a restart; the rest, listen
+/// addresses included, can be swapped with [`ServerHandle::reload`].
 #[derive(Clone)]
 pub struct LdapConfig {
     /// Plain LDAP (StartTLS-capable) listener, e.g. `0.0.0.0:389`.
@@ -93,8 +93,8 @@ impl std::fmt::Debug for LdapConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LdapError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Listen(#[from] crate::net::BindError),
     #[error("{0} needs a TLS certificate and key")]
     TlsMissing(&'static str),
     #[error("TLS configuration: {0}")]

@@ -248,3 +248,95 @@ pub async fn ldap_server(
     tokio::spawn(server.run(stop.clone()));
     (port, stop)
 }
+
+/// A vdirsyncer set-up: a read-only CardDAV storage at `url` synced into a filesystem store under a temp dir.
+pub struct Vdirsyncer {
+    pub bin: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+    /// The filesystem store; each book becomes a directory of `.vcf` files.
+    pub store: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Vdirsyncer {
+    /// Write the config for `url` (the service root, e.g. `http://127.0.0.1:8080/`) with Basic credentials.
+    pub fn new(url: &str, user: &str, password: &str) -> Vdirsyncer {
+        let bin = venv_bin("vdirsyncer");
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let store = tmp.path().join("cards");
+        let config = tmp.path().join("config");
+        std::fs::create_dir_all(&store).expect("store dir");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[general]
+status_path = "{status}"
+
+[pair contacts]
+a = "entradir"
+b = "local"
+collections = ["from a"]
+conflict_resolution = "a wins"
+
+[storage entradir]
+type = "carddav"
+url = "{url}"
+username = "{user}"
+password = "{password}"
+read_only = true
+
+[storage local]
+type = "filesystem"
+path = "{store}"
+fileext = ".vcf"
+"#,
+                status = tmp.path().join("status").display(),
+                store = store.display()
+            ),
+        )
+        .expect("vdirsyncer config");
+        Vdirsyncer {
+            bin,
+            config,
+            store,
+            _tmp: tmp,
+        }
+    }
+
+    /// Run a vdirsyncer command; `Err` carries its output when it fails.
+    pub fn try_run(&self, args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new(&self.bin)
+            .env("VDIRSYNCER_CONFIG", &self.config)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run vdirsyncer: {e}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("vdirsyncer {args:?} failed:\n{text}"))
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        self.try_run(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `discover` for the book `book`, pre-creating the local collection so it does not stop to ask.
+    pub fn discover(&self, book: &str) -> String {
+        std::fs::create_dir_all(self.store.join(book)).expect("local collection");
+        self.run(&["discover"])
+    }
+
+    /// The card files synced for `book`.
+    pub fn cards(&self, book: &str) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(self.store.join(book))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    }
+}

@@ -316,7 +316,11 @@ fn de_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let text = match toml::Value::deserialize(d)? {
         toml::Value::Datetime(t) => t.to_string(),
         toml::Value::String(s) => s,
-        other => return Err(serde::de::Error::custom(format!("expected a date like 2027-05-31, got {other}"))),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a date like 2027-05-31, got {other}"
+            )))
+        }
     };
     parse_date(&text).map(Some).map_err(serde::de::Error::custom)
 }

@@ -113,8 +113,14 @@ mod tests {
         let now = 1_800_000_000;
         assert_eq!(warning(&e("ldap_tls_certificate", now + 31 * 86_400), now), None);
         let soon = warning(&e("ldap_tls_certificate", now + 10 * 86_400 + 5), now).unwrap();
-        assert!(soon.contains("ldap tls certificate expires in 10 days") && soon.contains("SIGHUP"), "{soon}");
+        assert!(
+            soon.contains("ldap tls certificate expires in 10 days") && soon.contains("SIGHUP"),
+            "{soon}"
+        );
         let gone = warning(&e("graph_client_secret", now - 1), now).unwrap();
-        assert!(gone.contains("graph client secret expired") && gone.contains("app registration"), "{gone}");
+        assert!(
+            gone.contains("graph client secret expired") && gone.contains("app registration"),
+            "{gone}"
+        );
     }
 }

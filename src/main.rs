@@ -161,7 +161,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             for e in entradir::expiry::collect(&cfg) {
-                let note = entradir::expiry::warning(&e, now).map(|w| format!(" — WARNING: {w}")).unwrap_or_default();
+                let note = entradir::expiry::warning(&e, now)
+                    .map(|w| format!(" — WARNING: {w}"))
+                    .unwrap_or_default();
                 println!(
                     "{} {} expires {}{note}",
                     e.what.replace('_', " "),

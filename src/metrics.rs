@@ -57,7 +57,11 @@ impl Histogram {
         cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {sum}");
         let _ = writeln!(out, "{name}_count{braces} {cumulative}");
     }
@@ -226,7 +230,10 @@ pub fn ldap_op(op: LdapOp, code: Option<u8>, elapsed: Duration) {
 /// Count an HTTP request by area and status.
 pub fn http_request(area: HttpArea, status: u16, elapsed: Duration) {
     let a = HttpArea::ALL.iter().position(|x| *x == area).unwrap_or(2);
-    if let Some(c) = usize::from(status).checked_sub(100).and_then(|i| REGISTRY.http[a].get(i)) {
+    if let Some(c) = usize::from(status)
+        .checked_sub(100)
+        .and_then(|i| REGISTRY.http[a].get(i))
+    {
         c.fetch_add(1, Ordering::Relaxed);
     }
     REGISTRY.http_latency[a].observe(elapsed);
@@ -329,7 +336,11 @@ pub fn render(out: &mut String) {
     );
     for (i, op) in LdapOp::ALL.iter().enumerate() {
         if r.ldap_latency[i].count() > 0 {
-            r.ldap_latency[i].render(out, "entradir_ldap_operation_duration_seconds", &format!("op=\"{}\"", op.name()));
+            r.ldap_latency[i].render(
+                out,
+                "entradir_ldap_operation_duration_seconds",
+                &format!("op=\"{}\"", op.name()),
+            );
         }
     }
     header(
@@ -359,7 +370,11 @@ pub fn render(out: &mut String) {
     );
     for (a, area) in HttpArea::ALL.iter().enumerate() {
         if r.http_latency[a].count() > 0 {
-            r.http_latency[a].render(out, "entradir_http_request_duration_seconds", &format!("area=\"{}\"", area.name()));
+            r.http_latency[a].render(
+                out,
+                "entradir_http_request_duration_seconds",
+                &format!("area=\"{}\"", area.name()),
+            );
         }
     }
     header(

@@ -123,7 +123,9 @@ mod tests {
         let mut acceptor = r.acceptor();
         let serve = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = acceptor.accept().await else { return };
+                let Ok((mut s, _)) = acceptor.accept().await else {
+                    return;
+                };
                 tokio::spawn(async move {
                     let mut b = [0u8; 1];
                     while s.read_exact(&mut b).await.is_ok() {

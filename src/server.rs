@@ -3,12 +3,12 @@
 
 use crate::admin::AdminSettings;
 use crate::config::Config;
-use crate::net::Rebindable;
-use arc_swap::ArcSwap;
 use crate::directory::{state, Directory};
 use crate::graph::{Credential, GraphConfig, Syncer};
+use crate::net::Rebindable;
 use crate::sync::{Command, SyncEngine, SyncStatus};
 use anyhow::{anyhow, Context as _};
+use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,10 +152,7 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     crate::expiry::publish(&expiries);
     crate::expiry::warn_soon(&expiries, unix_now());
     // Expiry warnings repeat twice a day, so they reach whoever reads today's log.
-    let mut expiry_check = tokio::time::interval_at(
-        tokio::time::Instant::now() + EXPIRY_CHECK,
-        EXPIRY_CHECK,
-    );
+    let mut expiry_check = tokio::time::interval_at(tokio::time::Instant::now() + EXPIRY_CHECK, EXPIRY_CHECK);
 
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1())?;

@@ -1,6 +1,9 @@
 //! The shipped binary, end to end: `entradir graph-sim` as Microsoft's cloud, `entradir run` with a config file,
-//! queried with the real `ldapsearch`; reload with a bad and then a good config (SIGHUP), sync on SIGUSR1,
-//! graceful stop on SIGTERM with the state persisted; `entradir export` resuming from that state.
+//! queried with the real `ldapsearch`; reload with a bad and then a good config (SIGHUP), a reload that moves the
+//! listen addresses while a client (Python ldap3) keeps its connection, sync on SIGUSR1, graceful stop on SIGTERM
+//! with the state persisted; `entradir export` resuming from that state.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -78,12 +81,22 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok, "kill {sig}");
 }
 
+/// The date ten days from now: a client secret that close to expiry must be warned about.
+fn secret_expiry() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    entradir::time::iso8601(now + 10 * 86_400)[..10].to_string()
+}
+
 fn config(dir: &Path, sim: u16, ldap: u16, admin: u16, extra: &str) -> String {
     format!(
         r#"[entra]
 tenant_id = "00000000-0000-4000-8000-000000000001"
 client_id = "entradir-demo"
 client_secret_file = "{secret}"
+client_secret_expires = {expires}
 authority = "http://127.0.0.1:{sim}"
 graph_url = "http://127.0.0.1:{sim}"
 sync_interval = "1h"
@@ -102,8 +115,20 @@ listen = "127.0.0.1:{admin}"
 "#,
         secret = dir.join("secret").display(),
         state = dir.join("state").display(),
+        expires = secret_expiry(),
     )
 }
+
+/// A CTI-style client (Python ldap3) that binds once and then searches on the same connection for every line
+/// it reads, printing the number of entries found.
+const LONG_LIVED_CLIENT: &str = r#"
+import sys
+from ldap3 import Server, Connection, SUBTREE
+c = Connection(Server('127.0.0.1', port=int(sys.argv[1])), auto_bind=True)
+for _ in sys.stdin:
+    c.search(sys.argv[2], '(objectCategory=person)', SUBTREE, attributes=['sAMAccountName'])
+    print(len(c.entries), flush=True)
+"#;
 
 /// `entradir graph-sim` on a free port with a tenant of `users` users; waits until it listens.
 fn start_sim(users: usize, groups: usize, devices: usize, seed: u64) -> (Proc, u16) {
@@ -143,6 +168,15 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
         "check-config: {}",
         String::from_utf8_lossy(&check.stderr)
     );
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains(&format!(
+            "graph client secret {} expires {}",
+            dir.path().join("secret").display(),
+            secret_expiry()
+        )) && said.contains("WARNING: the graph client secret expires in"),
+        "check-config lists the expiry dates and warns: {said}"
+    );
 
     let mut server = Command::new(BIN)
         .args(["run", "--config"])
@@ -179,6 +213,19 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
             .is_some_and(|(status, m)| status == 200 && m.contains("entradir_sync_rounds_total 1"))
     });
     assert_eq!(http_get(admin_port, "/readyz").unwrap().0, 200);
+    assert!(
+        log.lock().unwrap().contains("the graph client secret expires in"),
+        "a secret near its end is warned about at start"
+    );
+    let metrics = http_get(admin_port, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("entradir_credential_expiry_timestamp_seconds{use=\"graph_client_secret\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("entradir_ldap_operations_total{op=\"search\",result=\"success\"} 1\n"),
+        "the one search so far is counted: {metrics}"
+    );
 
     // A broken edit is rejected as a whole: still serving, failure counted, the log names file and line.
     std::fs::write(
@@ -233,6 +280,48 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
     });
     let hero = ldapsearch(ldap_port, &["(sAMAccountName=local.hero)", "userPrincipalName"]);
     assert!(hero.contains("userPrincipalName: local.hero@corp.local"), "{hero}");
+
+    // Moving the listen addresses: a connected CTI client keeps its connection; new clients use the new ports.
+    let mut cti = Command::new(common::venv_bin("python"))
+        .args(["-c", LONG_LIVED_CLIENT, &ldap_port.to_string(), "DC=contoso,DC=example"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut cti_in = cti.stdin.take().unwrap();
+    let mut cti_out = BufReader::new(cti.stdout.take().unwrap());
+    let cti = Proc(cti);
+    let mut ask = || {
+        use std::io::Write;
+        writeln!(cti_in, "search").unwrap();
+        let mut line = String::new();
+        cti_out.read_line(&mut line).unwrap();
+        line.trim()
+            .parse::<usize>()
+            .unwrap_or_else(|_| panic!("ldap3 client said {line:?}"))
+    };
+    let people = ask();
+    assert!(people >= n_users, "{people} people");
+    let (new_ldap, new_admin) = (free_port(), free_port());
+    std::fs::write(&cfg_path, config(dir.path(), sim_port, new_ldap, new_admin, &csv)).unwrap();
+    signal(&server.0, "-HUP");
+    wait_for("the move to apply", Duration::from_secs(20), || {
+        log.lock().unwrap().matches("reload applied").count() == 2
+    });
+    let moved = ldapsearch(new_ldap, &["(sAMAccountName=local.hero)", "1.1"]);
+    assert_eq!(moved.lines().filter(|l| l.starts_with("dn:")).count(), 1);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ldap_port)).is_err(),
+        "the old LDAP port is closed"
+    );
+    assert_eq!(ask(), people, "the connection from before the move still answers");
+    drop(cti);
+    assert_eq!(http_get(new_admin, "/readyz").unwrap().0, 200);
+    assert!(
+        http_get(admin_port, "/readyz").is_none(),
+        "the old admin port is closed"
+    );
+    let admin_port = new_admin;
 
     // SIGUSR1 syncs now; SIGTERM stops cleanly and leaves the state behind.
     signal(&server.0, "-USR1");

@@ -926,6 +926,10 @@ async fn reload_swaps_accounts_without_restart() {
     assert_eq!(new_addr.ip().to_string(), "127.0.0.2");
     let new_url = format!("ldap://{new_addr}");
     assert_eq!(ldapsearch(new_url, None, bind("rotated")).await.code, 0);
-    assert_ne!(ldapsearch(url, None, bind("rotated")).await.code, 0, "the old address is closed");
+    assert_ne!(
+        ldapsearch(url, None, bind("rotated")).await.code,
+        0,
+        "the old address is closed"
+    );
     stop.cancel();
 }

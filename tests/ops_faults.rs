@@ -1,6 +1,7 @@
-//! Operations under fire: LDAP clients keep searching while Microsoft's cloud misbehaves (429 storms, 503s, an
-//! expired delta token, a connection cut mid-page, an expired client secret). Pass = no failed or wrong client
-//! answer, no lost objects, and the status tells the story.
+//! Operations under fire: LDAP clients (ldapsearch) and a CardDAV client (vdirsyncer) keep working while
+//! Microsoft's cloud misbehaves (429 storms, 503s, an expired delta token answered with 410, a connection cut
+//! mid-page, an expired client secret). Pass = no failed or wrong client answer, no lost objects, and the status
+//! and the metrics tell the story.
 
 mod common;
 
@@ -46,6 +47,38 @@ async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
     engine.round().await.expect("initial sync");
     let people = engine.dir.snapshot().counts().users;
     let (port, shutdown) = ldap_server(engine.dir.published(), "unused", true).await;
+    let carddav = entradir::carddav::start(
+        entradir::carddav::CardDavConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            accounts: vec![entradir::carddav::Account {
+                name: "phone".into(),
+                password_hash: entradir::accounts::hash_password("pw").unwrap(),
+                networks: vec![],
+            }],
+            ..Default::default()
+        },
+        engine.dir.published(),
+        {
+            let s = shutdown.clone();
+            async move { s.cancelled().await }
+        },
+    )
+    .await
+    .unwrap();
+    let vdir = Arc::new(Vdirsyncer::new(
+        &format!("http://{}/", carddav.local_addr.unwrap()),
+        "phone",
+        "pw",
+    ));
+    let v = vdir.clone();
+    tokio::task::spawn_blocking(move || {
+        v.discover("all");
+        v.run(&["sync"]);
+    })
+    .await
+    .unwrap();
+    let cards = vdir.cards("all").len();
+    assert!(cards >= people, "every person has a card: {cards} for {people}");
 
     // Clients: search all people over and over; every answer must succeed and never show fewer people than
     // before (the faults below only add users).
@@ -53,6 +86,30 @@ async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
     let answers = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut clients = Vec::new();
+    // The phone's address book: sync over and over; every sync must succeed and never lose a card.
+    let syncs = Arc::new(AtomicUsize::new(0));
+    {
+        let (stop, failures, syncs, v) = (stop.clone(), failures.clone(), syncs.clone(), vdir.clone());
+        clients.push(std::thread::spawn(move || {
+            let mut last = cards;
+            while !stop.load(Ordering::Relaxed) {
+                match v.try_run(&["sync"]) {
+                    Ok(_) => {
+                        let n = v.cards("all").len();
+                        if n < last {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("vdirsyncer has {n} cards after {last}"));
+                        }
+                        last = n;
+                    }
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+                syncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
     for _ in 0..2 {
         let (stop, answers, failures) = (stop.clone(), answers.clone(), failures.clone());
         clients.push(std::thread::spawn(move || {
@@ -132,16 +189,64 @@ async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
     engine.round().await.expect("a renewed secret syncs again");
     assert_eq!(engine.dir.snapshot().counts().users, people + added);
 
+    // Let the phone sync at least twice more, so it sees the end state through the load.
+    let seen = syncs.load(Ordering::Relaxed);
+    while syncs.load(Ordering::Relaxed) < seen + 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
+    assert_eq!(vdir.cards("all").len(), cards + added, "the phone has every new person");
     let failures = failures.lock().unwrap().clone();
     assert!(failures.is_empty(), "client failures: {failures:?}");
     assert!(
         answers.load(Ordering::Relaxed) > 10,
         "the clients kept searching throughout"
     );
+
+    // What an operator sees in /metrics: every kind of fault, and clients that only ever got good answers.
+    let mut m = String::new();
+    entradir::metrics::render(&mut m);
+    let value = |series: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    };
+    for status in ["429", "503", "504", "410"] {
+        let n: u64 = ["users", "groups", "devices"]
+            .iter()
+            .map(|e| {
+                value(&format!(
+                    "entradir_graph_http_requests_total{{endpoint=\"{e}\",status=\"{status}\"}}"
+                ))
+            })
+            .sum();
+        assert!(n > 0, "Graph {status} answers are counted:\n{m}");
+    }
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("entradir_graph_http_requests_total{endpoint=\"token\",status=\"4")),
+        "the refused secret shows at the token endpoint:\n{m}"
+    );
+    assert!(value("entradir_ldap_operations_total{op=\"search\",result=\"success\"}") > 10);
+    let bad_ldap: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("entradir_ldap_operations_total{"))
+        .filter(|l| !l.contains("result=\"success\"") && !l.contains("op=\"unbind\""))
+        .collect();
+    assert!(bad_ldap.is_empty(), "only successful LDAP answers: {bad_ldap:?}");
+    assert!(
+        value("entradir_http_requests_total{area=\"carddav\",status=\"207\"}") > 0,
+        "{m}"
+    );
+    let bad_http: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("entradir_http_requests_total{") && l.contains("status=\"5"))
+        .collect();
+    assert!(bad_http.is_empty(), "no CardDAV server errors: {bad_http:?}");
+    assert!(m.contains("entradir_ldap_operation_duration_seconds_bucket{op=\"search\",le=\"+Inf\"}"));
     shutdown.cancel();
     sim.shutdown().await;
 }

@@ -5,9 +5,9 @@
 
 use crate::directory::Published;
 use crate::net::Rebindable;
+use crate::sync::{Command, SyncStatus};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use crate::sync::{Command, SyncStatus};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

@@ -9,6 +9,7 @@ use crate::carddav::config::CardDavConfig;
 use crate::carddav::service::{handle, State};
 use crate::carddav::CardDavError;
 use crate::directory::Published;
+use crate::net::{self, Rebind, Rebindable};
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -18,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use crate::net::{self, Rebind, Rebindable};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -284,10 +284,17 @@ impl CardDavHandle {
     pub fn reload(&self, next: CardDavConfig, listeners: ListenerChange) -> Result<(), CardDavError> {
         self.check(&next)?;
         self.config.store(Arc::new(next));
-        for (change, socket, name) in [(listeners.plain, &self.plain, "listen"), (listeners.tls, &self.tls, "tls_listen")] {
+        for (change, socket, name) in [
+            (listeners.plain, &self.plain, "listen"),
+            (listeners.tls, &self.tls, "tls_listen"),
+        ] {
             if let Some(change) = change {
                 let (old, new) = socket.apply(change);
-                tracing::info!(?old, ?new, "CardDAV {name} moved; open connections stay on the old address until they close");
+                tracing::info!(
+                    ?old,
+                    ?new,
+                    "CardDAV {name} moved; open connections stay on the old address until they close"
+                );
             }
         }
         Ok(())

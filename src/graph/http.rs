@@ -309,7 +309,7 @@ impl GraphHttp {
                     why: format!("request failed: {}", error_chain(&e)),
                     wait: None,
                     throttled: false,
-                }
+                };
             }
         };
         let status = response.status();
@@ -508,7 +508,6 @@ fn parse_http_date(value: &str) -> Option<u64> {
     }
     Some(crate::time::days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
 }
-
 
 #[cfg(test)]
 mod tests {

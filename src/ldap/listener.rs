@@ -6,12 +6,12 @@ use super::session::{self, BoxIo, Shared};
 use super::{proto, LdapConfig, LdapError};
 use crate::directory::Published;
 use crate::metrics::{self, Listener};
+use crate::net::{self, Acceptor, Rebind, Rebindable};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use crate::net::{self, Acceptor, Rebind, Rebindable};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -56,10 +56,17 @@ impl ServerHandle {
     pub fn reload(&self, cfg: LdapConfig, listeners: ListenerChange) -> Result<(), LdapError> {
         check_tls(&cfg)?;
         self.shared.cfg.store(Arc::new(cfg));
-        for (change, socket, name) in [(listeners.plain, &self.plain, "listen"), (listeners.ldaps, &self.ldaps, "ldaps_listen")] {
+        for (change, socket, name) in [
+            (listeners.plain, &self.plain, "listen"),
+            (listeners.ldaps, &self.ldaps, "ldaps_listen"),
+        ] {
             if let Some(change) = change {
                 let (old, new) = socket.apply(change);
-                info!(?old, ?new, "LDAP {name} moved; open connections stay on the old address until they close");
+                info!(
+                    ?old,
+                    ?new,
+                    "LDAP {name} moved; open connections stay on the old address until they close"
+                );
             }
         }
         info!("LDAP configuration reloaded");

@@ -599,6 +599,17 @@ default_country = "DE"
         assert!(e.to_string().contains("directory.base_dn"), "{e}");
     }
 
+    /// The shipped example must stay loadable, also with its optional lines switched on.
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../entradir.example.toml");
+        let path = Path::new("entradir.example.toml");
+        Config::parse(path, text).unwrap_or_else(|e| panic!("{e}"));
+        let dated = text.replace("# client_secret_expires = 2027-05-31", "client_secret_expires = 2027-05-31");
+        let cfg = Config::parse(path, &dated).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.entra.client_secret_expires, Some(1_811_721_600));
+    }
+
     #[test]
     fn dates() {
         assert_eq!(parse_date("2027-05-31"), Ok(1_811_721_600));

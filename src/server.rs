@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::directory::{state, Directory};
 use crate::graph::{Credential, GraphConfig, Syncer};
 use crate::net::Rebindable;
-use crate::sync::{Command, SyncEngine, SyncStatus};
+use crate::sync::{Command, Reconfig, SyncEngine, SyncStatus};
 use anyhow::{anyhow, Context as _};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -161,7 +161,7 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
         tokio::select! {
             _ = hup.recv() => match &config_path {
                 Some(p) => {
-                    if let Some(next) = reload(p, &tx, &fronts, &admin).await {
+                    if let Some(next) = reload(p, &cfg.entra.tenant_id, &tx, &fronts, &admin).await {
                         expiries = next;
                     }
                 }
@@ -205,19 +205,32 @@ fn unix_now() -> u64 {
 /// Returns the credential expiry dates of the applied config.
 async fn reload(
     path: &Path,
+    tenant_id: &str,
     tx: &mpsc::Sender<Command>,
     fronts: &crate::frontends::FrontEnds,
     admin: &Admin,
 ) -> Option<Vec<crate::expiry::Expiry>> {
     let prepared = async {
         let cfg = Config::load(path)?;
+        anyhow::ensure!(
+            cfg.entra.tenant_id == tenant_id,
+            "entra.tenant_id changed from {tenant_id} to {}: switching tenants needs a restart",
+            cfg.entra.tenant_id
+        );
         let settings = cfg.directory_settings()?;
+        let syncer = Syncer::new(graph_config(&cfg)?).context("entra")?;
         let admin_settings = AdminSettings::from_config(&cfg.admin)?;
         let fe = fronts.prepare_reload(&cfg).await?;
         let admin_listener = admin.listener.prepare(cfg.admin.listen).await.context("admin.listen")?;
-        anyhow::Ok((cfg, settings, admin_settings, fe, admin_listener))
+        let reconfig = Reconfig {
+            settings,
+            syncer,
+            interval: cfg.entra.sync_interval,
+            photo_recheck: cfg.entra.photo_recheck,
+        };
+        anyhow::Ok((cfg, reconfig, admin_settings, fe, admin_listener))
     };
-    let (cfg, settings, admin_settings, fe, admin_listener) = match prepared.await {
+    let (cfg, reconfig, admin_settings, fe, admin_listener) = match prepared.await {
         Ok(p) => p,
         Err(e) => {
             // Counted before it is logged, so whoever reads the log line finds the metric already updated.
@@ -237,7 +250,7 @@ async fn reload(
     crate::expiry::publish(&expiries);
     crate::expiry::warn_soon(&expiries, unix_now());
     let (rtx, rrx) = oneshot::channel();
-    if tx.send(Command::Reconfigure(Box::new(settings), rtx)).await.is_ok() {
+    if tx.send(Command::Reconfigure(Box::new(reconfig), rtx)).await.is_ok() {
         if let Ok(report) = rrx.await {
             crate::frontends::count_reload(true);
             tracing::info!(version = report.version, "reload applied");

@@ -36,8 +36,19 @@ pub struct SyncStatus {
 pub enum Command {
     /// Run a round now (SIGUSR1, `POST /sync`); the reply says how it went.
     SyncNow(Option<oneshot::Sender<Result<ApplyReport, String>>>),
-    /// New projection settings after a reload: re-project from stored Graph data, no resync.
-    Reconfigure(Box<Settings>, oneshot::Sender<ApplyReport>),
+    /// New settings after a reload: re-project from stored Graph data (no resync), and use the new Graph client
+    /// and intervals from the next round on.
+    Reconfigure(Box<Reconfig>, oneshot::Sender<ApplyReport>),
+}
+
+/// Everything a reload hands the engine, validated beforehand.
+pub struct Reconfig {
+    pub settings: Settings,
+    /// A Graph client for the reloaded `[entra]` section; used only if its configuration differs from the
+    /// running one, so an unchanged reload keeps the cached access token.
+    pub syncer: Syncer,
+    pub interval: Duration,
+    pub photo_recheck: Duration,
 }
 
 pub struct SyncEngine {
@@ -140,7 +151,12 @@ impl SyncEngine {
     }
 
     /// Run until `shutdown`: a round at start, then every `interval` and whenever asked.
-    pub async fn run(mut self, interval: Duration, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut interval: Duration,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -158,8 +174,18 @@ impl SyncEngine {
                         }
                         next = tokio::time::Instant::now() + interval;
                     }
-                    Some(Command::Reconfigure(settings, reply)) => {
-                        let report = self.dir.reconfigure(*settings);
+                    Some(Command::Reconfigure(reconfig, reply)) => {
+                        let Reconfig { settings, syncer, interval: every, photo_recheck } = *reconfig;
+                        if syncer.config() != self.syncer.config() {
+                            tracing::info!("Graph settings changed; the next round uses them");
+                            self.syncer = syncer;
+                        }
+                        self.photo_recheck = photo_recheck;
+                        if every != interval {
+                            interval = every;
+                            next = tokio::time::Instant::now() + interval;
+                        }
+                        let report = self.dir.reconfigure(settings);
                         tracing::info!(version = report.version, changed = report.entries_changed,
                             removed = report.entries_removed, "directory re-projected with the new settings");
                         self.persist();

@@ -321,13 +321,39 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
         http_get(admin_port, "/readyz").is_none(),
         "the old admin port is closed"
     );
-    let admin_port = new_admin;
+    let (ldap_port, admin_port) = (new_ldap, new_admin);
 
     // SIGUSR1 syncs now; SIGTERM stops cleanly and leaves the state behind.
     signal(&server.0, "-USR1");
     wait_for("second round", Duration::from_secs(30), || {
         http_get(admin_port, "/metrics").is_some_and(|m| m.1.contains("entradir_sync_rounds_total 2"))
     });
+
+    // Rotating the client secret: SIGHUP picks up the new file. A wrong one fails the next round, says why and
+    // keeps serving; the right one syncs again.
+    let metric = |text: &str| http_get(admin_port, "/metrics").is_some_and(|m| m.1.contains(text));
+    std::fs::write(dir.path().join("secret"), "the-secret-id-not-the-value\n").unwrap();
+    signal(&server.0, "-HUP");
+    wait_for("reload 3", Duration::from_secs(20), || {
+        log.lock().unwrap().matches("reload applied").count() == 3
+    });
+    signal(&server.0, "-USR1");
+    wait_for("the failed round", Duration::from_secs(30), || {
+        metric("entradir_sync_failures_total 1")
+    });
+    assert!(log.lock().unwrap().contains("the client secret is wrong"));
+    let still = ldapsearch(ldap_port, &["(&(objectClass=user)(!(objectClass=computer)))", "1.1"]);
+    assert_eq!(still.lines().filter(|l| l.starts_with("dn:")).count(), n_users);
+    std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
+    signal(&server.0, "-HUP");
+    wait_for("reload 4", Duration::from_secs(20), || {
+        log.lock().unwrap().matches("reload applied").count() == 4
+    });
+    signal(&server.0, "-USR1");
+    wait_for("a good round again", Duration::from_secs(30), || {
+        metric("entradir_sync_rounds_total 4")
+    });
+    assert!(metric("entradir_sync_failures_total 1\n"), "the fourth round succeeded");
     let mut server = server;
     signal(&server.0, "-TERM");
     let start = Instant::now();

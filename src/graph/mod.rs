@@ -32,8 +32,9 @@ use crate::directory::change::{Change, DeltaLinks, GraphKind, Round};
 pub use auth::CredentialProblem;
 pub use http::RetryPolicy;
 
-/// Where and how to reach Microsoft Graph, and what to read from it.
-#[derive(Clone)]
+/// Where and how to reach Microsoft Graph, and what to read from it. Compared on reload to tell whether the
+/// Graph client must be rebuilt.
+#[derive(Clone, PartialEq, Eq)]
 pub struct GraphConfig {
     pub tenant_id: String,
     pub client_id: String,
@@ -118,7 +119,7 @@ pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 
 /// How the application proves its identity to the token endpoint.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
     /// A client secret from the app registration ("Certificates & secrets"), the secret's *value*.
     Secret(String),

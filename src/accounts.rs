@@ -136,3 +136,73 @@ mod tests {
         assert!(!verify_password("s3cret", "not a hash"));
     }
 }
+
+/// Failed logins per source address, so password guessing from one address gets slower with every miss (LDAP
+/// binds and HTTP Basic auth each keep one). The delay doubles from 250 ms up to 8 s and is forgotten 15 minutes
+/// after the last failure or at the next success; a legitimate client with a typo barely notices.
+pub struct LoginThrottle {
+    failures: dashmap::DashMap<IpAddr, (u32, std::time::Instant)>,
+}
+
+const THROTTLE_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const THROTTLE_MAX_DOUBLINGS: u32 = 5;
+const THROTTLE_FORGET: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Addresses tracked before old entries are pruned, so many sources cannot grow the table without bound.
+const THROTTLE_TRACKED: usize = 10_000;
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            failures: dashmap::DashMap::new(),
+        }
+    }
+}
+
+impl LoginThrottle {
+    /// Count a failure from `ip`; returns how long to wait before answering it.
+    pub fn failed(&self, ip: IpAddr) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        if self.failures.len() >= THROTTLE_TRACKED {
+            self.failures
+                .retain(|_, (_, last)| now.duration_since(*last) < THROTTLE_FORGET);
+        }
+        let mut entry = self.failures.entry(ip).or_insert((0, now));
+        let (count, last) = entry.value_mut();
+        if now.duration_since(*last) >= THROTTLE_FORGET {
+            *count = 0;
+        }
+        *count += 1;
+        *last = now;
+        THROTTLE_FIRST * 2u32.pow((*count - 1).min(THROTTLE_MAX_DOUBLINGS))
+    }
+
+    /// A successful login from `ip` forgets its failures.
+    pub fn succeeded(&self, ip: IpAddr) {
+        self.failures.remove(&ip);
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn delays_double_per_address_up_to_a_cap_and_reset_on_success() {
+        let t = LoginThrottle::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let delays: Vec<Duration> = (0..8).map(|_| t.failed(a)).collect();
+        assert_eq!(delays[0], Duration::from_millis(250));
+        assert_eq!(delays[1], Duration::from_millis(500));
+        assert_eq!(delays[5], Duration::from_secs(8));
+        assert_eq!(delays[7], Duration::from_secs(8), "capped");
+        assert_eq!(
+            t.failed(b),
+            Duration::from_millis(250),
+            "other addresses are not punished"
+        );
+        t.succeeded(a);
+        assert_eq!(t.failed(a), Duration::from_millis(250));
+    }
+}

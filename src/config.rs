@@ -605,7 +605,10 @@ default_country = "DE"
         let text = include_str!("../entradir.example.toml");
         let path = Path::new("entradir.example.toml");
         Config::parse(path, text).unwrap_or_else(|e| panic!("{e}"));
-        let dated = text.replace("# client_secret_expires = 2027-05-31", "client_secret_expires = 2027-05-31");
+        let dated = text.replace(
+            "# client_secret_expires = 2027-05-31",
+            "client_secret_expires = 2027-05-31",
+        );
         let cfg = Config::parse(path, &dated).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.entra.client_secret_expires, Some(1_811_721_600));
     }

@@ -49,6 +49,8 @@ const CONCURRENT_VERIFICATIONS: usize = 4;
 pub struct Authenticator {
     ok: Mutex<HashMap<[u8; 32], Instant>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Failed logins per source address: each 401 for wrong credentials waits longer.
+    throttle: crate::accounts::LoginThrottle,
 }
 
 impl Default for Authenticator {
@@ -56,13 +58,35 @@ impl Default for Authenticator {
         Authenticator {
             ok: Mutex::new(HashMap::new()),
             permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS)),
+            throttle: Default::default(),
         }
     }
 }
 
 impl Authenticator {
-    /// Decide who the caller is from the `Authorization` header value and the peer address.
+    /// Decide who the caller is from the `Authorization` header value and the peer address. Wrong credentials
+    /// are logged (account and address, never the password) and answered after a per-address delay.
     pub async fn authenticate(
+        &self,
+        accounts: &[Account],
+        anonymous: &[Cidr],
+        authorization: Option<&[u8]>,
+        peer: IpAddr,
+    ) -> Result<Principal, AuthFailure> {
+        let result = self.check(accounts, anonymous, authorization, peer).await;
+        match &result {
+            Ok(Principal::User(_)) => self.throttle.succeeded(peer),
+            Err(AuthFailure::Invalid) => {
+                let name = authorization.and_then(parse_basic).map(|(n, _)| n).unwrap_or_default();
+                tracing::info!(%peer, account = %name, "HTTP login failed: unknown account, wrong password or network not allowed");
+                tokio::time::sleep(self.throttle.failed(peer)).await;
+            }
+            _ => {}
+        }
+        result
+    }
+
+    async fn check(
         &self,
         accounts: &[Account],
         anonymous: &[Cidr],

@@ -113,6 +113,7 @@ impl Server {
             cfg: ArcSwap::from_pointee(cfg),
             cache: EntryCache::new(),
             verified: Default::default(),
+            throttle: Default::default(),
         });
         Ok(Server {
             shared,

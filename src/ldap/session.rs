@@ -35,15 +35,14 @@ use tracing::{debug, info, warn};
 pub const MSG_BIND_REQUIRED: &str = "000004DC: LdapErr: DSID-0C090A5C, comment: In order to perform this operation a \
      successful bind must be completed on the connection., data 0, v4563";
 
-/// How long a failed bind waits before answering, to slow down password guessing.
-const BIND_FAILURE_DELAY: Duration = Duration::from_millis(300);
-
 /// State shared by all connections.
 pub(crate) struct Shared {
     pub dir: Published,
     pub cfg: ArcSwap<LdapConfig>,
     pub cache: EntryCache,
     pub verified: VerifiedCache,
+    /// Failed binds per source address: each answer waits longer (password guessing).
+    pub throttle: crate::accounts::LoginThrottle,
 }
 
 impl Shared {
@@ -430,12 +429,12 @@ impl Session {
         let naming = self.shared.dir.load().naming.clone();
         let Some(account) = bind::resolve_name(name, &cfg.accounts, &naming).cloned() else {
             info!(peer = %self.peer, name, "bind failed: unknown account");
-            tokio::time::sleep(BIND_FAILURE_DELAY).await;
+            tokio::time::sleep(self.shared.throttle.failed(self.peer.ip())).await;
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
         };
         if !account.allowed_from(self.peer.ip()) {
             info!(peer = %self.peer, account = %account.name, "bind refused: source network not allowed");
-            tokio::time::sleep(BIND_FAILURE_DELAY).await;
+            tokio::time::sleep(self.shared.throttle.failed(self.peer.ip())).await;
             return (Code::InvalidCredentials, MSG_BAD_WORKSTATION);
         }
         let ok = if self.shared.verified.contains(&account.password_hash, &password) {
@@ -452,9 +451,10 @@ impl Session {
         };
         if !ok {
             info!(peer = %self.peer, account = %account.name, "bind failed: wrong password");
-            tokio::time::sleep(BIND_FAILURE_DELAY).await;
+            tokio::time::sleep(self.shared.throttle.failed(self.peer.ip())).await;
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
         }
+        self.shared.throttle.succeeded(self.peer.ip());
         info!(peer = %self.peer, account = %account.name, "bind succeeded");
         self.bound = Some(account.name);
         (Code::Success, "")

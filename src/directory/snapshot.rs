@@ -103,6 +103,8 @@ pub struct KindCounts {
 pub enum PhoneQuery<'a> {
     /// The whole number in any spelling (`+49 30 1234567`, `004930…`, `030…`).
     Exact(&'a str),
+    /// The whole number as an index key already (E.164 digits without `+`, from [`PhoneNormalizer::key`]).
+    Key(&'a str),
     /// Leading digits (`+4930*`, `030*`).
     Prefix(&'a str),
     /// Trailing digits (`*1234567`): what PBXs send when they only trust the last N digits.
@@ -122,6 +124,9 @@ pub struct Changes<'a> {
 
 type Ids = crate::directory::postings::Postings;
 
+/// Entry ids in ascending order, streamed from an index.
+pub type IdIter<'a> = Box<dyn Iterator<Item = &'a Arc<str>> + 'a>;
+
 #[derive(Clone)]
 pub struct Snapshot {
     /// Grows by one with every published change; AD's `highestCommittedUSN`, CardDAV's ctag and sync token.
@@ -131,13 +136,21 @@ pub struct Snapshot {
     pub synced_at: Option<SystemTime>,
     /// Turns query numbers into the same digit keys the phone index uses.
     pub phones: Arc<PhoneNormalizer>,
+    /// All entries in id order (scans, paging).
     entries: OrdMap<Arc<str>, Arc<Entry>>,
+    /// The same entries for point lookups: a hash trie touches a few nodes and compares one key, where the
+    /// B-tree compares (and pulls into cache) a dozen `Arc<str>` keys — the difference dominated 100k-entry
+    /// phone lookups.
+    by_id: IHashMap<Arc<str>, Arc<Entry>>,
     by_dn: IHashMap<Arc<str>, Arc<str>>,
     children: IHashMap<Arc<str>, Ids>,
     eq: IHashMap<Arc<str>, IHashMap<Bytes, Ids>>,
     /// phone digit key → ids, and the reversed key → ids for suffix queries.
     phone_fwd: OrdMap<String, Ids>,
     phone_rev: OrdMap<String, Ids>,
+    /// The forward keys again, hashed: a caller-ID lookup is one exact key, and the B-tree's string compares
+    /// (each a cache miss at 100k numbers) cost more than the rest of the search.
+    phone_exact: IHashMap<String, Ids>,
     trigrams: IHashMap<[char; 3], Ids>,
     by_usn: OrdMap<(u64, Arc<str>), ()>,
     tombstones: OrdMap<(u64, Arc<str>), EntryKind>,
@@ -165,11 +178,13 @@ impl Snapshot {
             synced_at: None,
             phones: Arc::new(phones),
             entries: OrdMap::new(),
+            by_id: IHashMap::new(),
             by_dn: IHashMap::new(),
             children: IHashMap::new(),
             eq: IHashMap::new(),
             phone_fwd: OrdMap::new(),
             phone_rev: OrdMap::new(),
+            phone_exact: IHashMap::new(),
             trigrams: IHashMap::new(),
             by_usn: OrdMap::new(),
             tombstones: OrdMap::new(),
@@ -203,12 +218,12 @@ impl Snapshot {
 
     /// The entry with this id (Graph object id, or the normalised DN for the domain and containers).
     pub fn entry(&self, id: &str) -> Option<&Arc<Entry>> {
-        self.entries.get(id)
+        self.by_id.get(id)
     }
 
     /// The entry at a DN in normalised form ([`crate::directory::entry::normalize_dn`]).
     pub fn by_dn(&self, dn_norm: &str) -> Option<&Arc<Entry>> {
-        self.by_dn.get(dn_norm).and_then(|id| self.entries.get(id))
+        self.by_dn.get(dn_norm).and_then(|id| self.by_id.get(id))
     }
 
     /// All entries in a stable order (by id), so paged searches can resume after an id.
@@ -230,7 +245,7 @@ impl Snapshot {
             .get(parent_dn_norm)
             .into_iter()
             .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.entries.get(id))
+            .filter_map(|id| self.by_id.get(id))
     }
 
     /// Whether [`Snapshot::find_eq`] can answer for this attribute.
@@ -252,6 +267,23 @@ impl Snapshot {
         )
     }
 
+    /// Like [`Snapshot::find_eq`], without collecting: the number of ids and the ids in ascending order, so a
+    /// size-limited search over a big group stops after the first page instead of sorting all members.
+    pub fn find_eq_iter(&self, attr: &str, value: &[u8]) -> Option<(usize, IdIter<'_>)> {
+        let canon = EQ_INDEXED.iter().find(|a| a.eq_ignore_ascii_case(attr))?;
+        let key = index_key(canon, value);
+        Some(
+            match self
+                .eq
+                .get(&Arc::<str>::from(canon.to_ascii_lowercase()))
+                .and_then(|m| m.get(&key))
+            {
+                Some(ids) => (ids.len(), ids.iter()),
+                None => (0, Box::new(std::iter::empty())),
+            },
+        )
+    }
+
     /// Candidate ids for a phone query over all phone attributes. Candidates must still be checked against the
     /// attribute the filter names. An empty digit string matches nothing.
     pub fn find_phone(&self, q: PhoneQuery<'_>) -> Vec<Arc<str>> {
@@ -259,7 +291,12 @@ impl Snapshot {
         match q {
             PhoneQuery::Exact(s) => {
                 let k = self.phones.key(s);
-                if let Some(ids) = self.phone_fwd.get(&k) {
+                if let Some(ids) = self.phone_exact.get(&k) {
+                    out.extend(ids.iter().cloned());
+                }
+            }
+            PhoneQuery::Key(k) => {
+                if let Some(ids) = self.phone_exact.get(k) {
                     out.extend(ids.iter().cloned());
                 }
             }
@@ -308,7 +345,7 @@ impl Snapshot {
 
     /// [`Snapshot::find_text`] as a lazy walk in id order: a search with a size limit stops after enough
     /// verified matches instead of intersecting the whole posting lists first.
-    pub fn find_text_iter(&self, needle: &str) -> Option<Box<dyn Iterator<Item = &Arc<str>> + '_>> {
+    pub fn find_text_iter(&self, needle: &str) -> Option<IdIter<'_>> {
         let grams = trigrams_of(&needle.to_lowercase());
         if grams.is_empty() {
             return None;
@@ -338,12 +375,12 @@ impl Snapshot {
         let changed = self
             .by_usn
             .range(from.clone()..)
-            .filter_map(|((_, id), _)| self.entries.get(id))
+            .filter_map(|((_, id), _)| self.by_id.get(id))
             .collect();
         let removed = self
             .tombstones
             .range(from..)
-            .filter(|((_, id), _)| !self.entries.contains_key(id))
+            .filter(|((_, id), _)| !self.by_id.contains_key(id))
             .map(|((_, id), kind)| (id.clone(), *kind))
             .collect();
         Some(Changes { changed, removed })
@@ -381,7 +418,7 @@ impl Snapshot {
     /// Insert or replace an entry (by id), keeping every index in step. The entry's `usn_changed` must be this
     /// snapshot's version (the caller sets it).
     pub(crate) fn upsert(&mut self, entry: Arc<Entry>) {
-        let old = self.entries.get(&entry.id).cloned();
+        let old = self.by_id.get(&entry.id).cloned();
         if let Some(old) = &old {
             if old.dn == entry.dn && old.attrs == entry.attrs && old.kind == entry.kind {
                 return; // unchanged: keep the old entry, its usn and everything cached for it
@@ -389,12 +426,14 @@ impl Snapshot {
             self.unindex(old);
         }
         self.index(&entry);
+        self.by_id.insert(entry.id.clone(), entry.clone());
         self.entries.insert(entry.id.clone(), entry);
     }
 
     /// Remove an entry by id; remembered as a tombstone for `changes_since`.
     pub(crate) fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
         let old = self.entries.remove(id)?;
+        self.by_id.remove(id);
         self.unindex(&old);
         self.tombstones.insert((self.version, old.id.clone()), old.kind);
         Some(old)
@@ -417,6 +456,7 @@ impl Snapshot {
         }
         for k in self.phone_keys(e) {
             let rev: String = k.chars().rev().collect();
+            self.phone_exact.entry(k.clone()).or_default().insert(e.id.clone());
             self.phone_fwd.entry(k).or_default().insert(e.id.clone());
             self.phone_rev.entry(rev).or_default().insert(e.id.clone());
         }
@@ -446,6 +486,7 @@ impl Snapshot {
         }
         for k in self.phone_keys(e) {
             let rev: String = k.chars().rev().collect();
+            remove_id(&mut self.phone_exact, &k, &e.id);
             remove_id_ord(&mut self.phone_fwd, &k, &e.id);
             remove_id_ord(&mut self.phone_rev, &rev, &e.id);
         }
@@ -486,7 +527,11 @@ impl Snapshot {
     }
 }
 
-fn remove_id(map: &mut IHashMap<Arc<str>, Ids>, key: &str, id: &Arc<str>) {
+fn remove_id<K, Q>(map: &mut IHashMap<K, Ids>, key: &Q, id: &Arc<str>)
+where
+    K: std::hash::Hash + Eq + Clone + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
     if let Some(ids) = map.get_mut(key) {
         ids.remove(id);
         if ids.is_empty() {

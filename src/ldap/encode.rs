@@ -200,6 +200,15 @@ impl EntryCache {
             .retain(|id, (e, _)| snap.entry(id).is_some_and(|cur| Arc::ptr_eq(cur, e)));
     }
 
+    /// Encode every entry of `snap` not cached yet (the changed ones after [`EntryCache::retain_current`]).
+    pub fn fill(&self, snap: &Snapshot) {
+        for e in snap.entries() {
+            if !self.map.get(&e.id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {
+                self.get(e);
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -10,7 +10,7 @@ use super::ber::{BerError, Tlv};
 use crate::directory::dn::parse_dn;
 use crate::directory::entry::{normalize_dn, Entry};
 use crate::directory::phone::{digits, is_phone_attr};
-use crate::directory::snapshot::{is_binary_attr, PhoneQuery, TEXT_INDEXED};
+use crate::directory::snapshot::{is_binary_attr, IdIter, PhoneQuery, TEXT_INDEXED};
 use crate::directory::Snapshot;
 use bytes::Bytes;
 use std::borrow::Cow;
@@ -459,6 +459,9 @@ impl Compiled {
                 return Some(Box::new(it.cloned()));
             }
         }
+        if let Some((_, it)) = lazy_eq(&self.root, snap) {
+            return Some(Box::new(it.cloned()));
+        }
         self.candidates(snap)
             .map(|v| Box::new(v.into_iter()) as Box<dyn Iterator<Item = Arc<str>>>)
     }
@@ -809,6 +812,8 @@ fn sorted(mut v: Vec<Arc<str>>) -> Vec<Arc<str>> {
 /// ignore which attribute asked), so an OR of them runs it once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum IndexQuery {
+    /// A whole number, as its digit key.
+    PhoneKey(String),
     PhonePrefix(String),
     PhoneSuffix(String),
     PhoneContains(String),
@@ -846,6 +851,42 @@ fn plan(n: &Node, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
     }
 }
 
+/// An equality lookup to stream candidates from, with its size: a single equality test, or the smallest
+/// equality conjunct of an AND whose other indexable conjuncts are equality tests too (their sizes are known
+/// without running them; anything else is left to [`plan`]).
+fn lazy_eq<'s>(n: &Node, snap: &'s Snapshot) -> Option<(usize, IdIter<'s>)> {
+    match n {
+        Node::Test { attr, m, raw } => match index_query(attr, m, raw, snap)? {
+            IndexQuery::Eq(attr, key) => snap.find_eq_iter(&attr, &key),
+            _ => None,
+        },
+        Node::And(v) => {
+            let mut best: Option<(usize, IdIter<'s>)> = None;
+            for c in v {
+                match lazy_eq(c, snap) {
+                    Some((len, it)) if best.as_ref().is_none_or(|(l, _)| len < *l) => best = Some((len, it)),
+                    Some(_) => {}
+                    None if plannable(c, snap) => return None,
+                    None => {}
+                }
+            }
+            best
+        }
+        _ => None,
+    }
+}
+
+/// Whether [`plan`] can bound this node's candidates (without running any lookup).
+fn plannable(n: &Node, snap: &Snapshot) -> bool {
+    match n {
+        Node::Const(false) | Node::In(_) => true,
+        Node::Test { attr, m, raw } => index_query(attr, m, raw, snap).is_some(),
+        Node::And(v) => v.iter().any(|c| plannable(c, snap)),
+        Node::Or(v) => v.iter().all(|c| plannable(c, snap)),
+        Node::Const(true) | Node::Not(_) | Node::Present(_) => false,
+    }
+}
+
 /// The trigram needle a filter reduces to when it is a substring test, or an OR of substring tests that all use
 /// the same fragment.
 fn single_text_query(n: &Node, snap: &Snapshot) -> Option<String> {
@@ -867,9 +908,8 @@ fn single_text_query(n: &Node, snap: &Snapshot) -> Option<String> {
 
 fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<IndexQuery> {
     match m {
-        // The key is already E.164 digits; a prefix range from it (a superset of the exact match, checked
-        // per candidate) avoids parsing the number a second time.
-        Match::Phone(key) if !key.is_empty() => Some(IndexQuery::PhonePrefix(format!("+{key}"))),
+        // The key is already E.164 digits, as the index stores them: one exact lookup, no second parse.
+        Match::Phone(key) if !key.is_empty() => Some(IndexQuery::PhoneKey(key.clone())),
         Match::PhoneSub { initial, any, final_ } => match (initial, any.as_slice(), final_) {
             // Substring parts are already digit keys ("+" keeps the snapshot from re-adding a country code).
             (Some(i), _, _) if !i.is_empty() => Some(IndexQuery::PhonePrefix(format!("+{i}"))),
@@ -905,6 +945,7 @@ fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<In
 
 fn run_query(q: &IndexQuery, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
     Some(sorted(match q {
+        IndexQuery::PhoneKey(k) => snap.find_phone(PhoneQuery::Key(k)),
         IndexQuery::PhonePrefix(s) => snap.find_phone(PhoneQuery::Prefix(s)),
         IndexQuery::PhoneSuffix(s) => snap.find_phone(PhoneQuery::Suffix(s)),
         IndexQuery::PhoneContains(s) => snap.find_phone(PhoneQuery::Contains(s)),
@@ -1131,6 +1172,21 @@ pub(crate) mod tests {
             run(&s, "(userAccountControl:1.2.840.113556.1.4.804:=4098)"),
             vec!["0002", "0003"]
         );
+    }
+
+    /// Equality lookups (alone, or the smallest conjunct of an AND) stream their postings; `run` checks the
+    /// streamed candidates give exactly the full-scan result, in id order.
+    #[test]
+    fn streamed_equality_candidates_match_a_full_scan() {
+        let s = sample();
+        let inner = "CN=Sales Berlin,CN=Users,DC=contoso,DC=example";
+        assert_eq!(run(&s, &format!("(memberOf={inner})")), vec!["0001"]);
+        assert_eq!(run(&s, &format!("(&(objectClass=user)(memberOf={inner}))")), vec!["0001"]);
+        assert_eq!(run(&s, &format!("(&(objectClass=group)(memberOf={inner}))")), Vec::<String>::new());
+        assert_eq!(run(&s, "(&(objectClass=user)(!(objectClass=computer)))"), vec!["0001", "0002"]);
+        assert_eq!(run(&s, "(&(objectClass=top)(objectClass=group))"), vec!["0004", "0005"]);
+        assert_eq!(run(&s, "(&(objectClass=user)(telephoneNumber=030 1234567))"), vec!["0001"]);
+        assert!(run(&s, "(&(objectClass=user)(memberOf=CN=Nobody,DC=contoso,DC=example))").is_empty());
     }
 
     #[test]

@@ -238,16 +238,22 @@ async fn refuse_busy(mut stream: TcpStream, tls: bool, _shared: Arc<Shared>) {
     let _ = stream.shutdown().await;
 }
 
-/// Drop cached encodings of entries that changed or vanished whenever a new snapshot is published.
+/// Keep the encoding cache in step with the published snapshot: at start and after every publish, drop
+/// encodings of entries that changed or vanished and encode the rest ahead of the first request, so each entry
+/// is encoded once per version and no PBX lookup pays for it. Bursts of versions are coalesced.
 async fn maintain_cache(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut rx = shared.dir.subscribe();
     loop {
+        let snap = shared.dir.load();
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            s.cache.retain_current(&snap);
+            s.cache.fill(&snap);
+        })
+        .await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
         }
-        let snap = shared.dir.load();
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || s.cache.retain_current(&snap)).await;
     }
 }

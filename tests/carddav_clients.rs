@@ -613,6 +613,95 @@ async fn linphone_style_query_and_short_hrefs() {
     assert!(r.body.contains("supported-collation"));
 }
 
+/// address-data naming properties (RFC 6352 §10.4), as contact pickers ask for names and numbers without photos:
+/// only those properties come back (plus BEGIN/VERSION/UID/END), in both versions, in multiget and
+/// sync-collection; the same UID as the full card so a client can match them.
+#[tokio::test]
+async fn address_data_with_selected_properties() {
+    let s = start(|_| {}).await;
+    let c = Client::new(&s);
+    let ids = [0usize, 3, 17];
+    let hrefs: String = ids
+        .iter()
+        .map(|i| format!("<d:href>/dav/books/all/{}.vcf</d:href>", sample::person_id(*i)))
+        .collect();
+    let multiget = |data: &str| {
+        format!(
+            r#"<card:addressbook-multiget xmlns:d="DAV:" xmlns:card="{CARDDAV}"><d:prop><d:getetag/>{data}</d:prop>{hrefs}</card:addressbook-multiget>"#
+        )
+    };
+    let full = responses(
+        &c.report("/dav/books/all/", &multiget("<card:address-data/>"))
+            .await
+            .body,
+    );
+    let uid_of = |href: &str| {
+        let r = full.iter().find(|r| r.href == href).unwrap();
+        prop_texts(&vcard(&address_data_of(r)), VCardProperty::Uid)
+    };
+    for version in ["3.0", "4.0"] {
+        let data = format!(
+            r#"<card:address-data content-type="text/vcard" version="{version}"><card:prop name="FN"/><card:prop name="tel"/></card:address-data>"#
+        );
+        let r = c.report("/dav/books/all/", &multiget(&data)).await;
+        assert_eq!(r.status, 207, "{}", r.body);
+        let got = responses(&r.body);
+        assert_eq!(got.len(), ids.len());
+        for g in &got {
+            let text = address_data_of(g);
+            let card = vcard(&text);
+            let mut names: Vec<String> = card.entries.iter().map(|e| format!("{:?}", e.name)).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names, ["Fn", "Tel", "Uid", "Version"], "{text}");
+            assert_eq!(prop_texts(&card, VCardProperty::Version), [version]);
+            // 4.0 writes the UID as a urn:uuid: URI, 3.0 as bare text.
+            let bare = |v: Vec<String>| -> Vec<String> {
+                v.into_iter()
+                    .map(|u| u.trim_start_matches("urn:uuid:").to_string())
+                    .collect()
+            };
+            assert_eq!(bare(prop_texts(&card, VCardProperty::Uid)), bare(uid_of(&g.href)));
+            let i: usize = prop_texts(&card, VCardProperty::Fn)[0]
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(g.href.contains(&sample::person_id(i)));
+            let tels = prop_texts(&card, VCardProperty::Tel);
+            // Work, mobile for every third person, fax for every fifth (all TEL).
+            let expect_tels = 1 + usize::from(i % 3 == 0) + usize::from(i % 5 == 0);
+            assert_eq!(tels.len(), expect_tels, "{text}");
+            assert!(
+                tels.iter().any(|t| t.contains(&format!("{:07}", 1_000_000 + i))),
+                "{tels:?}"
+            );
+            assert!(!text.contains("PHOTO") && !text.contains("EMAIL"), "{text}");
+            // (The test's XML reader trims the element text.)
+            assert!(
+                text.starts_with("BEGIN:VCARD\r\n") && text.ends_with("\r\nEND:VCARD"),
+                "{text}"
+            );
+        }
+    }
+
+    // The same selection in a sync-collection: every card cut down, the photo of person 0 left out.
+    let body = format!(
+        r#"<d:sync-collection xmlns:d="DAV:" xmlns:card="{CARDDAV}"><d:sync-token/><d:sync-level>1</d:sync-level><d:prop><d:getetag/><card:address-data><card:prop name="N"/></card:address-data></d:prop></d:sync-collection>"#
+    );
+    let got = responses(&c.report("/dav/books/all/", &body).await.body);
+    assert_eq!(got.len(), 40);
+    for g in &got {
+        let card = vcard(&address_data_of(g));
+        assert_eq!(prop_texts(&card, VCardProperty::N).len(), 1);
+        assert!(card
+            .entries
+            .iter()
+            .all(|e| matches!(e.name, VCardProperty::N | VCardProperty::Uid | VCardProperty::Version)));
+    }
+}
+
 /// Writes are refused with need-privileges; bad bodies get 400/413 with reasons; anonymous networks read.
 #[tokio::test]
 async fn refusals_limits_and_anonymous_read() {

@@ -9,13 +9,14 @@
 //! Layout: [`config`] (what the operator sets), [`server`] (sockets, TLS, connection lifecycle), [`service`]
 //! (routing and method dispatch), [`auth`] (Basic auth, anonymous networks), [`xml`] (safe request parsing and the
 //! multistatus writer), [`propfind`], [`report`] (multiget, query, sync-collection), [`filter`]
-//! (addressbook-query filters), [`vcard`] (the card writer), [`cache`] (per-snapshot book views and rendered
+//! (addressbook-query filters), [`partial`] (address-data with named properties), [`vcard`] (the card writer), [`cache`] (per-snapshot book views and rendered
 //! cards) and [`phonebook`] (Yealink, Snom, Cisco, Grandstream, Fanvil, Gigaset).
 
 pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod filter;
+pub mod partial;
 pub mod phonebook;
 pub mod propfind;
 pub mod report;

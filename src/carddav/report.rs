@@ -11,10 +11,11 @@
 
 use crate::carddav::config::VCardVersion;
 use crate::carddav::filter::{Filter, FilterError};
+use crate::carddav::partial::Selection;
 use crate::carddav::propfind::card_value;
 use crate::carddav::service::{forbidden, multistatus, percent_decode, text, Body, Ctx, Resource};
 use crate::carddav::vcard;
-use crate::carddav::xml::{parse, Element, Multistatus, PropName, CARDDAV, DAV};
+use crate::carddav::xml::{esc, parse, Element, Multistatus, PropName, CARDDAV, DAV};
 use crate::directory::{Entry, EntryKind};
 use hyper::{Response, StatusCode};
 use std::borrow::Cow;
@@ -27,6 +28,8 @@ struct Wanted {
     props: Vec<PropName>,
     /// Some when address-data was requested, with the version to render.
     data: Option<VCardVersion>,
+    /// Some when address-data names properties: the cards are cut down to them.
+    select: Option<Selection>,
 }
 
 fn wanted(ctx: &Ctx<'_>, root: &Element) -> Result<Wanted, Box<Response<Body>>> {
@@ -34,11 +37,13 @@ fn wanted(ctx: &Ctx<'_>, root: &Element) -> Result<Wanted, Box<Response<Body>>> 
         return Ok(Wanted {
             props: vec![PropName::new(DAV, "getetag")],
             data: None,
+            select: None,
         });
     };
     let mut w = Wanted {
         props: Vec::new(),
         data: None,
+        select: None,
     };
     for c in &prop.children {
         if c.is(CARDDAV, "address-data") {
@@ -48,7 +53,10 @@ fn wanted(ctx: &Ctx<'_>, root: &Element) -> Result<Wanted, Box<Response<Body>>> 
                 Some(v) => VCardVersion::parse(v),
             };
             match version {
-                Some(v) if ct.eq_ignore_ascii_case("text/vcard") => w.data = Some(v),
+                Some(v) if ct.eq_ignore_ascii_case("text/vcard") => {
+                    w.data = Some(v);
+                    w.select = Selection::from_address_data(c);
+                }
                 _ => return Err(Box::new(forbidden("<C:supported-address-data/>"))),
             }
         }
@@ -64,7 +72,15 @@ fn card_response(ms: &mut Multistatus, ctx: &Ctx<'_>, href: &str, e: &Arc<Entry>
     for p in &w.props {
         if p.is(CARDDAV, "address-data") {
             if let (Some(card), Some(v)) = (&card, w.data) {
-                found.push((p, Cow::Borrowed(card.xml_text(v))));
+                let text = match &w.select {
+                    // The precomputed, already escaped whole card.
+                    None => Cow::Borrowed(card.xml_text(v)),
+                    Some(sel) => {
+                        let full = std::str::from_utf8(card.bytes(v)).unwrap_or_default();
+                        Cow::Owned(esc(&sel.apply(full)).into_owned())
+                    }
+                };
+                found.push((p, text));
             }
         } else {
             match card_value(ctx, e, p) {

@@ -304,7 +304,7 @@ fn escape_text(s: &str, out: &mut String) {
 }
 
 /// Append one content line, folded so that no physical line exceeds 75 octets (RFC 6350 §3.2, RFC 2425 §5.8.1).
-fn push_folded(out: &mut String, line: &str) {
+pub(crate) fn push_folded(out: &mut String, line: &str) {
     const MAX: usize = 75;
     let mut width = 0usize;
     for c in line.chars() {

@@ -315,8 +315,11 @@ async fn ios_style_discovery_and_multiget() {
         .text
         .parse()
         .expect("ctag is an integer");
-    assert_eq!(ctag, 5);
-    assert!(book.prop(DAV, "sync-token").unwrap().text.starts_with("urn:"));
+    // The book's ctag, collection ETag and sync token are one number.
+    assert_eq!(
+        book.prop(DAV, "sync-token").unwrap().text,
+        format!("urn:entradir:sync:{ctag}")
+    );
     let versions: Vec<&str> = book
         .prop(CARDDAV, "supported-address-data")
         .unwrap()
@@ -442,7 +445,8 @@ async fn sync_collection_like_davx5_and_thunderbird() {
         check_card(&address_data_of(a), "4.0");
     }
     let token = sync_token(&r.body);
-    assert_eq!(token, "urn:entradir:sync:5");
+    let number = |t: &str| -> u64 { t.strip_prefix("urn:entradir:sync:").unwrap().parse().unwrap() };
+    let first = number(&token);
 
     // Nothing changed: an empty answer with the same token.
     let r = c.report("/dav/books/all/", &sync(&token, None, "4.0")).await;
@@ -477,7 +481,8 @@ async fn sync_collection_like_davx5_and_thunderbird() {
         prop_texts(&vcard(&address_data_of(card3)), VCardProperty::Title),
         ["CEO"]
     );
-    assert_eq!(sync_token(&r.body), "urn:entradir:sync:6");
+    let token6 = sync_token(&r.body);
+    assert_eq!(number(&token6), first + 1, "one directory version later");
 
     // Paged initial sync: 7 per page until done; every card exactly once.
     let mut token = String::new();
@@ -501,7 +506,7 @@ async fn sync_collection_like_davx5_and_thunderbird() {
     seen.sort();
     seen.dedup();
     assert_eq!((n, seen.len()), (41, 41));
-    assert_eq!(token, "urn:entradir:sync:6");
+    assert_eq!(token, token6);
 
     for bad in [
         "urn:entradir:sync:99",
@@ -532,10 +537,12 @@ async fn sync_collection_like_davx5_and_thunderbird() {
 async fn linphone_style_query_and_short_hrefs() {
     let s = start(|_| {}).await;
     let c = Client::new(&s);
-    let ctag = c.propfind("/dav/books/all/", "0", "<cs:getctag/>").await;
+    let ctag = c.propfind("/dav/books/all/", "0", "<cs:getctag/><d:sync-token/>").await;
+    // Linphone keeps the ctag in a C int.
+    let n: i32 = ctag[0].prop(CALSERVER, "getctag").unwrap().text.parse().unwrap();
     assert_eq!(
-        ctag[0].prop(CALSERVER, "getctag").unwrap().text.parse::<i64>().unwrap(),
-        5
+        ctag[0].prop(DAV, "sync-token").unwrap().text,
+        format!("urn:entradir:sync:{n}")
     );
 
     let query = |filter: &str, limit: &str| {
@@ -700,6 +707,129 @@ async fn address_data_with_selected_properties() {
             .iter()
             .all(|e| matches!(e.name, VCardProperty::N | VCardProperty::Uid | VCardProperty::Version)));
     }
+}
+
+/// getctag, sync-token and the collection ETag are per book: a group book keeps them while people outside the
+/// group change, and raises them when one of its members changes or leaves; the all-users book follows every
+/// person. Old tokens still give the right delta, and a group-only change leaves the all-users book alone.
+#[tokio::test]
+async fn ctag_and_sync_token_are_per_book() {
+    let s = start(|c| {
+        c.books.push(BookConfig {
+            name: "team".into(),
+            display_name: "Team".into(),
+            group: Some("Team".into()),
+        })
+    })
+    .await;
+    let client = Client::new(&s);
+    let c = &client;
+    let mut people = initial_people();
+    let team = |people: &[Entry], ids: &[usize], usn: u64| {
+        let members: Vec<&Entry> = ids.iter().map(|i| &people[*i]).collect();
+        sample::group("Team", &members, usn)
+    };
+    let publish = |version: u64, people: &[Entry], extra: Vec<Entry>| {
+        let mut all = people.to_vec();
+        all.extend(extra);
+        s.dir.publish(snapshot(version, all));
+    };
+    publish(6, &people, vec![team(&people, &[1, 2, 3], 6)]);
+
+    // (getctag, sync-token, getetag) of both books as a client's collection listing shows them.
+    let state = move || async move {
+        let books = c
+            .propfind("/dav/books/", "1", "<cs:getctag/><d:sync-token/><d:getetag/>")
+            .await;
+        let get = |href: &str| {
+            let b = books.iter().find(|b| b.href == href).unwrap();
+            let ctag: u64 = b
+                .prop(CALSERVER, "getctag")
+                .unwrap()
+                .text
+                .parse()
+                .expect("integer ctag");
+            let token = b.prop(DAV, "sync-token").unwrap().text.clone();
+            let etag = b.prop(DAV, "getetag").unwrap().text.clone();
+            assert_eq!(token, format!("urn:entradir:sync:{ctag}"));
+            assert_eq!(etag, format!("\"{ctag}\""));
+            (ctag, token)
+        };
+        (get("/dav/books/all/"), get("/dav/books/team/"))
+    };
+    let sync = move |book: &str, token: &str| {
+        let body = format!(
+            r#"<d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}</d:sync-token><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>"#
+        );
+        let path = format!("/dav/books/{book}/");
+        async move {
+            let r = c.report(&path, &body).await;
+            assert_eq!(r.status, 207, "{}", r.body);
+            let mut items: Vec<(String, u16)> = responses(&r.body)
+                .into_iter()
+                .map(|x| {
+                    let id = x.href.rsplit('/').next().unwrap().trim_end_matches(".vcf").to_string();
+                    (id, x.status.unwrap_or(200))
+                })
+                .collect();
+            items.sort();
+            (items, sync_token(&r.body))
+        }
+    };
+    let (all6, team6) = state().await;
+    let (members, _) = sync("team", "").await;
+    assert_eq!(members.len(), 3);
+
+    // Someone outside the group changes: only the all-users book moves.
+    people[10] = sample::person(10, 7);
+    people[10].attrs.retain(|a| a.name.as_ref() != "title");
+    publish(7, &people, vec![team(&people, &[1, 2, 3], 6)]);
+    let (all7, team7) = state().await;
+    assert_eq!(team7, team6, "an unrelated change must not touch the group book");
+    assert!(all7.0 > all6.0, "{all7:?} after {all6:?}");
+    assert_eq!(sync("team", &team6.1).await, (vec![], team6.1.clone()));
+    assert_eq!(
+        sync("all", &all6.1).await,
+        (vec![(sample::person_id(10), 200)], all7.1.clone())
+    );
+
+    // A group-only change (the group's description) moves the group book, not the all-users book.
+    let mut g = team(&people, &[1, 2, 3], 8);
+    g.attrs.push(entradir::directory::Attribute {
+        name: "description".into(),
+        values: vec![bytes::Bytes::from_static(b"the team")],
+    });
+    publish(8, &people, vec![g]);
+    let (all8, team8) = state().await;
+    assert_eq!(all8, all7);
+    assert!(team8.0 > team7.0);
+
+    // Member 2 leaves the group (the directory rewrites the group's members and person 2's memberOf): the group
+    // book's ctag grows and its delta from the old token reports the card as gone.
+    people[2] = sample::person(2, 9);
+    people[2].attrs.retain(|a| a.name.as_ref() != "memberOf");
+    publish(9, &people, vec![team(&people, &[1, 3], 9)]);
+    let (all9, team9) = state().await;
+    assert!(team9.0 > team8.0, "{team9:?} after {team8:?}");
+    assert!(all9.0 > all8.0);
+    assert_eq!(
+        sync("team", &team8.1).await,
+        (vec![(sample::person_id(2), 404)], team9.1.clone())
+    );
+    // The oldest team token still gives the whole change since then: person 2 gone, nothing new. (People who
+    // changed outside the group in between are reported gone as well: harmless for hrefs the client never had,
+    // and the book cannot tell who was a member at an older version.)
+    let (delta, token) = sync("team", &team6.1).await;
+    assert_eq!(token, team9.1);
+    assert!(delta.contains(&(sample::person_id(2), 404)), "{delta:?}");
+    assert!(
+        delta
+            .iter()
+            .all(|(id, code)| *code == 404 && *id != sample::person_id(1) && *id != sample::person_id(3)),
+        "{delta:?}"
+    );
+    let (members, _) = sync("team", "").await;
+    assert_eq!(members, [(sample::person_id(1), 200), (sample::person_id(3), 200)]);
 }
 
 /// Writes are refused with need-privileges; bad bodies get 400/413 with reasons; anonymous networks read.

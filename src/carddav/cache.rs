@@ -4,6 +4,10 @@
 //! Cards are keyed by entry id and stay valid while the entry is the same `Arc` or has the same `usn_changed`, so
 //! a sync round that changes ten people re-renders ten cards, not the book. Rendering of each vCard version happens
 //! on first use and is then reused (`OnceLock`), including the strong ETag's body length.
+//!
+//! Each book view also carries the book's change version ([`BookView::changed`]), the basis of its getctag and
+//! sync token: the newest version of anything the book's content depends on, so that a change elsewhere in the
+//! directory leaves the book's ctag alone while any addition, change or removal of one of its cards raises it.
 
 use crate::carddav::config::{BookConfig, VCardVersion};
 use crate::carddav::vcard::{self, Card};
@@ -56,6 +60,17 @@ impl CardData {
 /// The members of one book in one snapshot version.
 pub struct BookView {
     pub version: u64,
+    /// The newest directory version that may have changed this book's content (never above `version`):
+    ///
+    /// - every member's `usn_changed` (a card changed or joined);
+    /// - for a group book, the book's group and its nested groups (a member added or removed, which includes
+    ///   deleted members and renamed DNs: the group's `member` values change), and every entry the groups list
+    ///   even when it is not shown (a member disabled, or enabled again);
+    /// - for the all-users book, every user and contact shown or not (disabled), and the last removal of one.
+    ///
+    /// A book whose group cannot be found uses the snapshot version: the group's reappearance (rename back,
+    /// re-creation) gives it a version at least that new, so the value never falls back.
+    pub changed: u64,
     /// Sorted by id (stable href order).
     pub members: Vec<Arc<Entry>>,
     /// Members ordered by (usn_changed, id): the order sync-collection pages through.
@@ -117,11 +132,12 @@ impl Caches {
                 return v.clone();
             }
         }
-        let members = members(book.group.as_deref(), include_disabled, snap);
+        let (members, changed) = members(book.group.as_deref(), include_disabled, snap);
         let mut by_change = members.clone();
         by_change.sort_by(|a, b| (a.usn_changed, &a.id).cmp(&(b.usn_changed, &b.id)));
         let view = Arc::new(BookView {
             version: snap.version,
+            changed: changed.min(snap.version),
             ids: members.iter().map(|e| e.id.clone()).collect(),
             members,
             by_change,
@@ -181,21 +197,27 @@ pub fn find_group<'a>(snap: &'a Snapshot, group: &str) -> Option<&'a Arc<Entry>>
     None
 }
 
-fn members(group: Option<&str>, include_disabled: bool, snap: &Snapshot) -> Vec<Arc<Entry>> {
+/// A book's members (sorted by id) and its change version (see [`BookView::changed`]).
+fn members(group: Option<&str>, include_disabled: bool, snap: &Snapshot) -> (Vec<Arc<Entry>>, u64) {
     let Some(group) = group else {
-        return snap
-            .entries()
-            .filter(|e| listed(e, include_disabled))
-            .cloned()
-            .collect();
+        let mut changed = snap.people_removed_at();
+        let mut out = Vec::new();
+        for e in snap.entries().filter(|e| vcard::is_person(e)) {
+            changed = changed.max(e.usn_changed);
+            if listed(e, include_disabled) {
+                out.push(e.clone());
+            }
+        }
+        return (out, changed);
     };
     let Some(root) = find_group(snap, group) else {
         tracing::warn!(
             group,
             "address book group not found in the directory; the book is empty"
         );
-        return Vec::new();
+        return (Vec::new(), snap.version);
     };
+    let mut changed = root.usn_changed;
     // Transitive membership over `member` DNs; nested groups are followed once each (cycles are possible in AD).
     let mut seen_groups: HashSet<Arc<str>> = HashSet::new();
     let mut out: HashMap<Arc<str>, Arc<Entry>> = HashMap::new();
@@ -206,6 +228,7 @@ fn members(group: Option<&str>, include_disabled: bool, snap: &Snapshot) -> Vec<
             let Some(m) = normalize_dn(dn).and_then(|n| snap.by_dn(&n)) else {
                 continue;
             };
+            changed = changed.max(m.usn_changed);
             if m.kind == EntryKind::Group {
                 if seen_groups.insert(m.id.clone()) {
                     queue.push(m.clone());
@@ -217,7 +240,7 @@ fn members(group: Option<&str>, include_disabled: bool, snap: &Snapshot) -> Vec<
     }
     let mut v: Vec<Arc<Entry>> = out.into_values().collect();
     v.sort_by(|a, b| a.id.cmp(&b.id));
-    v
+    (v, changed)
 }
 
 #[cfg(test)]
@@ -243,6 +266,64 @@ mod tests {
                 attr("member", &member_dns),
             ],
         }
+    }
+
+    #[test]
+    fn change_versions_follow_only_what_a_book_shows() {
+        let a = person("a", 2, &[("cn", "Anna")]);
+        let b = person("b", 3, &[("cn", "Bert")]);
+        let c = person("c", 4, &[("cn", "Cleo")]);
+        let outsider = person("x", 5, &[("cn", "Xaver")]);
+        let inner = group("g2", "Inner", &[&c]);
+        let outer = group("g1", "Outer", &[&a, &b, &inner]);
+        let v5 = Snapshot::from_entries(
+            Naming::new("DC=contoso,DC=example").unwrap(),
+            phones(),
+            5,
+            vec![a.clone(), b.clone(), c.clone(), outsider, inner.clone(), outer.clone()],
+        );
+        let book = |group: Option<&str>| BookConfig {
+            name: group.unwrap_or("all").into(),
+            display_name: "B".into(),
+            group: group.map(str::to_string),
+        };
+        let changed = |snap: &Snapshot, group: Option<&str>| Caches::default().book(&book(group), false, snap).changed;
+        assert_eq!(changed(&v5, None), 5);
+        assert_eq!(changed(&v5, Some("g1")), 4, "members and groups, not the outsider");
+
+        // The outsider changes: only the all-users book moves.
+        let mut v6 = v5.next();
+        v6.upsert(Arc::new(person("x", 6, &[("cn", "Xaver Neu")])));
+        assert_eq!((changed(&v6, None), changed(&v6, Some("g1"))), (6, 4));
+
+        // Bert is disabled: gone from both books, both move (he is still listed in the group).
+        let mut v7 = v6.next();
+        v7.upsert(Arc::new(person(
+            "b",
+            7,
+            &[("cn", "Bert"), ("userAccountControl", "514")],
+        )));
+        assert_eq!((changed(&v7, None), changed(&v7, Some("g1"))), (7, 7));
+
+        // The nested group leaves the outer one: Cleo leaves the book without her entry changing.
+        let mut v8 = v7.next();
+        let mut outer8 = group("g1", "Outer", &[&a, &b]);
+        outer8.usn_changed = 8;
+        v8.upsert(Arc::new(outer8));
+        let view = Caches::default().book(&book(Some("g1")), false, &v8);
+        assert_eq!((view.changed, view.members.len()), (8, 1));
+
+        // Anna is deleted (the directory also drops her from the group): the all-users book remembers the
+        // removal even though no remaining entry carries its version.
+        let mut v9 = v8.next();
+        v9.remove("a");
+        assert_eq!(changed(&v9, None), 9);
+        let mut v10 = v9.next();
+        v10.trim_history();
+        assert_eq!(changed(&v10, None), 9, "no change, no new ctag");
+
+        // A book whose group is missing follows the snapshot version, and its group's return is newer still.
+        assert_eq!(changed(&v10, Some("nope")), 10);
     }
 
     #[test]

@@ -182,9 +182,9 @@ fn value(ctx: &Ctx<'_>, t: &Resource, p: &PropName) -> Option<String> {
 
 fn book_value(ctx: &Ctx<'_>, i: usize, p: &PropName) -> Option<String> {
     match (p.ns.as_str(), p.name.as_str()) {
-        (CALSERVER, "getctag") => Some(ctx.ctag()),
-        (DAV, "sync-token") => Some(esc(&ctx.sync_token()).into_owned()),
-        (DAV, "getetag") => Some(format!("&quot;{}&quot;", ctx.snap.version)),
+        (CALSERVER, "getctag") => Some(ctx.ctag(i).to_string()),
+        (DAV, "sync-token") => Some(esc(&ctx.sync_token(i)).into_owned()),
+        (DAV, "getetag") => Some(format!("&quot;{}&quot;", ctx.ctag(i))),
         (DAV, "supported-report-set") => Some(
             [
                 "<C:addressbook-multiget/>",

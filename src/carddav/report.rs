@@ -1,13 +1,19 @@
 //! REPORTs on a book: `addressbook-multiget` and `addressbook-query` (RFC 6352 §8.6/§8.7) and `sync-collection`
 //! (RFC 6578, sync-level 1).
 //!
-//! Sync tokens are `urn:entradir:sync:<version>`: the snapshot version the client is up to date with. A page cut
-//! short by `DAV:limit` ends with a 507 for the book and a continuation token
-//! `urn:entradir:sync:<base>:<usn>:<id>`: the client's state is `<base>` plus every member up to position
-//! (`usn`, `id`) in change order. The next page reports members after that position (from the current
-//! snapshot, so changes in between are not lost) and again every removal since `<base>`; re-reporting a removal
-//! the client already applied is harmless, skipping one would not be. A token the snapshot history cannot answer
-//! (too old, from the future, malformed) gets 403 `DAV:valid-sync-token`, and the client starts over.
+//! Sync tokens are `urn:entradir:sync:<n>` with `n` = epoch + the book's change version
+//! ([`BookView::changed`](crate::carddav::cache::BookView::changed)): the directory version the client's copy of
+//! the book is current at, offset by the service's epoch
+//! ([`epoch_at_start`](crate::carddav::service::epoch_at_start)) so that a token from before a restart or a
+//! content-changing reload is refused instead of misread. `n` is the book's getctag as well, so it changes only
+//! when the book does; a token at or past the book's change version gets an empty answer without consulting the
+//! history. A page cut short by `DAV:limit` ends with a 507 for the book and a continuation token
+//! `urn:entradir:sync:<base>:<usn>:<id>` (`<base>` offset like `<n>`): the client's state is `<base>` plus every
+//! member up to position (`usn`, `id`) in change order. The next page reports members after that position (from
+//! the current snapshot, so changes in between are not lost) and again every removal since `<base>`;
+//! re-reporting a removal the client already applied is harmless, skipping one would not be. A token the
+//! snapshot history cannot answer (too old, from the future, malformed) gets 403 `DAV:valid-sync-token`, and the
+//! client starts over.
 
 use crate::carddav::config::VCardVersion;
 use crate::carddav::filter::{Filter, FilterError};
@@ -273,31 +279,42 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
     };
     let raw = root.child(DAV, "sync-token").map(|t| t.text.trim()).unwrap_or("");
     let view = ctx.book_view(i);
+    let epoch = ctx.epoch();
     let mut gone: Vec<Arc<str>> = Vec::new();
     let (base, present): (u64, &[Arc<Entry>]) = if raw.is_empty() {
-        (ctx.snap.version, &view.by_change[..])
+        (view.changed, &view.by_change[..])
     } else {
         let Some(token) = Token::parse(raw) else {
             return stale_token(ctx);
         };
-        let Some(changes) = ctx.snap.changes_since(token.base) else {
+        // Token numbers are epoch + version; a smaller one is from an earlier instance or configuration.
+        let Some(base) = token.base.checked_sub(epoch).filter(|b| *b <= ctx.snap.version) else {
             return stale_token(ctx);
         };
-        for e in &changes.changed {
-            if vcard::is_person(e) && !view.contains(&e.id) {
-                gone.push(e.id.clone());
+        if token.position.is_none() && base >= view.changed {
+            // Nothing in this book changed since the token: no need for the history, which may no longer reach
+            // back to the token of a book that has been quiet for long.
+            (base, &[][..])
+        } else {
+            let Some(changes) = ctx.snap.changes_since(base) else {
+                return stale_token(ctx);
+            };
+            for e in &changes.changed {
+                if vcard::is_person(e) && !view.contains(&e.id) {
+                    gone.push(e.id.clone());
+                }
             }
-        }
-        for (id, kind) in &changes.removed {
-            if matches!(kind, EntryKind::User | EntryKind::Contact) {
-                gone.push(id.clone());
+            for (id, kind) in &changes.removed {
+                if matches!(kind, EntryKind::User | EntryKind::Contact) {
+                    gone.push(id.clone());
+                }
             }
+            let present = match &token.position {
+                None => view.changed_after(base, None),
+                Some((u, id)) => view.changed_after(*u, Some(id)),
+            };
+            (base, present)
         }
-        let present = match &token.position {
-            None => view.changed_after(token.base, None),
-            Some((u, id)) => view.changed_after(*u, Some(id)),
-        };
-        (token.base, present)
     };
     let take = match limit {
         Some(l) if gone.len() + present.len() > l => Some(l.saturating_sub(gone.len()).max(1).min(present.len())),
@@ -322,12 +339,12 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
         (Some(_), Some(last)) if shown < present.len() => {
             ms.status(&ctx.book_href(i), 507);
             Token {
-                base,
+                base: epoch + base,
                 position: Some((last.usn_changed, last.id.to_string())),
             }
         }
         _ => Token {
-            base: ctx.snap.version,
+            base: epoch + view.changed,
             position: None,
         },
     };
@@ -347,6 +364,8 @@ mod tests {
     async fn sync(snap: Snapshot, token: &str, limit: Option<usize>) -> (u16, Vec<(String, u16)>, String) {
         let cfg = Arc::new(arc_swap::ArcSwap::from_pointee(CardDavConfig::default()));
         let state = State::new(cfg.clone(), Published::new(snap));
+        // Token numbers below are plain versions.
+        state.epoch.store(0, std::sync::atomic::Ordering::SeqCst);
         let c = cfg.load_full();
         let ctx = Ctx {
             state: &state,

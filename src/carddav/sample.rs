@@ -116,3 +116,26 @@ pub fn person(i: usize, usn: u64) -> Entry {
 pub fn people(n: usize, usn: u64) -> Vec<Entry> {
     (0..n).map(|i| person(i, usn)).collect()
 }
+
+/// A group `cn` (id `group-<cn>`) listing `members` by DN, last changed at `usn`: for group books.
+pub fn group(cn: &str, members: &[&Entry], usn: u64) -> Entry {
+    let dn = format!(
+        "CN={},OU=Groups,DC=contoso,DC=example",
+        crate::directory::dn::escape_value(cn)
+    );
+    let member_dns: Vec<Vec<u8>> = members.iter().map(|m| m.dn.as_bytes().to_vec()).collect();
+    Entry {
+        id: format!("group-{cn}").into(),
+        kind: EntryKind::Group,
+        dn_norm: crate::directory::entry::normalize_dn(&dn).unwrap_or_default().into(),
+        dn: dn.into(),
+        guid: [7; 16],
+        usn_changed: usn,
+        usn_created: 1,
+        attrs: vec![
+            attr("objectClass", vec![b"top".to_vec(), b"group".to_vec()]),
+            attr("cn", vec![cn.as_bytes().to_vec()]),
+            attr("member", member_dns),
+        ],
+    }
+}

@@ -22,6 +22,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub type Body = Full<Bytes>;
@@ -101,8 +102,34 @@ pub struct State {
     pub caches: Caches,
     pub auth: Authenticator,
     pub responses: ResponseCache,
+    /// Added to directory versions in getctag and sync tokens (see [`epoch_at_start`]); raised when a
+    /// configuration change alters what the books contain.
+    pub epoch: AtomicU64,
     /// The configuration the caches were built for; a swap clears them.
     cfg_seen: Mutex<Option<Arc<CardDavConfig>>>,
+}
+
+/// 2025-01-01T00:00:00Z: keeps ctags small (Linphone parses getctag into a 32-bit int; this lasts until 2093).
+const EPOCH_ORIGIN: u64 = 1_735_689_600;
+
+/// The offset a new service instance puts on ctags and sync tokens: seconds since [`EPOCH_ORIGIN`].
+///
+/// Directory versions start again at 1 after a restart, so a plain version as ctag would go back and could show
+/// a client its old ctag (or accept its old sync token) for different content. A sync round publishes at most one
+/// version per `sync_interval` (30 s at least), so an instance's versions stay far below the seconds it runs:
+/// the next instance's offset is larger than every value the previous one handed out.
+pub fn epoch_at_start() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(EPOCH_ORIGIN))
+        .unwrap_or(0)
+}
+
+/// Whether two configurations can give a book different content (and so must not share ctags).
+fn same_content(a: &CardDavConfig, b: &CardDavConfig) -> bool {
+    a.effective_books() == b.effective_books()
+        && a.include_disabled == b.include_disabled
+        && a.vcard_version == b.vcard_version
 }
 
 impl State {
@@ -113,6 +140,7 @@ impl State {
             caches: Caches::default(),
             auth: Authenticator::default(),
             responses: ResponseCache::default(),
+            epoch: AtomicU64::new(epoch_at_start()),
             cfg_seen: Mutex::new(None),
         }
     }
@@ -134,9 +162,14 @@ impl State {
         let cfg = self.cfg.load_full();
         let mut seen = self.cfg_seen.lock().unwrap_or_else(|p| p.into_inner());
         if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &cfg)) {
-            if seen.is_some() {
+            if let Some(old) = seen.as_ref() {
                 self.caches.clear();
                 self.responses.clear();
+                if !same_content(old, &cfg) {
+                    // Every ctag and token handed out so far is below epoch + current version.
+                    let bump = self.dir.load().version + 1;
+                    self.epoch.fetch_add(bump, Ordering::SeqCst);
+                }
             }
             *seen = Some(cfg.clone());
         }
@@ -205,12 +238,19 @@ impl Ctx<'_> {
         }
     }
 
-    pub fn ctag(&self) -> String {
-        self.snap.version.to_string()
+    /// The offset between directory versions and the numbers clients see (see [`epoch_at_start`]).
+    pub fn epoch(&self) -> u64 {
+        self.state.epoch.load(Ordering::SeqCst)
     }
 
-    pub fn sync_token(&self) -> String {
-        format!("{}{}", report::TOKEN_PREFIX, self.snap.version)
+    /// A book's getctag: its change version plus the epoch. Also its collection ETag and sync-token number, so
+    /// all three change exactly when the book does.
+    pub fn ctag(&self, i: usize) -> u64 {
+        self.epoch() + self.book_view(i).changed
+    }
+
+    pub fn sync_token(&self, i: usize) -> String {
+        format!("{}{}", report::TOKEN_PREFIX, self.ctag(i))
     }
 
     /// Resolve a decoded absolute path.

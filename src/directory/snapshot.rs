@@ -156,6 +156,9 @@ pub struct Snapshot {
     tombstones: OrdMap<(u64, Arc<str>), EntryKind>,
     /// Oldest version `changes_since` can answer for.
     history_from: u64,
+    /// The last version that removed a user or contact. Unlike the tombstones it is never trimmed, so a book's
+    /// change version (CardDAV getctag) that depends on it cannot fall back when old history is dropped.
+    people_removed_at: u64,
     counts: KindCounts,
 }
 
@@ -189,6 +192,7 @@ impl Snapshot {
             by_usn: OrdMap::new(),
             tombstones: OrdMap::new(),
             history_from: 0,
+            people_removed_at: 0,
             counts: KindCounts::default(),
         }
     }
@@ -365,6 +369,11 @@ impl Snapshot {
         ))
     }
 
+    /// The last version in which a user or contact was removed (0 if none was in this process).
+    pub fn people_removed_at(&self) -> u64 {
+        self.people_removed_at
+    }
+
     /// Changes after `version`. `None` when `version` is newer than this snapshot or older than the retained
     /// history (a CardDAV client then has to start over).
     pub fn changes_since(&self, version: u64) -> Option<Changes<'_>> {
@@ -436,6 +445,9 @@ impl Snapshot {
         self.by_id.remove(id);
         self.unindex(&old);
         self.tombstones.insert((self.version, old.id.clone()), old.kind);
+        if matches!(old.kind, EntryKind::User | EntryKind::Contact) {
+            self.people_removed_at = self.version;
+        }
         Some(old)
     }
 

@@ -6,11 +6,12 @@
 //! from the request's snapshot; card properties other than `getcontentlength` never render the card.
 
 use crate::carddav::config::VCardVersion;
+use crate::carddav::service::{encode_segment_into, Body, VCARD_CT};
 use crate::carddav::service::{forbidden, multistatus, text, Ctx, Resource, HOME, PRINCIPALS};
-use crate::carddav::service::{Body, VCARD_CT};
 use crate::carddav::xml::{esc, parse, Multistatus, PropName, CALSERVER, CARDDAV, DAV};
 use crate::directory::Entry;
 use hyper::{Response, StatusCode};
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 enum Wanted {
@@ -53,6 +54,8 @@ pub fn handle(ctx: &Ctx<'_>, res: Resource, depth: Option<&[u8]>, body: &[u8]) -
         Err(reason) => return text(StatusCode::BAD_REQUEST, reason),
     };
     let mut targets = vec![res.clone()];
+    // A book's cards asked for by property name (the common listing) are written by `card_listing`.
+    let mut listing = None;
     if depth1 {
         match &res {
             Resource::Root => targets.extend([Resource::Principals, Resource::Home]),
@@ -60,12 +63,17 @@ pub fn handle(ctx: &Ctx<'_>, res: Resource, depth: Option<&[u8]>, body: &[u8]) -
             Resource::Home => targets.extend((0..ctx.books.len()).map(Resource::Book)),
             Resource::Book(i) => {
                 let view = ctx.book_view(*i);
-                targets.extend(view.members.iter().map(|e| Resource::Card(*i, e.clone())));
+                if matches!(wanted, Wanted::Props(_)) {
+                    listing = Some((*i, view));
+                } else {
+                    targets.extend(view.members.iter().map(|e| Resource::Card(*i, e.clone())));
+                }
             }
             Resource::Principal | Resource::Card(..) => {}
         }
     }
-    let mut ms = Multistatus::with_capacity(targets.len() * 400);
+    let cards = listing.as_ref().map_or(0, |(_, v)| v.members.len());
+    let mut ms = Multistatus::with_capacity(targets.len() * 400 + cards * 250);
     for t in &targets {
         let href = ctx.href(t);
         match &wanted {
@@ -86,7 +94,74 @@ pub fn handle(ctx: &Ctx<'_>, res: Resource, depth: Option<&[u8]>, body: &[u8]) -
             }
         }
     }
+    if let (Some((i, view)), Wanted::Props(names)) = (&listing, &wanted) {
+        card_listing(&mut ms, ctx, *i, &view.members, names);
+    }
     multistatus(ms.finish())
+}
+
+/// The `<D:response>` of every card of a book, written straight into the output: a 10k-card etag listing is
+/// what every client polls, so the common properties (etag, content type, resource type) cost no allocation per
+/// card and everything else goes through [`value`] as for single resources.
+fn card_listing(ms: &mut Multistatus, ctx: &Ctx<'_>, i: usize, members: &[Arc<Entry>], names: &[PropName]) {
+    let prefix = ctx.book_href(i);
+    let mut value_buf = String::with_capacity(32);
+    let mut missing: Vec<&PropName> = Vec::new();
+    for e in members {
+        let out = ms.buf();
+        out.push_str("<D:response><D:href>");
+        // Both parts are percent-encoded, so there is nothing to escape for XML.
+        out.push_str(&prefix);
+        encode_segment_into(out, &e.id);
+        out.push_str(".vcf</D:href>");
+        missing.clear();
+        let mut found_any = false;
+        for n in names {
+            value_buf.clear();
+            let found = match (n.ns.as_str(), n.name.as_str()) {
+                // Thunderbird 102's ctag path asks for getetag in the CalendarServer namespace.
+                (DAV | CALSERVER, "getetag") => {
+                    let _ = write!(value_buf, "&quot;{}&quot;", e.usn_changed);
+                    true
+                }
+                (DAV, "getcontenttype") => {
+                    value_buf.push_str(VCARD_CT);
+                    true
+                }
+                (DAV, "resourcetype") => true,
+                _ => match value(ctx, &Resource::Card(i, e.clone()), n) {
+                    Some(v) => {
+                        value_buf.push_str(&v);
+                        true
+                    }
+                    None => false,
+                },
+            };
+            if !found {
+                missing.push(n);
+                continue;
+            }
+            if !found_any {
+                out.push_str("<D:propstat><D:prop>");
+                found_any = true;
+            }
+            n.write(out, &value_buf);
+        }
+        if found_any {
+            out.push_str("</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>");
+        }
+        if !missing.is_empty() {
+            out.push_str("<D:propstat><D:prop>");
+            for n in &missing {
+                n.write(out, "");
+            }
+            out.push_str("</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>");
+        }
+        if names.is_empty() {
+            out.push_str("<D:status>HTTP/1.1 200 OK</D:status>");
+        }
+        out.push_str("</D:response>");
+    }
 }
 
 type Split<'a> = (Vec<(&'a PropName, String)>, Vec<&'a PropName>);
@@ -223,5 +298,66 @@ pub fn card_value(ctx: &Ctx<'_>, e: &Arc<Entry>, p: &PropName) -> Option<String>
         (DAV, "current-user-principal") => Some(href(&ctx.principal_href())),
         (DAV, "current-user-privilege-set") => Some("<D:privilege><D:read/></D:privilege>".into()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carddav::config::CardDavConfig;
+    use crate::carddav::service::State;
+    use crate::carddav::vcard::tests::{person, phones};
+    use crate::directory::{Naming, Published, Snapshot};
+
+    /// The in-place card listing must write exactly what the per-resource path writes, for the properties it
+    /// handles itself and for the ones it hands on (found or missing), with ids that need percent-encoding.
+    #[test]
+    fn card_listing_matches_the_generic_writer() {
+        let snap = Snapshot::from_entries(
+            Naming::new("DC=contoso,DC=example").unwrap(),
+            phones(),
+            5,
+            vec![
+                person("a b", 3, &[("cn", "A")]),
+                person("c&d", 4, &[("cn", "C")]),
+                person("e", 5, &[("cn", "E")]),
+            ],
+        );
+        let cfg = Arc::new(arc_swap::ArcSwap::from_pointee(CardDavConfig::default()));
+        let state = State::new(cfg.clone(), Published::new(snap));
+        let c = cfg.load_full();
+        let ctx = Ctx {
+            state: &state,
+            books: c.effective_books(),
+            cfg: c,
+            snap: state.dir.load(),
+            principal: crate::carddav::auth::Principal::Anonymous,
+            stale_token_400: false,
+        };
+        let view = ctx.book_view(0);
+        let d = |n: &str| PropName::new(DAV, n);
+        let all = vec![
+            d("getetag"),
+            PropName::new(CALSERVER, "getetag"),
+            d("getcontenttype"),
+            d("resourcetype"),
+            d("getcontentlength"),
+            d("principal-collection-set"),
+            d("displayname"),
+            PropName::new("urn:example:x", "unknown"),
+        ];
+        for names in [vec![d("getetag")], all.clone(), vec![d("displayname")], vec![]] {
+            let mut fast = Multistatus::new();
+            card_listing(&mut fast, &ctx, 0, &view.members, &names);
+            let mut slow = Multistatus::new();
+            for e in &view.members {
+                let t = Resource::Card(0, e.clone());
+                let (found, missing) = split(&ctx, &t, &names);
+                slow.props(&ctx.href(&t), &found, &missing);
+            }
+            let fast = fast.finish();
+            assert_eq!(fast, slow.finish(), "{names:?}");
+            assert_eq!(fast.matches("<D:response>").count(), 3);
+        }
     }
 }

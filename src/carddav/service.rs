@@ -281,8 +281,21 @@ impl Ctx<'_> {
 
 /// Percent-encode a path segment (everything but RFC 3986 unreserved characters).
 pub fn encode_segment(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
+    encode_segment_into(&mut out, s);
+    out
+}
+
+/// [`encode_segment`] appending to `out` (card listings write thousands of hrefs into one buffer). The result
+/// never needs XML escaping: it is ASCII letters, digits, `-._~` and `%XX`.
+pub fn encode_segment_into(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    {
+        out.push_str(s);
+        return;
+    }
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
@@ -292,7 +305,6 @@ pub fn encode_segment(s: &str) -> String {
             out.push(HEX[usize::from(b & 15)] as char);
         }
     }
-    out
 }
 
 /// Decode `%XX` escapes; `None` for broken escapes or non-UTF-8 results.

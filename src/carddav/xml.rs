@@ -217,29 +217,54 @@ impl PropName {
         self.ns == ns && self.name == name
     }
 
-    /// Write `<p:name>inner</p:name>` (or the empty form), declaring unknown namespaces inline.
+    /// Write `<p:name>inner</p:name>` (or the empty form), declaring unknown namespaces inline. Written piece by
+    /// piece: this runs once per property per card of a listing.
     pub fn write(&self, out: &mut String, inner: &str) {
-        let (open, decl) = match self.ns.as_str() {
-            DAV => (format!("D:{}", self.name), String::new()),
-            CARDDAV => (format!("C:{}", self.name), String::new()),
-            CALSERVER => (format!("CS:{}", self.name), String::new()),
-            "" => (self.name.clone(), " xmlns=\"\"".to_string()),
-            ns => (format!("X:{}", self.name), format!(" xmlns:X=\"{}\"", esc(ns))),
+        let prefix = match self.ns.as_str() {
+            DAV => "D:",
+            CARDDAV => "C:",
+            CALSERVER => "CS:",
+            "" => "",
+            _ => "X:",
         };
+        out.push('<');
+        out.push_str(prefix);
+        out.push_str(&self.name);
+        match self.ns.as_str() {
+            DAV | CARDDAV | CALSERVER => {}
+            "" => out.push_str(" xmlns=\"\""),
+            ns => {
+                out.push_str(" xmlns:X=\"");
+                out.push_str(&esc(ns));
+                out.push('"');
+            }
+        }
         if inner.is_empty() {
-            let _ = write!(out, "<{open}{decl}/>");
+            out.push_str("/>");
         } else {
-            let _ = write!(out, "<{open}{decl}>{inner}</{open}>");
+            out.push('>');
+            out.push_str(inner);
+            out.push_str("</");
+            out.push_str(prefix);
+            out.push_str(&self.name);
+            out.push('>');
         }
     }
 }
 
-pub fn status_line(code: u16) -> String {
-    let reason = hyper::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    format!("HTTP/1.1 {code} {reason}")
+pub fn status_line(code: u16) -> Cow<'static, str> {
+    match code {
+        // The ones every listing repeats per card, without formatting each time.
+        200 => Cow::Borrowed("HTTP/1.1 200 OK"),
+        404 => Cow::Borrowed("HTTP/1.1 404 Not Found"),
+        _ => {
+            let reason = hyper::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            Cow::Owned(format!("HTTP/1.1 {code} {reason}"))
+        }
+    }
 }
 
 /// Builds a `DAV:multistatus` document.
@@ -286,33 +311,35 @@ impl Multistatus {
         S: AsRef<str>,
         M: std::borrow::Borrow<PropName>,
     {
-        let _ = write!(self.buf, "<D:response><D:href>{}</D:href>", esc(href));
+        self.buf.push_str("<D:response><D:href>");
+        self.buf.push_str(&esc(href));
+        self.buf.push_str("</D:href>");
         if !found.is_empty() {
             self.buf.push_str("<D:propstat><D:prop>");
             for (p, inner) in found {
                 p.borrow().write(&mut self.buf, inner.as_ref());
             }
-            let _ = write!(
-                self.buf,
-                "</D:prop><D:status>{}</D:status></D:propstat>",
-                status_line(200)
-            );
+            self.buf
+                .push_str("</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>");
         }
         if !missing.is_empty() {
             self.buf.push_str("<D:propstat><D:prop>");
             for p in missing {
                 p.borrow().write(&mut self.buf, "");
             }
-            let _ = write!(
-                self.buf,
-                "</D:prop><D:status>{}</D:status></D:propstat>",
-                status_line(404)
-            );
+            self.buf
+                .push_str("</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>");
         }
         if found.is_empty() && missing.is_empty() {
-            let _ = write!(self.buf, "<D:status>{}</D:status>", status_line(200));
+            self.buf.push_str("<D:status>HTTP/1.1 200 OK</D:status>");
         }
         self.buf.push_str("</D:response>");
+    }
+
+    /// The output buffer, for writers that build many responses in place (card listings). What they append must
+    /// be complete, well-formed `<D:response>` elements.
+    pub fn buf(&mut self) -> &mut String {
+        &mut self.buf
     }
 
     pub fn sync_token(&mut self, token: &str) {

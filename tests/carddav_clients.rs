@@ -987,6 +987,19 @@ async fn vendor_phone_books() {
     assert!(raw.contains("<tbook e='2' version='2.0'"));
     let sn = xml_events(&raw);
     assert_eq!(sn.iter().filter(|e| e.0 == "contact").count(), 40);
+    // Every tenth sample person has a photo: Snom gets it as base64 JPEG, unless asked to leave photos out.
+    let photos = texts_of(&sn, "photo");
+    assert_eq!(photos.len(), 4);
+    for p in &photos {
+        use base64::Engine as _;
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(p.trim())
+            .expect("base64 photo");
+        assert_eq!(jpeg[..2], [0xff, 0xd8], "a JPEG");
+    }
+    let without = xml_events(&get("/phonebook/all/snom.xml?photos=0").await);
+    assert_eq!(without.iter().filter(|e| e.0 == "contact").count(), 40);
+    assert!(texts_of(&without, "photo").is_empty());
     let post = c.send("POST", "/phonebook/snom.xml?q=zo%C3%AB", &[], "").await;
     assert_eq!(post.status, 200);
     assert_eq!(xml_events(&post.body).iter().filter(|e| e.0 == "contact").count(), 4);

@@ -7,7 +7,9 @@
 //! contains digits, by number in any spelling. Cisco phones take at most 32 entries per object, so Cisco output
 //! is paged (`?page=`, 1-based) with Next/Previous soft keys, and `cisco-search.xml` offers a search input.
 //! Everything is UTF-8 and escaped; Fanvil firmware mis-parses even an escaped `&` in names, so there it becomes
-//! `+`.
+//! `+`. Snom's tbook v2 carries a base64 `<photo>` per contact (Snom's local-directory XML documentation; the
+//! phone shows it on calls), so Snom output includes the directory photo unless `?photos=0` asks to keep the
+//! download small; the other formats have no photo field.
 
 use crate::carddav::config::NumberFormat;
 use crate::carddav::service::{encode_segment, response, text, Body, Ctx};
@@ -15,6 +17,7 @@ use crate::carddav::vcard::display_name;
 use crate::carddav::xml::esc;
 use crate::directory::phone::{digits, PhoneNormalizer};
 use crate::directory::Entry;
+use base64::Engine as _;
 use hyper::{Response, StatusCode};
 use std::fmt::Write as _;
 
@@ -39,6 +42,8 @@ pub struct Person {
     pub title: String,
     pub email: String,
     pub numbers: Vec<(Kind, String)>,
+    /// The directory photo (JPEG as stored), for the formats that carry one.
+    pub photo: Option<bytes::Bytes>,
 }
 
 impl Person {
@@ -116,6 +121,9 @@ fn person(e: &Entry, phones: &PhoneNormalizer, fmt: NumberFormat) -> Person {
         title: s("title"),
         email: s("mail"),
         numbers,
+        photo: ["thumbnailPhoto", "jpegPhoto"]
+            .iter()
+            .find_map(|a| e.values(a).first().filter(|v| !v.is_empty()).cloned()),
     }
 }
 
@@ -124,6 +132,8 @@ fn person(e: &Entry, phones: &PhoneNormalizer, fmt: NumberFormat) -> Person {
 struct Params {
     q: Option<String>,
     page: usize,
+    /// Photos in the formats that carry them (`photos=0` leaves them out).
+    photos: bool,
 }
 
 fn form_decode(s: &str) -> String {
@@ -131,7 +141,11 @@ fn form_decode(s: &str) -> String {
 }
 
 fn params(query: Option<&str>) -> Params {
-    let mut p = Params { q: None, page: 1 };
+    let mut p = Params {
+        q: None,
+        page: 1,
+        photos: true,
+    };
     for pair in query.unwrap_or_default().split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -142,6 +156,7 @@ fn params(query: Option<&str>) -> Params {
                 }
             }
             "page" => p.page = v.parse::<usize>().unwrap_or(1).max(1),
+            "photos" => p.photos = !matches!(v, "0" | "false" | "no" | "off"),
             _ => {}
         }
     }
@@ -204,7 +219,7 @@ pub fn handle(ctx: &Ctx<'_>, path: &str, query: Option<&str>, base_url: &str) ->
     let title = &ctx.books[book].display_name;
     xml(match vendor {
         "yealink" => yealink(&people),
-        "snom" => snom(&people),
+        "snom" => snom(&people, p.photos),
         "cisco" => cisco(&people, title, p.page, p.q.as_deref(), &book_url),
         "grandstream" => grandstream(&people),
         "fanvil" => fanvil(&people, title),
@@ -247,7 +262,7 @@ pub fn yealink(people: &[Person]) -> String {
     o
 }
 
-pub fn snom(people: &[Person]) -> String {
+pub fn snom(people: &[Person], photos: bool) -> String {
     let mut o = String::from(DECL);
     o.push_str("<tbook e='2' version='2.0' complete='true'>\n");
     for p in people {
@@ -255,13 +270,20 @@ pub fn snom(people: &[Person]) -> String {
         let _ = write!(
             o,
             "<contact fav=\"false\" vip=\"false\" blocked=\"false\"><first_name>{}</first_name><last_name>{}</last_name>\
-             <organization>{}</organization><title>{}</title><email>{}</email><numbers>",
+             <organization>{}</organization><title>{}</title><email>{}</email>",
             esc(first),
             esc(last),
             esc(&p.org),
             esc(&p.title),
             esc(&p.email)
         );
+        // Snom's example puts <photo> right before <numbers>; base64 needs no escaping.
+        if let Some(photo) = p.photo.as_ref().filter(|_| photos) {
+            o.push_str("<photo>");
+            base64::engine::general_purpose::STANDARD.encode_string(photo, &mut o);
+            o.push_str("</photo>");
+        }
+        o.push_str("<numbers>");
         for (k, n) in &p.numbers {
             let ty = match k {
                 Kind::Work => "business",
@@ -453,6 +475,7 @@ mod tests {
                 (Kind::Work, "+49301234567".into()),
                 (Kind::Mobile, "+491711234567".into()),
             ],
+            photo: Some(bytes::Bytes::from_static(b"\xff\xd8jpeg\xff\xd9")),
         }]
     }
 
@@ -476,7 +499,7 @@ mod tests {
         // Our strict parser takes all but Gigaset (which carries a DOCTYPE line by format definition).
         for doc in [
             yealink(&people()),
-            snom(&people()),
+            snom(&people(), true),
             grandstream(&people()),
             fanvil(&people(), "A&B"),
         ] {
@@ -492,6 +515,25 @@ mod tests {
         let entry = root.child("", "entry").unwrap();
         assert_eq!(entry.attr("surname"), Some("Smith & Sons <\"Q\"> 'X'"));
         assert_eq!(entry.attr("mobile1"), Some("+491711234567"));
+        let sn = parse(snom(&people(), true).as_bytes()).unwrap();
+        let contact = sn.child("", "contact").unwrap();
+        let photo = &contact.child("", "photo").unwrap().text;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(photo).unwrap();
+        assert_eq!(decoded, b"\xff\xd8jpeg\xff\xd9");
+        let names: Vec<&str> = contact.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "first_name",
+                "last_name",
+                "organization",
+                "title",
+                "email",
+                "photo",
+                "numbers"
+            ]
+        );
+        assert!(!snom(&people(), false).contains("<photo>"));
         let c = cisco(&people(), "Book", 9, Some("a&b"), "http://h");
         let root = parse(c.as_bytes()).unwrap();
         assert_eq!(root.child("", "Prompt").unwrap().text, "Page 1 of 1");

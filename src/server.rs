@@ -102,7 +102,7 @@ pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
     };
     let dir = match loaded {
         Some(st) => {
-            let d = Directory::new(settings, st.store, st.names, st.delta_links);
+            let d = Directory::resume(settings, st.store, st.names, st.delta_links, st.version);
             tracing::info!(
                 entries = d.snapshot().len(),
                 "serving the directory from the state file"

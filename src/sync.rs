@@ -144,6 +144,7 @@ impl SyncEngine {
             self.dir.store(),
             self.dir.names(),
             self.dir.delta_links(),
+            self.dir.snapshot().version,
         ) {
             tracing::error!(error = %e, "could not persist state; will retry after the next round");
             self.status.lock().unwrap_or_else(|e| e.into_inner()).state_errors += 1;

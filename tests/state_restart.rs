@@ -19,8 +19,21 @@ async fn restart_serves_from_state_while_graph_is_down() {
     let st = state::load(dir.path(), sim.tenant_id())
         .unwrap()
         .expect("state was written");
-    let restored = Directory::new(settings(), st.store, st.names, st.delta_links);
+    assert_eq!(st.version, before.version, "the state remembers the published version");
+    let restored = Directory::resume(settings(), st.store, st.names, st.delta_links, st.version);
     assert_same_directory(&restored.published().load(), &before, "restored from state");
+    let after = restored.published().load();
+    assert!(
+        after.version > before.version,
+        "versions (highestCommittedUSN, uSNChanged) keep growing across a restart: {} after {}",
+        after.version,
+        before.version
+    );
+    assert!(
+        after.changes_since(before.version).is_some() && after.changes_since(before.version - 1).is_none(),
+        "a client token from the last saved version is answered; older ones must start over (removals before \
+         the restart are not remembered)"
+    );
     let mut offline = engine;
     offline.dir = restored;
     let url = sim.base_url();

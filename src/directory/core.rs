@@ -90,14 +90,22 @@ pub struct Directory {
 
 impl Directory {
     /// A directory from persisted state (or empty), fully projected and published at once.
-    pub fn new(
+    pub fn new(settings: Settings, store: Store, names: BTreeMap<String, Assigned>, links: DeltaLinks) -> Directory {
+        Directory::resume(settings, store, names, links, 0)
+    }
+
+    /// Like [`Directory::new`], continuing after `version` (from the state file), so published versions never
+    /// go back across a restart: LDAP clients comparing `uSNChanged` and CardDAV clients comparing ctags see
+    /// the restart as newer, not older, data.
+    pub fn resume(
         settings: Settings,
         mut store: Store,
         names: BTreeMap<String, Assigned>,
         links: DeltaLinks,
+        version: u64,
     ) -> Directory {
         store.rebuild_links();
-        let empty = Snapshot::empty(settings.naming.clone(), settings.phones.clone());
+        let empty = Snapshot::resumed(settings.naming.clone(), settings.phones.clone(), version);
         let published = Published::new(empty.clone());
         let mut d = Directory {
             settings: Arc::new(settings),

@@ -398,6 +398,15 @@ impl Snapshot {
     // ---- building (crate-internal: only the directory publishes snapshots) ----
 
     /// Start the next version from this one.
+    /// An empty snapshot that continues after `version` (a restart): the next one is `version + 1`, and
+    /// `changes_since` answers only from `version` on, since removals before it are not remembered.
+    pub(crate) fn resumed(naming: Naming, phones: PhoneNormalizer, version: u64) -> Snapshot {
+        let mut s = Snapshot::empty(naming, phones);
+        s.version = version;
+        s.history_from = version;
+        s
+    }
+
     pub(crate) fn next(&self) -> Snapshot {
         let mut s = self.clone();
         s.version += 1;

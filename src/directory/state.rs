@@ -63,6 +63,10 @@ pub struct State {
     pub store: Store,
     pub names: BTreeMap<String, Assigned>,
     pub delta_links: DeltaLinks,
+    /// The directory version when saved, so versions (AD's `uSNChanged`, `highestCommittedUSN`) keep growing
+    /// across restarts. Absent in older state files: 0.
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[derive(Serialize)]
@@ -74,6 +78,7 @@ struct StateRef<'a> {
     store: &'a Store,
     names: &'a BTreeMap<String, Assigned>,
     delta_links: &'a DeltaLinks,
+    version: u64,
 }
 
 /// Write the state atomically: a temp file in the same directory, fsync, rename over the old file, fsync the
@@ -84,6 +89,7 @@ pub fn save(
     store: &Store,
     names: &BTreeMap<String, Assigned>,
     links: &DeltaLinks,
+    version: u64,
 ) -> Result<(), StateError> {
     let path = dir.join(STATE_FILE);
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
@@ -100,6 +106,7 @@ pub fn save(
         store,
         names,
         delta_links: links,
+        version,
     };
     {
         let file = std::fs::File::create(&tmp).map_err(werr)?;
@@ -162,9 +169,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::default();
         store.users.insert("u1".into(), Default::default());
-        save(dir.path(), "t1", &store, &BTreeMap::new(), &DeltaLinks::default()).unwrap();
+        save(dir.path(), "t1", &store, &BTreeMap::new(), &DeltaLinks::default(), 7).unwrap();
         let st = load(dir.path(), "t1").unwrap().unwrap();
         assert_eq!(st.store, store);
+        assert_eq!(st.version, 7);
         assert!(matches!(load(dir.path(), "t2"), Err(StateError::Foreign { .. })));
         std::fs::write(dir.path().join(STATE_FILE), b"{\"format\": \"entradir-state\", trunc").unwrap();
         let e = load(dir.path(), "t1").unwrap_err();

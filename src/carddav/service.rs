@@ -114,8 +114,9 @@ const EPOCH_ORIGIN: u64 = 1_735_689_600;
 
 /// The offset a new service instance puts on ctags and sync tokens: seconds since [`EPOCH_ORIGIN`].
 ///
-/// Directory versions start again at 1 after a restart, so a plain version as ctag would go back and could show
-/// a client its old ctag (or accept its old sync token) for different content. A sync round publishes at most one
+/// Without a state directory, directory versions start again at 1 after a restart (with one they continue, see
+/// [`crate::directory::Directory::resume`]), so a plain version as ctag could go back and show a client its old
+/// ctag (or accept its old sync token) for different content. A sync round publishes at most one
 /// version per `sync_interval` (30 s at least), so an instance's versions stay far below the seconds it runs:
 /// the next instance's offset is larger than every value the previous one handed out.
 pub fn epoch_at_start() -> u64 {

@@ -291,6 +291,14 @@ impl Snapshot {
     /// Candidate ids for a phone query over all phone attributes. Candidates must still be checked against the
     /// attribute the filter names. An empty digit string matches nothing.
     pub fn find_phone(&self, q: PhoneQuery<'_>) -> Vec<Arc<str>> {
+        // The caller-ID case: one posting list, already sorted and unique.
+        if let PhoneQuery::Key(k) = q {
+            return self
+                .phone_exact
+                .get(k)
+                .map(|ids| ids.iter().cloned().collect())
+                .unwrap_or_default();
+        }
         let mut out: std::collections::BTreeSet<Arc<str>> = std::collections::BTreeSet::new();
         match q {
             PhoneQuery::Exact(s) => {
@@ -299,11 +307,7 @@ impl Snapshot {
                     out.extend(ids.iter().cloned());
                 }
             }
-            PhoneQuery::Key(k) => {
-                if let Some(ids) = self.phone_exact.get(k) {
-                    out.extend(ids.iter().cloned());
-                }
-            }
+            PhoneQuery::Key(_) => {}
             PhoneQuery::Prefix(s) => {
                 let k = self.phones.prefix_key(s);
                 if !k.is_empty() {

@@ -3,8 +3,8 @@
 //!
 //! Why a hand-written writer instead of a crate: `vcard4` only writes 4.0, and macOS/iOS and most phones need
 //! 3.0. `calcard` writes both, but pulls chrono-tz, mail-parser/builder and the JMAP tooling into the server for
-//! what is a dozen properties with fixed shapes, and its owned property tree would have to be rebuilt for every
-//! entry. The rules that matter are few and are implemented here once: escaping of `\ , ;` and newlines in text
+//! what is a dozen properties with fixed shapes, its owned property tree would have to be rebuilt for every
+//! entry, and it needs Rust 1.88 where the server builds with 1.85. The rules that matter are few and are implemented here once: escaping of `\ , ;` and newlines in text
 //! values (component-wise in structured values), folding at 75 octets on UTF-8 boundaries with CRLF + space,
 //! `ENCODING=b` photos in 3.0 versus `data:` URIs in 4.0, and 3.0's required `N`. `calcard`'s parser is used in the
 //! tests (an independent implementation) to check every card we write.

@@ -104,7 +104,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let tmp = tempdir()?;
     let state_dir = opts.state_dir.clone().unwrap_or_else(|| tmp.join("state"));
     let secret_file = tmp.join("client-secret");
-    std::fs::write(&secret_file, sim.client_secret())?;
+    {
+        // Owner-only, as the operator's own secret file should be (entradir warns otherwise).
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&secret_file)?;
+        std::io::Write::write_all(&mut f, sim.client_secret().as_bytes())?;
+    }
     let hash = crate::accounts::hash_password(DEMO_PASSWORD)?;
     let text = demo_config(
         &opts,

@@ -24,11 +24,11 @@ pub struct Rebind {
 
 /// Why a new listen address could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+#[error("cannot listen on {addr}: {error}")]
 pub struct BindError {
     pub addr: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
+    /// Not a `#[source]`: the message already says it, and error chains would say it twice.
+    pub error: std::io::Error,
 }
 
 /// Bind `addr` if set.
@@ -37,7 +37,7 @@ pub async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, BindE
         Some(addr) => TcpListener::bind(addr)
             .await
             .map(Some)
-            .map_err(|source| BindError { addr, source }),
+            .map_err(|error| BindError { addr, error }),
         None => Ok(None),
     }
 }

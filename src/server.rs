@@ -130,8 +130,9 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     let published = engine.dir.published();
     let status = engine.status.clone();
     let shutdown = CancellationToken::new();
+    // An early return (a listener that cannot bind) stops whatever was already started.
+    let _stop_on_return = shutdown.clone().drop_guard();
     let (tx, rx) = mpsc::channel(16);
-    let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
     let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
     let admin = Admin {
         listener: Rebindable::new(
@@ -157,6 +158,8 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Last, so a failed start never leaves a sync round writing state behind it.
+    let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
     loop {
         tokio::select! {
             _ = hup.recv() => match &config_path {

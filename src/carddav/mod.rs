@@ -37,11 +37,11 @@ pub enum CardDavError {
     NoListener,
     #[error("tls_listen {0} is set but no TLS certificate is configured")]
     TlsWithoutCert(std::net::SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
+    /// The I/O error is part of the message, not a `#[source]`, so error chains do not repeat it.
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid CardDAV configuration: {0}")]
     Config(String),

@@ -57,7 +57,7 @@ pub struct CardDavServer {
 async fn bind_addr(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, CardDavError> {
     net::bind(addr).await.map_err(|e| CardDavError::Bind {
         addr: e.addr,
-        source: e.source,
+        error: e.error,
     })
 }
 
@@ -271,7 +271,7 @@ impl CardDavHandle {
     pub async fn prepare_listeners(&self, next: &CardDavConfig) -> Result<ListenerChange, CardDavError> {
         let bind = |e: net::BindError| CardDavError::Bind {
             addr: e.addr,
-            source: e.source,
+            error: e.error,
         };
         Ok(ListenerChange {
             plain: self.plain.prepare(next.listen).await.map_err(bind)?,

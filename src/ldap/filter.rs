@@ -1181,11 +1181,23 @@ pub(crate) mod tests {
         let s = sample();
         let inner = "CN=Sales Berlin,CN=Users,DC=contoso,DC=example";
         assert_eq!(run(&s, &format!("(memberOf={inner})")), vec!["0001"]);
-        assert_eq!(run(&s, &format!("(&(objectClass=user)(memberOf={inner}))")), vec!["0001"]);
-        assert_eq!(run(&s, &format!("(&(objectClass=group)(memberOf={inner}))")), Vec::<String>::new());
-        assert_eq!(run(&s, "(&(objectClass=user)(!(objectClass=computer)))"), vec!["0001", "0002"]);
+        assert_eq!(
+            run(&s, &format!("(&(objectClass=user)(memberOf={inner}))")),
+            vec!["0001"]
+        );
+        assert_eq!(
+            run(&s, &format!("(&(objectClass=group)(memberOf={inner}))")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            run(&s, "(&(objectClass=user)(!(objectClass=computer)))"),
+            vec!["0001", "0002"]
+        );
         assert_eq!(run(&s, "(&(objectClass=top)(objectClass=group))"), vec!["0004", "0005"]);
-        assert_eq!(run(&s, "(&(objectClass=user)(telephoneNumber=030 1234567))"), vec!["0001"]);
+        assert_eq!(
+            run(&s, "(&(objectClass=user)(telephoneNumber=030 1234567))"),
+            vec!["0001"]
+        );
         assert!(run(&s, "(&(objectClass=user)(memberOf=CN=Nobody,DC=contoso,DC=example))").is_empty());
     }
 

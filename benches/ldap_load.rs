@@ -7,6 +7,9 @@
 //! `--users` and `--seed`).
 //!
 //! `cargo bench --bench ldap_load -- --users 100000 --connections 64 --duration 10 [--only exact]`
+//!
+//! Server in its own process (as slapd runs): `--serve 127.0.0.1:13999` in one shell, then `--addr
+//! 127.0.0.1:13999` with the same `--users` in another.
 
 use bytes::{Bytes, BytesMut};
 use entradir::directory::entry::{normalize_dn, Attribute, Entry};
@@ -70,6 +73,9 @@ struct Opts {
     size_limit: i64,
     /// Write the generated users as LDIF (for loading slapd) and exit.
     write_ldif: Option<String>,
+    /// Only serve the generated users on this address (no load) until killed: the server in its own process,
+    /// as slapd is, for a second instance of this tool to load with `--addr`.
+    serve: Option<SocketAddr>,
     /// Send numbers as stored (`+49 221 …`) so servers without phone normalisation find them too.
     portable: bool,
 }
@@ -85,6 +91,7 @@ fn opts() -> Opts {
         only: None,
         size_limit: 50,
         write_ldif: None,
+        serve: None,
         portable: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -104,6 +111,7 @@ fn opts() -> Opts {
             "--only" => o.only = Some(v),
             "--size-limit" => o.size_limit = v.parse().unwrap_or(50),
             "--write-ldif" => o.write_ldif = Some(v),
+            "--serve" => o.serve = v.parse().ok(),
             "--portable" => {
                 o.portable = true;
                 i += 1;
@@ -318,6 +326,24 @@ async fn main() {
             std::process::exit(1);
         }
         eprintln!("wrote {} entries to {path}", snap.len());
+        return;
+    }
+    if let Some(listen) = o.serve {
+        let cfg = LdapConfig {
+            listen: Some(listen),
+            allow_anonymous: true,
+            max_connections: 4096,
+            ..LdapConfig::default()
+        };
+        let server = match Server::bind(cfg, directory(o.users, &o.base)).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot start the server: {e}");
+                std::process::exit(1);
+            }
+        };
+        eprintln!("serving {} users on {listen}", o.users);
+        let _ = server.run(stop).await;
         return;
     }
     let addr = match o.addr {

@@ -830,6 +830,34 @@ async fn ctag_and_sync_token_are_per_book() {
     );
     let (members, _) = sync("team", "").await;
     assert_eq!(members, [(sample::person_id(1), 200), (sample::person_id(3), 200)]);
+
+    // A nested group joins the team: persons 4 and 5 enter the book although their own entries did not change,
+    // so the directory's change history does not name them; the delta must still bring their cards.
+    let sub = sample::group("Sub", &[&people[4], &people[5]], 5);
+    let with_sub = |usn: u64| sample::group("Team", &[&people[1], &people[3], &sub], usn);
+    publish(10, &people, vec![with_sub(10), sub.clone()]);
+    let (_, team10) = state().await;
+    let (delta, token) = sync("team", &team9.1).await;
+    assert_eq!(token, team10.1);
+    for i in [4, 5] {
+        assert!(
+            delta.contains(&(sample::person_id(i), 200)),
+            "person {i} joined: {delta:?}"
+        );
+    }
+    // ... and taken out again: their cards are gone from the book.
+    publish(11, &people, vec![team(&people, &[1, 3], 11), sub.clone()]);
+    let (_, team11) = state().await;
+    let (delta, token) = sync("team", &team10.1).await;
+    assert_eq!(token, team11.1);
+    for i in [4, 5] {
+        assert!(
+            delta.contains(&(sample::person_id(i), 404)),
+            "person {i} left: {delta:?}"
+        );
+    }
+    let (members, _) = sync("team", "").await;
+    assert_eq!(members, [(sample::person_id(1), 200), (sample::person_id(3), 200)]);
 }
 
 /// Writes are refused with need-privileges; bad bodies get 400/413 with reasons; anonymous networks read.

@@ -76,11 +76,27 @@ pub struct BookView {
     /// Members ordered by (usn_changed, id): the order sync-collection pages through.
     pub by_change: Vec<Arc<Entry>>,
     ids: HashSet<Arc<str>>,
+    /// People who joined or left the book while their own entry stayed the same (a nested group added to or
+    /// taken out of the book's group, a member disabled under `include_disabled = false`), with the version
+    /// the change was seen at. The directory's change history cannot tell sync-collection about these.
+    moves: Vec<(u64, Arc<str>)>,
+    /// `moves` is complete for changes after this version (0 until the record is cut at `MAX_MOVES`); an older
+    /// sync token must start over.
+    moves_from: u64,
 }
 
 impl BookView {
     pub fn contains(&self, id: &str) -> bool {
         self.ids.contains(id)
+    }
+
+    /// Ids that joined or left after `version` without a change of their own (see `moves`); `None` when the
+    /// record does not reach back that far.
+    pub fn moved_after(&self, version: u64) -> Option<impl Iterator<Item = &Arc<str>>> {
+        (version >= self.moves_from).then(|| {
+            let start = self.moves.partition_point(|(v, _)| *v <= version);
+            self.moves[start..].iter().map(|(_, id)| id)
+        })
     }
 
     /// Members changed after position (usn, id) — or after version `usn` entirely when `id` is `None` — in
@@ -96,6 +112,41 @@ impl BookView {
 
 /// (book name, group, include_disabled): everything a book's membership depends on besides the snapshot.
 type BookKey = (String, Option<String>, bool);
+
+/// Membership moves remembered per book; beyond this the oldest are forgotten (and older tokens refused).
+const MAX_MOVES: usize = 50_000;
+
+/// The moves record of a new view: the previous view's, plus people who joined or left between the two while
+/// their entries did not change (a changed entry is reported from the directory's history already).
+fn next_moves(prev: Option<&BookView>, ids: &HashSet<Arc<str>>, snap: &Snapshot) -> (Vec<(u64, Arc<str>)>, u64) {
+    // Every token this cache generation hands out comes from a view built after the record started, and a move
+    // raises the book's change version; so the record only needs to say where it was cut (`MAX_MOVES`). Tokens
+    // from an earlier process or configuration are refused by the ctag epoch before they get here.
+    let Some(prev) = prev else {
+        return (Vec::new(), 0);
+    };
+    if prev.version >= snap.version {
+        // A request still on an older snapshot than the newest view: keep the record as it is.
+        return (prev.moves.clone(), prev.moves_from);
+    }
+    let mut moves = prev.moves.clone();
+    let mut moves_from = prev.moves_from;
+    let unchanged_since_prev = |id: &Arc<str>| snap.entry(id).is_some_and(|e| e.usn_changed <= prev.version);
+    let mut moved: Vec<Arc<str>> = prev
+        .ids
+        .symmetric_difference(ids)
+        .filter(|id| unchanged_since_prev(id))
+        .cloned()
+        .collect();
+    moved.sort();
+    moves.extend(moved.into_iter().map(|id| (snap.version, id)));
+    if moves.len() > MAX_MOVES {
+        let drop = moves.len() - MAX_MOVES;
+        moves_from = moves_from.max(moves[drop - 1].0);
+        moves.drain(..drop);
+    }
+    (moves, moves_from)
+}
 
 #[derive(Default)]
 pub struct Caches {
@@ -132,15 +183,20 @@ impl Caches {
                 return v.clone();
             }
         }
+        let prev = self.books.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
         let (members, changed) = members(book.group.as_deref(), include_disabled, snap);
         let mut by_change = members.clone();
         by_change.sort_by(|a, b| (a.usn_changed, &a.id).cmp(&(b.usn_changed, &b.id)));
+        let ids: HashSet<Arc<str>> = members.iter().map(|e| e.id.clone()).collect();
+        let (moves, moves_from) = next_moves(prev.as_deref(), &ids, snap);
         let view = Arc::new(BookView {
             version: snap.version,
             changed: changed.min(snap.version),
-            ids: members.iter().map(|e| e.id.clone()).collect(),
+            ids,
             members,
             by_change,
+            moves,
+            moves_from,
         });
         let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
         let newer = books.get(&key).is_some_and(|v| v.version > snap.version);

@@ -281,6 +281,8 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
     let view = ctx.book_view(i);
     let epoch = ctx.epoch();
     let mut gone: Vec<Arc<str>> = Vec::new();
+    // Members to send although their entries are older than the token (they joined through a nested group).
+    let mut joined: Vec<Arc<Entry>> = Vec::new();
     let (base, present): (u64, &[Arc<Entry>]) = if raw.is_empty() {
         (view.changed, &view.by_change[..])
     } else {
@@ -313,6 +315,21 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
                 None => view.changed_after(base, None),
                 Some((u, id)) => view.changed_after(*u, Some(id)),
             };
+            // People who joined or left with their own entry unchanged (a nested group added or taken out).
+            let Some(moved) = view.moved_after(base) else {
+                return stale_token(ctx);
+            };
+            for id in moved {
+                if !view.contains(id) {
+                    gone.push(id.clone());
+                } else if !present.iter().any(|e| e.id == *id) {
+                    if let Some(e) = ctx.snap.entry(id) {
+                        joined.push(e.clone());
+                    }
+                }
+            }
+            gone.sort();
+            gone.dedup();
             (base, present)
         }
     };
@@ -330,6 +347,11 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
             ),
             404,
         );
+    }
+    // Sent on every page of a truncated answer, since the continuation position only covers `present`; a card
+    // sent twice is just an update to the client.
+    for e in &joined {
+        card_response(&mut ms, ctx, &ctx.card_href(i, e), e, w);
     }
     let shown = take.unwrap_or(present.len());
     for e in &present[..shown] {

@@ -198,5 +198,14 @@ async fn upn_csv_guests_and_scope() {
             "user {id} in scope iff transitive member"
         );
     }
+
+    // A new base DN moves every entry; versions keep growing (LDAP and CardDAV clients compare them).
+    let before = snap.version;
+    let mut s = engine.dir.settings().clone();
+    s.naming = entradir::directory::Naming::new("DC=example,DC=org").unwrap();
+    engine.dir.reconfigure(s);
+    let moved = engine.dir.published().load();
+    assert!(moved.version > before, "version {} after {before}", moved.version);
+    assert!(!moved.is_empty() && moved.entries().all(|e| e.dn.ends_with("DC=example,DC=org")));
     sim.shutdown().await;
 }

@@ -175,7 +175,12 @@ impl Directory {
         let naming_changed = settings.naming != self.settings.naming;
         self.settings = Arc::new(settings);
         if naming_changed {
-            self.snapshot = Snapshot::empty(self.settings.naming.clone(), self.settings.phones.clone());
+            // Every DN changes; versions still only grow (clients compare them).
+            self.snapshot = Snapshot::resumed(
+                self.settings.naming.clone(),
+                self.settings.phones.clone(),
+                self.snapshot.version,
+            );
         } else {
             self.snapshot = Snapshot::clone(&self.snapshot);
         }

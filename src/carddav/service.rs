@@ -112,7 +112,7 @@ pub struct State {
 /// 2025-01-01T00:00:00Z: keeps ctags small (Linphone parses getctag into a 32-bit int; this lasts until 2093).
 const EPOCH_ORIGIN: u64 = 1_735_689_600;
 
-/// The offset a new service instance puts on ctags and sync tokens: seconds since [`EPOCH_ORIGIN`].
+/// The offset a new service instance puts on ctags and sync tokens: seconds since 2025-01-01 UTC (`EPOCH_ORIGIN`).
 ///
 /// Without a state directory, directory versions start again at 1 after a restart (with one they continue, see
 /// [`crate::directory::Directory::resume`]), so a plain version as ctag could go back and show a client its old

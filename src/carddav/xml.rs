@@ -2,8 +2,8 @@
 //!
 //! Requests are parsed with quick-xml into a namespace-resolved element tree. Anything that could make parsing
 //! expensive or surprising is refused instead of interpreted: a `<!DOCTYPE` (and with it every `<!ENTITY`), entity
-//! references other than the five predefined ones, nesting deeper than [`MAX_DEPTH`], more than
-//! [`MAX_ELEMENTS`] elements. Every refusal carries a reason that goes back to the client in a 400.
+//! references other than the five predefined ones, nesting deeper than `MAX_DEPTH`, more than
+//! `MAX_ELEMENTS` elements. Every refusal carries a reason that goes back to the client in a 400.
 
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;

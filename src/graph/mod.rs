@@ -5,10 +5,10 @@
 //! - [`http`]: one HTTP client with proxy support, retries, `Retry-After` and backoff, and the counters that end up
 //!   in [`RoundStats`](crate::directory::change::RoundStats);
 //! - [`delta`]: `/users|groups|devices|contacts/delta` paging and the conversion of delta items into
-//!   [`Change`](crate::directory::change::Change)s;
+//!   [`Change`]s;
 //! - [`photos`]: user photos, which delta queries do not track;
 //! - [`Syncer`]: one sync *round* at a time, all kinds plus photos, returned as a whole
-//!   [`Round`](crate::directory::change::Round) or as an error, never as a partial round, so a failed round leaves
+//!   [`Round`] or as an error, never as a partial round, so a failed round leaves
 //!   the published directory untouched.
 //!
 //! It knows nothing about LDAP, CardDAV or the AD projection: it reports what Graph said, in Graph's terms.

@@ -1,7 +1,8 @@
 //! The shipped binary, end to end: `entradir graph-sim` as Microsoft's cloud, `entradir run` with a config file,
 //! queried with the real `ldapsearch`; reload with a bad and then a good config (SIGHUP), a reload that moves the
 //! listen addresses while a client (Python ldap3) keeps its connection, sync on SIGUSR1, graceful stop on SIGTERM
-//! with the state persisted; `entradir export` resuming from that state.
+//! with the state persisted; `entradir export` resuming from that state; twenty reloads while `ldapsearch` and
+//! `vdirsyncer` keep working; `kill -9` during state writes.
 
 mod common;
 
@@ -388,9 +389,14 @@ fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
     let (mut sim, sim_port) = start_sim(2000, 30, 50, 4);
-    let (ldap_port, admin_port) = (free_port(), free_port());
+    let (ldap_port, admin_port, dav_port) = (free_port(), free_port(), free_port());
     let cfg_path = dir.path().join("entradir.toml");
-    let cfg_a = config(dir.path(), sim_port, ldap_port, admin_port, "");
+    // Plus CardDAV for a phone's address book, and the account it logs in with.
+    let cfg_a = format!(
+        "{}\n[carddav]\nlisten = \"127.0.0.1:{dav_port}\"\n\n[[accounts]]\nname = \"phone\"\npassword_hash = \"{}\"\n",
+        config(dir.path(), sim_port, ldap_port, admin_port, ""),
+        entradir::accounts::hash_password("phone-pw").unwrap()
+    );
     let cfg_b = cfg_a.replace(
         "default_country = \"DE\"",
         "default_country = \"DE\"\nusers_container = \"CN=Users\"",
@@ -417,6 +423,16 @@ fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing
     };
     let before = people(ldap_port);
     assert!(before > 1500, "{before}");
+    let phone = std::sync::Arc::new(common::Vdirsyncer::new(
+        &format!("http://127.0.0.1:{dav_port}/"),
+        "phone",
+        "phone-pw",
+    ));
+    phone.discover("all");
+    phone.run(&["sync"]);
+    let cards = phone.cards("all").len();
+    // Disabled accounts are in LDAP (as in AD) but not in the phone book.
+    assert!(cards > 1500 && cards <= before, "{cards} cards for {before} people");
 
     // Many SIGHUPs while a client searches on one persistent flow of connections: no error, no short answer.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -433,6 +449,22 @@ fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing
         }
         answers
     });
+    let (stop3, phone2) = (stop.clone(), phone.clone());
+    let address_book = std::thread::spawn(move || {
+        let mut syncs = 0;
+        while !stop3.load(std::sync::atomic::Ordering::Relaxed) || syncs == 0 {
+            phone2
+                .try_run(&["sync"])
+                .unwrap_or_else(|e| panic!("a CardDAV sync failed during reloads: {e}"));
+            assert_eq!(
+                phone2.cards("all").len(),
+                cards,
+                "the address book changed during reloads"
+            );
+            syncs += 1;
+        }
+        syncs
+    });
     for i in 0..20 {
         // Written the way config management does (temp file + rename), so a reload never reads half a file.
         let tmp = cfg_path.with_extension("toml.tmp");
@@ -444,6 +476,9 @@ fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answers = client.join().expect("no client saw an error during reloads");
     assert!(answers >= 3, "the client kept searching ({answers} answers)");
+    address_book
+        .join()
+        .expect("the address book synced without errors during reloads");
     // Signals that arrive while a reload runs coalesce (as Unix signals do); the last file is what counts.
     let metrics = http_get(admin_port, "/metrics").unwrap().1;
     assert!(

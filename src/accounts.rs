@@ -137,48 +137,82 @@ mod tests {
     }
 }
 
-/// Failed logins per source address, so password guessing from one address gets slower with every miss (LDAP
-/// binds and HTTP Basic auth each keep one). The delay doubles from 250 ms up to 8 s and is forgotten 15 minutes
-/// after the last failure or at the next success; a legitimate client with a typo barely notices.
+/// Failed logins per source, so password guessing from one place gets slower with every miss (LDAP binds and
+/// HTTP Basic auth each keep one). The delay doubles from 250 ms up to 8 s and decays: a source is forgotten 15
+/// minutes after its last failure. A success does not reset it (an attacker holding one valid account could
+/// otherwise clear the count between guesses); a client that fixed its password is not delayed anyway, since
+/// only failures wait. IPv6 sources count per /64, the block one host usually has.
+///
+/// The table is bounded: at [`THROTTLE_TRACKED`] sources it is pruned of forgotten ones at most once a minute, and
+/// while it is still full every new source gets the longest delay without being added.
 pub struct LoginThrottle {
     failures: dashmap::DashMap<IpAddr, (u32, std::time::Instant)>,
+    last_prune: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 const THROTTLE_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 const THROTTLE_MAX_DOUBLINGS: u32 = 5;
 const THROTTLE_FORGET: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-/// Addresses tracked before old entries are pruned, so many sources cannot grow the table without bound.
-const THROTTLE_TRACKED: usize = 10_000;
+/// Sources tracked at most.
+pub const THROTTLE_TRACKED: usize = 10_000;
+const THROTTLE_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for LoginThrottle {
     fn default() -> Self {
         LoginThrottle {
             failures: dashmap::DashMap::new(),
+            last_prune: std::sync::Mutex::new(None),
         }
+    }
+}
+
+/// The source a failure is counted for: the address, or its /64 for IPv6.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
     }
 }
 
 impl LoginThrottle {
     /// Count a failure from `ip`; returns how long to wait before answering it.
     pub fn failed(&self, ip: IpAddr) -> std::time::Duration {
+        let longest = THROTTLE_FIRST * 2u32.pow(THROTTLE_MAX_DOUBLINGS);
         let now = std::time::Instant::now();
-        if self.failures.len() >= THROTTLE_TRACKED {
-            self.failures
-                .retain(|_, (_, last)| now.duration_since(*last) < THROTTLE_FORGET);
+        let key = source(ip);
+        if !self.failures.contains_key(&key) && self.failures.len() >= THROTTLE_TRACKED {
+            self.prune(now);
+            if self.failures.len() >= THROTTLE_TRACKED {
+                return longest;
+            }
         }
-        let mut entry = self.failures.entry(ip).or_insert((0, now));
+        let mut entry = self.failures.entry(key).or_insert((0, now));
         let (count, last) = entry.value_mut();
         if now.duration_since(*last) >= THROTTLE_FORGET {
             *count = 0;
         }
-        *count += 1;
+        *count = count.saturating_add(1);
         *last = now;
         THROTTLE_FIRST * 2u32.pow((*count - 1).min(THROTTLE_MAX_DOUBLINGS))
     }
 
-    /// A successful login from `ip` forgets its failures.
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.failures.remove(&ip);
+    /// Drop forgotten sources, at most once per [`THROTTLE_PRUNE_EVERY`].
+    fn prune(&self, now: std::time::Instant) {
+        let mut last = self.last_prune.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < THROTTLE_PRUNE_EVERY) {
+            return;
+        }
+        *last = Some(now);
+        self.failures
+            .retain(|_, (_, at)| now.duration_since(*at) < THROTTLE_FORGET);
+    }
+
+    /// Sources with failures on record.
+    pub fn tracked(&self) -> usize {
+        self.failures.len()
     }
 }
 
@@ -188,7 +222,7 @@ mod throttle_tests {
     use std::time::Duration;
 
     #[test]
-    fn delays_double_per_address_up_to_a_cap_and_reset_on_success() {
+    fn delays_double_per_source_up_to_a_cap_and_do_not_reset_on_success() {
         let t = LoginThrottle::default();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
@@ -202,7 +236,23 @@ mod throttle_tests {
             Duration::from_millis(250),
             "other addresses are not punished"
         );
-        t.succeeded(a);
-        assert_eq!(t.failed(a), Duration::from_millis(250));
+        // One host's IPv6 addresses share a /64.
+        let v6a: IpAddr = "2001:db8:1:2::10".parse().unwrap();
+        let v6b: IpAddr = "2001:db8:1:2:ffff::99".parse().unwrap();
+        assert_eq!(t.failed(v6a), Duration::from_millis(250));
+        assert_eq!(t.failed(v6b), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_flood_of_sources_cannot_grow_the_table() {
+        let t = LoginThrottle::default();
+        for i in 0..(THROTTLE_TRACKED as u32 + 500) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let d = t.failed(ip);
+            if i as usize >= THROTTLE_TRACKED {
+                assert_eq!(d, Duration::from_secs(8), "untracked newcomers get the longest delay");
+            }
+        }
+        assert_eq!(t.tracked(), THROTTLE_TRACKED);
     }
 }

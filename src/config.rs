@@ -314,7 +314,8 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 /// A date (TOML date or `"YYYY-MM-DD"` string) as Unix seconds at 00:00 UTC.
 fn de_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let text = match toml::Value::deserialize(d)? {
-        toml::Value::Datetime(t) => t.to_string(),
+        // A TOML date; a full date-time keeps only its date part.
+        toml::Value::Datetime(t) => t.date.map(|d| d.to_string()).unwrap_or_else(|| t.to_string()),
         toml::Value::String(s) => s,
         other => {
             return Err(serde::de::Error::custom(format!(
@@ -327,14 +328,29 @@ fn de_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 
 fn parse_date(text: &str) -> Result<u64, String> {
     let bad = || format!("bad date {text:?}: expected YYYY-MM-DD, e.g. 2027-05-31");
-    let date = text.get(..10).ok_or_else(bad)?;
-    let mut parts = date.split('-').map(|p| p.parse::<u64>().ok());
-    match (parts.next().flatten(), parts.next().flatten(), parts.next().flatten()) {
-        (Some(y), Some(m), Some(d)) if (1970..=9999).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d) => {
-            Ok(crate::time::days_from_civil(y, m, d) * 86_400)
-        }
-        _ => Err(bad()),
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
     }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let s = text.get(r)?;
+        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok()).flatten()
+    };
+    let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
+        return Err(bad());
+    };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days_in_month = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if !(1970..=9999).contains(&y) || !(1..=days_in_month).contains(&d) {
+        return Err(bad());
+    }
+    Ok(crate::time::days_from_civil(y, m, d) * 86_400)
 }
 
 fn de_photo_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -619,6 +635,9 @@ default_country = "DE"
         assert!(parse_date("2027-13-01").is_err());
         assert!(parse_date("31.05.2027").unwrap_err().contains("YYYY-MM-DD"));
         assert!(parse_date("2027").is_err());
+        assert!(parse_date("2027-02-31").is_err(), "no 31st of February");
+        assert!(parse_date("2028-02-29").is_ok() && parse_date("2027-02-29").is_err());
+        assert!(parse_date("2027-05-31 junk").is_err());
     }
 
     #[test]

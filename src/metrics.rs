@@ -24,14 +24,14 @@ const BUCKETS: [f64; 14] = [
 pub struct Histogram {
     /// Per-bucket counts (not cumulative); the last slot is +Inf.
     counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
+    sum_nanos: AtomicU64,
 }
 
 impl Histogram {
     const fn new() -> Histogram {
         Histogram {
             counts: [const { AtomicU64::new(0) }; BUCKETS.len() + 1],
-            sum_micros: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
         }
     }
 
@@ -39,8 +39,9 @@ impl Histogram {
         let secs = d.as_secs_f64();
         let slot = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        // Nanoseconds: many LDAP lookups take under a microsecond. u64 nanoseconds last 584 years of summed time.
+        self.sum_nanos
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     fn count(&self) -> u64 {
@@ -56,7 +57,7 @@ impl Histogram {
         }
         cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let braces = if labels.is_empty() {
             String::new()
         } else {

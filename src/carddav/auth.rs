@@ -74,14 +74,15 @@ impl Authenticator {
         peer: IpAddr,
     ) -> Result<Principal, AuthFailure> {
         let result = self.check(accounts, anonymous, authorization, peer).await;
-        match &result {
-            Ok(Principal::User(_)) => self.throttle.succeeded(peer),
-            Err(AuthFailure::Invalid) => {
-                let name = authorization.and_then(parse_basic).map(|(n, _)| n).unwrap_or_default();
-                tracing::info!(%peer, account = %name, "HTTP login failed: unknown account, wrong password or network not allowed");
-                tokio::time::sleep(self.throttle.failed(peer)).await;
-            }
-            _ => {}
+        if result == Err(AuthFailure::Invalid) {
+            // Debug-quoted and cut short: the name is the client's text (a newline must not forge a log line, and
+            // a password typed into the name field must not land in the log whole).
+            let name: String = authorization
+                .and_then(parse_basic)
+                .map(|(n, _)| n.chars().take(32).collect())
+                .unwrap_or_default();
+            tracing::info!(%peer, account = ?name, "HTTP login failed: unknown account, wrong password or network not allowed");
+            tokio::time::sleep(self.throttle.failed(peer)).await;
         }
         result
     }

@@ -13,6 +13,10 @@ use crate::carddav::xml::{Element, CARDDAV};
 /// Properties every partial card keeps.
 const ALWAYS: &[&str] = &["BEGIN", "VERSION", "UID", "END"];
 
+/// Distinct property names a request may select; a card has a dozen, so more can only be an attempt to make
+/// every card cost a long list scan.
+const MAX_PROPS: usize = 64;
+
 /// The properties an `address-data` element selects. Empty selections are represented as "whole card" by the
 /// caller ([`Selection::from_address_data`] returns `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,14 +32,16 @@ impl Selection {
         if el.child(CARDDAV, "allprop").is_some() {
             return None;
         }
-        let props: Vec<(String, bool)> = el
-            .children_named(CARDDAV, "prop")
-            .filter_map(|p| {
-                let name = p.attr("name")?.trim();
-                let novalue = p.attr("novalue").is_some_and(|v| v.trim().eq_ignore_ascii_case("yes"));
-                (!name.is_empty()).then(|| (name.to_string(), novalue))
-            })
-            .collect();
+        let mut props: Vec<(String, bool)> = Vec::new();
+        for p in el.children_named(CARDDAV, "prop") {
+            let Some(name) = p.attr("name").map(str::trim).filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let novalue = p.attr("novalue").is_some_and(|v| v.trim().eq_ignore_ascii_case("yes"));
+            if !props.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) && props.len() < MAX_PROPS {
+                props.push((name.to_string(), novalue));
+            }
+        }
         (!props.is_empty()).then_some(Selection { props })
     }
 

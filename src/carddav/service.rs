@@ -105,7 +105,7 @@ pub struct State {
     /// Added to directory versions in getctag and sync tokens (see [`epoch_at_start`]); raised when a
     /// configuration change alters what the books contain.
     pub epoch: AtomicU64,
-    /// The configuration the caches were built for; a swap clears them.
+    /// The configuration the caches were built for; a swap that changes book content clears them.
     cfg_seen: Mutex<Option<Arc<CardDavConfig>>>,
 }
 
@@ -114,11 +114,14 @@ const EPOCH_ORIGIN: u64 = 1_735_689_600;
 
 /// The offset a new service instance puts on ctags and sync tokens: seconds since 2025-01-01 UTC (`EPOCH_ORIGIN`).
 ///
-/// Without a state directory, directory versions start again at 1 after a restart (with one they continue, see
-/// [`crate::directory::Directory::resume`]), so a plain version as ctag could go back and show a client its old
-/// ctag (or accept its old sync token) for different content. A sync round publishes at most one
-/// version per `sync_interval` (30 s at least), so an instance's versions stay far below the seconds it runs:
-/// the next instance's offset is larger than every value the previous one handed out.
+/// Why an offset: the book views (and the membership-move record sync-collection needs) start empty with every
+/// process, so tokens handed out by an earlier one must be refused, and without a state directory versions even
+/// start again at 1. The next instance's offset exceeds the previous one's by its uptime in seconds, and an
+/// instance publishes far fewer versions than that (one per sync round, rounds are 30 s apart at least), so its
+/// numbers start above every number handed out before: an old token maps below the new instance's first version
+/// and is refused with `valid-sync-token`. With a state directory versions continue across restarts (see
+/// [`crate::directory::Directory::resume`]); they were only lost, and could be handed out twice, if state writes
+/// failed for about as many versions as the old instance ran seconds.
 pub fn epoch_at_start() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -164,10 +167,13 @@ impl State {
         let mut seen = self.cfg_seen.lock().unwrap_or_else(|p| p.into_inner());
         if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &cfg)) {
             if let Some(old) = seen.as_ref() {
-                self.caches.clear();
                 self.responses.clear();
+                // Book views (and their record of membership moves, which sync-collection answers need) stay
+                // across reloads that cannot change what a book holds, such as a daily certificate reload.
                 if !same_content(old, &cfg) {
-                    // Every ctag and token handed out so far is below epoch + current version.
+                    self.caches.clear();
+                    // Every ctag and token handed out so far is below epoch + current version: all are refused
+                    // now, as the new views have no history.
                     let bump = self.dir.load().version + 1;
                     self.epoch.fetch_add(bump, Ordering::SeqCst);
                 }

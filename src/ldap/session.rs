@@ -454,7 +454,6 @@ impl Session {
             tokio::time::sleep(self.shared.throttle.failed(self.peer.ip())).await;
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
         }
-        self.shared.throttle.succeeded(self.peer.ip());
         info!(peer = %self.peer, account = %account.name, "bind succeeded");
         self.bound = Some(account.name);
         (Code::Success, "")

@@ -143,11 +143,24 @@ mod tests {
 /// otherwise clear the count between guesses); a client that fixed its password is not delayed anyway, since
 /// only failures wait. IPv6 sources count per /64, the block one host usually has.
 ///
+/// The delays of one source run one after another ([`LoginThrottle::wait_failed`]), so opening more connections
+/// does not multiply the guesses: one source gets one answer to a wrong password per delay.
+///
 /// The table is bounded: at [`THROTTLE_TRACKED`] sources it is pruned of forgotten ones at most once a minute, and
-/// while it is still full every new source gets the longest delay without being added.
+/// while it is still full every new source gets the longest delay without being added (all of those share one
+/// queue).
 pub struct LoginThrottle {
-    failures: dashmap::DashMap<IpAddr, (u32, std::time::Instant)>,
+    failures: dashmap::DashMap<IpAddr, Source>,
     last_prune: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The queue of sources the full table does not track.
+    overflow: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Failures on record for one source, and the queue its delayed answers wait in.
+struct Source {
+    count: u32,
+    last: std::time::Instant,
+    queue: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 const THROTTLE_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
@@ -162,6 +175,7 @@ impl Default for LoginThrottle {
         LoginThrottle {
             failures: dashmap::DashMap::new(),
             last_prune: std::sync::Mutex::new(None),
+            overflow: Default::default(),
         }
     }
 }
@@ -178,25 +192,42 @@ fn source(ip: IpAddr) -> IpAddr {
 }
 
 impl LoginThrottle {
-    /// Count a failure from `ip`; returns how long to wait before answering it.
+    /// Count a failure from `ip` and wait before it may be answered: the delay, after the delays of this
+    /// source's earlier failures still waiting.
+    pub async fn wait_failed(&self, ip: IpAddr) {
+        let (delay, queue) = self.record(ip);
+        let _turn = queue.lock().await;
+        tokio::time::sleep(delay).await;
+    }
+
+    /// Count a failure from `ip`; returns how long its answer waits (not counting the queue).
     pub fn failed(&self, ip: IpAddr) -> std::time::Duration {
+        self.record(ip).0
+    }
+
+    fn record(&self, ip: IpAddr) -> (std::time::Duration, std::sync::Arc<tokio::sync::Mutex<()>>) {
         let longest = THROTTLE_FIRST * 2u32.pow(THROTTLE_MAX_DOUBLINGS);
         let now = std::time::Instant::now();
         let key = source(ip);
         if !self.failures.contains_key(&key) && self.failures.len() >= THROTTLE_TRACKED {
             self.prune(now);
             if self.failures.len() >= THROTTLE_TRACKED {
-                return longest;
+                return (longest, self.overflow.clone());
             }
         }
-        let mut entry = self.failures.entry(key).or_insert((0, now));
-        let (count, last) = entry.value_mut();
-        if now.duration_since(*last) >= THROTTLE_FORGET {
-            *count = 0;
+        let mut entry = self.failures.entry(key).or_insert_with(|| Source {
+            count: 0,
+            last: now,
+            queue: Default::default(),
+        });
+        let s = entry.value_mut();
+        if now.duration_since(s.last) >= THROTTLE_FORGET {
+            s.count = 0;
         }
-        *count = count.saturating_add(1);
-        *last = now;
-        THROTTLE_FIRST * 2u32.pow((*count - 1).min(THROTTLE_MAX_DOUBLINGS))
+        s.count = s.count.saturating_add(1);
+        s.last = now;
+        let delay = THROTTLE_FIRST * 2u32.pow((s.count - 1).min(THROTTLE_MAX_DOUBLINGS));
+        (delay, s.queue.clone())
     }
 
     /// Drop forgotten sources, at most once per [`THROTTLE_PRUNE_EVERY`].
@@ -207,7 +238,7 @@ impl LoginThrottle {
         }
         *last = Some(now);
         self.failures
-            .retain(|_, (_, at)| now.duration_since(*at) < THROTTLE_FORGET);
+            .retain(|_, s| now.duration_since(s.last) < THROTTLE_FORGET);
     }
 
     /// Sources with failures on record.
@@ -241,6 +272,32 @@ mod throttle_tests {
         let v6b: IpAddr = "2001:db8:1:2:ffff::99".parse().unwrap();
         assert_eq!(t.failed(v6a), Duration::from_millis(250));
         assert_eq!(t.failed(v6b), Duration::from_millis(500));
+    }
+
+    /// Parallel wrong passwords from one source are answered one after another, not all after one delay.
+    #[tokio::test(start_paused = true)]
+    async fn parallel_failures_from_one_source_queue_up() {
+        let t = std::sync::Arc::new(LoginThrottle::default());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let start = tokio::time::Instant::now();
+        let waits: Vec<_> = (0..3)
+            .map(|_| {
+                let t = t.clone();
+                tokio::spawn(async move { t.wait_failed(ip).await })
+            })
+            .collect();
+        for w in waits {
+            w.await.unwrap();
+        }
+        // 250 ms + 500 ms + 1 s, in a row.
+        assert!(start.elapsed() >= Duration::from_millis(1750), "{:?}", start.elapsed());
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let again = tokio::time::Instant::now();
+        t.wait_failed(other).await;
+        assert!(
+            again.elapsed() < Duration::from_millis(300),
+            "other sources do not queue behind it"
+        );
     }
 
     #[test]

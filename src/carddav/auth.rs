@@ -82,7 +82,7 @@ impl Authenticator {
                 .map(|(n, _)| n.chars().take(32).collect())
                 .unwrap_or_default();
             tracing::info!(%peer, account = ?name, "HTTP login failed: unknown account, wrong password or network not allowed");
-            tokio::time::sleep(self.throttle.failed(peer)).await;
+            self.throttle.wait_failed(peer).await;
         }
         result
     }

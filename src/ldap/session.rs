@@ -429,12 +429,12 @@ impl Session {
         let naming = self.shared.dir.load().naming.clone();
         let Some(account) = bind::resolve_name(name, &cfg.accounts, &naming).cloned() else {
             info!(peer = %self.peer, name, "bind failed: unknown account");
-            tokio::time::sleep(self.shared.throttle.failed(self.peer.ip())).await;
+            self.shared.throttle.wait_failed(self.peer.ip()).await;
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
         };
         if !account.allowed_from(self.peer.ip()) {
             info!(peer = %self.peer, account = %account.name, "bind refused: source network not allowed");
-            tokio::time::sleep(self.shared.throttle.failed(self.peer.ip())).await;
+            self.shared.throttle.wait_failed(self.peer.ip()).await;
             return (Code::InvalidCredentials, MSG_BAD_WORKSTATION);
         }
         let ok = if self.shared.verified.contains(&account.password_hash, &password) {
@@ -451,7 +451,7 @@ impl Session {
         };
         if !ok {
             info!(peer = %self.peer, account = %account.name, "bind failed: wrong password");
-            tokio::time::sleep(self.shared.throttle.failed(self.peer.ip())).await;
+            self.shared.throttle.wait_failed(self.peer.ip()).await;
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
         }
         info!(peer = %self.peer, account = %account.name, "bind succeeded");

@@ -285,6 +285,20 @@ async fn client(addr: SocketAddr, o: Arc<Opts>, kinds: Arc<Vec<&'static str>>, s
     st
 }
 
+/// A running server encodes every entry once after start (and changed ones after each publish); measure the
+/// steady state after that, as a server that has been up for a while is.
+async fn wait_encoded(handle: &entradir::ldap::ServerHandle, entries: usize) {
+    let t = Instant::now();
+    while handle.cached_entries() < entries && t.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "encoded {} entries in {:.1}s",
+        handle.cached_entries(),
+        t.elapsed().as_secs_f64()
+    );
+}
+
 async fn wait_done(s: &mut TcpStream, buf: &mut BytesMut, id: i64) -> bool {
     loop {
         loop {
@@ -342,8 +356,12 @@ async fn main() {
                 std::process::exit(1);
             }
         };
+        let handle = server.handle();
+        let entries = o.users + 2;
+        let running = tokio::spawn(server.run(stop));
+        wait_encoded(&handle, entries).await;
         eprintln!("serving {} users on {listen}", o.users);
-        let _ = server.run(stop).await;
+        let _ = running.await;
         return;
     }
     let addr = match o.addr {
@@ -358,6 +376,7 @@ async fn main() {
                 max_connections: o.connections + 16,
                 ..LdapConfig::default()
             };
+            let entries = dir.load().len();
             let server = match Server::bind(cfg, dir).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -366,7 +385,9 @@ async fn main() {
                 }
             };
             let addr = server.local_addr().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 389)));
+            let handle = server.handle();
             tokio::spawn(server.run(stop.clone()));
+            wait_encoded(&handle, entries).await;
             addr
         }
     };

@@ -18,21 +18,45 @@ pub const MAX_VAL_RANGE: usize = 1500;
 /// Attributes whose total size is above this are encoded per request instead of cached.
 const CACHE_ATTR_LIMIT: usize = 4096;
 
-/// One attribute, pre-encoded as a PartialAttribute (with and without values).
+/// One attribute of an [`EncodedEntry`]: where its name and its encoding are.
 #[derive(Debug)]
 struct EncAttr {
-    /// Lower-cased attribute name, for selection.
-    key: Box<str>,
-    /// `SEQUENCE { type, SET OF value }`, or `None` when too large to cache.
-    full: Option<Bytes>,
-    types_only: Bytes,
+    /// The attribute name as stored (`names[name.0..name.1]`), matched case-insensitively.
+    name: (u32, u32),
+    /// `SEQUENCE { type, SET OF value }` at `buf[full.0..full.1]`, or `None` when too large to cache.
+    full: Option<(u32, u32)>,
 }
 
-/// An entry's DN and attributes, pre-encoded.
+/// An entry's DN and attributes, pre-encoded. Everything sits in two allocations per entry (the encodings, the
+/// names) rather than two or three per attribute: a 100k-entry directory is encoded in full after each publish,
+/// and per-attribute buffers cost more than the data. Types-only answers (rare) are encoded per request.
 #[derive(Debug)]
 pub struct EncodedEntry {
-    dn: Bytes,
-    attrs: Vec<EncAttr>,
+    /// The DN's OCTET STRING at `buf[..dn_len]`, then the attribute encodings.
+    buf: Bytes,
+    dn_len: u32,
+    names: Box<str>,
+    attrs: Box<[EncAttr]>,
+}
+
+impl EncodedEntry {
+    fn dn(&self) -> &[u8] {
+        &self.buf[..self.dn_len as usize]
+    }
+
+    fn name(&self, a: &EncAttr) -> &str {
+        self.names.get(a.name.0 as usize..a.name.1 as usize).unwrap_or_default()
+    }
+
+    fn full(&self, a: &EncAttr) -> Option<&[u8]> {
+        a.full.map(|(from, to)| &self.buf[from as usize..to as usize])
+    }
+}
+
+/// The length of a types-only PartialAttribute for `name`.
+fn types_only_len(name: &str) -> usize {
+    let content = header_len(name.len()) + name.len() + header_len(0);
+    header_len(content) + content
 }
 
 /// Which attributes a search asked for (RFC 4511 §4.5.1.8 plus AD's ranged retrieval).
@@ -98,8 +122,9 @@ impl Selection {
         s
     }
 
-    fn wants(&self, key: &str) -> bool {
-        self.all_user || self.names.iter().any(|n| n == key)
+    /// Whether an attribute is selected; `name` in any case (selections are lower-cased).
+    fn wants(&self, name: &str) -> bool {
+        self.all_user || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 
     fn wants_operational(&self, key: &str) -> bool {
@@ -128,46 +153,63 @@ fn encode_attr_bytes(name: &str, values: &[Bytes]) -> Bytes {
     b.freeze()
 }
 
-/// The range AD returns for an attribute with more than [`MAX_VAL_RANGE`] values requested without a range.
-fn auto_range(name: &str, values: &[Bytes]) -> Bytes {
-    encode_attr_bytes(
-        &format!("{name};range=0-{}", MAX_VAL_RANGE - 1),
-        &values[..MAX_VAL_RANGE],
-    )
-}
-
 impl EncodedEntry {
     pub fn new(e: &Entry) -> EncodedEntry {
-        let mut dn = BytesMut::new();
-        put_tlv(&mut dn, 0x04, e.dn.as_bytes());
+        let mut buf = BytesMut::new();
+        put_tlv(&mut buf, 0x04, e.dn.as_bytes());
+        let dn_len = buf.len() as u32;
+        let mut names = String::new();
         let mut attrs = Vec::with_capacity(e.attrs.len() + 1);
+        let mut add = |buf: &mut BytesMut, name: &str, encode: Option<&dyn Fn(&mut BytesMut)>| {
+            let from = names.len() as u32;
+            names.push_str(name);
+            let full = encode.map(|f| {
+                let start = buf.len() as u32;
+                f(buf);
+                (start, buf.len() as u32)
+            });
+            attrs.push(EncAttr {
+                name: (from, names.len() as u32),
+                full,
+            });
+        };
         for a in &e.attrs {
             if a.values.is_empty() {
                 continue;
             }
             let size: usize = a.values.iter().map(|v| v.len()).sum();
-            let full = if a.values.len() > MAX_VAL_RANGE {
-                Some(auto_range(&a.name, &a.values))
+            if a.values.len() > MAX_VAL_RANGE {
+                // Asked for without a range, AD returns the first MaxValRange values as `name;range=0-1499`.
+                let ranged = format!("{};range=0-{}", a.name, MAX_VAL_RANGE - 1);
+                add(
+                    &mut buf,
+                    &a.name,
+                    Some(&|b: &mut BytesMut| partial_attribute(b, &ranged, &a.values[..MAX_VAL_RANGE])),
+                );
             } else if size <= CACHE_ATTR_LIMIT {
-                Some(encode_attr_bytes(&a.name, &a.values))
+                add(
+                    &mut buf,
+                    &a.name,
+                    Some(&|b: &mut BytesMut| partial_attribute(b, &a.name, &a.values)),
+                );
             } else {
-                None
-            };
-            attrs.push(EncAttr {
-                key: a.name.to_ascii_lowercase().into(),
-                full,
-                types_only: encode_attr_bytes(&a.name, &[]),
-            });
+                add(&mut buf, &a.name, None);
+            }
         }
         if e.get("distinguishedName").is_none() {
             let v = [Bytes::copy_from_slice(e.dn.as_bytes())];
-            attrs.push(EncAttr {
-                key: "distinguishedname".into(),
-                full: Some(encode_attr_bytes("distinguishedName", &v)),
-                types_only: encode_attr_bytes("distinguishedName", &[]),
-            });
+            add(
+                &mut buf,
+                "distinguishedName",
+                Some(&|b: &mut BytesMut| partial_attribute(b, "distinguishedName", &v)),
+            );
         }
-        EncodedEntry { dn: dn.freeze(), attrs }
+        EncodedEntry {
+            buf: buf.freeze(),
+            dn_len,
+            names: names.into_boxed_str(),
+            attrs: attrs.into_boxed_slice(),
+        }
     }
 }
 
@@ -248,12 +290,12 @@ pub fn write_entry(
     // operational attributes) are built into `extra` first.
     let mut extra: Vec<Bytes> = Vec::new();
     let mut cached_len = 0usize;
-    for a in enc.attrs.iter().filter(|a| sel.wants(&a.key)) {
-        match (&a.full, sel.types_only) {
-            (_, true) => cached_len += a.types_only.len(),
+    for a in enc.attrs.iter().filter(|a| sel.wants(enc.name(a))) {
+        match (enc.full(a), sel.types_only) {
+            (_, true) => cached_len += types_only_len(enc.name(a)),
             (Some(b), false) => cached_len += b.len(),
             (None, false) => {
-                if let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(&a.key)) {
+                if let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(enc.name(a))) {
                     extra.push(encode_attr_bytes(&attr.name, &attr.values));
                 }
             }
@@ -279,7 +321,7 @@ pub fn write_entry(
     }
     for op in OPERATIONAL {
         let key = op.to_ascii_lowercase();
-        if !sel.wants_operational(&key) || enc.attrs.iter().any(|a| *a.key == *key) {
+        if !sel.wants_operational(&key) || enc.attrs.iter().any(|a| enc.name(a).eq_ignore_ascii_case(&key)) {
             continue;
         }
         if let Some(v) = operational_values(e, &key, subschema_dn, snap) {
@@ -287,7 +329,7 @@ pub fn write_entry(
         }
     }
     let attrs_len: usize = cached_len + extra.iter().map(|p| p.len()).sum::<usize>();
-    let op_content = enc.dn.len() + header_len(attrs_len) + attrs_len;
+    let op_content = enc.dn().len() + header_len(attrs_len) + attrs_len;
     let id = int_octets(msgid);
     let msg_content = 2 + id.len() + header_len(op_content) + op_content;
     out.reserve(header_len(msg_content) + msg_content);
@@ -296,12 +338,12 @@ pub fn write_entry(
     put_tlv(out, 0x02, &id);
     out.put_u8(0x64);
     put_len(out, op_content);
-    out.put_slice(&enc.dn);
+    out.put_slice(enc.dn());
     out.put_u8(0x30);
     put_len(out, attrs_len);
-    for a in enc.attrs.iter().filter(|a| sel.wants(&a.key)) {
-        match (&a.full, sel.types_only) {
-            (_, true) => out.put_slice(&a.types_only),
+    for a in enc.attrs.iter().filter(|a| sel.wants(enc.name(a))) {
+        match (enc.full(a), sel.types_only) {
+            (_, true) => partial_attribute(out, enc.name(a), &[]),
             (Some(b), false) => out.put_slice(b),
             (None, false) => {}
         }

@@ -325,15 +325,7 @@ mod tests {
         );
         let cfg = Arc::new(arc_swap::ArcSwap::from_pointee(CardDavConfig::default()));
         let state = State::new(cfg.clone(), Published::new(snap));
-        let c = cfg.load_full();
-        let ctx = Ctx {
-            state: &state,
-            books: c.effective_books(),
-            cfg: c,
-            snap: state.dir.load(),
-            principal: crate::carddav::auth::Principal::Anonymous,
-            stale_token_400: false,
-        };
+        let ctx = Ctx::for_test(&state, false);
         let view = ctx.book_view(0);
         let d = |n: &str| PropName::new(DAV, n);
         let all = vec![

@@ -388,15 +388,7 @@ mod tests {
         let state = State::new(cfg.clone(), Published::new(snap));
         // Token numbers below are plain versions.
         state.epoch.store(0, std::sync::atomic::Ordering::SeqCst);
-        let c = cfg.load_full();
-        let ctx = Ctx {
-            state: &state,
-            books: c.effective_books(),
-            cfg: c,
-            snap: state.dir.load(),
-            principal: crate::carddav::auth::Principal::Anonymous,
-            stale_token_400: token.ends_with("thunderbird"),
-        };
+        let ctx = Ctx::for_test(&state, token.ends_with("thunderbird"));
         let limit = limit
             .map(|n| format!("<D:limit><D:nresults>{n}</D:nresults></D:limit>"))
             .unwrap_or_default();

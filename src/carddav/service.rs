@@ -196,6 +196,22 @@ pub struct Ctx<'a> {
     pub stale_token_400: bool,
 }
 
+#[cfg(test)]
+impl<'a> Ctx<'a> {
+    /// An anonymous request on the state's current configuration and snapshot (unit tests).
+    pub(crate) fn for_test(state: &'a State, stale_token_400: bool) -> Ctx<'a> {
+        let cfg = state.cfg.load_full();
+        Ctx {
+            state,
+            books: cfg.effective_books(),
+            cfg,
+            snap: state.dir.load(),
+            principal: Principal::Anonymous,
+            stale_token_400,
+        }
+    }
+}
+
 /// A resolved URL.
 #[derive(Clone)]
 pub enum Resource {

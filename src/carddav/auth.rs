@@ -204,7 +204,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    // Paused clock: wrong credentials wait the growing per-source delay, which need not pass in real time.
+    #[tokio::test(start_paused = true)]
     async fn basic_auth_and_anonymous_networks() {
         let accounts = vec![
             Account {

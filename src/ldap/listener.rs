@@ -55,6 +55,9 @@ impl ServerHandle {
     /// server.
     pub fn reload(&self, cfg: LdapConfig, listeners: ListenerChange) -> Result<(), LdapError> {
         check_tls(&cfg)?;
+        if cfg.max_connections != self.shared.cfg.load().max_connections {
+            warn!("ldap.max_connections changed; the new limit takes effect after a restart");
+        }
         self.shared.cfg.store(Arc::new(cfg));
         for (change, socket, name) in [
             (listeners.plain, &self.plain, "listen"),

@@ -126,6 +126,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         &hash,
     );
     let cfg = Config::parse(&tmp.join("demo.toml"), &text)?;
+    // Say which port is taken before printing instructions that would not work (a second demo, say).
+    for (what, addr) in [
+        ("--ldap", opts.ldap),
+        ("--carddav", opts.carddav),
+        ("--admin", opts.admin),
+    ] {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            sim.shutdown().await;
+            let _ = std::fs::remove_dir_all(&tmp);
+            anyhow::bail!(
+                "{addr} ({what}) is not free: {e}; is another entradir demo running? Choose another with {what}"
+            );
+        }
+    }
     let (number, name) = example_user(&sim.control().export());
     println!(
         "entradir demo: simulated tenant with {} users, {} groups, {} devices (Graph simulator at {})\n\

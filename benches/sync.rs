@@ -10,7 +10,7 @@ use entradir::directory::change::GraphKind;
 use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::{Directory, Naming, Settings};
 use entradir::graph::sim::{self, SimOptions};
-use entradir::graph::{Credential, GraphConfig, PhotoPlan, Syncer};
+use entradir::graph::{PhotoPlan, Syncer};
 use serde_json::json;
 use std::time::Instant;
 
@@ -44,13 +44,7 @@ async fn run(users: usize, groups: usize, devices: usize, photos: bool) {
     })
     .await
     .expect("simulator");
-    let mut g = GraphConfig::new(
-        sim.tenant_id(),
-        sim.client_id(),
-        Credential::Secret(sim.client_secret().into()),
-    );
-    g.authority = sim.base_url();
-    g.graph_url = sim.base_url();
+    let mut g = sim.graph_config();
     g.photos = photos;
     let mut syncer = Syncer::new(g).expect("syncer");
     let settings = Settings::new(

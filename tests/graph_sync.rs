@@ -42,13 +42,7 @@ fn fast_retry() -> RetryPolicy {
 }
 
 fn config(sim: &SimHandle) -> GraphConfig {
-    let mut cfg = GraphConfig::new(
-        sim.tenant_id(),
-        sim.client_id(),
-        Credential::Secret(sim.client_secret().to_string()),
-    );
-    cfg.authority = sim.base_url();
-    cfg.graph_url = sim.base_url();
+    let mut cfg = sim.graph_config();
     cfg.photo_size = Some("96x96".into());
     cfg.org_contacts = true;
     cfg.retry = fast_retry();

@@ -7,7 +7,7 @@ use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::store::{Object, PhotoRecord, Store};
 use entradir::directory::{Directory, Entry, Naming, Settings, Snapshot};
 use entradir::graph::sim::{self, SimHandle, SimOptions, TenantExport};
-use entradir::graph::{Credential, GraphConfig, RetryPolicy, Syncer};
+use entradir::graph::{GraphConfig, RetryPolicy, Syncer};
 use entradir::sync::{SyncEngine, SyncStatus};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -61,13 +61,7 @@ pub fn fast_retry() -> RetryPolicy {
 }
 
 pub fn graph_config(sim: &SimHandle) -> GraphConfig {
-    let mut g = GraphConfig::new(
-        sim.tenant_id(),
-        sim.client_id(),
-        Credential::Secret(sim.client_secret().into()),
-    );
-    g.authority = sim.base_url();
-    g.graph_url = sim.base_url();
+    let mut g = sim.graph_config();
     g.photo_size = Some("96x96".into());
     g.retry = fast_retry();
     g

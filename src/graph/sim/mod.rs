@@ -172,6 +172,19 @@ impl SimHandle {
         &self.shared.creds.client_secret
     }
 
+    /// A Graph client configuration for this simulator: its login and Graph URL and its client secret, the
+    /// defaults for everything else (callers adjust photos, retries and the like).
+    pub fn graph_config(&self) -> crate::graph::GraphConfig {
+        let mut g = crate::graph::GraphConfig::new(
+            self.tenant_id(),
+            self.client_id(),
+            crate::graph::Credential::Secret(self.client_secret().to_string()),
+        );
+        g.authority = self.base_url();
+        g.graph_url = self.base_url();
+        g
+    }
+
     pub fn control(&self) -> Control {
         Control::new(self.shared.clone())
     }

@@ -4,20 +4,11 @@
 //!
 //! Run: `cargo bench --bench carddav` (optionally `-- 20000` for another book size).
 
+use entradir::carddav::sample::snapshot;
 use entradir::carddav::{sample, Account, CardDavConfig, CardDavServer};
-use entradir::directory::phone::PhoneNormalizer;
-use entradir::directory::{Entry, Naming, Published, Snapshot};
+use entradir::directory::{Entry, Published};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn snapshot(version: u64, entries: Vec<Entry>) -> Snapshot {
-    Snapshot::from_entries(
-        Naming::new("DC=contoso,DC=example").expect("base DN"),
-        PhoneNormalizer::new("DE").expect("country"),
-        version,
-        entries,
-    )
-}
 
 struct Bench {
     http: reqwest::Client,

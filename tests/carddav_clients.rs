@@ -5,24 +5,15 @@
 use calcard::vcard::{VCard, VCardProperty, VCardValue};
 use entradir::carddav::auth::hash_password;
 use entradir::carddav::sample;
+use entradir::carddav::sample::snapshot;
 use entradir::carddav::xml::{parse, Element, CALSERVER, CARDDAV, DAV};
 use entradir::carddav::{Account, BookConfig, CardDavConfig, CardDavServer};
-use entradir::directory::phone::PhoneNormalizer;
-use entradir::directory::{Entry, Naming, Published, Snapshot};
+use entradir::directory::{Entry, Published};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 const USER: &str = "phone";
 const PASS: &str = "correct horse";
-
-fn snapshot(version: u64, entries: Vec<Entry>) -> Snapshot {
-    Snapshot::from_entries(
-        Naming::new("DC=contoso,DC=example").unwrap(),
-        PhoneNormalizer::new("DE").unwrap(),
-        version,
-        entries,
-    )
-}
 
 /// 40 people, changed at versions 1..=5 (so change order differs from id order).
 fn initial_people() -> Vec<Entry> {

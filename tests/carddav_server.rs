@@ -4,18 +4,12 @@
 use entradir::carddav::auth::hash_password;
 use entradir::carddav::config::load_tls;
 use entradir::carddav::{sample, start, Account, BookConfig, CardDavConfig, CardDavServer};
-use entradir::directory::phone::PhoneNormalizer;
-use entradir::directory::{Naming, Published, Snapshot};
+use entradir::directory::Published;
 use std::sync::Arc;
 use std::time::Duration;
 
 fn published() -> Published {
-    Published::new(Snapshot::from_entries(
-        Naming::new("DC=contoso,DC=example").unwrap(),
-        PhoneNormalizer::new("DE").unwrap(),
-        3,
-        sample::people(12, 2),
-    ))
+    Published::new(sample::snapshot(3, sample::people(12, 2)))
 }
 
 fn account(name: &str, pw: &str) -> Account {

@@ -7,22 +7,12 @@
 mod common;
 
 use calcard::vcard::{VCard, VCardProperty, VCardValue};
-use entradir::carddav::auth::hash_password;
-use entradir::carddav::{sample, Account, CardDavConfig, CardDavServer};
-use entradir::directory::phone::PhoneNormalizer;
-use entradir::directory::{Entry, Naming, Published, Snapshot};
+use entradir::carddav::sample::snapshot;
+use entradir::carddav::{sample, CardDavServer};
+use entradir::directory::Published;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-
-fn snapshot(version: u64, entries: Vec<Entry>) -> Snapshot {
-    Snapshot::from_entries(
-        Naming::new("DC=contoso,DC=example").unwrap(),
-        PhoneNormalizer::new("DE").unwrap(),
-        version,
-        entries,
-    )
-}
 
 fn title_of(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
@@ -40,15 +30,7 @@ fn title_of(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vdirsyncer_read_only_sync_and_incremental_update() {
-    let cfg = CardDavConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        accounts: vec![Account {
-            name: "phone".into(),
-            password_hash: hash_password("pw").unwrap(),
-            networks: vec![],
-        }],
-        ..Default::default()
-    };
+    let cfg = common::carddav_config("phone", "pw");
     let people = sample::people(30, 2);
     let dir = Published::new(snapshot(2, people.clone()));
     let server = CardDavServer::bind(Arc::new(arc_swap::ArcSwap::from_pointee(cfg)), dir.clone())
@@ -122,15 +104,7 @@ async fn vdirsyncer_read_only_sync_and_incremental_update() {
 async fn vobject_parses_every_card() {
     let bin = common::venv_bin("vdirsyncer");
     let python = bin.with_file_name("python");
-    let cfg = CardDavConfig {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        accounts: vec![Account {
-            name: "phone".into(),
-            password_hash: hash_password("pw").unwrap(),
-            networks: vec![],
-        }],
-        ..Default::default()
-    };
+    let cfg = common::carddav_config("phone", "pw");
     let dir = Published::new(snapshot(2, sample::people(60, 2)));
     let server = CardDavServer::bind(Arc::new(arc_swap::ArcSwap::from_pointee(cfg)), dir)
         .await

@@ -47,22 +47,10 @@ async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
     engine.round().await.expect("initial sync");
     let people = engine.dir.snapshot().counts().users;
     let (port, shutdown) = ldap_server(engine.dir.published(), "unused", true).await;
-    let carddav = entradir::carddav::start(
-        entradir::carddav::CardDavConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            accounts: vec![entradir::carddav::Account {
-                name: "phone".into(),
-                password_hash: entradir::accounts::hash_password("pw").unwrap(),
-                networks: vec![],
-            }],
-            ..Default::default()
-        },
-        engine.dir.published(),
-        {
-            let s = shutdown.clone();
-            async move { s.cancelled().await }
-        },
-    )
+    let carddav = entradir::carddav::start(carddav_config("phone", "pw"), engine.dir.published(), {
+        let s = shutdown.clone();
+        async move { s.cancelled().await }
+    })
     .await
     .unwrap();
     let vdir = Arc::new(Vdirsyncer::new(

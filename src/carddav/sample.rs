@@ -2,8 +2,20 @@
 //! (without the Graph simulator): names with non-ASCII letters and XML/vCard special characters, German and
 //! foreign numbers in mixed spellings, group memberships, and a JPEG photo on every tenth person.
 
-use crate::directory::{Attribute, Entry, EntryKind};
+use crate::directory::phone::PhoneNormalizer;
+use crate::directory::{Attribute, Entry, EntryKind, Naming, Snapshot};
 use bytes::Bytes;
+
+/// A snapshot of `entries` at `version` under `DC=contoso,DC=example`, phone numbers normalised for Germany (the
+/// naming the sample people's DNs use).
+pub fn snapshot(version: u64, entries: Vec<Entry>) -> Snapshot {
+    Snapshot::from_entries(
+        Naming::new("DC=contoso,DC=example").expect("a valid base DN"),
+        PhoneNormalizer::new("DE").expect("a known country"),
+        version,
+        entries,
+    )
+}
 
 const GIVEN: &[&str] = &[
     "Anna",

@@ -334,3 +334,16 @@ fileext = ".vcf"
             .unwrap_or_default()
     }
 }
+
+/// CardDAV on a free loopback port with one account (`user` / `password`), everything else at its default.
+pub fn carddav_config(user: &str, password: &str) -> entradir::carddav::CardDavConfig {
+    entradir::carddav::CardDavConfig {
+        listen: Some("127.0.0.1:0".parse().expect("loopback address")),
+        accounts: vec![entradir::carddav::Account {
+            name: user.into(),
+            password_hash: entradir::accounts::hash_password(password).expect("hash"),
+            networks: vec![],
+        }],
+        ..Default::default()
+    }
+}

@@ -11,13 +11,9 @@ use entradir::carddav::vcard::uuid_string;
 use entradir::carddav::xml::{parse, Element, CARDDAV, DAV};
 use entradir::carddav::{Account, BookConfig, CardDavConfig, CardDavServer};
 use entradir::directory::{EntryKind, Snapshot};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
-
-fn props(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap_or_default()
-}
 
 fn listed(snap: &Snapshot) -> usize {
     snap.entries()
@@ -107,15 +103,9 @@ async fn synced_tenant_books_follow_new_rounds() {
     let ctl = sim.control();
     let jane = JANE;
     add_jane(&ctl, json!({}));
-    let photo = vec![
-        0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0xff, 0xd9,
-    ];
+    let photo = TINY_JPEG.to_vec();
     ctl.set_photo(jane, Some(photo.clone())).unwrap();
-    let hotline = ctl
-        .add_group(props(
-            json!({"displayName": "Hotline", "securityEnabled": true, "mailEnabled": false, "groupTypes": []}),
-        ))
-        .unwrap();
+    let hotline = add_security_group(&ctl, "Hotline");
     ctl.add_member(&hotline, jane).unwrap();
 
     let mut engine = engine(&sim, settings(), None);

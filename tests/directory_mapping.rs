@@ -6,11 +6,7 @@ use common::*;
 use entradir::directory::change::GraphKind;
 use entradir::directory::entry::normalize_dn;
 use entradir::directory::snapshot::PhoneQuery;
-use serde_json::{json, Map, Value};
-
-fn props(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap_or_default()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synced_user_looks_like_an_ad_user() {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::path::PathBuf;
 
 const PASSWORD: &str = "py-secret";
@@ -41,10 +41,6 @@ print(json.dumps(out))
 
 fn python() -> PathBuf {
     venv_bin("python")
-}
-
-fn props(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

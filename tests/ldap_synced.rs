@@ -5,14 +5,10 @@ mod common;
 
 use base64::Engine;
 use common::*;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use std::process::Command;
 
 const PASSWORD: &str = "synced-secret";
-
-fn props(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap_or_default()
-}
 
 fn ldapsearch(port: u16, extra: &[&str]) -> (i32, String, String) {
     let o = Command::new("ldapsearch")
@@ -63,20 +59,10 @@ async fn synced_tenant_answers_pbx_queries_and_follows_new_rounds() {
     let ctl = sim.control();
     let jane = JANE;
     add_jane(&ctl, json!({}));
-    let photo = vec![
-        0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0xff, 0xd9,
-    ];
+    let photo = TINY_JPEG.to_vec();
     ctl.set_photo(jane, Some(photo.clone())).unwrap();
-    let inner = ctl
-        .add_group(props(
-            json!({"displayName": "Hotline", "securityEnabled": true, "mailEnabled": false, "groupTypes": []}),
-        ))
-        .unwrap();
-    let outer = ctl
-        .add_group(props(
-            json!({"displayName": "Support", "securityEnabled": true, "mailEnabled": false, "groupTypes": []}),
-        ))
-        .unwrap();
+    let inner = add_security_group(&ctl, "Hotline");
+    let outer = add_security_group(&ctl, "Support");
     ctl.add_member(&inner, jane).unwrap();
     ctl.add_member(&outer, &inner).unwrap();
 

@@ -347,3 +347,21 @@ pub fn carddav_config(user: &str, password: &str) -> entradir::carddav::CardDavC
         ..Default::default()
     }
 }
+
+/// A JSON object literal as Graph properties for the simulator's control API.
+pub fn props(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// The smallest JPEG-looking photo: enough for the photo paths, quick to compare.
+pub const TINY_JPEG: &[u8] = &[
+    0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0xff, 0xd9,
+];
+
+/// Add a security group named `name` to the simulated tenant; returns its id.
+pub fn add_security_group(ctl: &entradir::graph::sim::Control, name: &str) -> String {
+    ctl.add_group(props(serde_json::json!({
+        "displayName": name, "securityEnabled": true, "mailEnabled": false, "groupTypes": []
+    })))
+    .expect("add group")
+}

@@ -85,7 +85,10 @@ pub fn person(i: usize, usn: u64) -> Entry {
         attr("sn", vec![s(&format!("{family} {i}"))]),
         attr("mail", vec![s(&format!("user{i}@contoso.example"))]),
         attr("telephoneNumber", vec![s(&format!("030 {:07}", 1_000_000 + i))]),
-        attr("title", vec![s(if i % 7 == 0 { "Head of R&D" } else { "Engineer" })]),
+        attr(
+            "title",
+            vec![s(if i.is_multiple_of(7) { "Head of R&D" } else { "Engineer" })],
+        ),
         attr("department", vec![s(DEPTS[i % DEPTS.len()])]),
         attr("company", vec![s("Contoso")]),
         attr("l", vec![s("Berlin")]),
@@ -100,16 +103,16 @@ pub fn person(i: usize, usn: u64) -> Entry {
         attr("whenChanged", vec![s("20261122103000.0Z")]),
         attr("userAccountControl", vec![s("512")]),
     ];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         attrs.push(attr("mobile", vec![s(&format!("+49 171 {:07}", 2_000_000 + i))]));
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         attrs.push(attr(
             "facsimileTelephoneNumber",
             vec![s(&format!("+1 425 555 {:04}", i % 10_000))],
         ));
     }
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         attrs.push(attr("thumbnailPhoto", vec![photo(i, 8 * 1024)]));
     }
     Entry {

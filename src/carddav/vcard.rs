@@ -1,20 +1,28 @@
-//! vCard rendering: a directory entry becomes a version-neutral [`Card`] model, which is written as vCard 3.0
-//! (RFC 2426) or 4.0 (RFC 6350) and evaluated by addressbook-query filters.
+//! vCard rendering: a directory entry becomes a version-neutral [`Card`] model, which addressbook-query filters
+//! evaluate and which is written as vCard 3.0 (RFC 2426) or 4.0 (RFC 6350) by `calcard`.
 //!
-//! Why a hand-written writer instead of a crate: `vcard4` only writes 4.0, and macOS/iOS and most phones need
-//! 3.0. `calcard` writes both, but pulls chrono-tz, mail-parser/builder and the JMAP tooling into the server for
-//! what is a dozen properties with fixed shapes, its owned property tree would have to be rebuilt for every
-//! entry, and it needs Rust 1.88 where the server builds with 1.85. The rules that matter are few and are implemented here once: escaping of `\ , ;` and newlines in text
-//! values (component-wise in structured values), folding at 75 octets on UTF-8 boundaries with CRLF + space,
-//! `ENCODING=b` photos in 3.0 versus `data:` URIs in 4.0, and 3.0's required `N`. `calcard`'s parser is used in the
-//! tests (an independent implementation) to check every card we write.
+//! Why calcard: the design card names `vcard4`, but it writes 4.0 only, and macOS/iOS and most phones need 3.0.
+//! calcard (Stalwart's, maintained with their mail server) writes both from one model: escaping of `\ , ;` and
+//! newlines, folding at 75 octets on character boundaries, `ENCODING=b;TYPE=JPEG` photos in 3.0, the version's
+//! date syntax. It is used without its default `jmap` feature, which would bring the JSContact conversion.
+//! calcard also marks non-ASCII 3.0 values `CHARSET=UTF-8`, a vCard 2.1 habit RFC 2426 does not define; the
+//! 3.0 parsers the tests run (vobject, `ical`) accept it, as parsers generally accept unknown parameters.
+//! What stays here is what a directory entry means as a card: which attributes become which properties, 3.0's
+//! required `N`, `urn:uuid:` UIDs in 4.0, and 4.0 photos as `data:` URIs (see [`to_calcard`]).
+//!
+//! The tests parse every card with other implementations than calcard: `vcard4` for 4.0 and `ical` for 3.0
+//! here and in the integration tests, Python's vobject in the vdirsyncer test.
 
 use crate::carddav::config::VCardVersion;
 use crate::directory::phone::PhoneNormalizer;
 use crate::directory::{Entry, EntryKind};
 use base64::Engine;
 use bytes::Bytes;
-use std::fmt::Write as _;
+use calcard::common::{Data, PartialDateTime};
+use calcard::vcard::{
+    VCard, VCardEntry, VCardParameter, VCardParameterName, VCardParameterValue, VCardProperty, VCardValue as CalValue,
+    VCardVersion as CalVersion,
+};
 
 /// A property value before version-specific encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,21 +297,108 @@ pub fn build(e: &Entry, phones: &PhoneNormalizer) -> Card {
     Card { props }
 }
 
-fn escape_text(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            ',' => out.push_str("\\,"),
-            ';' => out.push_str("\\;"),
-            '\n' => out.push_str("\\n"),
-            '\r' => {}
-            c if c.is_control() && c != '\t' => {}
-            c => out.push(c),
-        }
+/// Text as a card may carry it: carriage returns and other control characters (but tab and newline, which
+/// the writer escapes) are dropped. Directory data can hold them; a card line must not.
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c == '\t' || *c == '\n' || !c.is_control())
+        .collect()
+}
+
+fn text(s: &str) -> CalValue {
+    CalValue::Text(clean(s))
+}
+
+/// `TYPE=` values: upper case in 3.0 (as RFC 2426 writes them and older phones compare them), lower case in 4.0.
+/// `internet` is a 3.0 EMAIL type that RFC 6350 dropped.
+fn type_params(types: &[&str], v: VCardVersion) -> Vec<VCardParameter> {
+    types
+        .iter()
+        .filter(|t| v == VCardVersion::V3 || **t != "internet")
+        .map(|t| {
+            let value = match v {
+                VCardVersion::V3 => t.to_ascii_uppercase(),
+                VCardVersion::V4 => t.to_string(),
+            };
+            VCardParameter::new(VCardParameterName::Type, VCardParameterValue::Text(value))
+        })
+        .collect()
+}
+
+fn property(name: &str) -> VCardProperty {
+    match name {
+        "FN" => VCardProperty::Fn,
+        "N" => VCardProperty::N,
+        "ORG" => VCardProperty::Org,
+        "TITLE" => VCardProperty::Title,
+        "TEL" => VCardProperty::Tel,
+        "EMAIL" => VCardProperty::Email,
+        "ADR" => VCardProperty::Adr,
+        "CATEGORIES" => VCardProperty::Categories,
+        "UID" => VCardProperty::Uid,
+        "REV" => VCardProperty::Rev,
+        "PHOTO" => VCardProperty::Photo,
+        other => VCardProperty::Other(other.to_string()),
     }
 }
 
+/// The card as calcard's model, in the shape the version wants (UID as a URN and photos as `data:` URIs in
+/// 4.0; binary photos, which calcard writes as `ENCODING=b;TYPE=JPEG`, in 3.0).
+fn to_calcard(card: &Card, v: VCardVersion) -> VCard {
+    let mut entries = Vec::with_capacity(card.props.len() + 2);
+    entries.push(VCardEntry::new(VCardProperty::Prodid).with_value("-//entradir//CardDAV//EN".to_string()));
+    if v == VCardVersion::V4 {
+        entries.push(VCardEntry::new(VCardProperty::Kind).with_value("individual".to_string()));
+    }
+    for p in &card.props {
+        let mut params = Vec::new();
+        for (name, values) in &p.params {
+            if name.eq_ignore_ascii_case("TYPE") {
+                params.extend(type_params(values, v));
+            }
+        }
+        let values = match &p.value {
+            Value::Text(t) => vec![text(t)],
+            Value::Structured(cs) | Value::List(cs) => cs.iter().map(|c| text(c)).collect(),
+            Value::Timestamp { y, mo, d, h, mi, s } => vec![CalValue::PartialDateTime(PartialDateTime {
+                year: Some(*y),
+                month: Some(*mo),
+                day: Some(*d),
+                hour: Some(*h),
+                minute: Some(*mi),
+                second: Some(*s),
+                tz_hour: Some(0),
+                tz_minute: Some(0),
+                tz_minus: false,
+            })],
+            Value::Uid(u) => vec![CalValue::Text(match v {
+                VCardVersion::V3 => clean(u),
+                VCardVersion::V4 => format!("urn:uuid:{}", clean(u)),
+            })],
+            Value::Photo { mime, data } => vec![match v {
+                VCardVersion::V3 => CalValue::Binary(Data {
+                    content_type: Some(mime.to_string()),
+                    data: data.to_vec(),
+                }),
+                // A URI value, which is not escaped: calcard writes binary values in 4.0 as `base64\,`, an
+                // escaped comma that URI parsers (Thunderbird's ical.js) keep, breaking the photo.
+                VCardVersion::V4 => CalValue::Text(format!(
+                    "data:{mime};base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(data)
+                )),
+            }],
+        };
+        entries.push(
+            VCardEntry::new(property(p.name))
+                .with_params(params)
+                .with_values(values),
+        );
+    }
+    VCard { entries }
+}
+
 /// Append one content line, folded so that no physical line exceeds 75 octets (RFC 6350 §3.2, RFC 2425 §5.8.1).
+/// Used for lines the partial-card filter rewrites; whole cards are folded by calcard.
 pub(crate) fn push_folded(out: &mut String, line: &str) {
     const MAX: usize = 75;
     let mut width = 0usize;
@@ -321,95 +416,26 @@ pub(crate) fn push_folded(out: &mut String, line: &str) {
 
 /// Write the card in the requested version.
 pub fn write(card: &Card, v: VCardVersion) -> String {
+    let version = match v {
+        VCardVersion::V3 => CalVersion::V3_0,
+        VCardVersion::V4 => CalVersion::V4_0,
+    };
     let mut out = String::with_capacity(512);
-    out.push_str("BEGIN:VCARD\r\n");
-    let _ = write!(out, "VERSION:{}\r\n", v.as_str());
-    out.push_str("PRODID:-//entradir//CardDAV//EN\r\n");
-    if v == VCardVersion::V4 {
-        out.push_str("KIND:individual\r\n");
-    }
-    let mut line = String::with_capacity(128);
-    for p in &card.props {
-        line.clear();
-        line.push_str(p.name);
-        for (name, values) in &p.params {
-            // `internet` is a 3.0 EMAIL type that RFC 6350 dropped.
-            let values: Vec<&str> = values
-                .iter()
-                .copied()
-                .filter(|val| v == VCardVersion::V3 || *val != "internet")
-                .collect();
-            if values.is_empty() {
-                continue;
-            }
-            let _ = write!(line, ";{name}=");
-            for (i, val) in values.iter().enumerate() {
-                if i > 0 {
-                    line.push(',');
-                }
-                match v {
-                    VCardVersion::V3 => line.push_str(&val.to_ascii_uppercase()),
-                    VCardVersion::V4 => line.push_str(val),
-                }
-            }
-        }
-        match &p.value {
-            Value::Text(t) => {
-                line.push(':');
-                escape_text(t, &mut line);
-            }
-            Value::Structured(cs) => {
-                line.push(':');
-                for (i, c) in cs.iter().enumerate() {
-                    if i > 0 {
-                        line.push(';');
-                    }
-                    escape_text(c, &mut line);
-                }
-            }
-            Value::List(items) => {
-                line.push(':');
-                for (i, c) in items.iter().enumerate() {
-                    if i > 0 {
-                        line.push(',');
-                    }
-                    escape_text(c, &mut line);
-                }
-            }
-            Value::Timestamp { y, mo, d, h, mi, s } => {
-                let _ = match v {
-                    VCardVersion::V3 => write!(line, ":{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
-                    VCardVersion::V4 => write!(line, ":{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z"),
-                };
-            }
-            Value::Uid(u) => {
-                let _ = match v {
-                    VCardVersion::V3 => write!(line, ":{u}"),
-                    VCardVersion::V4 => write!(line, ":urn:uuid:{u}"),
-                };
-            }
-            Value::Photo { mime, data } => {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-                let _ = match v {
-                    VCardVersion::V3 => {
-                        let ty = mime.trim_start_matches("image/").to_ascii_uppercase();
-                        write!(line, ";ENCODING=b;TYPE={ty}:{b64}")
-                    }
-                    VCardVersion::V4 => write!(line, ":data:{mime};base64,{b64}"),
-                };
-            }
-        }
-        push_folded(&mut out, &line);
-    }
-    out.push_str("END:VCARD\r\n");
+    // Writing into a String cannot fail.
+    let _ = to_calcard(card, v).write_to(&mut out, version);
     out
 }
 
+/// The tests' own vCard reader (shared with the integration tests), independent of calcard.
+#[cfg(test)]
+#[path = "../../tests/common/vcard.rs"]
+pub(crate) mod reader;
+
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::reader;
     use super::*;
     use crate::directory::Attribute;
-    use calcard::vcard::{VCard, VCardProperty, VCardValue};
     use std::sync::Arc;
 
     pub(crate) fn attr(name: &str, values: &[&[u8]]) -> Attribute {
@@ -456,30 +482,9 @@ pub(crate) mod tests {
         PhoneNormalizer::new("DE").unwrap()
     }
 
-    /// Parse with calcard (not our writer) and return (name, params-lowercased, text) triples.
-    pub(crate) fn parse_other(text: &str) -> VCard {
-        match VCard::parse(text) {
-            Ok(c) => c,
-            Err(e) => panic!("calcard rejected our card: {e:?}\n{text}"),
-        }
-    }
-
-    pub(crate) fn texts(card: &VCard, prop: VCardProperty) -> Vec<String> {
-        card.entries
-            .iter()
-            .filter(|e| e.name == prop)
-            .map(|e| {
-                e.values
-                    .iter()
-                    .map(|v| match v {
-                        VCardValue::Text(t) => t.clone(),
-                        VCardValue::Component(c) => c.join(";"),
-                        other => format!("{other:?}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(";")
-            })
-            .collect()
+    /// Parse with the tests' reader (not calcard, which wrote the card).
+    pub(crate) fn parse_other(text: &str) -> reader::Card {
+        reader::Card::parse(text).unwrap_or_else(|e| panic!("card rejected: {e}\n{text}"))
     }
 
     fn jane() -> Entry {
@@ -524,28 +529,22 @@ pub(crate) mod tests {
         }
         assert!(text.contains("PHOTO;ENCODING=b;TYPE=JPEG:"), "{text}");
         let card = parse_other(&text);
-        assert_eq!(texts(&card, VCardProperty::Version), ["3.0"]);
-        assert_eq!(texts(&card, VCardProperty::Fn), ["Doe, Jane; \"JD\" \\ Ünïcødé 山田"]);
-        assert_eq!(texts(&card, VCardProperty::N), ["Doe;Jane;;;"]);
-        assert_eq!(texts(&card, VCardProperty::Org), ["Contoso; Ltd;R&D"]);
-        assert_eq!(texts(&card, VCardProperty::Title), ["Head of R&D, Berlin"]);
+        assert_eq!(card.texts("VERSION"), ["3.0"]);
+        assert_eq!(card.texts("FN"), ["Doe, Jane; \"JD\" \\ Ünïcødé 山田"]);
+        assert_eq!(card.texts("N"), ["Doe;Jane;;;"]);
+        assert_eq!(card.texts("ORG"), ["Contoso; Ltd;R&D"]);
+        assert_eq!(card.texts("TITLE"), ["Head of R&D, Berlin"]);
         // telephoneNumber and otherTelephone are the same number: one TEL; ipPhone is kept as typed.
         assert_eq!(
-            texts(&card, VCardProperty::Tel),
+            card.texts("TEL"),
             ["+49301234567", "ext. 12", "+491712345678", "+49301234599"]
         );
-        assert_eq!(texts(&card, VCardProperty::Email), ["jane.doe@contoso.example"]);
-        assert_eq!(
-            texts(&card, VCardProperty::Adr),
-            [";;Hauptstraße 1\nHinterhaus;Berlin;;10115;Germany"]
-        );
-        assert_eq!(texts(&card, VCardProperty::Categories), ["All Staff;Sales, EMEA"]);
-        assert_eq!(texts(&card, VCardProperty::Uid), [uuid_string(&e.guid)]);
-        let photo = card.entries.iter().find(|p| p.name == VCardProperty::Photo).unwrap();
-        match &photo.values[0] {
-            VCardValue::Binary(d) => assert_eq!(&d.data[..], e.values("thumbnailPhoto")[0].as_ref()),
-            other => panic!("photo not binary: {other:?}"),
-        }
+        assert_eq!(card.texts("EMAIL"), ["jane.doe@contoso.example"]);
+        assert_eq!(card.texts("ADR"), [";;Hauptstraße 1\nHinterhaus;Berlin;;10115;Germany"]);
+        assert_eq!(card.values("CATEGORIES"), ["All Staff", "Sales, EMEA"]);
+        assert_eq!(card.texts("UID"), [uuid_string(&e.guid)]);
+        let photo = card.photo().expect("a photo").expect("a readable photo");
+        assert_eq!(&photo[..], e.values("thumbnailPhoto")[0].as_ref());
     }
 
     #[test]
@@ -557,14 +556,35 @@ pub(crate) mod tests {
         assert!(text.contains("REV:20261122T103000Z"), "{text}");
         assert!(text.contains("EMAIL;TYPE=work:jane.doe@contoso.example"), "{text}");
         let card = parse_other(&text);
-        assert_eq!(texts(&card, VCardProperty::Version), ["4.0"]);
-        assert_eq!(
-            texts(&card, VCardProperty::Uid),
-            [format!("urn:uuid:{}", uuid_string(&e.guid))]
+        assert_eq!(card.texts("VERSION"), ["4.0"]);
+        assert_eq!(card.texts("UID"), [format!("urn:uuid:{}", uuid_string(&e.guid))]);
+        assert_eq!(card.texts("FN"), ["Doe, Jane; \"JD\" \\ Ünïcødé 山田"]);
+        assert_eq!(card.texts("KIND"), ["individual"]);
+        let photo = card.photo().expect("a photo").expect("a readable photo");
+        assert_eq!(&photo[..], e.values("thumbnailPhoto")[0].as_ref());
+    }
+
+    /// Directory text can carry control characters and long values; the card drops the former and folds the
+    /// latter without losing the spaces that fall on a fold.
+    #[test]
+    fn control_characters_dropped_and_folds_lossless() {
+        // `TITLE:` and 69 characters fill the first line, the fold space and 74 more the second: spaces at
+        // positions 68 and 142 end a physical line each.
+        let title = format!("{} {} End", "A".repeat(68), "B".repeat(73));
+        let e = person(
+            "x2",
+            4,
+            &[
+                ("displayName", "Bell\u{7}Ringer\r"),
+                ("title", &title),
+                ("telephoneNumber", "030 1"),
+            ],
         );
-        assert_eq!(texts(&card, VCardProperty::Fn), ["Doe, Jane; \"JD\" \\ Ünïcødé 山田"]);
-        for line in text.split("\r\n") {
-            assert!(line.len() <= 75);
+        for v in [VCardVersion::V3, VCardVersion::V4] {
+            let text = write(&build(&e, &phones()), v);
+            let card = parse_other(&text);
+            assert_eq!(card.texts("FN"), ["BellRinger"], "{text}");
+            assert_eq!(card.texts("TITLE"), std::slice::from_ref(&title), "{text}");
         }
     }
 
@@ -573,9 +593,9 @@ pub(crate) mod tests {
         let e = person("x1", 3, &[("mail", "x@contoso.example")]);
         let text = write(&build(&e, &phones()), VCardVersion::V3);
         let card = parse_other(&text);
-        assert_eq!(texts(&card, VCardProperty::Fn), ["x@contoso.example"]);
-        assert_eq!(texts(&card, VCardProperty::N), ["x@contoso.example;;;;"]);
-        assert!(texts(&card, VCardProperty::Rev).is_empty());
+        assert_eq!(card.texts("FN"), ["x@contoso.example"]);
+        assert_eq!(card.texts("N"), ["x@contoso.example;;;;"]);
+        assert!(card.texts("REV").is_empty());
     }
 
     #[test]

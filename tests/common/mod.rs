@@ -1,6 +1,8 @@
 //! Shared set-up for integration tests: a Graph simulator, a Syncer pointed at it, and a Directory.
 #![allow(dead_code)]
 
+pub mod vcard;
+
 use entradir::directory::change::{MemberRef, PhotoState};
 use entradir::directory::names::Assigned;
 use entradir::directory::phone::PhoneNormalizer;

@@ -71,11 +71,40 @@ impl ResponseCache {
     }
 
     fn put(&self, k: ResponseKey, v: Bytes) {
-        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        // Answers for older snapshots are never asked for again.
-        e.retain(|(key, _)| key.version >= k.version && *key != k);
-        e.insert(0, (k, v));
-        e.truncate(RESPONSE_CACHE_SLOTS);
+        let dropped = {
+            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            // Answers for older snapshots are never asked for again.
+            let mut dropped: Vec<(ResponseKey, Bytes)> = Vec::new();
+            let mut i = 0;
+            while i < e.len() {
+                if e[i].0.version < k.version || e[i].0 == k {
+                    dropped.push(e.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            e.insert(0, (k, v));
+            if e.len() > RESPONSE_CACHE_SLOTS {
+                dropped.extend(e.drain(RESPONSE_CACHE_SLOTS..));
+            }
+            dropped
+        };
+        // Freeing a whole-book answer (megabytes) returns its pages to the OS: not while holding the lock.
+        drop(dropped);
+    }
+
+    /// Forget answers for snapshots older than `version`. Called by the warm-up after a new snapshot, so that
+    /// the first request of the new version does not pay for freeing the old answers.
+    pub(crate) fn evict_older(&self, version: u64) {
+        let dropped: Vec<(ResponseKey, Bytes)> = {
+            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let (old, keep) = std::mem::take(&mut *e)
+                .into_iter()
+                .partition(|(k, _)| k.version < version);
+            *e = keep;
+            old
+        };
+        drop(dropped);
     }
 }
 
@@ -154,6 +183,7 @@ impl State {
     pub fn prewarm(&self) {
         let cfg = self.config();
         let snap = self.dir.load();
+        self.responses.evict_older(snap.version);
         for book in cfg.effective_books() {
             let view = self.caches.book(&book, cfg.include_disabled, &snap);
             for e in &view.members {
@@ -709,6 +739,16 @@ mod tests {
         assert_eq!(c.get(&key(6, "q0")), None, "bounded");
         let full = Full::new(Bytes::from_static(b"xyz"));
         assert_eq!(full_bytes(full), Bytes::from_static(b"xyz"));
+        c.put(key(6, "a"), Bytes::from_static(b"A6"));
+        c.evict_older(7);
+        assert_eq!(
+            c.get(&key(6, "a")),
+            None,
+            "the warm-up of snapshot 7 forgets snapshot 6's answers"
+        );
+        c.put(key(7, "a"), Bytes::from_static(b"A7"));
+        c.evict_older(7);
+        assert_eq!(c.get(&key(7, "a")).as_deref(), Some(&b"A7"[..]), "but not its own");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 mod common;
 
 use common::vcard::Card;
+use common::xml::{parse, Element};
 use common::*;
 use entradir::carddav::auth::hash_password;
 use entradir::carddav::vcard::uuid_string;
-use entradir::carddav::xml::{parse, Element, CARDDAV, DAV};
+use entradir::carddav::xml::{CARDDAV, DAV};
 use entradir::carddav::{Account, BookConfig, CardDavConfig, CardDavServer};
 use entradir::directory::{EntryKind, Snapshot};
 use serde_json::json;
@@ -65,8 +66,7 @@ async fn sync_collection(base: &str, book: &str, token: &str) -> (Vec<(String, u
 }
 
 fn card(href: &str, data: &str) -> Card {
-    // The XML reader trims element text, taking the card's final CRLF with it.
-    Card::parse(&format!("{}\r\n", data.trim_end())).unwrap_or_else(|e| panic!("card {href} rejected: {e}\n{data}"))
+    Card::parse(data).unwrap_or_else(|e| panic!("card {href} rejected: {e}\n{data}"))
 }
 
 async fn vsync(bin: &Path, config: &Path, cmd: &'static str) -> String {

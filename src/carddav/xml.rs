@@ -172,10 +172,14 @@ fn close(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
 
 /// Escape for XML text and attribute values (both quote kinds, so it fits either delimiter). Characters XML 1.0
 /// cannot carry at all (most C0 controls) are dropped rather than producing a document clients reject.
+///
+/// CR is written as `&#13;`: an XML parser turns a literal CRLF into LF (XML 1.0 §2.11), so a vCard in
+/// `address-data` would reach the client without the CRLF line ends RFC 6350 requires. SabreDAV-based servers
+/// (Nextcloud, Posteo) escape it the same way.
 pub fn esc(s: &str) -> Cow<'_, str> {
     if !s
         .chars()
-        .any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'') || is_forbidden(c))
+        .any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'' | '\r') || is_forbidden(c))
     {
         return Cow::Borrowed(s);
     }
@@ -187,6 +191,7 @@ pub fn esc(s: &str) -> Cow<'_, str> {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
             c if is_forbidden(c) => {}
             c => out.push(c),
         }
@@ -405,6 +410,7 @@ mod tests {
     fn escaping_and_writer() {
         assert_eq!(esc("a&b<c>\"d'"), "a&amp;b&lt;c&gt;&quot;d&apos;");
         assert_eq!(esc("bell\u{7}"), "bell");
+        assert_eq!(esc("FN:a\r\nEND"), "FN:a&#13;\nEND");
         let mut m = Multistatus::new();
         m.props(
             "/dav/books/all/",

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod vcard;
+pub mod xml;
 
 use entradir::directory::change::{MemberRef, PhotoState};
 use entradir::directory::names::Assigned;

@@ -6,12 +6,14 @@
 //! newlines, folding at 75 octets on character boundaries, `ENCODING=b;TYPE=JPEG` photos in 3.0, the version's
 //! date syntax. It is used without its default `jmap` feature, which would bring the JSContact conversion.
 //! calcard also marks non-ASCII 3.0 values `CHARSET=UTF-8`, a vCard 2.1 habit RFC 2426 does not define; the
-//! 3.0 parsers the tests run (vobject, `ical`) accept it, as parsers generally accept unknown parameters.
+//! tests' readers (Python's vobject among them) accept it, as parsers generally accept unknown parameters.
+//!
 //! What stays here is what a directory entry means as a card: which attributes become which properties, 3.0's
 //! required `N`, `urn:uuid:` UIDs in 4.0, and 4.0 photos as `data:` URIs (see [`to_calcard`]).
 //!
-//! The tests parse every card with other implementations than calcard: `vcard4` for 4.0 and `ical` for 3.0
-//! here and in the integration tests, Python's vobject in the vdirsyncer test.
+//! The tests parse every card with other implementations than calcard: a reader written from the RFCs
+//! (`tests/common/vcard.rs`, here and in the integration tests), the `vcard4` crate for every 4.0 card, and
+//! Python's vobject in the vdirsyncer test.
 
 use crate::carddav::config::VCardVersion;
 use crate::directory::phone::PhoneNormalizer;

@@ -9,7 +9,7 @@
 //! tests' readers (Python's vobject among them) accept it, as parsers generally accept unknown parameters.
 //!
 //! What stays here is what a directory entry means as a card: which attributes become which properties, 3.0's
-//! required `N`, `urn:uuid:` UIDs in 4.0, and 4.0 photos as `data:` URIs (see [`to_calcard`]).
+//! required `N`, `urn:uuid:` UIDs in 4.0, and 4.0 photos as `data:` URIs.
 //!
 //! The tests parse every card with other implementations than calcard: a reader written from the RFCs
 //! (`tests/common/vcard.rs`, here and in the integration tests), the `vcard4` crate for every 4.0 card, and

@@ -2,6 +2,11 @@
 //! and a SIGHUP that changes a listen address binds the new one first (a failure leaves everything as it was),
 //! then swaps it in. Connections accepted on the old socket are not touched; the old socket closes once the
 //! accept loop lets go of it.
+//!
+//! A move that keeps the port (`0.0.0.0:389` → `10.0.0.5:389`, or to `[::]:389`) cannot bind first: the kernel
+//! refuses the new socket while the old one listens. Then the old socket is closed, the new one bound, and if
+//! that fails, or the reload is abandoned before it applies, the old address is bound again. New connections are
+//! refused for those few milliseconds (and any still in the old socket's backlog are reset); open ones stay.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,19 @@ pub struct Rebindable {
 pub struct Rebind {
     configured: Option<SocketAddr>,
     listener: Option<TcpListener>,
+    /// Set when the old socket had to be closed to bind this one (same port): dropping the `Rebind` without
+    /// applying it listens on the old address again.
+    undo: Option<(Arc<Rebindable>, SocketAddr)>,
+}
+
+impl Drop for Rebind {
+    fn drop(&mut self) {
+        if let Some((target, old)) = self.undo.take() {
+            // The new socket holds the port: close it first.
+            self.listener = None;
+            target.relisten(old);
+        }
+    }
 }
 
 /// Why a new listen address could not be used.
@@ -31,6 +49,9 @@ pub struct BindError {
     pub error: std::io::Error,
 }
 
+/// How long a same-port move waits for the accept loops to let go of the old socket.
+const VACATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Bind `addr` if set.
 pub async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, BindError> {
     match addr {
@@ -39,6 +60,14 @@ pub async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, BindE
             .map(Some)
             .map_err(|error| BindError { addr, error }),
         None => Ok(None),
+    }
+}
+
+impl std::fmt::Debug for Rebindable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rebindable")
+            .field("local_addr", &self.local_addr())
+            .finish()
     }
 }
 
@@ -60,21 +89,80 @@ impl Rebindable {
     }
 
     /// Bind `want` if it differs from the running address; `Ok(None)` when nothing changes.
-    pub async fn prepare(&self, want: Option<SocketAddr>) -> Result<Option<Rebind>, BindError> {
+    pub async fn prepare(self: &Arc<Self>, want: Option<SocketAddr>) -> Result<Option<Rebind>, BindError> {
         if want == self.configured() {
             return Ok(None);
         }
-        Ok(Some(Rebind {
-            configured: want,
-            listener: bind(want).await?,
-        }))
+        match bind(want).await {
+            Ok(listener) => Ok(Some(Rebind {
+                configured: want,
+                listener,
+                undo: None,
+            })),
+            Err(e) => match (want, self.local_addr()) {
+                (Some(addr), Some(old))
+                    if e.error.kind() == std::io::ErrorKind::AddrInUse && addr.port() == old.port() =>
+                {
+                    self.vacate_and_bind(addr, old).await.map(Some)
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// The same-port move: close the old socket, bind the new address, and restore the old one on failure.
+    async fn vacate_and_bind(self: &Arc<Self>, addr: SocketAddr, old: SocketAddr) -> Result<Rebind, BindError> {
+        if let Some(listener) = self.current.send_replace(None) {
+            // Accept loops drop their handle when they see the change.
+            let deadline = tokio::time::Instant::now() + VACATE_TIMEOUT;
+            while Arc::strong_count(&listener) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            if Arc::strong_count(&listener) > 1 {
+                self.current.send_replace(Some(listener));
+                return Err(BindError {
+                    addr,
+                    error: std::io::Error::other("the old socket on the same port is still in use"),
+                });
+            }
+        }
+        match TcpListener::bind(addr).await {
+            Ok(listener) => Ok(Rebind {
+                configured: Some(addr),
+                listener: Some(listener),
+                undo: Some((self.clone(), old)),
+            }),
+            Err(error) => {
+                self.relisten(old);
+                Err(BindError { addr, error })
+            }
+        }
+    }
+
+    /// Listen on `old` again after a same-port move did not happen.
+    fn relisten(&self, old: SocketAddr) {
+        let bound = std::net::TcpListener::bind(old).and_then(|l| {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        });
+        match bound {
+            Ok(l) => {
+                self.current.send_replace(Some(Arc::new(l)));
+            }
+            Err(error) => {
+                tracing::error!(addr = %old, %error, "could not listen on the old address again; restart to listen");
+            }
+        }
     }
 
     /// Swap in a socket from [`Rebindable::prepare`]; returns (old, new) bound addresses for the log.
-    pub fn apply(&self, r: Rebind) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let old = self.local_addr();
+    pub fn apply(&self, mut r: Rebind) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let old = match r.undo.take() {
+            Some((_, old)) => Some(old),
+            None => self.local_addr(),
+        };
         *self.configured.lock().unwrap_or_else(|e| e.into_inner()) = r.configured;
-        self.current.send_replace(r.listener.map(Arc::new));
+        self.current.send_replace(r.listener.take().map(Arc::new));
         (old, self.local_addr())
     }
 
@@ -141,9 +229,11 @@ mod tests {
 
         // Same configured address: nothing to do.
         assert!(r.prepare(Some("127.0.0.1:0".parse().unwrap())).await.unwrap().is_none());
-        // An address in use fails before anything changes.
-        let err = r.prepare(Some(old_addr)).await.unwrap_err();
-        assert_eq!(err.addr, old_addr);
+        // An address another process holds fails before anything changes.
+        let foreign = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+        let taken = foreign.local_addr().unwrap();
+        let err = r.prepare(Some(taken)).await.unwrap_err();
+        assert_eq!(err.addr, taken);
         assert_eq!(r.local_addr(), Some(old_addr));
 
         // Linux routes all of 127.0.0.0/8 to the loopback interface.
@@ -163,5 +253,68 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(TcpStream::connect(old_addr).await.is_err());
         serve.abort();
+    }
+
+    /// An accept loop that answers each connection with one byte, the way the front ends use an [`Acceptor`].
+    fn serve(r: &Rebindable) -> tokio::task::JoinHandle<()> {
+        let mut acceptor = r.acceptor();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = acceptor.accept().await {
+                tokio::spawn(async move {
+                    let mut b = [0u8; 1];
+                    while s.read_exact(&mut b).await.is_ok() {
+                        let _ = s.write_all(&b).await;
+                    }
+                });
+            }
+        })
+    }
+
+    async fn echoes(addr: SocketAddr) -> bool {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        let mut b = [0u8; 1];
+        s.write_all(b"x").await.is_ok() && s.read_exact(&mut b).await.is_ok()
+    }
+
+    /// Moves that keep the port (specific address to the wildcard) close the old socket first; an abandoned or
+    /// failed move listens on the old address again.
+    #[tokio::test]
+    async fn a_move_to_another_address_on_the_same_port() {
+        let first = bind(Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+        let r = Rebindable::new(Some("127.0.0.1:0".parse().unwrap()), first);
+        let old = r.local_addr().unwrap();
+        let port = old.port();
+        let serving = serve(&r);
+        let mut kept = TcpStream::connect(old).await.unwrap();
+        let mut b = [0u8; 1];
+        // Accepted before anything moves (a connection still in the old socket's backlog is reset with it).
+        kept.write_all(b"a").await.unwrap();
+        kept.read_exact(&mut b).await.unwrap();
+        let wildcard: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+        let elsewhere: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+
+        // Abandoned (another part of the reload failed): the old address serves again.
+        let move_ = r.prepare(Some(wildcard)).await.unwrap().unwrap();
+        drop(move_);
+        assert_eq!(r.local_addr(), Some(old));
+        assert!(echoes(old).await, "the old address serves again");
+
+        // Failed: another process holds the port on 127.0.0.2, so the wildcard cannot be bound.
+        let foreign = std::net::TcpListener::bind(elsewhere).unwrap();
+        let err = r.prepare(Some(wildcard)).await.unwrap_err();
+        assert_eq!(err.addr, wildcard);
+        assert!(echoes(old).await, "a failed move leaves the old address serving");
+        drop(foreign);
+
+        // Applied: the wildcard serves every loopback address on that port.
+        let move_ = r.prepare(Some(wildcard)).await.unwrap().unwrap();
+        assert_eq!(r.apply(move_), (Some(old), Some(wildcard)));
+        assert!(echoes(elsewhere).await, "the new socket accepts");
+        kept.write_all(b"k").await.unwrap();
+        kept.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"k", "a connection from before the move still works");
+        serving.abort();
     }
 }

@@ -324,6 +324,23 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
     );
     let (ldap_port, admin_port) = (new_ldap, new_admin);
 
+    // A move that keeps the port, from 127.0.0.1 to every address: the old socket has to close first.
+    let wildcard = config(dir.path(), sim_port, ldap_port, admin_port, &csv).replace(
+        &format!("listen = \"127.0.0.1:{ldap_port}\""),
+        &format!("listen = \"0.0.0.0:{ldap_port}\""),
+    );
+    std::fs::write(&cfg_path, wildcard).unwrap();
+    signal(&server.0, "-HUP");
+    wait_for("the same-port move to apply", Duration::from_secs(20), || {
+        log.lock().unwrap().matches("reload applied").count() == 3
+    });
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.2", ldap_port)).is_ok(),
+        "the wildcard socket accepts on another loopback address"
+    );
+    let found = ldapsearch(ldap_port, &["(sAMAccountName=local.hero)", "1.1"]);
+    assert_eq!(found.lines().filter(|l| l.starts_with("dn:")).count(), 1);
+
     // SIGUSR1 syncs now; SIGTERM stops cleanly and leaves the state behind.
     signal(&server.0, "-USR1");
     wait_for("second round", Duration::from_secs(30), || {
@@ -336,7 +353,7 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
     std::fs::write(dir.path().join("secret"), "the-secret-id-not-the-value\n").unwrap();
     signal(&server.0, "-HUP");
     wait_for("reload 3", Duration::from_secs(20), || {
-        log.lock().unwrap().matches("reload applied").count() == 3
+        log.lock().unwrap().matches("reload applied").count() == 4
     });
     signal(&server.0, "-USR1");
     wait_for("the failed round", Duration::from_secs(30), || {
@@ -348,7 +365,7 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
     std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
     signal(&server.0, "-HUP");
     wait_for("reload 4", Duration::from_secs(20), || {
-        log.lock().unwrap().matches("reload applied").count() == 4
+        log.lock().unwrap().matches("reload applied").count() == 5
     });
     signal(&server.0, "-USR1");
     wait_for("a good round again", Duration::from_secs(30), || {

@@ -3,7 +3,7 @@
 //!
 //! It reads the published snapshot and the sync engine's status; it never touches the directory itself.
 
-use crate::directory::Published;
+use crate::directory::{Published, Snapshot};
 use crate::net::Rebindable;
 use crate::sync::{Command, SyncStatus};
 use anyhow::Context as _;
@@ -191,41 +191,45 @@ pub fn metrics(st: &AdminState) -> String {
     out
 }
 
+/// `/readyz`: whether the directory is worth serving. A fresh start without a state file holds only the base DN
+/// and its containers until the first sync: not ready, although the LDAP listener already answers for them.
+fn readiness(snap: &Snapshot, stale_after: Duration, now: SystemTime) -> (StatusCode, String) {
+    let c = snap.counts();
+    let tenant_objects = c.users + c.groups + c.computers + c.contacts;
+    match snap.synced_at {
+        None if tenant_objects == 0 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no directory yet (first sync pending)\n".into(),
+        ),
+        None => (
+            StatusCode::OK,
+            "ready (served from state; no sync since start yet)\n".into(),
+        ),
+        Some(t) => {
+            let age = now.duration_since(t).unwrap_or_default();
+            if age > stale_after {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("stale: last good sync {}s ago\n", age.as_secs()),
+                )
+            } else {
+                (
+                    StatusCode::OK,
+                    format!("ready: version {}, last sync {}s ago\n", snap.version, age.as_secs()),
+                )
+            }
+        }
+    }
+}
+
 async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     Ok(match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(&st)),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
-            let snap = st.dir.load();
-            match snap.synced_at {
-                None if snap.is_empty() => reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready: no directory yet (first sync pending)\n",
-                ),
-                None => reply(
-                    StatusCode::OK,
-                    "text/plain",
-                    "ready (served from state; no sync since start yet)\n",
-                ),
-                Some(t) => {
-                    let age = SystemTime::now().duration_since(t).unwrap_or_default();
-                    if age > st.settings.load().stale_after {
-                        reply(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "text/plain",
-                            format!("stale: last good sync {}s ago\n", age.as_secs()),
-                        )
-                    } else {
-                        reply(
-                            StatusCode::OK,
-                            "text/plain",
-                            format!("ready: version {}, last sync {}s ago\n", snap.version, age.as_secs()),
-                        )
-                    }
-                }
-            }
+            let (code, text) = readiness(&st.dir.load(), st.settings.load().stale_after, SystemTime::now());
+            reply(code, "text/plain", text)
         }
         (&Method::GET, "/status") => {
             let snap = st.dir.load();
@@ -317,5 +321,44 @@ pub async fn serve(listener: Arc<Rebindable>, st: AdminState, shutdown: Cancella
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::phone::PhoneNormalizer;
+    use crate::directory::{Directory, Naming, Settings};
+
+    #[test]
+    fn ready_only_with_tenant_data_and_not_stale() {
+        let naming = Naming::new("DC=contoso,DC=example").unwrap();
+        let phones = PhoneNormalizer::new("DE").unwrap();
+        // What a first start without a state file publishes: the base DN and its containers.
+        let fresh = Directory::new(
+            Settings::new(naming, phones),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        );
+        let skeleton = fresh.snapshot();
+        assert!(
+            !skeleton.is_empty(),
+            "the skeleton has entries, which is what readyz used to look at"
+        );
+        let hour = Duration::from_secs(3600);
+        let now = SystemTime::now();
+        assert_eq!(readiness(skeleton, hour, now).0, StatusCode::SERVICE_UNAVAILABLE);
+
+        let mut from_state = crate::carddav::sample::snapshot(7, vec![crate::carddav::sample::person(1, 7)]);
+        let (code, text) = readiness(&from_state, hour, now);
+        assert_eq!(code, StatusCode::OK);
+        assert!(text.contains("served from state"), "{text}");
+
+        from_state.set_synced_at(now - Duration::from_secs(60));
+        assert_eq!(readiness(&from_state, hour, now).0, StatusCode::OK);
+        let (code, text) = readiness(&from_state, Duration::from_secs(30), now);
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text.starts_with("stale: last good sync 60s ago"), "{text}");
     }
 }

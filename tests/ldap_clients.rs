@@ -914,11 +914,15 @@ async fn reload_swaps_accounts_without_restart() {
     );
     assert_eq!(ldapsearch(url.clone(), None, bind("rotated")).await.code, 0);
 
-    // A new listen address: bound first (an address in use fails and changes nothing), then moved to.
+    // A new listen address: bound first (an address another process holds fails and changes nothing), then
+    // moved to.
+    let foreign = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let taken = foreign.local_addr().unwrap();
     let mut moved = next.clone();
-    moved.listen = Some(addr);
+    moved.listen = Some(taken);
     let busy = handle.prepare_listeners(&moved).await;
-    assert!(busy.is_err_and(|e| e.to_string().contains(&addr.to_string())));
+    assert!(busy.is_err_and(|e| e.to_string().contains(&taken.to_string())));
+    assert_eq!(ldapsearch(url.clone(), None, bind("rotated")).await.code, 0);
     moved.listen = Some("127.0.0.2:0".parse().unwrap());
     let change = handle.prepare_listeners(&moved).await.unwrap();
     handle.reload(moved, change).unwrap();

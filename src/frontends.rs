@@ -39,7 +39,8 @@ pub struct FrontEnds {
 }
 
 /// Validated new front-end settings (and sockets for changed listen addresses), applied only when the whole
-/// reload is good. Dropping it unapplied closes the new sockets again.
+/// reload is good. Dropping it unapplied closes the new sockets again, and listens again where a same-port move
+/// had closed the running socket.
 pub struct Prepared {
     ldap: Option<(ldap::LdapConfig, ldap::ListenerChange)>,
     carddav: Option<(CardDavConfig, carddav::ListenerChange)>,

@@ -6,7 +6,8 @@
 //! A move that keeps the port (`0.0.0.0:389` → `10.0.0.5:389`, or to `[::]:389`) cannot bind first: the kernel
 //! refuses the new socket while the old one listens. Then the old socket is closed, the new one bound, and if
 //! that fails, or the reload is abandoned before it applies, the old address is bound again. New connections are
-//! refused for those few milliseconds (and any still in the old socket's backlog are reset); open ones stay.
+//! refused from that point until the reload applies or is abandoned, normally milliseconds (and any still in
+//! the old socket's backlog are reset); open ones stay.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,9 @@ pub struct Rebindable {
 pub struct Rebind {
     configured: Option<SocketAddr>,
     listener: Option<TcpListener>,
+    /// The new address is the one already bound (`127.0.0.1:0` configured, now written with its port): only
+    /// the configured address changes.
+    keep: bool,
     /// Set when the old socket had to be closed to bind this one (same port): dropping the `Rebind` without
     /// applying it listens on the old address again.
     undo: Option<(Arc<Rebindable>, SocketAddr)>,
@@ -38,6 +42,13 @@ impl Drop for Rebind {
             target.relisten(old);
         }
     }
+}
+
+/// Whether the kernel refuses `new` only because `old` listens: the same port with a wildcard address on one
+/// side (`0.0.0.0`, or `[::]`, which also covers IPv4). Two different specific addresses never conflict, so an
+/// "address in use" there comes from another process, and closing our socket would not help.
+fn overlaps(new: SocketAddr, old: SocketAddr) -> bool {
+    new.port() == old.port() && (new.ip().is_unspecified() || old.ip().is_unspecified())
 }
 
 /// Why a new listen address could not be used.
@@ -89,20 +100,31 @@ impl Rebindable {
     }
 
     /// Bind `want` if it differs from the running address; `Ok(None)` when nothing changes.
+    ///
+    /// The running socket keeps serving, except for a move to another address on the same port that the kernel
+    /// refuses while it listens (a wildcard address on either side): then it is closed here, and listened on
+    /// again if the new address cannot be bound or the returned [`Rebind`] is dropped without being applied.
     pub async fn prepare(self: &Arc<Self>, want: Option<SocketAddr>) -> Result<Option<Rebind>, BindError> {
         if want == self.configured() {
             return Ok(None);
+        }
+        if want.is_some() && want == self.local_addr() {
+            return Ok(Some(Rebind {
+                configured: want,
+                listener: None,
+                keep: true,
+                undo: None,
+            }));
         }
         match bind(want).await {
             Ok(listener) => Ok(Some(Rebind {
                 configured: want,
                 listener,
+                keep: false,
                 undo: None,
             })),
             Err(e) => match (want, self.local_addr()) {
-                (Some(addr), Some(old))
-                    if e.error.kind() == std::io::ErrorKind::AddrInUse && addr.port() == old.port() =>
-                {
+                (Some(addr), Some(old)) if e.error.kind() == std::io::ErrorKind::AddrInUse && overlaps(addr, old) => {
                     self.vacate_and_bind(addr, old).await.map(Some)
                 }
                 _ => Err(e),
@@ -130,6 +152,7 @@ impl Rebindable {
             Ok(listener) => Ok(Rebind {
                 configured: Some(addr),
                 listener: Some(listener),
+                keep: false,
                 undo: Some((self.clone(), old)),
             }),
             Err(error) => {
@@ -139,18 +162,28 @@ impl Rebindable {
         }
     }
 
-    /// Listen on `old` again after a same-port move did not happen.
+    /// Listen on `old` again after a same-port move did not happen. If that fails too, the configured address
+    /// is forgotten, so that the next reload binds whatever the configuration says.
     fn relisten(&self, old: SocketAddr) {
-        let bound = std::net::TcpListener::bind(old).and_then(|l| {
-            l.set_nonblocking(true)?;
-            TcpListener::from_std(l)
-        });
+        let bound = if tokio::runtime::Handle::try_current().is_ok() {
+            std::net::TcpListener::bind(old).and_then(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            })
+        } else {
+            Err(std::io::Error::other("no async runtime to listen with"))
+        };
         match bound {
             Ok(l) => {
                 self.current.send_replace(Some(Arc::new(l)));
             }
             Err(error) => {
-                tracing::error!(addr = %old, %error, "could not listen on the old address again; restart to listen");
+                *self.configured.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                tracing::error!(
+                    addr = %old,
+                    %error,
+                    "could not listen on the old address again: not listening until the next reload"
+                );
             }
         }
     }
@@ -162,7 +195,9 @@ impl Rebindable {
             None => self.local_addr(),
         };
         *self.configured.lock().unwrap_or_else(|e| e.into_inner()) = r.configured;
-        self.current.send_replace(r.listener.take().map(Arc::new));
+        if !r.keep {
+            self.current.send_replace(r.listener.take().map(Arc::new));
+        }
         (old, self.local_addr())
     }
 
@@ -294,6 +329,21 @@ mod tests {
         kept.read_exact(&mut b).await.unwrap();
         let wildcard: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
         let elsewhere: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+
+        let socket = || r.current.borrow().clone().map(|l| Arc::as_ptr(&l) as usize);
+        let before = socket();
+
+        // The configured `:0` written with the port it got: the same socket stays.
+        let same = r.prepare(Some(old)).await.unwrap().unwrap();
+        assert_eq!(r.apply(same), (Some(old), Some(old)));
+        assert_eq!(socket(), before, "not closed and bound again");
+        assert!(r.prepare(Some(old)).await.unwrap().is_none());
+
+        // Two specific addresses never conflict: "in use" there is another process, and our socket stays open.
+        let foreign = std::net::TcpListener::bind(elsewhere).unwrap();
+        assert_eq!(r.prepare(Some(elsewhere)).await.unwrap_err().addr, elsewhere);
+        assert_eq!(socket(), before, "not closed for a conflict it cannot cause");
+        drop(foreign);
 
         // Abandoned (another part of the reload failed): the old address serves again.
         let move_ = r.prepare(Some(wildcard)).await.unwrap().unwrap();

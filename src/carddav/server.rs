@@ -266,8 +266,9 @@ impl CardDavHandle {
         (self.plain.local_addr(), self.tls.local_addr())
     }
 
-    /// Bind the sockets of listen addresses that `next` changes; nothing is swapped yet, and a failure changes
-    /// nothing.
+    /// Bind the sockets of listen addresses that `next` changes; nothing is swapped yet. A failure leaves the
+    /// running sockets serving (one that a same-port move had to close listens again; see
+    /// [`crate::net::Rebindable::prepare`]).
     pub async fn prepare_listeners(&self, next: &CardDavConfig) -> Result<ListenerChange, CardDavError> {
         let bind = |e: net::BindError| CardDavError::Bind {
             addr: e.addr,

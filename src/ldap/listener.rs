@@ -42,8 +42,9 @@ pub struct ListenerChange {
 }
 
 impl ServerHandle {
-    /// Bind the sockets of listen addresses that `cfg` changes; nothing is swapped yet, and a failure changes
-    /// nothing.
+    /// Bind the sockets of listen addresses that `cfg` changes; nothing is swapped yet. A failure leaves the
+    /// running sockets serving (one that a same-port move had to close listens again; see
+    /// [`crate::net::Rebindable::prepare`]).
     pub async fn prepare_listeners(&self, cfg: &LdapConfig) -> Result<ListenerChange, LdapError> {
         Ok(ListenerChange {
             plain: self.plain.prepare(cfg.listen).await?,

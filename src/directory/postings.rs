@@ -16,7 +16,7 @@ pub enum Postings {
     #[default]
     Empty,
     One(Arc<str>),
-    /// Sorted ids without duplicates, in chunks of at most [`CHUNK`] (none empty), each chunk's ids below the
+    /// Sorted ids without duplicates, in chunks of at most `CHUNK` (128; none empty), each chunk's ids below the
     /// next chunk's. A two-level persistent list rather than a B-tree set: snapshots share the chunks, a change
     /// copies the chunk list and the one chunk it touches, and a full projection, which inserts ids in ascending
     /// order, appends after a single comparison where the B-tree compared a dozen strings per insert (a third
@@ -44,9 +44,8 @@ impl Postings {
                 };
             }
             Postings::Many { len, chunks } => {
-                let at_end = chunks.last().and_then(|c| c.last()).is_some_and(|last| *last < id);
-                let chunks = Arc::make_mut(chunks);
-                if at_end {
+                if chunks.last().and_then(|c| c.last()).is_some_and(|last| *last < id) {
+                    let chunks = Arc::make_mut(chunks);
                     match chunks.last_mut() {
                         Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(id),
                         _ => chunks.push(Arc::new(vec![id])),
@@ -55,10 +54,12 @@ impl Postings {
                     return;
                 }
                 let i = chunk_for(chunks, &id);
-                let chunk = Arc::make_mut(&mut chunks[i]);
-                let Err(pos) = chunk.binary_search(&id) else {
+                // Look before copying: re-inserting a present id must not copy a list shared with a snapshot.
+                let Err(pos) = chunks[i].binary_search(&id) else {
                     return;
                 };
+                let chunks = Arc::make_mut(chunks);
+                let chunk = Arc::make_mut(&mut chunks[i]);
                 chunk.insert(pos, id);
                 *len += 1;
                 if chunk.len() > CHUNK {
@@ -228,5 +229,19 @@ mod tests {
             p.remove(id);
         }
         assert!(matches!(p, Postings::One(_)) && p.contains("z"));
+    }
+
+    #[test]
+    fn inserting_a_present_id_copies_nothing() {
+        let mut p = Postings::default();
+        for i in 0..1000 {
+            p.insert(format!("{i:04}").into());
+        }
+        let shared = p.clone();
+        p.insert("0500".into());
+        let (Postings::Many { chunks: a, .. }, Postings::Many { chunks: b, .. }) = (&p, &shared) else {
+            panic!("many ids")
+        };
+        assert!(Arc::ptr_eq(a, b), "still the snapshot's list");
     }
 }

@@ -95,8 +95,19 @@ pub fn format_number(raw: &str, phones: &PhoneNormalizer, fmt: NumberFormat) -> 
     }
 }
 
+/// One line of text for a phone's display: line breaks, tabs and other control characters become spaces (a
+/// directory field can hold them; a phone list entry cannot show them, and some firmware mishandles the
+/// `&#13;` XML escaping would produce).
+fn one_line(s: &str) -> String {
+    s.split(|c: char| c.is_control())
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn person(e: &Entry, phones: &PhoneNormalizer, fmt: NumberFormat) -> Person {
-    let s = |a: &str| e.first_str(a).map(str::trim).unwrap_or_default().to_string();
+    let s = |a: &str| one_line(e.first_str(a).unwrap_or_default());
     let mut numbers: Vec<(Kind, String)> = Vec::new();
     let mut keys: Vec<String> = Vec::new();
     for (attr, kind) in NUMBER_ATTRS {
@@ -114,7 +125,7 @@ fn person(e: &Entry, phones: &PhoneNormalizer, fmt: NumberFormat) -> Person {
         }
     }
     Person {
-        name: display_name(e),
+        name: one_line(&display_name(e)),
         first: s("givenName"),
         last: s("sn"),
         org: s("company"),
@@ -477,6 +488,12 @@ mod tests {
             ],
             photo: Some(bytes::Bytes::from_static(b"\xff\xd8jpeg\xff\xd9")),
         }]
+    }
+
+    #[test]
+    fn control_characters_become_spaces() {
+        assert_eq!(one_line(" Doe,\r\nJane\t X\u{7} "), "Doe, Jane X");
+        assert_eq!(one_line("Plain Name"), "Plain Name");
     }
 
     #[test]

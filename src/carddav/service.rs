@@ -67,7 +67,9 @@ impl ResponseCache {
     }
 
     fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let dropped = std::mem::take(&mut *self.entries.lock().unwrap_or_else(|p| p.into_inner()));
+        // Freed after the lock is released (see `put`).
+        drop(dropped);
     }
 
     fn put(&self, k: ResponseKey, v: Bytes) {

@@ -50,10 +50,25 @@ impl CardData {
         })
     }
 
-    /// Strong ETag: the entry's version. Both vCard versions carry the same data, and a client sticks to one, so
-    /// a version-independent tag keeps ctag/etag-comparing clients from refetching after switching PROPFIND/REPORT.
+    /// Strong ETag: the entry's version and the rendering's generation ([`CardTag`]). Both vCard versions carry
+    /// the same data, and a client sticks to one, so a version-independent tag keeps ctag/etag-comparing clients
+    /// from refetching after switching PROPFIND/REPORT.
     pub fn etag(&self) -> String {
-        format!("\"{}\"", self.entry.usn_changed)
+        format!("\"{}\"", CardTag(self.entry.usn_changed))
+    }
+}
+
+/// Generation of the card rendering: bump it when a release writes different bytes for an unchanged entry
+/// (2: calcard became the writer), so that the ETags change and clients fetch the new rendering instead of
+/// keeping the old one until the person's entry next changes.
+const CARD_FORMAT: u32 = 2;
+
+/// The inside of a card's ETag (without quotes): `<entry version>-<rendering generation>`.
+pub struct CardTag(pub u64);
+
+impl std::fmt::Display for CardTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{CARD_FORMAT}", self.0)
     }
 }
 
@@ -457,6 +472,6 @@ mod tests {
         assert!(std::str::from_utf8(c2.bytes(VCardVersion::V4))
             .unwrap()
             .contains("FN:Anna Neu"));
-        assert_eq!(c2.etag(), "\"6\"");
+        assert_eq!(c2.etag(), "\"6-2\"");
     }
 }

@@ -5,6 +5,7 @@
 //! treated as Depth 1, which is what clients that omit it expect and still bounded. Properties are computed
 //! from the request's snapshot; card properties other than `getcontentlength` never render the card.
 
+use crate::carddav::cache::CardTag;
 use crate::carddav::config::VCardVersion;
 use crate::carddav::service::{encode_segment_into, Body, VCARD_CT};
 use crate::carddav::service::{forbidden, multistatus, text, Ctx, Resource, HOME, PRINCIPALS};
@@ -121,7 +122,7 @@ fn card_listing(ms: &mut Multistatus, ctx: &Ctx<'_>, i: usize, members: &[Arc<En
             let found = match (n.ns.as_str(), n.name.as_str()) {
                 // Thunderbird 102's ctag path asks for getetag in the CalendarServer namespace.
                 (DAV | CALSERVER, "getetag") => {
-                    let _ = write!(value_buf, "&quot;{}&quot;", e.usn_changed);
+                    let _ = write!(value_buf, "&quot;{}&quot;", CardTag(e.usn_changed));
                     true
                 }
                 (DAV, "getcontenttype") => {
@@ -291,7 +292,7 @@ fn book_value(ctx: &Ctx<'_>, i: usize, p: &PropName) -> Option<String> {
 pub fn card_value(ctx: &Ctx<'_>, e: &Arc<Entry>, p: &PropName) -> Option<String> {
     match (p.ns.as_str(), p.name.as_str()) {
         // Thunderbird 102's ctag path asks for getetag in the CalendarServer namespace.
-        (DAV | CALSERVER, "getetag") => Some(format!("&quot;{}&quot;", e.usn_changed)),
+        (DAV | CALSERVER, "getetag") => Some(format!("&quot;{}&quot;", CardTag(e.usn_changed))),
         (DAV, "getcontenttype") => Some(VCARD_CT.into()),
         (DAV, "getcontentlength") => Some(ctx.card(e).bytes(ctx.cfg.vcard_version).len().to_string()),
         (DAV, "resourcetype") => Some(String::new()),

@@ -136,9 +136,9 @@ impl Model {
             .unwrap_or_default()
     }
 
-    fn plan(&self) -> PhotoPlan {
+    fn plan(&self) -> PhotoPlan<'_> {
         PhotoPlan {
-            known: self.photos.keys().cloned().collect(),
+            known: &self.photos,
             recheck: Vec::new(),
         }
     }
@@ -554,7 +554,7 @@ async fn photo_failures_skip_the_user_but_keep_the_round() {
         "photos of users not upserted are only fetched when the plan asks"
     );
     let plan = PhotoPlan {
-        known: HashSet::new(),
+        known: &HashSet::new(),
         recheck: control.ids(GraphKind::User),
     };
     let retried = syncer(&sim)
@@ -581,7 +581,7 @@ async fn photo_rechecks_see_new_and_removed_photos() {
     control.set_photo(&users[0], Some(jpeg.clone())).unwrap();
     control.set_photo(&users[1], None).unwrap();
     let plan = PhotoPlan {
-        known: model.photos.keys().cloned().collect(),
+        known: &model.photos,
         recheck: vec![users[0].clone(), users[1].clone()],
     };
     let round = syncer.round(&model.links, &plan).await.expect("round");
@@ -893,7 +893,7 @@ async fn random_mutations_and_faults_keep_the_model_equal_to_the_tenant() {
                 _ => {}
             }
             let plan = PhotoPlan {
-                known: model.photos.keys().cloned().collect(),
+                known: &model.photos,
                 recheck,
             };
             let round = syncer

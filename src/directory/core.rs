@@ -7,7 +7,7 @@ use crate::directory::names::{Assigned, NameBook, Wanted};
 use crate::directory::phone::PhoneNormalizer;
 use crate::directory::project::{self, Context, Resolved};
 use crate::directory::snapshot::{Naming, Published, Snapshot};
-use crate::directory::store::Store;
+use crate::directory::store::{PhotoRecord, Store};
 use crate::directory::upn_csv::{sam_from_local, UpnMap};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -145,22 +145,34 @@ impl Directory {
         &self.settings
     }
 
-    /// Users whose photo should be checked this round: never checked, or last checked before `recheck_before`.
+    /// Users whose photo should be checked this round: never checked, or last checked before `recheck_before`;
+    /// the `max` longest unchecked, oldest first.
     pub fn photo_rechecks(&self, recheck_before: u64, max: usize) -> Vec<String> {
-        let mut due: Vec<(u64, &String)> = self
-            .store
-            .users
-            .keys()
-            .map(|id| (self.store.photos.get(id).map(|p| p.checked_at).unwrap_or(0), id))
-            .filter(|(at, _)| *at <= recheck_before)
-            .collect();
-        due.sort();
-        due.into_iter().take(max).map(|(_, id)| id.clone()).collect()
+        // Users and photo records are both sorted by id: walk them together instead of looking each user up.
+        let mut photos = self.store.photos.iter().peekable();
+        let mut due: Vec<(u64, &String)> = Vec::new();
+        for id in self.store.users.keys() {
+            while photos.next_if(|(p, _)| *p < id).is_some() {}
+            let at = match photos.peek() {
+                Some((p, record)) if *p == id => record.checked_at,
+                _ => 0,
+            };
+            if at <= recheck_before {
+                due.push((at, id));
+            }
+        }
+        if due.len() > max {
+            // Only the first `max` need sorting.
+            due.select_nth_unstable(max);
+            due.truncate(max);
+        }
+        due.sort_unstable();
+        due.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
-    /// Users whose photo state is known (checked at least once).
-    pub fn photos_known(&self) -> HashSet<String> {
-        self.store.photos.keys().cloned().collect()
+    /// Users whose photo state is known (checked at least once), by id.
+    pub fn photos_known(&self) -> &BTreeMap<String, PhotoRecord> {
+        &self.store.photos
     }
 
     /// New mapping, CSV, scope or naming: re-project everything from the stored Graph data.
@@ -474,4 +486,70 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::change::PhotoState;
+    use crate::directory::store::Object;
+
+    /// The merge walk and partial sort give what sorting every due user by (last check, id) gives.
+    #[test]
+    fn photo_rechecks_are_the_longest_unchecked_first() {
+        let mut store = Store::default();
+        let mut x: u64 = 3;
+        for i in 0..500u64 {
+            let id = format!("user-{:03}", (i * 7919) % 500);
+            store.users.insert(id.clone(), Object::default());
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            match (x >> 33) % 4 {
+                0 => {} // never checked
+                n => {
+                    let checked_at = 1_000 + (x >> 40) % 50 * n;
+                    store.photos.insert(
+                        id,
+                        PhotoRecord {
+                            state: PhotoState::Absent,
+                            checked_at,
+                        },
+                    );
+                }
+            }
+        }
+        // A photo record of a user who is gone does not count.
+        store.photos.insert(
+            "gone".into(),
+            PhotoRecord {
+                state: PhotoState::Absent,
+                checked_at: 0,
+            },
+        );
+        let naive = |before: u64, max: usize| -> Vec<String> {
+            let mut due: Vec<(u64, String)> = store
+                .users
+                .keys()
+                .map(|id| (store.photos.get(id).map_or(0, |p| p.checked_at), id.clone()))
+                .filter(|(at, _)| *at <= before)
+                .collect();
+            due.sort();
+            due.into_iter().take(max).map(|(_, id)| id).collect()
+        };
+        let naming = Naming::new("DC=contoso,DC=example").unwrap();
+        let phones = PhoneNormalizer::new("DE").unwrap();
+        let dir = Directory::new(
+            Settings::new(naming, phones),
+            store.clone(),
+            BTreeMap::new(),
+            Default::default(),
+        );
+        for (before, max) in [(0, 10), (1_060, 25), (1_100, 0), (u64::MAX, 50), (u64::MAX, 10_000)] {
+            assert_eq!(
+                dir.photo_rechecks(before, max),
+                naive(before, max),
+                "before {before}, max {max}"
+            );
+        }
+        assert!(dir.photos_known().contains_key("gone"));
+    }
 }

@@ -934,7 +934,7 @@ type XmlEvent = (String, Vec<(String, String)>, String);
 
 fn xml_events(body: &str) -> Vec<XmlEvent> {
     let root = xml_reader::parse_allowing_doctype(body.as_bytes()).unwrap_or_else(|e| panic!("bad XML {e}: {body}"));
-    root.descendants()
+    xml_reader::descendants(&root)
         .into_iter()
         .map(|e| (e.name.clone(), e.attrs.clone(), e.text.clone()))
         .collect()

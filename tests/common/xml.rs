@@ -1,43 +1,19 @@
 //! The tests' XML reader: `roxmltree`, a strict, namespace-aware XML 1.0 parser that shares nothing with the
-//! server (which parses requests with quick-xml and writes responses by hand), turned into a small owned tree.
+//! server (which parses requests with quick-xml and writes responses by hand), read into the server's plain
+//! `Element` tree type.
 #![allow(dead_code)]
 
-/// One element: namespace URI (empty when none), local name, attributes by local name, children, and its own
-/// text exactly as parsed (not trimmed: a card in `address-data` must keep its CRLFs).
-#[derive(Debug, Clone, Default)]
-pub struct Element {
-    pub ns: String,
-    pub name: String,
-    pub attrs: Vec<(String, String)>,
-    pub children: Vec<Element>,
-    pub text: String,
-}
+/// The server's plain element tree type (a data holder; nothing of the server's parser is used). Its text is
+/// the element's own text exactly as parsed, not trimmed: a card in `address-data` must keep its CRLFs.
+pub use entradir::carddav::xml::Element;
 
-impl Element {
-    pub fn is(&self, ns: &str, name: &str) -> bool {
-        self.ns == ns && self.name == name
+/// Every element below `el` (depth first), `el` included.
+pub fn descendants(el: &Element) -> Vec<&Element> {
+    let mut out = vec![el];
+    for c in &el.children {
+        out.extend(descendants(c));
     }
-
-    pub fn child(&self, ns: &str, name: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.is(ns, name))
-    }
-
-    pub fn children_named<'a>(&'a self, ns: &'a str, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.is(ns, name))
-    }
-
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
-    /// Every element below this one (depth first), this one included.
-    pub fn descendants(&self) -> Vec<&Element> {
-        let mut out = vec![self];
-        for c in &self.children {
-            out.extend(c.descendants());
-        }
-        out
-    }
+    out
 }
 
 /// Parse a whole document; anything that is not well-formed XML (or declares a DTD) is an error.

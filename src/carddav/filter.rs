@@ -211,12 +211,12 @@ impl PropFilter {
 
 impl ParamFilter {
     fn matches(&self, prop: &Prop) -> bool {
-        let values: Vec<&str> = prop
-            .params
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(&self.name))
-            .flat_map(|(_, v)| v.iter().copied())
-            .collect();
+        // TYPE is the only parameter our cards carry.
+        let values: &[&str] = if self.name.eq_ignore_ascii_case("TYPE") {
+            prop.types
+        } else {
+            &[]
+        };
         if self.not_defined {
             return values.is_empty();
         }

@@ -50,29 +50,26 @@ pub enum Value {
     },
 }
 
-/// One property: upper-case name, parameters with lower-case values (the writer adapts case per version).
+/// One property: its name, its `TYPE` values in lower case (the only parameter a directory card needs; the
+/// writer adapts their case per version), and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prop {
-    pub name: &'static str,
-    pub params: Vec<(&'static str, Vec<&'static str>)>,
+    pub name: VCardProperty,
+    pub types: &'static [&'static str],
     pub value: Value,
 }
 
 impl Prop {
-    fn new(name: &'static str, value: Value) -> Prop {
+    fn new(name: VCardProperty, value: Value) -> Prop {
         Prop {
             name,
-            params: Vec::new(),
+            types: &[],
             value,
         }
     }
 
-    fn typed(name: &'static str, types: &[&'static str], value: Value) -> Prop {
-        Prop {
-            name,
-            params: vec![("TYPE", types.to_vec())],
-            value,
-        }
+    fn typed(name: VCardProperty, types: &'static [&'static str], value: Value) -> Prop {
+        Prop { name, types, value }
     }
 
     /// The value as filters see it: unescaped text, components joined by `;`, list items by `,`.
@@ -95,7 +92,9 @@ pub struct Card {
 
 impl Card {
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Prop> + 'a {
-        self.props.iter().filter(move |p| p.name.eq_ignore_ascii_case(name))
+        self.props
+            .iter()
+            .filter(move |p| p.name.as_str().eq_ignore_ascii_case(name))
     }
 }
 
@@ -236,9 +235,9 @@ pub fn build(e: &Entry, phones: &PhoneNormalizer) -> Card {
     } else {
         vec![sn, given]
     };
-    props.push(Prop::new("FN", Value::Text(fn_)));
+    props.push(Prop::new(VCardProperty::Fn, Value::Text(fn_)));
     props.push(Prop::new(
-        "N",
+        VCardProperty::N,
         Value::Structured(vec![
             n[0].clone(),
             n[1].clone(),
@@ -254,17 +253,17 @@ pub fn build(e: &Entry, phones: &PhoneNormalizer) -> Card {
         if !department.is_empty() {
             c.push(department.to_string());
         }
-        props.push(Prop::new("ORG", Value::Structured(c)));
+        props.push(Prop::new(VCardProperty::Org, Value::Structured(c)));
     }
     if let Some(t) = nonempty(e, "title") {
-        props.push(Prop::new("TITLE", Value::Text(t.to_string())));
+        props.push(Prop::new(VCardProperty::Title, Value::Text(t.to_string())));
     }
     for (types, number) in phone_numbers(e, phones) {
-        props.push(Prop::typed("TEL", types, Value::Text(number)));
+        props.push(Prop::typed(VCardProperty::Tel, types, Value::Text(number)));
     }
     for mail in e.strs("mail").map(str::trim).filter(|m| !m.is_empty()) {
         props.push(Prop::typed(
-            "EMAIL",
+            VCardProperty::Email,
             &["internet", "work"],
             Value::Text(mail.to_string()),
         ));
@@ -283,18 +282,18 @@ pub fn build(e: &Entry, phones: &PhoneNormalizer) -> Card {
     if adr.iter().any(|c| !c.is_empty()) {
         let mut c = vec![String::new()];
         c.extend(adr);
-        props.push(Prop::typed("ADR", &["work"], Value::Structured(c)));
+        props.push(Prop::typed(VCardProperty::Adr, &["work"], Value::Structured(c)));
     }
     let groups = group_names(e);
     if !groups.is_empty() {
-        props.push(Prop::new("CATEGORIES", Value::List(groups)));
+        props.push(Prop::new(VCardProperty::Categories, Value::List(groups)));
     }
-    props.push(Prop::new("UID", Value::Uid(uuid_string(&e.guid))));
+    props.push(Prop::new(VCardProperty::Uid, Value::Uid(uuid_string(&e.guid))));
     if let Some(rev) = e.first_str("whenChanged").and_then(parse_generalized_time) {
-        props.push(Prop::new("REV", rev));
+        props.push(Prop::new(VCardProperty::Rev, rev));
     }
     if let Some(p) = photo(e) {
-        props.push(Prop::new("PHOTO", p));
+        props.push(Prop::new(VCardProperty::Photo, p));
     }
     Card { props }
 }
@@ -327,23 +326,6 @@ fn type_params(types: &[&str], v: VCardVersion) -> Vec<VCardParameter> {
         .collect()
 }
 
-fn property(name: &str) -> VCardProperty {
-    match name {
-        "FN" => VCardProperty::Fn,
-        "N" => VCardProperty::N,
-        "ORG" => VCardProperty::Org,
-        "TITLE" => VCardProperty::Title,
-        "TEL" => VCardProperty::Tel,
-        "EMAIL" => VCardProperty::Email,
-        "ADR" => VCardProperty::Adr,
-        "CATEGORIES" => VCardProperty::Categories,
-        "UID" => VCardProperty::Uid,
-        "REV" => VCardProperty::Rev,
-        "PHOTO" => VCardProperty::Photo,
-        other => VCardProperty::Other(other.to_string()),
-    }
-}
-
 /// The card as calcard's model, in the shape the version wants (UID as a URN and photos as `data:` URIs in
 /// 4.0; binary photos, which calcard writes as `ENCODING=b;TYPE=JPEG`, in 3.0).
 fn to_calcard(card: &Card, v: VCardVersion) -> VCard {
@@ -353,12 +335,7 @@ fn to_calcard(card: &Card, v: VCardVersion) -> VCard {
         entries.push(VCardEntry::new(VCardProperty::Kind).with_value("individual".to_string()));
     }
     for p in &card.props {
-        let mut params = Vec::new();
-        for (name, values) in &p.params {
-            if name.eq_ignore_ascii_case("TYPE") {
-                params.extend(type_params(values, v));
-            }
-        }
+        let params = type_params(p.types, v);
         let values = match &p.value {
             Value::Text(t) => vec![text(t)],
             Value::Structured(cs) | Value::List(cs) => cs.iter().map(|c| text(c)).collect(),
@@ -390,11 +367,7 @@ fn to_calcard(card: &Card, v: VCardVersion) -> VCard {
                 )),
             }],
         };
-        entries.push(
-            VCardEntry::new(property(p.name))
-                .with_params(params)
-                .with_values(values),
-        );
+        entries.push(VCardEntry::new(p.name.clone()).with_params(params).with_values(values));
     }
     VCard { entries }
 }

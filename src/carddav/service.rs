@@ -58,7 +58,7 @@ const RESPONSE_CACHE_SLOTS: usize = 8;
 
 impl ResponseCache {
     fn get(&self, k: &ResponseKey) -> Option<Bytes> {
-        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = self.lock();
         let i = e.iter().position(|(key, _)| key == k)?;
         let hit = e.remove(i);
         let bytes = hit.1.clone();
@@ -66,48 +66,47 @@ impl ResponseCache {
         Some(bytes)
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ResponseKey, Bytes)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn clear(&self) {
-        let dropped = std::mem::take(&mut *self.entries.lock().unwrap_or_else(|p| p.into_inner()));
-        // Freed after the lock is released (see `put`).
+        // Bound first, so the answers are freed after the lock is released (see `take_where`).
+        let dropped = take_where(&mut self.lock(), |_| true);
         drop(dropped);
     }
 
     fn put(&self, k: ResponseKey, v: Bytes) {
         let dropped = {
-            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let mut e = self.lock();
             // Answers for older snapshots are never asked for again.
-            let mut dropped: Vec<(ResponseKey, Bytes)> = Vec::new();
-            let mut i = 0;
-            while i < e.len() {
-                if e[i].0.version < k.version || e[i].0 == k {
-                    dropped.push(e.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
+            let mut dropped = take_where(&mut e, |key| key.version < k.version || *key == k);
             e.insert(0, (k, v));
             if e.len() > RESPONSE_CACHE_SLOTS {
                 dropped.extend(e.drain(RESPONSE_CACHE_SLOTS..));
             }
             dropped
         };
-        // Freeing a whole-book answer (megabytes) returns its pages to the OS: not while holding the lock.
         drop(dropped);
     }
 
     /// Forget answers for snapshots older than `version`. Called by the warm-up after a new snapshot, so that
     /// the first request of the new version does not pay for freeing the old answers.
     pub(crate) fn evict_older(&self, version: u64) {
-        let dropped: Vec<(ResponseKey, Bytes)> = {
-            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            let (old, keep) = std::mem::take(&mut *e)
-                .into_iter()
-                .partition(|(k, _)| k.version < version);
-            *e = keep;
-            old
-        };
+        let dropped = take_where(&mut self.lock(), |key| key.version < version);
         drop(dropped);
     }
+}
+
+/// Take out the answers `gone` selects. The caller drops them once the lock is released: freeing a whole-book
+/// answer returns megabytes to the OS, which should not hold up other requests.
+fn take_where(
+    entries: &mut Vec<(ResponseKey, Bytes)>,
+    gone: impl Fn(&ResponseKey) -> bool,
+) -> Vec<(ResponseKey, Bytes)> {
+    let (old, keep) = std::mem::take(entries).into_iter().partition(|(k, _)| gone(k));
+    *entries = keep;
+    old
 }
 
 /// The bytes of a `Full` body (it holds at most one chunk).

@@ -174,8 +174,8 @@ fn close(stack: &mut [Element], root: &mut Option<Element>, el: Element) {
 /// cannot carry at all (most C0 controls) are dropped rather than producing a document clients reject.
 ///
 /// CR is written as `&#13;`: an XML parser turns a literal CRLF into LF (XML 1.0 §2.11), so a vCard in
-/// `address-data` would reach the client without the CRLF line ends RFC 6350 requires. SabreDAV-based servers
-/// (Nextcloud, Posteo) escape it the same way.
+/// `address-data` would reach the client without the CRLF line ends RFC 6350 requires. Other servers do the
+/// same (Posteo's answers in vdirsyncer issue #703 carry `BEGIN:VCARD&#13;`).
 pub fn esc(s: &str) -> Cow<'_, str> {
     if !s
         .chars()

@@ -13,8 +13,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
-use super::jpeg;
 use super::tenant::Tenant;
+use super::{jpeg, names};
 use crate::directory::change::{GraphKind, MemberRef};
 
 /// What to generate.
@@ -30,114 +30,6 @@ pub struct GenOptions {
     /// Verified domain for UPNs and mail, e.g. `contoso.example`.
     pub domain: String,
 }
-
-const GIVEN: &[&str] = &[
-    "Anna",
-    "Lukas",
-    "Jürgen",
-    "Łukasz",
-    "José",
-    "Søren",
-    "Zoë",
-    "Élodie",
-    "Mehmet",
-    "Aylin",
-    "Björn",
-    "Chloé",
-    "Fatma",
-    "Giorgos",
-    "Hanna",
-    "Inès",
-    "Jan",
-    "Katarzyna",
-    "Leon",
-    "Maria",
-    "Mia",
-    "Noah",
-    "Olga",
-    "Paul",
-    "Renée",
-    "Sebastian",
-    "Sophie",
-    "Thomas",
-    "Ümit",
-    "Wojciech",
-    "Yuki",
-    "Zoltán",
-    "Ana",
-    "François",
-    "Michael",
-    "Sarah",
-    "David",
-    "Laura",
-    "Felix",
-    "Emma",
-    "Ole",
-    "Ingrid",
-    "Nikolaj",
-    "Ayşe",
-    "Dragan",
-    "Milica",
-    "Piotr",
-    "Agnieszka",
-    "Hannes",
-    "Greta",
-    "Karl-Heinz",
-    "Anne-Marie",
-];
-
-const SURNAMES: &[&str] = &[
-    "Müller",
-    "Schmidt",
-    "Schneider",
-    "Fischer",
-    "Weber",
-    "Meyer",
-    "Wagner",
-    "Becker",
-    "Schulz",
-    "Hoffmann",
-    "Ørsted",
-    "Nowak",
-    "Kowalski",
-    "Wiśniewski",
-    "García",
-    "Fernández",
-    "López",
-    "Dubois",
-    "Lefèvre",
-    "Rossi",
-    "Bianchi",
-    "Yılmaz",
-    "Kaya",
-    "Öztürk",
-    "Andersen",
-    "Nielsen",
-    "Jansen",
-    "de Vries",
-    "van den Berg",
-    "O'Brien",
-    "Smith",
-    "Johnson",
-    "Nakamura",
-    "Dvořák",
-    "Novák",
-    "Horváth",
-    "Papadopoulos",
-    "Ivanović",
-    "Groß",
-    "Weiß",
-    "Kühn",
-    "Schäfer",
-    "Krüger",
-    "Schröder",
-    "Lindqvist",
-    "Håkansson",
-    "Nguyễn",
-    "Đorđević",
-    "Pérez",
-    "Meyer-Lüdenscheidt",
-];
 
 /// Function accounts (shared mailboxes, rooms): the display names that stress DN escaping.
 const FUNCTION_ACCOUNTS: &[&str] = &[
@@ -527,7 +419,8 @@ impl<'a> Generator<'a> {
         } else {
             self.rng.gen_range(0..OFFICES.len())
         }];
-        let (given, surname) = (self.pick(GIVEN), self.pick(SURNAMES));
+        let (given, surname) = (names::given(&mut self.rng), names::surname(&mut self.rng));
+        let surname = surname.as_str();
         let department = self.pick(DEPARTMENTS);
 
         let (display, given_v, surname_v, local) = if function_account {
@@ -790,7 +683,8 @@ impl<'a> Generator<'a> {
 
     fn contact(&mut self) {
         let id = self.new_id().to_string();
-        let (given, surname) = (self.pick(GIVEN), self.pick(SURNAMES));
+        let (given, surname) = (names::given(&mut self.rng), names::surname(&mut self.rng));
+        let surname = surname.as_str();
         let company = self.pick(PARTNER_COMPANIES);
         let domain = self.pick(PARTNER_DOMAINS);
         let local = local_part(given, surname);

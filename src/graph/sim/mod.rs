@@ -33,6 +33,7 @@ pub mod faults;
 pub mod gen;
 mod http;
 pub mod jpeg;
+pub mod names;
 pub mod tenant;
 
 use std::net::SocketAddr;

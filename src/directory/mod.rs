@@ -4,6 +4,7 @@
 //! Data flows one way: `crate::graph` produces [`change::Round`]s, [`Directory`] applies them and publishes a new
 //! [`Snapshot`]; LDAP and CardDAV only ever read snapshots through [`Published`].
 
+pub mod bits;
 pub mod change;
 pub mod core;
 pub mod dn;
@@ -11,13 +12,15 @@ pub mod entry;
 pub mod mapping;
 pub mod names;
 pub mod phone;
-pub mod postings;
 pub mod project;
+pub mod query;
 pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod upn_csv;
 
 pub use self::core::{ApplyReport, Directory, Settings};
+pub use bits::EntryId;
 pub use entry::{Attribute, Entry, EntryKind};
+pub use query::{Candidates, Query};
 pub use snapshot::{Naming, Published, Snapshot};

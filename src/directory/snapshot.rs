@@ -4,13 +4,20 @@
 //! persistent (`imbl`) structure, so cloning is O(1) and a sync round touching *k* entries costs O(k log n),
 //! not O(n). Publishing is an atomic pointer swap ([`Published`]); readers hold an `Arc<Snapshot>` for as long
 //! as a request needs it and never wait for the sync.
+//!
+//! Inside, every entry has a dense integer id ([`EntryId`]), and every index maps a value to a bitmap of those
+//! ids ([`Bits`]): equality, presence, phone keys, name trigrams, name prefixes, the `userAccountControl`
+//! bits, the children of each DN. Graph object ids (GUID strings) are mapped to dense ids only where a request
+//! names one ([`Snapshot::entry`]). Filters reach the indexes through one interface, [`crate::directory::query`].
 
+use crate::directory::bits::{Bits, EntryId};
 use crate::directory::dn::parent_norm;
 use crate::directory::entry::{Entry, EntryKind};
-use crate::directory::phone::{digits, is_phone_attr, PhoneNormalizer};
+use crate::directory::phone::{is_phone_attr, PhoneNormalizer};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use imbl::{HashMap as IHashMap, OrdMap};
+use imbl::{HashMap as IHashMap, OrdMap, Vector};
+use roaring::RoaringBitmap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -34,6 +41,7 @@ pub const EQ_INDEXED: &[&str] = &[
     "manager",
     "distinguishedName",
     "msRTCSIP-PrimaryUserAddress",
+    "objectClass",
 ];
 
 /// Attributes with a substring (trigram) index: what phone books search by name.
@@ -122,10 +130,27 @@ pub struct Changes<'a> {
     pub removed: Vec<(Arc<str>, EntryKind)>,
 }
 
-type Ids = crate::directory::postings::Postings;
+/// Index of a [`TEXT_INDEXED`] attribute, the first part of a name-prefix key.
+pub(crate) fn text_attr_index(attr: &str) -> Option<u8> {
+    TEXT_INDEXED
+        .iter()
+        .position(|a| a.eq_ignore_ascii_case(attr))
+        .and_then(|i| u8::try_from(i).ok())
+}
 
-/// Entry ids in ascending order, streamed from an index.
-pub type IdIter<'a> = Box<dyn Iterator<Item = &'a Arc<str>> + 'a>;
+/// The first one to three characters of a lower-cased prefix, padded with NUL: a name-prefix key.
+pub(crate) fn head_key(lower: &str) -> Option<[char; 3]> {
+    heads_of(lower).last()
+}
+
+/// The prefix keys of a lower-cased value: its first one, two and three characters (as many as it has).
+fn heads_of(lower: &str) -> impl Iterator<Item = [char; 3]> + '_ {
+    let mut k = ['\0'; 3];
+    lower.chars().take(3).enumerate().map(move |(i, c)| {
+        k[i] = c;
+        k
+    })
+}
 
 #[derive(Clone)]
 pub struct Snapshot {
@@ -136,23 +161,34 @@ pub struct Snapshot {
     pub synced_at: Option<SystemTime>,
     /// Turns query numbers into the same digit keys the phone index uses.
     pub phones: Arc<PhoneNormalizer>,
-    /// All entries in id order (scans, paging).
-    entries: OrdMap<Arc<str>, Arc<Entry>>,
-    /// The same entries for point lookups: a hash trie touches a few nodes and compares one key, where the
-    /// B-tree compares (and pulls into cache) a dozen `Arc<str>` keys — the difference dominated 100k-entry
-    /// phone lookups.
-    by_id: IHashMap<Arc<str>, Arc<Entry>>,
-    by_dn: IHashMap<Arc<str>, Arc<str>>,
-    children: IHashMap<Arc<str>, Ids>,
-    eq: IHashMap<Arc<str>, IHashMap<Bytes, Ids>>,
+    /// Entries by dense id; `None` marks a free slot.
+    slots: Vector<Option<Arc<Entry>>>,
+    /// The ids in use (what "every entry" means to a NOT or an unindexed filter).
+    pub(super) live: Arc<RoaringBitmap>,
+    /// Slots freed by removals, reused first so ids stay dense.
+    free: Arc<RoaringBitmap>,
+    /// Entry id (Graph object id, or the normalised DN of the domain and containers) → dense id.
+    by_key: IHashMap<Arc<str>, EntryId>,
+    by_dn: IHashMap<Arc<str>, EntryId>,
+    pub(super) children: IHashMap<Arc<str>, Bits>,
+    /// Lower-cased attribute name → entries that have it.
+    pub(super) present: IHashMap<Arc<str>, Bits>,
+    pub(super) eq: IHashMap<Arc<str>, IHashMap<Bytes, Bits>>,
+    /// `objectCategory` by its first RDN value, lower-cased (`person`, `computer`): the short form filters use.
+    pub(super) category: IHashMap<Arc<str>, Bits>,
+    /// `userAccountControl` bit → entries with it set (CUCM's and Jabber's `:1.2.840.113556.1.4.803:=2`).
+    pub(super) uac_bits: IHashMap<u8, Bits>,
     /// phone digit key → ids, and the reversed key → ids for suffix queries.
-    phone_fwd: OrdMap<String, Ids>,
-    phone_rev: OrdMap<String, Ids>,
-    /// The forward keys again, hashed: a caller-ID lookup is one exact key, and the B-tree's string compares
-    /// (each a cache miss at 100k numbers) cost more than the rest of the search.
-    phone_exact: IHashMap<String, Ids>,
-    trigrams: IHashMap<[char; 3], Ids>,
-    by_usn: OrdMap<(u64, Arc<str>), ()>,
+    pub(super) phone_fwd: OrdMap<String, Bits>,
+    pub(super) phone_rev: OrdMap<String, Bits>,
+    /// The forward keys again, hashed: a caller-ID lookup is one exact key.
+    pub(super) phone_exact: IHashMap<String, Bits>,
+    /// Lower-cased trigrams of the [`TEXT_INDEXED`] values, any attribute.
+    pub(super) trigrams: IHashMap<[char; 3], Bits>,
+    /// (attribute, first one to three characters) of the [`TEXT_INDEXED`] values: a phone-book prefix
+    /// (`sn=Schm*`) starts from the entries whose surname begins with `sch`, not from every `sch` anywhere.
+    pub(super) heads: IHashMap<(u8, [char; 3]), Bits>,
+    by_usn: OrdMap<(u64, EntryId), ()>,
     tombstones: OrdMap<(u64, Arc<str>), EntryKind>,
     /// Oldest version `changes_since` can answer for.
     history_from: u64,
@@ -167,7 +203,7 @@ impl std::fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("version", &self.version)
             .field("base_dn", &self.naming.base_dn)
-            .field("entries", &self.entries.len())
+            .field("entries", &self.live.len())
             .finish()
     }
 }
@@ -180,15 +216,21 @@ impl Snapshot {
             naming: Arc::new(naming),
             synced_at: None,
             phones: Arc::new(phones),
-            entries: OrdMap::new(),
-            by_id: IHashMap::new(),
+            slots: Vector::new(),
+            live: Arc::default(),
+            free: Arc::default(),
+            by_key: IHashMap::new(),
             by_dn: IHashMap::new(),
             children: IHashMap::new(),
+            present: IHashMap::new(),
             eq: IHashMap::new(),
+            category: IHashMap::new(),
+            uac_bits: IHashMap::new(),
             phone_fwd: OrdMap::new(),
             phone_rev: OrdMap::new(),
             phone_exact: IHashMap::new(),
             trigrams: IHashMap::new(),
+            heads: IHashMap::new(),
             by_usn: OrdMap::new(),
             tombstones: OrdMap::new(),
             history_from: 0,
@@ -209,11 +251,11 @@ impl Snapshot {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.live.len() as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.live.is_empty()
     }
 
     pub fn counts(&self) -> KindCounts {
@@ -222,25 +264,37 @@ impl Snapshot {
 
     /// The entry with this id (Graph object id, or the normalised DN for the domain and containers).
     pub fn entry(&self, id: &str) -> Option<&Arc<Entry>> {
-        self.by_id.get(id)
+        self.get(*self.by_key.get(id)?)
+    }
+
+    /// The dense id of the entry with this Graph object id (or structural DN).
+    pub fn id_of(&self, id: &str) -> Option<EntryId> {
+        self.by_key.get(id).copied()
+    }
+
+    /// The entry with this dense id.
+    pub fn get(&self, id: EntryId) -> Option<&Arc<Entry>> {
+        self.slots.get(id as usize).and_then(Option::as_ref)
     }
 
     /// The entry at a DN in normalised form ([`crate::directory::entry::normalize_dn`]).
     pub fn by_dn(&self, dn_norm: &str) -> Option<&Arc<Entry>> {
-        self.by_dn.get(dn_norm).and_then(|id| self.by_id.get(id))
+        self.get(*self.by_dn.get(dn_norm)?)
     }
 
-    /// All entries in a stable order (by id), so paged searches can resume after an id.
+    /// The dense id of the entry at a normalised DN.
+    pub fn id_of_dn(&self, dn_norm: &str) -> Option<EntryId> {
+        self.by_dn.get(dn_norm).copied()
+    }
+
+    /// All entries in dense-id order.
     pub fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> + '_ {
-        self.entries.values()
+        self.slots.iter().flatten()
     }
 
-    /// Entries with an id strictly greater than `after`, in the same order as [`Snapshot::entries`].
-    pub fn entries_after<'a>(&'a self, after: &str) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
-        let key: Arc<str> = after.into();
-        self.entries
-            .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
-            .map(|(_, e)| e)
+    /// All entries with their dense ids, in id order.
+    pub fn entries_with_ids(&self) -> impl Iterator<Item = (EntryId, &Arc<Entry>)> + '_ {
+        self.live.iter().filter_map(move |i| self.get(i).map(|e| (i, e)))
     }
 
     /// Direct children of a normalised DN (one-level search).
@@ -249,10 +303,15 @@ impl Snapshot {
             .get(parent_dn_norm)
             .into_iter()
             .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.by_id.get(id))
+            .filter_map(|id| self.get(id))
     }
 
-    /// Whether [`Snapshot::find_eq`] can answer for this attribute.
+    /// Whether the entry at this normalised DN has children (`hasSubordinates`).
+    pub fn has_children(&self, dn_norm: &str) -> bool {
+        self.children.contains_key(dn_norm)
+    }
+
+    /// Whether equality on this attribute is answered from an index.
     pub fn is_eq_indexed(attr: &str) -> bool {
         EQ_INDEXED.iter().any(|a| a.eq_ignore_ascii_case(attr))
     }
@@ -260,117 +319,32 @@ impl Snapshot {
     /// Ids of entries with `attr` equal to `value` (case-insensitive for strings, exact for binary). `None` when
     /// the attribute is not indexed and the caller has to evaluate some other way.
     pub fn find_eq(&self, attr: &str, value: &[u8]) -> Option<Vec<Arc<str>>> {
-        let canon = EQ_INDEXED.iter().find(|a| a.eq_ignore_ascii_case(attr))?;
-        let key = index_key(canon, value);
+        let ids = self.eq_posting(attr, value)?;
         Some(
-            self.eq
-                .get(&Arc::<str>::from(canon.to_ascii_lowercase()))
-                .and_then(|m| m.get(&key))
-                .map(|ids| ids.iter().cloned().collect())
-                .unwrap_or_default(),
+            ids.into_iter()
+                .flat_map(|b| b.iter())
+                .filter_map(|i| self.get(i))
+                .map(|e| e.id.clone())
+                .collect(),
         )
     }
 
-    /// Like [`Snapshot::find_eq`], without collecting: the number of ids and the ids in ascending order, so a
-    /// size-limited search over a big group stops after the first page instead of sorting all members.
-    pub fn find_eq_iter(&self, attr: &str, value: &[u8]) -> Option<(usize, IdIter<'_>)> {
+    /// The posting of an equality lookup: `None` when the attribute is not indexed, `Some(None)` when no entry
+    /// has the value.
+    pub(super) fn eq_posting(&self, attr: &str, value: &[u8]) -> Option<Option<&Bits>> {
         let canon = EQ_INDEXED.iter().find(|a| a.eq_ignore_ascii_case(attr))?;
         let key = index_key(canon, value);
-        Some(
-            match self
-                .eq
-                .get(&Arc::<str>::from(canon.to_ascii_lowercase()))
-                .and_then(|m| m.get(&key))
-            {
-                Some(ids) => (ids.len(), ids.iter()),
-                None => (0, Box::new(std::iter::empty())),
-            },
-        )
+        Some(self.eq.get(&*canon.to_ascii_lowercase()).and_then(|m| m.get(&key)))
     }
 
-    /// Candidate ids for a phone query over all phone attributes. Candidates must still be checked against the
-    /// attribute the filter names. An empty digit string matches nothing.
+    /// Ids of entries that may have a phone number matching `q` in any phone attribute (candidates: the caller
+    /// checks the attribute the filter names), in dense-id order. An empty digit string matches nothing.
     pub fn find_phone(&self, q: PhoneQuery<'_>) -> Vec<Arc<str>> {
-        // The caller-ID case: one posting list, already sorted and unique.
-        if let PhoneQuery::Key(k) = q {
-            return self
-                .phone_exact
-                .get(k)
-                .map(|ids| ids.iter().cloned().collect())
-                .unwrap_or_default();
-        }
-        let mut out: std::collections::BTreeSet<Arc<str>> = std::collections::BTreeSet::new();
-        match q {
-            PhoneQuery::Exact(s) => {
-                let k = self.phones.key(s);
-                if let Some(ids) = self.phone_exact.get(&k) {
-                    out.extend(ids.iter().cloned());
-                }
-            }
-            PhoneQuery::Key(_) => {}
-            PhoneQuery::Prefix(s) => {
-                let k = self.phones.prefix_key(s);
-                if !k.is_empty() {
-                    for (key, ids) in self.phone_fwd.range(k.clone()..) {
-                        if !key.starts_with(&k) {
-                            break;
-                        }
-                        out.extend(ids.iter().cloned());
-                    }
-                }
-            }
-            PhoneQuery::Suffix(s) => {
-                let k: String = digits(s).chars().rev().collect();
-                if !k.is_empty() {
-                    for (key, ids) in self.phone_rev.range(k.clone()..) {
-                        if !key.starts_with(&k) {
-                            break;
-                        }
-                        out.extend(ids.iter().cloned());
-                    }
-                }
-            }
-            PhoneQuery::Contains(s) => {
-                let k = digits(s);
-                if !k.is_empty() {
-                    for (key, ids) in self.phone_fwd.iter() {
-                        if key.contains(&k) {
-                            out.extend(ids.iter().cloned());
-                        }
-                    }
-                }
-            }
-        }
-        out.into_iter().collect()
-    }
-
-    /// Candidate ids whose name attributes ([`TEXT_INDEXED`]) may contain `needle` (case-insensitive). `None`
-    /// when the needle is shorter than three characters (too unselective for the index). Candidates must be
-    /// verified.
-    pub fn find_text(&self, needle: &str) -> Option<Vec<Arc<str>>> {
-        self.find_text_iter(needle).map(|it| it.cloned().collect())
-    }
-
-    /// [`Snapshot::find_text`] as a lazy walk in id order: a search with a size limit stops after enough
-    /// verified matches instead of intersecting the whole posting lists first.
-    pub fn find_text_iter(&self, needle: &str) -> Option<IdIter<'_>> {
-        let grams = trigrams_of(&needle.to_lowercase());
-        if grams.is_empty() {
-            return None;
-        }
-        let mut sets: Vec<&Ids> = Vec::with_capacity(grams.len());
-        for g in &grams {
-            match self.trigrams.get(g) {
-                Some(ids) => sets.push(ids),
-                None => return Some(Box::new(std::iter::empty())),
-            }
-        }
-        sets.sort_by_key(|s| s.len());
-        let (first, rest) = sets.split_first()?;
-        let rest: Vec<&Ids> = rest.to_vec();
-        Some(Box::new(
-            first.iter().filter(move |id| rest.iter().all(|s| s.contains(id))),
-        ))
+        crate::directory::query::phone(self, q)
+            .iter()
+            .filter_map(|i| self.get(i))
+            .map(|e| e.id.clone())
+            .collect()
     }
 
     /// The last version in which a user or contact was removed (0 if none was in this process).
@@ -384,16 +358,15 @@ impl Snapshot {
         if version > self.version || version < self.history_from {
             return None;
         }
-        let from = (version + 1, Arc::<str>::from(""));
         let changed = self
             .by_usn
-            .range(from.clone()..)
-            .filter_map(|((_, id), _)| self.by_id.get(id))
+            .range((version + 1, 0)..)
+            .filter_map(|((_, id), _)| self.get(*id))
             .collect();
         let removed = self
             .tombstones
-            .range(from..)
-            .filter(|((_, id), _)| !self.by_id.contains_key(id))
+            .range((version + 1, Arc::<str>::from(""))..)
+            .filter(|((_, id), _)| !self.by_key.contains_key(id))
             .map(|((_, id), kind)| (id.clone(), *kind))
             .collect();
         Some(Changes { changed, removed })
@@ -401,7 +374,6 @@ impl Snapshot {
 
     // ---- building (crate-internal: only the directory publishes snapshots) ----
 
-    /// Start the next version from this one.
     /// An empty snapshot that continues after `version` (a restart): the next one is `version + 1`, and
     /// `changes_since` answers only from `version` on, since removals before it are not remembered.
     pub(crate) fn resumed(naming: Naming, phones: PhoneNormalizer, version: u64) -> Snapshot {
@@ -411,6 +383,7 @@ impl Snapshot {
         s
     }
 
+    /// Start the next version from this one.
     pub(crate) fn next(&self) -> Snapshot {
         let mut s = self.clone();
         s.version += 1;
@@ -419,8 +392,12 @@ impl Snapshot {
 
     /// Whether anything was inserted, changed or removed at this snapshot's own version.
     pub(crate) fn changed_in_this_version(&self) -> bool {
-        let from = (self.version, Arc::<str>::from(""));
-        self.by_usn.range(from.clone()..).next().is_some() || self.tombstones.range(from..).next().is_some()
+        self.by_usn.range((self.version, 0)..).next().is_some()
+            || self
+                .tombstones
+                .range((self.version, Arc::<str>::from(""))..)
+                .next()
+                .is_some()
     }
 
     pub(crate) fn set_synced_at(&mut self, at: SystemTime) {
@@ -437,26 +414,49 @@ impl Snapshot {
         }
     }
 
-    /// Insert or replace an entry (by id), keeping every index in step. The entry's `usn_changed` must be this
-    /// snapshot's version (the caller sets it).
+    /// Insert or replace an entry (by its entry id), keeping every index in step. The entry's `usn_changed`
+    /// must be this snapshot's version (the caller sets it).
     pub(crate) fn upsert(&mut self, entry: Arc<Entry>) {
-        let old = self.by_id.get(&entry.id).cloned();
-        if let Some(old) = &old {
-            if old.dn == entry.dn && old.attrs == entry.attrs && old.kind == entry.kind {
-                return; // unchanged: keep the old entry, its usn and everything cached for it
+        let slot = match self.by_key.get(&entry.id).copied() {
+            Some(slot) => {
+                if let Some(old) = self.get(slot).cloned() {
+                    if old.dn == entry.dn && old.attrs == entry.attrs && old.kind == entry.kind {
+                        return; // unchanged: keep the old entry, its usn and everything cached for it
+                    }
+                    self.unindex(slot, &old);
+                }
+                slot
             }
-            self.unindex(old);
-        }
-        self.index(&entry);
-        self.by_id.insert(entry.id.clone(), entry.clone());
-        self.entries.insert(entry.id.clone(), entry);
+            None => {
+                let slot = self.allocate();
+                self.by_key.insert(entry.id.clone(), slot);
+                slot
+            }
+        };
+        self.index(slot, &entry);
+        self.slots.set(slot as usize, Some(entry));
     }
 
-    /// Remove an entry by id; remembered as a tombstone for `changes_since`.
+    fn allocate(&mut self) -> EntryId {
+        if let Some(slot) = self.free.min() {
+            Arc::make_mut(&mut self.free).remove(slot);
+            Arc::make_mut(&mut self.live).insert(slot);
+            return slot;
+        }
+        // Dense ids are u32: four billion entries are far beyond what a tenant holds in memory.
+        let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.slots.push_back(None);
+        Arc::make_mut(&mut self.live).insert(slot);
+        slot
+    }
+
+    /// Remove an entry by its entry id; remembered as a tombstone for `changes_since`.
     pub(crate) fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
-        let old = self.entries.remove(id)?;
-        self.by_id.remove(id);
-        self.unindex(&old);
+        let slot = self.by_key.remove(id)?;
+        let old = self.slots.set(slot as usize, None)?;
+        Arc::make_mut(&mut self.live).remove(slot);
+        Arc::make_mut(&mut self.free).insert(slot);
+        self.unindex(slot, &old);
         self.tombstones.insert((self.version, old.id.clone()), old.kind);
         if matches!(old.kind, EntryKind::User | EntryKind::Contact) {
             self.people_removed_at = self.version;
@@ -464,80 +464,59 @@ impl Snapshot {
         Some(old)
     }
 
-    fn index(&mut self, e: &Arc<Entry>) {
-        self.by_dn.insert(e.dn_norm.clone(), e.id.clone());
-        if let Some(p) = parent_norm(&e.dn_norm) {
-            self.children.entry(p.into()).or_default().insert(e.id.clone());
-        }
-        self.by_usn.insert((e.usn_changed, e.id.clone()), ());
+    fn index(&mut self, slot: EntryId, e: &Entry) {
+        self.by_dn.insert(e.dn_norm.clone(), slot);
+        self.by_usn.insert((e.usn_changed, slot), ());
         self.count(e.kind, 1);
-        for (attr, key) in eq_keys(e) {
-            self.eq
-                .entry(attr)
-                .or_default()
-                .entry(key)
-                .or_default()
-                .insert(e.id.clone());
-        }
-        for k in self.phone_keys(e) {
-            let rev: String = k.chars().rev().collect();
-            self.phone_exact.entry(k.clone()).or_default().insert(e.id.clone());
-            self.phone_fwd.entry(k).or_default().insert(e.id.clone());
-            self.phone_rev.entry(rev).or_default().insert(e.id.clone());
-        }
-        for g in text_trigrams(e) {
-            self.trigrams.entry(g).or_default().insert(e.id.clone());
+        for k in IndexKeys::of(e, &self.phones) {
+            match k {
+                Key::Child(p) => add(&mut self.children, p, slot),
+                Key::Present(a) => add(&mut self.present, a, slot),
+                Key::Eq(a, v) => add(self.eq.entry(a).or_default(), v, slot),
+                Key::Category(c) => add(&mut self.category, c, slot),
+                Key::Uac(b) => add(&mut self.uac_bits, b, slot),
+                Key::Phone(k) => {
+                    let rev: String = k.chars().rev().collect();
+                    add(&mut self.phone_exact, k.clone(), slot);
+                    add_ord(&mut self.phone_fwd, k, slot);
+                    add_ord(&mut self.phone_rev, rev, slot);
+                }
+                Key::Trigram(g) => add(&mut self.trigrams, g, slot),
+                Key::Head(h) => add(&mut self.heads, h, slot),
+            }
         }
     }
 
-    fn unindex(&mut self, e: &Arc<Entry>) {
-        if self.by_dn.get(&e.dn_norm) == Some(&e.id) {
+    fn unindex(&mut self, slot: EntryId, e: &Entry) {
+        if self.by_dn.get(&e.dn_norm) == Some(&slot) {
             self.by_dn.remove(&e.dn_norm);
         }
-        if let Some(p) = parent_norm(&e.dn_norm) {
-            remove_id(&mut self.children, p, &e.id);
-        }
-        self.by_usn.remove(&(e.usn_changed, e.id.clone()));
+        self.by_usn.remove(&(e.usn_changed, slot));
         self.count(e.kind, -1);
-        for (attr, key) in eq_keys(e) {
-            if let Some(m) = self.eq.get_mut(&attr) {
-                if let Some(ids) = m.get_mut(&key) {
-                    ids.remove(&e.id);
-                    if ids.is_empty() {
-                        m.remove(&key);
+        for k in IndexKeys::of(e, &self.phones) {
+            match k {
+                Key::Child(p) => drop_id(&mut self.children, &p, slot),
+                Key::Present(a) => drop_id(&mut self.present, &a, slot),
+                Key::Eq(a, v) => {
+                    if let Some(m) = self.eq.get_mut(&a) {
+                        drop_id(m, &v, slot);
+                        if m.is_empty() {
+                            self.eq.remove(&a);
+                        }
                     }
                 }
-            }
-        }
-        for k in self.phone_keys(e) {
-            let rev: String = k.chars().rev().collect();
-            remove_id(&mut self.phone_exact, &k, &e.id);
-            remove_id_ord(&mut self.phone_fwd, &k, &e.id);
-            remove_id_ord(&mut self.phone_rev, &rev, &e.id);
-        }
-        for g in text_trigrams(e) {
-            if let Some(ids) = self.trigrams.get_mut(&g) {
-                ids.remove(&e.id);
-                if ids.is_empty() {
-                    self.trigrams.remove(&g);
+                Key::Category(c) => drop_id(&mut self.category, &c, slot),
+                Key::Uac(b) => drop_id(&mut self.uac_bits, &b, slot),
+                Key::Phone(k) => {
+                    let rev: String = k.chars().rev().collect();
+                    drop_id(&mut self.phone_exact, &k, slot);
+                    drop_id_ord(&mut self.phone_fwd, &k, slot);
+                    drop_id_ord(&mut self.phone_rev, &rev, slot);
                 }
+                Key::Trigram(g) => drop_id(&mut self.trigrams, &g, slot),
+                Key::Head(h) => drop_id(&mut self.heads, &h, slot),
             }
         }
-    }
-
-    fn phone_keys(&self, e: &Entry) -> Vec<String> {
-        let mut keys: Vec<String> = e
-            .attrs
-            .iter()
-            .filter(|a| is_phone_attr(&a.name))
-            .flat_map(|a| a.values.iter())
-            .filter_map(|v| std::str::from_utf8(v).ok())
-            .map(|v| self.phones.key(v))
-            .filter(|k| !k.is_empty())
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
     }
 
     fn count(&mut self, kind: EntryKind, d: isize) {
@@ -552,26 +531,125 @@ impl Snapshot {
     }
 }
 
-fn remove_id<K, Q>(map: &mut IHashMap<K, Ids>, key: &Q, id: &Arc<str>)
-where
-    K: std::hash::Hash + Eq + Clone + std::borrow::Borrow<Q>,
-    Q: std::hash::Hash + Eq + ?Sized,
-{
-    if let Some(ids) = map.get_mut(key) {
-        ids.remove(id);
-        if ids.is_empty() {
-            map.remove(key);
+fn add<K: std::hash::Hash + Eq + Clone>(map: &mut IHashMap<K, Bits>, key: K, id: EntryId) {
+    match map.get_mut(&key) {
+        Some(ids) => ids.insert(id),
+        None => {
+            map.insert(key, Bits::one(id));
         }
     }
 }
 
-fn remove_id_ord(map: &mut OrdMap<String, Ids>, key: &String, id: &Arc<str>) {
-    if let Some(ids) = map.get_mut(key) {
-        ids.remove(id);
-        if ids.is_empty() {
-            map.remove(key);
+fn add_ord(map: &mut OrdMap<String, Bits>, key: String, id: EntryId) {
+    match map.get_mut(&key) {
+        Some(ids) => ids.insert(id),
+        None => {
+            map.insert(key, Bits::one(id));
         }
     }
+}
+
+fn drop_id<K: std::hash::Hash + Eq + Clone>(map: &mut IHashMap<K, Bits>, key: &K, id: EntryId) {
+    if map.get_mut(key).is_some_and(|ids| ids.remove(id)) {
+        map.remove(key);
+    }
+}
+
+fn drop_id_ord(map: &mut OrdMap<String, Bits>, key: &String, id: EntryId) {
+    if map.get_mut(key).is_some_and(|ids| ids.remove(id)) {
+        map.remove(key);
+    }
+}
+
+/// One index key an entry contributes.
+enum Key {
+    Child(Arc<str>),
+    Present(Arc<str>),
+    Eq(Arc<str>, Bytes),
+    Category(Arc<str>),
+    Uac(u8),
+    Phone(String),
+    Trigram([char; 3]),
+    Head((u8, [char; 3])),
+}
+
+/// Every index key of an entry, each once: indexing and unindexing walk the same list, so they cannot drift.
+struct IndexKeys;
+
+impl IndexKeys {
+    fn of(e: &Entry, phones: &PhoneNormalizer) -> Vec<Key> {
+        let mut out = Vec::new();
+        if let Some(p) = parent_norm(&e.dn_norm) {
+            out.push(Key::Child(p.into()));
+        }
+        let mut eq: Vec<(Arc<str>, Bytes)> = Vec::new();
+        let mut phone: Vec<String> = Vec::new();
+        let mut grams: Vec<[char; 3]> = Vec::new();
+        let mut heads: Vec<(u8, [char; 3])> = Vec::new();
+        for a in &e.attrs {
+            if a.values.is_empty() {
+                continue;
+            }
+            out.push(Key::Present(a.name.to_ascii_lowercase().into()));
+            if let Some(canon) = EQ_INDEXED.iter().find(|c| c.eq_ignore_ascii_case(&a.name)) {
+                let attr: Arc<str> = canon.to_ascii_lowercase().into();
+                eq.extend(a.values.iter().map(|v| (attr.clone(), index_key(canon, v))));
+            }
+            if a.name.eq_ignore_ascii_case("objectCategory") {
+                if let Some(short) = a.values.first().and_then(|v| category_short(v)) {
+                    out.push(Key::Category(short.into()));
+                }
+            }
+            if a.name.eq_ignore_ascii_case("userAccountControl") {
+                if let Some(uac) = a.values.first().and_then(|v| parse_uac(v)) {
+                    out.extend((0..32u8).filter(|b| uac & (1 << b) != 0).map(Key::Uac));
+                }
+            }
+            if is_phone_attr(&a.name) {
+                phone.extend(
+                    a.values
+                        .iter()
+                        .filter_map(|v| std::str::from_utf8(v).ok())
+                        .map(|v| phones.key(v))
+                        .filter(|k| !k.is_empty()),
+                );
+            }
+            if let Some(ti) = text_attr_index(&a.name) {
+                for v in a.values.iter().filter_map(|v| std::str::from_utf8(v).ok()) {
+                    let lower = v.to_lowercase();
+                    grams.extend(trigrams_of(&lower));
+                    // All three prefix lengths, so a one- or two-letter prefix is one lookup too.
+                    heads.extend(heads_of(&lower).map(|h| (ti, h)));
+                }
+            }
+        }
+        eq.sort();
+        eq.dedup();
+        phone.sort();
+        phone.dedup();
+        grams.sort();
+        grams.dedup();
+        heads.sort();
+        heads.dedup();
+        out.extend(eq.into_iter().map(|(a, v)| Key::Eq(a, v)));
+        out.extend(phone.into_iter().map(Key::Phone));
+        out.extend(grams.into_iter().map(Key::Trigram));
+        out.extend(heads.into_iter().map(Key::Head));
+        out
+    }
+}
+
+/// The first RDN value of an `objectCategory` DN, lower-cased (`CN=Person,CN=Schema,…` → `person`).
+pub(crate) fn category_short(v: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(v).ok()?;
+    let rdns = crate::directory::dn::parse_dn(s)?;
+    rdns.first().and_then(|r| r.first()).map(|(_, val)| val.to_lowercase())
+}
+
+/// `userAccountControl` as AD writes it (a signed 32-bit decimal).
+pub(crate) fn parse_uac(v: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    s.parse::<i64>().ok().map(|n| n as u32)
 }
 
 /// The key under which a value is indexed for equality.
@@ -585,38 +663,10 @@ pub fn index_key(attr: &str, value: &[u8]) -> Bytes {
     }
 }
 
-fn eq_keys(e: &Entry) -> Vec<(Arc<str>, Bytes)> {
-    let mut out = Vec::new();
-    for a in &e.attrs {
-        if let Some(canon) = EQ_INDEXED.iter().find(|c| c.eq_ignore_ascii_case(&a.name)) {
-            let attr: Arc<str> = canon.to_ascii_lowercase().into();
-            for v in &a.values {
-                out.push((attr.clone(), index_key(canon, v)));
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn trigrams_of(s: &str) -> Vec<[char; 3]> {
+/// The distinct trigrams of an already lower-cased string.
+pub(crate) fn trigrams_of(s: &str) -> Vec<[char; 3]> {
     let chars: Vec<char> = s.chars().collect();
     let mut out: Vec<[char; 3]> = chars.windows(3).map(|w| [w[0], w[1], w[2]]).collect();
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn text_trigrams(e: &Entry) -> Vec<[char; 3]> {
-    let mut out = Vec::new();
-    for a in &e.attrs {
-        if TEXT_INDEXED.iter().any(|c| c.eq_ignore_ascii_case(&a.name)) {
-            for v in a.values.iter().filter_map(|v| std::str::from_utf8(v).ok()) {
-                out.extend(trigrams_of(&v.to_lowercase()));
-            }
-        }
-    }
     out.sort();
     out.dedup();
     out

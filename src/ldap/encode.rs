@@ -7,7 +7,7 @@
 
 use super::ber::{header_len, int_octets, put_len, put_tlv};
 use crate::directory::entry::Entry;
-use crate::directory::Snapshot;
+use crate::directory::{EntryId, Snapshot};
 use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -213,10 +213,10 @@ impl EncodedEntry {
     }
 }
 
-/// Pre-encoded entries by id, valid while the entry `Arc` is the same.
+/// Pre-encoded entries by dense entry id, valid while the entry `Arc` is the same.
 #[derive(Default)]
 pub struct EntryCache {
-    map: DashMap<Arc<str>, (Arc<Entry>, Arc<EncodedEntry>)>,
+    map: DashMap<EntryId, (Arc<Entry>, Arc<EncodedEntry>)>,
 }
 
 impl EntryCache {
@@ -224,29 +224,54 @@ impl EntryCache {
         EntryCache::default()
     }
 
-    /// The encoding of `e`, built now if the cache holds none or an older version.
-    pub fn get(&self, e: &Arc<Entry>) -> Arc<EncodedEntry> {
-        if let Some(hit) = self.map.get(&e.id) {
+    /// The encoding of `e` (an entry of `snap`), built now if the cache holds none or an older version.
+    pub fn get(&self, snap: &Snapshot, e: &Arc<Entry>) -> Arc<EncodedEntry> {
+        let Some(id) = snap.id_of(&e.id) else {
+            return Arc::new(EncodedEntry::new(e));
+        };
+        if let Some(hit) = self.map.get(&id) {
             if Arc::ptr_eq(&hit.0, e) {
                 return hit.1.clone();
             }
         }
+        self.put(id, e)
+    }
+
+    fn put(&self, id: EntryId, e: &Arc<Entry>) -> Arc<EncodedEntry> {
         let enc = Arc::new(EncodedEntry::new(e));
-        self.map.insert(e.id.clone(), (e.clone(), enc.clone()));
+        self.map.insert(id, (e.clone(), enc.clone()));
         enc
     }
 
-    /// Drop encodings of entries that are gone or changed in `snap` (run after each publish).
-    pub fn retain_current(&self, snap: &Snapshot) {
-        self.map
-            .retain(|id, (e, _)| snap.entry(id).is_some_and(|cur| Arc::ptr_eq(cur, e)));
-    }
-
-    /// Encode every entry of `snap` not cached yet (the changed ones after [`EntryCache::retain_current`]).
-    pub fn fill(&self, snap: &Snapshot) {
-        for e in snap.entries() {
-            if !self.map.get(&e.id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {
-                self.get(e);
+    /// Bring the cache from snapshot `prev` (which it was last brought to) to `snap`: re-encode what changed
+    /// and drop what was removed, in proportion to the change. Without a usable `prev` (the first snapshot, a
+    /// renamed base DN, history older than `snap` keeps) every entry is checked.
+    pub fn advance(&self, prev: Option<&Snapshot>, snap: &Snapshot) {
+        let changes = prev
+            .filter(|p| Arc::ptr_eq(&p.naming, &snap.naming))
+            .and_then(|p| snap.changes_since(p.version).map(|c| (p, c)));
+        let Some((prev, changes)) = changes else {
+            self.map
+                .retain(|id, (e, _)| snap.get(*id).is_some_and(|cur| Arc::ptr_eq(cur, e)));
+            for (id, e) in snap.entries_with_ids() {
+                if !self.map.get(&id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {
+                    self.put(id, e);
+                }
+            }
+            return;
+        };
+        for (gone, _) in &changes.removed {
+            if let Some(id) = prev.id_of(gone) {
+                if snap.get(id).is_none() {
+                    self.map.remove(&id);
+                }
+            }
+        }
+        for e in changes.changed {
+            if let Some(id) = snap.id_of(&e.id) {
+                if !self.map.get(&id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {
+                    self.put(id, e);
+                }
             }
         }
     }
@@ -373,13 +398,44 @@ mod tests {
         }
     }
 
+    /// After a publish the cache re-encodes what changed and drops what was removed, and nothing else.
+    #[test]
+    fn cache_advances_in_proportion_to_the_change() {
+        let s1 = sample();
+        let cache = EntryCache::new();
+        cache.advance(None, &s1);
+        assert_eq!(cache.len(), s1.len());
+        let untouched = cache.get(&s1, s1.entry("0002").unwrap());
+        let mut s2 = s1.next();
+        let mut jane = Entry::clone(s1.entry("0001").unwrap());
+        jane.usn_changed = s2.version;
+        jane.attrs.push(Attribute {
+            name: "title".into(),
+            values: vec![Bytes::from_static(b"CEO")],
+        });
+        s2.upsert(Arc::new(jane));
+        s2.remove("0003");
+        cache.advance(Some(&s1), &s2);
+        assert_eq!(cache.len(), s2.len(), "the removed entry's encoding is gone");
+        let enc = cache.get(&s2, s2.entry("0001").unwrap());
+        assert!(Arc::ptr_eq(&enc, &cache.get(&s2, s2.entry("0001").unwrap())));
+        assert!(enc.buf.windows(3).any(|w| w == b"CEO"), "re-encoded with the new title");
+        assert!(
+            Arc::ptr_eq(&untouched, &cache.get(&s2, s2.entry("0002").unwrap())),
+            "an unchanged entry keeps its encoding"
+        );
+    }
+
     #[test]
     fn selections_and_cache_hits() {
         let snap = sample();
         let cache = EntryCache::new();
         let e = snap.entry("0001").unwrap();
-        let enc = cache.get(e);
-        assert!(Arc::ptr_eq(&enc, &cache.get(e)), "second lookup must hit the cache");
+        let enc = cache.get(&snap, e);
+        assert!(
+            Arc::ptr_eq(&enc, &cache.get(&snap, e)),
+            "second lookup must hit the cache"
+        );
         let mut out = BytesMut::new();
         let sel = Selection::new(&["CN".into(), "mobile".into(), "objectGUID".into(), "+".into()], false);
         write_entry(&mut out, 3, e, &enc, &sel, "CN=Aggregate", Some(&snap));

@@ -10,9 +10,10 @@ use super::ber::{BerError, Tlv};
 use crate::directory::dn::parse_dn;
 use crate::directory::entry::{normalize_dn, Entry};
 use crate::directory::phone::{digits, is_phone_attr};
-use crate::directory::snapshot::{is_binary_attr, IdIter, PhoneQuery, TEXT_INDEXED};
-use crate::directory::Snapshot;
+use crate::directory::snapshot::{is_binary_attr, TEXT_INDEXED};
+use crate::directory::{Candidates, Query, Snapshot};
 use bytes::Bytes;
+use roaring::RoaringBitmap;
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -216,23 +217,29 @@ impl Filter {
     /// Whether the index plan will very likely answer this filter without a scan (decided from the filter
     /// alone). Sessions run filters that need a scan on the blocking pool so they cannot stall other clients.
     pub fn indexable(&self) -> bool {
+        // Mirrors `test_query`: a name prefix of any length, or a fragment of three characters or more.
         let text_ok = |a: &str, s: &Substrings| {
-            let longest = s
-                .initial
-                .iter()
-                .chain(s.any.iter())
-                .chain(s.final_.iter())
-                .map(|v| v.len())
-                .max();
-            TEXT_INDEXED.iter().any(|t| t.eq_ignore_ascii_case(a)) && longest.unwrap_or(0) >= 3
+            let longest = s.any.iter().chain(s.final_.iter()).map(|v| v.len()).max();
+            TEXT_INDEXED.iter().any(|t| t.eq_ignore_ascii_case(a))
+                && (s.initial.as_ref().is_some_and(|i| !i.is_empty()) || longest.unwrap_or(0) >= 3)
         };
         match self {
             Filter::And(v) => v.iter().any(Filter::indexable),
             Filter::Or(v) => !v.is_empty() && v.iter().all(Filter::indexable),
             Filter::Eq(a, v) if a.eq_ignore_ascii_case("anr") => v.len() >= 3,
+            Filter::Eq(a, v) if a.eq_ignore_ascii_case("objectCategory") => !v.contains(&b'='),
             Filter::Eq(a, _) => Snapshot::is_eq_indexed(a) || is_phone_attr(a),
             Filter::Sub(a, s) => is_phone_attr(a) || text_ok(a, s),
-            Filter::Ext { rule, .. } => rule.as_deref() == Some(RULE_IN_CHAIN),
+            Filter::Present(a) => {
+                !a.eq_ignore_ascii_case("objectClass") && !a.eq_ignore_ascii_case("distinguishedName")
+            }
+            Filter::Ext { rule, attr, .. } => match rule.as_deref() {
+                Some(RULE_IN_CHAIN) => true,
+                Some(RULE_BIT_AND) | Some(RULE_BIT_OR) => attr
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case("userAccountControl")),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -408,8 +415,8 @@ enum Node {
         m: Match,
         raw: Bytes,
     },
-    /// The entry's id is in the set (in-chain membership, resolved at compile time).
-    In(Arc<HashSet<Arc<str>>>),
+    /// The entry's dense id is in the set (in-chain membership, resolved at compile time).
+    In(Arc<RoaringBitmap>),
 }
 
 /// A filter bound to a snapshot, ready to plan and evaluate.
@@ -444,26 +451,14 @@ impl Compiled {
         eval(&self.root, e, snap)
     }
 
-    /// Candidate ids (sorted, unique) that may match, or `None` when no index applies and every entry in scope
-    /// has to be checked.
-    pub fn candidates(&self, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
-        plan(&self.root, snap)
+    /// The index query this filter compiles to: what [`Snapshot::query`] answers with candidates.
+    pub fn query(&self, snap: &Snapshot) -> Query {
+        to_query(&self.root, snap)
     }
 
-    /// Candidates in id order, produced lazily where the filter is one name-fragment lookup (a substring test,
-    /// or the phone-book OR of substring tests on the same fragment) so a size-limited search stops early;
-    /// otherwise the planned list.
-    pub fn candidates_lazy<'s>(&self, snap: &'s Snapshot) -> Option<Box<dyn Iterator<Item = Arc<str>> + 's>> {
-        if let Some(needle) = single_text_query(&self.root, snap) {
-            if let Some(it) = snap.find_text_iter(&needle) {
-                return Some(Box::new(it.cloned()));
-            }
-        }
-        if let Some((_, it)) = lazy_eq(&self.root, snap) {
-            return Some(Box::new(it.cloned()));
-        }
-        self.candidates(snap)
-            .map(|v| Box::new(v.into_iter()) as Box<dyn Iterator<Item = Arc<str>>>)
+    /// The entries that may match, from the indexes.
+    pub fn candidates(&self, snap: &Snapshot) -> Candidates {
+        snap.query(&self.query(snap))
     }
 }
 
@@ -693,7 +688,7 @@ fn in_chain(attr: &str, value: &Bytes, cx: &Cx<'_>) -> Node {
         return Node::Const(false);
     };
     let mut seen_dn: HashSet<String> = HashSet::new();
-    let mut out: HashSet<Arc<str>> = HashSet::new();
+    let mut out = RoaringBitmap::new();
     let mut queue: VecDeque<Arc<Entry>> = VecDeque::from([start]);
     seen_dn.insert(String::new());
     while let Some(e) = queue.pop_front() {
@@ -702,8 +697,8 @@ fn in_chain(attr: &str, value: &Bytes, cx: &Cx<'_>) -> Node {
             if !seen_dn.insert(n.clone()) {
                 continue;
             }
-            if let Some(next) = cx.snap.by_dn(&n) {
-                out.insert(next.id.clone());
+            if let (Some(id), Some(next)) = (cx.snap.id_of_dn(&n), cx.snap.by_dn(&n)) {
+                out.insert(id);
                 queue.push_back(next.clone());
             }
         }
@@ -720,7 +715,7 @@ fn eval(n: &Node, e: &Entry, snap: &Snapshot) -> bool {
         Node::Or(v) => v.iter().any(|n| eval(n, e, snap)),
         Node::Not(n) => !eval(n, e, snap),
         Node::Present(a) => present(e, a),
-        Node::In(set) => set.contains(&e.id),
+        Node::In(set) => snap.id_of(&e.id).is_some_and(|id| set.contains(id)),
         Node::Test { attr, m, .. } => e.values(attr).iter().any(|v| test_value(m, v, snap)),
     }
 }
@@ -802,125 +797,38 @@ fn substr(hay: &str, initial: Option<&str>, any: &[String], final_: Option<&str>
 
 // ---------------------------------------------------------------- planning
 
-fn sorted(mut v: Vec<Arc<str>>) -> Vec<Arc<str>> {
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// One index lookup. Several filter terms can need the same lookup (the phone index and the trigram index
-/// ignore which attribute asked), so an OR of them runs it once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum IndexQuery {
-    /// A whole number, as its digit key.
-    PhoneKey(String),
-    PhonePrefix(String),
-    PhoneSuffix(String),
-    PhoneContains(String),
-    Eq(String, Bytes),
-    Text(String),
-}
-
-fn plan(n: &Node, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
+/// The index query for a filter node. Index answers are candidates; what no index answers is a scan.
+fn to_query(n: &Node, snap: &Snapshot) -> Query {
     match n {
-        Node::Const(false) => Some(Vec::new()),
-        Node::In(set) => Some(sorted(set.iter().cloned().collect())),
-        Node::And(v) => {
-            // The most selective indexed conjunct bounds the result; the rest is checked per candidate.
-            v.iter().filter_map(|n| plan(n, snap)).min_by_key(|c| c.len())
+        Node::Const(false) => Query::Nothing,
+        Node::Const(true) => Query::All,
+        Node::And(v) => Query::And(v.iter().map(|n| to_query(n, snap)).collect()),
+        Node::Or(v) => Query::Or(v.iter().map(|n| to_query(n, snap)).collect()),
+        Node::Not(n) => Query::Not(Box::new(to_query(n, snap))),
+        Node::Present(a) if a.eq_ignore_ascii_case("objectClass") || a.eq_ignore_ascii_case("distinguishedName") => {
+            Query::All
         }
-        Node::Or(v) => {
-            let mut all = Vec::new();
-            let mut done: Vec<IndexQuery> = Vec::new();
-            for n in v {
-                if let Node::Test { attr, m, raw } = n {
-                    let q = index_query(attr, m, raw, snap)?;
-                    if done.contains(&q) {
-                        continue;
-                    }
-                    all.extend(run_query(&q, snap)?);
-                    done.push(q);
-                } else {
-                    all.extend(plan(n, snap)?);
-                }
-            }
-            Some(sorted(all))
-        }
-        Node::Test { attr, m, raw } => run_query(&index_query(attr, m, raw, snap)?, snap),
-        Node::Const(true) | Node::Not(_) | Node::Present(_) => None,
+        Node::Present(a) => Query::Present(a.clone()),
+        Node::In(set) => Query::Ids(RoaringBitmap::clone(set)),
+        Node::Test { attr, m, raw } => test_query(attr, m, raw, snap),
     }
 }
 
-/// An equality lookup to stream candidates from, with its size: a single equality test, or the smallest
-/// equality conjunct of an AND whose other indexable conjuncts are equality tests too (their sizes are known
-/// without running them; anything else is left to [`plan`]).
-fn lazy_eq<'s>(n: &Node, snap: &'s Snapshot) -> Option<(usize, IdIter<'s>)> {
-    match n {
-        Node::Test { attr, m, raw } => match index_query(attr, m, raw, snap)? {
-            IndexQuery::Eq(attr, key) => snap.find_eq_iter(&attr, &key),
-            _ => None,
-        },
-        Node::And(v) => {
-            let mut best: Option<(usize, IdIter<'s>)> = None;
-            for c in v {
-                match lazy_eq(c, snap) {
-                    Some((len, it)) if best.as_ref().is_none_or(|(l, _)| len < *l) => best = Some((len, it)),
-                    Some(_) => {}
-                    None if plannable(c, snap) => return None,
-                    None => {}
-                }
-            }
-            best
-        }
-        _ => None,
-    }
-}
-
-/// Whether [`plan`] can bound this node's candidates (without running any lookup).
-fn plannable(n: &Node, snap: &Snapshot) -> bool {
-    match n {
-        Node::Const(false) | Node::In(_) => true,
-        Node::Test { attr, m, raw } => index_query(attr, m, raw, snap).is_some(),
-        Node::And(v) => v.iter().any(|c| plannable(c, snap)),
-        Node::Or(v) => v.iter().all(|c| plannable(c, snap)),
-        Node::Const(true) | Node::Not(_) | Node::Present(_) => false,
-    }
-}
-
-/// The trigram needle a filter reduces to when it is a substring test, or an OR of substring tests that all use
-/// the same fragment.
-fn single_text_query(n: &Node, snap: &Snapshot) -> Option<String> {
-    match n {
-        Node::Test { attr, m, raw } => match index_query(attr, m, raw, snap)? {
-            IndexQuery::Text(s) => Some(s),
-            _ => None,
-        },
-        Node::Or(v) if !v.is_empty() => {
-            let first = single_text_query(&v[0], snap)?;
-            v[1..]
-                .iter()
-                .all(|c| single_text_query(c, snap).as_ref() == Some(&first))
-                .then_some(first)
-        }
-        _ => None,
-    }
-}
-
-fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<IndexQuery> {
+fn test_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Query {
     match m {
         // The key is already E.164 digits, as the index stores them: one exact lookup, no second parse.
-        Match::Phone(key) if !key.is_empty() => Some(IndexQuery::PhoneKey(key.clone())),
+        Match::Phone(key) if !key.is_empty() => Query::PhoneKey(key.clone()),
         Match::PhoneSub { initial, any, final_ } => match (initial, any.as_slice(), final_) {
             // Substring parts are already digit keys ("+" keeps the snapshot from re-adding a country code).
-            (Some(i), _, _) if !i.is_empty() => Some(IndexQuery::PhonePrefix(format!("+{i}"))),
-            (None, [], Some(f)) if !f.is_empty() => Some(IndexQuery::PhoneSuffix(f.clone())),
-            _ => {
-                let longest = any.iter().chain(final_.iter()).max_by_key(|s| s.len())?;
-                (!longest.is_empty()).then(|| IndexQuery::PhoneContains(longest.clone()))
-            }
+            (Some(i), _, _) if !i.is_empty() => Query::PhonePrefix(format!("+{i}")),
+            (None, [], Some(f)) if !f.is_empty() => Query::PhoneSuffix(f.clone()),
+            _ => match any.iter().chain(final_.iter()).max_by_key(|s| s.len()) {
+                Some(longest) if !longest.is_empty() => Query::PhoneContains(longest.clone()),
+                _ => Query::Scan,
+            },
         },
         Match::Str(_) | Match::Bin(_) if Snapshot::is_eq_indexed(attr) => {
-            Some(IndexQuery::Eq(attr.to_ascii_lowercase(), raw.clone()))
+            Query::Eq(attr.to_ascii_lowercase(), raw.clone())
         }
         Match::Dn(norm) if Snapshot::is_eq_indexed(attr) => {
             // The index holds stored spellings lower-cased; the stored spelling of a DN value is the target's
@@ -929,29 +837,32 @@ fn index_query(attr: &str, m: &Match, raw: &Bytes, snap: &Snapshot) -> Option<In
                 Some(t) => Bytes::copy_from_slice(t.dn.as_bytes()),
                 None => raw.clone(),
             };
-            Some(IndexQuery::Eq(attr.to_ascii_lowercase(), key))
+            Query::Eq(attr.to_ascii_lowercase(), key)
         }
+        Match::CategoryShort(short) => Query::Category(short.clone()),
+        Match::BitAnd(mask) if attr.eq_ignore_ascii_case("userAccountControl") => Query::UacBits(*mask, true),
+        Match::BitOr(mask) if attr.eq_ignore_ascii_case("userAccountControl") => Query::UacBits(*mask, false),
         Match::Sub { initial, any, final_ } if TEXT_INDEXED.iter().any(|a| a.eq_ignore_ascii_case(attr)) => {
-            let longest = initial
+            let mut parts = Vec::new();
+            if let Some(i) = initial.as_ref().filter(|i| !i.is_empty()) {
+                parts.push(Query::Prefix(attr.to_string(), i.clone()));
+            }
+            if let Some(longest) = any
                 .iter()
-                .chain(any.iter())
                 .chain(final_.iter())
-                .max_by_key(|s| s.chars().count())?;
-            (longest.chars().count() >= 3).then(|| IndexQuery::Text(longest.clone()))
+                .filter(|s| s.chars().count() >= 3)
+                .max_by_key(|s| s.chars().count())
+            {
+                parts.push(Query::Text(longest.clone()));
+            }
+            match parts.len() {
+                0 => Query::Scan,
+                1 => parts.remove(0),
+                _ => Query::And(parts),
+            }
         }
-        _ => None,
+        _ => Query::Scan,
     }
-}
-
-fn run_query(q: &IndexQuery, snap: &Snapshot) -> Option<Vec<Arc<str>>> {
-    Some(sorted(match q {
-        IndexQuery::PhoneKey(k) => snap.find_phone(PhoneQuery::Key(k)),
-        IndexQuery::PhonePrefix(s) => snap.find_phone(PhoneQuery::Prefix(s)),
-        IndexQuery::PhoneSuffix(s) => snap.find_phone(PhoneQuery::Suffix(s)),
-        IndexQuery::PhoneContains(s) => snap.find_phone(PhoneQuery::Contains(s)),
-        IndexQuery::Eq(attr, key) => snap.find_eq(attr, key)?,
-        IndexQuery::Text(needle) => snap.find_text(needle)?,
-    }))
 }
 
 #[cfg(test)]
@@ -1099,7 +1010,8 @@ pub(crate) mod tests {
         )
     }
 
-    /// Ids matched by evaluating every entry, and checked against the index plan.
+    /// Ids matched by evaluating every entry, checked against the index plan: the candidates hold every match
+    /// (in the same order), and exactly the matches when the plan says they are exact.
     pub(crate) fn run(snap: &Snapshot, f: &str) -> Vec<String> {
         let c = Compiled::new(&Filter::parse(f).unwrap(), snap);
         let full: Vec<String> = snap
@@ -1107,22 +1019,18 @@ pub(crate) mod tests {
             .filter(|e| c.matches(e, snap))
             .map(|e| e.id.to_string())
             .collect();
-        if let Some(cands) = c.candidates(snap) {
-            let planned: Vec<String> = cands
-                .iter()
-                .filter_map(|id| snap.entry(id))
-                .filter(|e| c.matches(e, snap))
+        let cands = c.candidates(snap);
+        let ids = |verify: bool| -> Vec<String> {
+            cands
+                .iter_after(snap, None)
+                .filter_map(|id| snap.get(id))
+                .filter(|e| !verify || c.matches(e, snap))
                 .map(|e| e.id.to_string())
-                .collect();
-            assert_eq!(planned, full, "index plan lost matches for {f}");
-        }
-        if let Some(lazy) = c.candidates_lazy(snap) {
-            let walked: Vec<String> = lazy
-                .filter_map(|id| snap.entry(&id))
-                .filter(|e| c.matches(e, snap))
-                .map(|e| e.id.to_string())
-                .collect();
-            assert_eq!(walked, full, "lazy candidates differ (order or content) for {f}");
+                .collect()
+        };
+        assert_eq!(ids(true), full, "index plan lost matches for {f}");
+        if cands.exact {
+            assert_eq!(ids(false), full, "exact candidates that do not match for {f}");
         }
         full
     }
@@ -1147,6 +1055,7 @@ pub(crate) mod tests {
         assert!(run(&s, "(telephoneNumber=*7654321)").is_empty());
         assert!(Compiled::new(&Filter::parse("(telephoneNumber=*1234567)").unwrap(), &s)
             .candidates(&s)
+            .ids
             .is_some());
     }
 
@@ -1159,6 +1068,7 @@ pub(crate) mod tests {
         assert_eq!(run(&s, "(displayName~=janedoe)"), vec!["0001"]);
         assert!(Compiled::new(&Filter::parse("(cn=*üll*)").unwrap(), &s)
             .candidates(&s)
+            .ids
             .is_some());
     }
 
@@ -1266,9 +1176,13 @@ pub(crate) mod tests {
             "(|(cn=J*)(sn=J*))",
             "(&(objectclass=user)(!(objectclass=Computer)))",
             "(memberOf:1.2.840.113556.1.4.1941:=CN=Sales,CN=Users,DC=contoso,DC=example)",
+            "(&(telephoneNumber=*)(sn=Do*))",
+            "(objectCategory=person)",
+            "(userAccountControl:1.2.840.113556.1.4.803:=2)",
+            "(cn>=J)",
         ] {
             let filter = Filter::parse(f).unwrap();
-            let planned = Compiled::new(&filter, &s).candidates(&s).is_some();
+            let planned = Compiled::new(&filter, &s).candidates(&s).ids.is_some();
             assert_eq!(filter.indexable(), planned, "{f}");
         }
     }

@@ -247,14 +247,13 @@ async fn refuse_busy(mut stream: TcpStream, tls: bool, _shared: Arc<Shared>) {
 /// is encoded once per version and no PBX lookup pays for it. Bursts of versions are coalesced.
 async fn maintain_cache(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut rx = shared.dir.subscribe();
+    let mut prev: Option<Arc<crate::directory::Snapshot>> = None;
     loop {
         let snap = shared.dir.load();
         let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            s.cache.retain_current(&snap);
-            s.cache.fill(&snap);
-        })
-        .await;
+        let next = snap.clone();
+        let _ = tokio::task::spawn_blocking(move || s.cache.advance(prev.as_deref(), &snap)).await;
+        prev = Some(next);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },

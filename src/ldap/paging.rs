@@ -1,18 +1,34 @@
-//! Simple Paged Results (RFC 2696) state: the first page materialises the full, ordered result id list
-//! against one snapshot; later pages slice it. The cookie names that state, so a client paging through
-//! 100k entries sees one consistent version even while syncs publish new snapshots.
+//! Simple Paged Results (RFC 2696) state: the first page computes the candidate bitmap against one snapshot;
+//! each page walks it on from the last entry returned (a sorted search materialises its ordered ids once).
+//! The cookie names that state, so a client paging through 100k entries sees one consistent version even
+//! while syncs publish new snapshots.
 
-use crate::directory::Snapshot;
+use crate::directory::{Candidates, EntryId, Snapshot};
+use crate::ldap::filter::Compiled;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Paged searches a connection may keep open at once; the oldest is dropped beyond this.
 const MAX_OPEN: usize = 16;
 
+/// Where a paged search stands.
+pub enum Cursor {
+    /// A sorted search: every match, in the requested order, and the next position.
+    Sorted { ids: Arc<Vec<EntryId>>, pos: usize },
+    /// An unsorted search: its candidates (checked against the filter bound to the same snapshot) and the
+    /// last id returned.
+    Walk {
+        cands: Arc<Candidates>,
+        filter: Arc<Compiled>,
+        after: Option<EntryId>,
+        /// The candidates' count: RFC 2696's estimate of the result size.
+        total: u64,
+    },
+}
+
 pub struct PageState {
     pub snap: Arc<Snapshot>,
-    pub ids: Arc<Vec<Arc<str>>>,
-    pub pos: usize,
+    pub cursor: Cursor,
     /// Hash of base, scope and filter: a cookie is only valid for the search that produced it.
     pub fingerprint: u64,
 }
@@ -58,8 +74,10 @@ mod tests {
         let mut p = Pages::default();
         let st = || PageState {
             snap: snap.clone(),
-            ids: Arc::new(vec![]),
-            pos: 0,
+            cursor: Cursor::Sorted {
+                ids: Arc::new(vec![]),
+                pos: 0,
+            },
             fingerprint: 1,
         };
         let c = p.put(st());

@@ -4,13 +4,14 @@
 
 use super::encode::{write_entry, EncodedEntry, EntryCache, Selection};
 use super::filter::Compiled;
-use super::paging::{PageState, Pages};
+use super::paging::{Cursor, PageState, Pages};
 use super::proto::{self, put_result_with, Code, Control, RespControl, Scope, SearchRequest, SortKey};
 use super::{rootdse, schema};
 use crate::directory::dn::parent_norm;
 use crate::directory::entry::{normalize_dn, Entry};
-use crate::directory::Snapshot;
+use crate::directory::{Candidates, EntryId, Query, Snapshot};
 use bytes::BytesMut;
+use roaring::RoaringBitmap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -189,7 +190,7 @@ struct Ctx<'a, 'e> {
 
 impl Ctx<'_, '_> {
     fn write(&self, out: &mut BytesMut, e: &Arc<Entry>) {
-        let enc = self.env.cache.get(e);
+        let enc = self.env.cache.get(self.env.snap, e);
         write_entry(out, self.id, e, &enc, self.sel, self.subschema_dn, Some(self.env.snap));
     }
 }
@@ -225,36 +226,44 @@ fn emit(
     done(out, ctx.id, Code::Success, "", "", ctl)
 }
 
-/// In-scope entries that match, in id order (index candidates when the filter allows, else a scan).
+/// The index query for a search: the filter's, bounded by the scope.
+fn scoped_query(snap: &Snapshot, f: &Compiled, base: &Entry, scope: Scope) -> Query {
+    let q = f.query(snap);
+    match scope {
+        Scope::Base => match snap.id_of_dn(&base.dn_norm) {
+            Some(id) => Query::And(vec![Query::Ids(RoaringBitmap::from_iter([id])), q]),
+            None => Query::Nothing,
+        },
+        Scope::One => Query::And(vec![Query::Children(base.dn_norm.to_string()), q]),
+        Scope::Sub => Query::And(vec![Query::Subtree(base.dn_norm.to_string()), q]),
+    }
+}
+
+/// In-scope entries that match, in dense-id order, from the indexes: the caller stops after the page it
+/// returns, so only the entries it returns (and candidates that fail the filter) are looked at.
 fn matching<'s>(
     snap: &'s Snapshot,
     f: &'s Compiled,
     base: &Arc<Entry>,
     scope: Scope,
 ) -> Box<dyn Iterator<Item = &'s Arc<Entry>> + 's> {
-    let base_norm: Arc<str> = base.dn_norm.clone();
-    match scope {
-        Scope::Base => {
-            let e = snap.by_dn(&base_norm);
-            Box::new(e.into_iter().filter(move |e| f.matches(e, snap)))
-        }
-        Scope::One => {
-            let kids: Vec<&'s Arc<Entry>> = snap.children(&base_norm).collect();
-            Box::new(kids.into_iter().filter(move |e| f.matches(e, snap)))
-        }
-        Scope::Sub => {
-            let whole = *base_norm == *snap.naming.base_dn_norm;
-            let suffix = format!(",{base_norm}");
-            let in_scope = move |e: &Arc<Entry>| whole || *e.dn_norm == *base_norm || e.dn_norm.ends_with(&suffix);
-            match f.candidates_lazy(snap) {
-                Some(ids) => Box::new(
-                    ids.filter_map(move |id| snap.entry(&id))
-                        .filter(move |e| in_scope(e) && f.matches(e, snap)),
-                ),
-                None => Box::new(snap.entries().filter(move |e| in_scope(e) && f.matches(e, snap))),
-            }
-        }
-    }
+    walk(snap, f, snap.query(&scoped_query(snap, f, base, scope)), None)
+}
+
+/// The entries of `cands` after `after` that match `f` (checked only where the candidates are not exact).
+fn walk<'s>(
+    snap: &'s Snapshot,
+    f: &'s Compiled,
+    cands: Candidates,
+    after: Option<EntryId>,
+) -> Box<dyn Iterator<Item = &'s Arc<Entry>> + 's> {
+    let exact = cands.exact;
+    Box::new(
+        cands
+            .into_iter_after(snap, after)
+            .filter_map(move |id| snap.get(id))
+            .filter(move |e| exact || f.matches(e, snap)),
+    )
 }
 
 fn sort_entries(v: &mut [Arc<Entry>], keys: &[SortKey]) {
@@ -344,41 +353,96 @@ fn paged_search(
     let mut st = match state {
         Some(st) => st,
         None => {
-            let mut all: Vec<Arc<Entry>> = matching(env.snap, compiled, base, req.scope).cloned().collect();
-            if let Some(keys) = sort {
-                sort_entries(&mut all, keys);
-            }
+            let cursor = match sort {
+                Some(keys) => {
+                    let mut all: Vec<Arc<Entry>> = matching(env.snap, compiled, base, req.scope).cloned().collect();
+                    sort_entries(&mut all, keys);
+                    let ids = all.iter().filter_map(|e| env.snap.id_of(&e.id)).collect();
+                    Cursor::Sorted {
+                        ids: Arc::new(ids),
+                        pos: 0,
+                    }
+                }
+                None => {
+                    let cands = env.snap.query(&scoped_query(env.snap, compiled, base, req.scope));
+                    Cursor::Walk {
+                        total: cands.len(env.snap),
+                        cands: Arc::new(cands),
+                        filter: Arc::new(compiled.clone()),
+                        after: None,
+                    }
+                }
+            };
             PageState {
                 snap: env.snap.clone(),
-                ids: Arc::new(all.iter().map(|e| e.id.clone()).collect()),
-                pos: 0,
+                cursor,
                 fingerprint: fp,
             }
         }
     };
     let page = (size as usize).min(env.limits.max_page_size.max(1));
-    let end = (st.pos + page).min(st.ids.len());
     // Later pages are served from the snapshot the first page was computed on, so the view stays consistent.
     let snap = st.snap.clone();
     let page_ctx = SearchEnv { snap: &snap, ..*env };
     let inner = Ctx { env: &page_ctx, ..*ctx };
-    for (n, id) in st.ids[st.pos..end].iter().enumerate() {
-        if n % CHECK_EVERY == CHECK_EVERY - 1 {
-            if env.abandoned.load(Ordering::Relaxed) {
-                out.clear();
-                return None;
+    let (more, total) = match &mut st.cursor {
+        Cursor::Sorted { ids, pos } => {
+            let end = (*pos + page).min(ids.len());
+            for (n, id) in ids[*pos..end].iter().enumerate() {
+                if n % CHECK_EVERY == CHECK_EVERY - 1 {
+                    if env.abandoned.load(Ordering::Relaxed) {
+                        out.clear();
+                        return None;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() > d) {
+                        return done(out, ctx.id, Code::TimeLimitExceeded, "", "", &[]);
+                    }
+                }
+                if let Some(e) = snap.get(*id) {
+                    inner.write(out, e);
+                }
             }
-            if deadline.is_some_and(|d| Instant::now() > d) {
-                return done(out, ctx.id, Code::TimeLimitExceeded, "", "", &[]);
+            *pos = end;
+            (end < ids.len(), ids.len() as u64)
+        }
+        Cursor::Walk {
+            cands,
+            filter,
+            after,
+            total,
+        } => {
+            // Resume after the last entry returned; stop at the first match beyond the page (so the cookie is
+            // only handed out when another page really follows).
+            let mut sent = 0usize;
+            let mut more = false;
+            for (n, id) in cands.iter_after(&snap, *after).enumerate() {
+                if n % CHECK_EVERY == CHECK_EVERY - 1 {
+                    if env.abandoned.load(Ordering::Relaxed) {
+                        out.clear();
+                        return None;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() > d) {
+                        return done(out, ctx.id, Code::TimeLimitExceeded, "", "", &[]);
+                    }
+                }
+                let Some(e) = snap.get(id) else { continue };
+                if !cands.exact && !filter.matches(e, &snap) {
+                    *after = Some(id);
+                    continue;
+                }
+                if sent == page {
+                    more = true;
+                    break;
+                }
+                inner.write(out, e);
+                sent += 1;
+                *after = Some(id);
             }
+            (more, *total)
         }
-        if let Some(e) = snap.entry(id) {
-            inner.write(out, e);
-        }
-    }
-    let total = st.ids.len() as i64;
-    st.pos = end;
-    let next_cookie = if end < st.ids.len() {
+    };
+    let total = i64::try_from(total).unwrap_or(i64::MAX);
+    let next_cookie = if more {
         env.pages.lock().map(|mut p| p.put(st)).unwrap_or_default()
     } else {
         Vec::new()

@@ -368,3 +368,151 @@ pub fn add_security_group(ctl: &entradir::graph::sim::Control, name: &str) -> St
     })))
     .expect("add group")
 }
+
+/// Filters that exercise every index, derived from the entries of `snap`: equality on the indexed attributes,
+/// presence, name prefixes of one to four letters and fragments, phone numbers exact and by their last digits
+/// and first digits, memberOf and in-chain membership, objectCategory short forms, userAccountControl bits,
+/// and NOT, AND and OR around them.
+pub fn index_probe_filters(snap: &Snapshot) -> Vec<String> {
+    use entradir::directory::EntryKind;
+    let esc = |v: &str| -> String {
+        v.chars()
+            .map(|c| match c {
+                '*' | '(' | ')' | '\\' | '\0' => format!("\\{:02x}", c as u32),
+                c => c.to_string(),
+            })
+            .collect()
+    };
+    let mut f: Vec<String> = vec![
+        "(objectClass=*)".into(),
+        "(objectClass=user)".into(),
+        "(objectClass=group)".into(),
+        "(&(objectClass=user)(!(objectClass=computer)))".into(),
+        "(objectCategory=person)".into(),
+        "(objectCategory=computer)".into(),
+        "(telephoneNumber=*)".into(),
+        "(mobile=*)".into(),
+        "(&(objectCategory=person)(!(mobile=*)))".into(),
+        "(thumbnailPhoto=*)".into(),
+        "(userAccountControl:1.2.840.113556.1.4.803:=2)".into(),
+        "(&(objectClass=user)(!(userAccountControl:1.2.840.113556.1.4.803:=2)))".into(),
+        "(userAccountControl:1.2.840.113556.1.4.804:=4098)".into(),
+        "(|(telephoneNumber=*)(mail=*))".into(),
+        "(!(cn=*a*))".into(),
+    ];
+    let people: Vec<&Arc<Entry>> = snap
+        .entries()
+        .filter(|e| matches!(e.kind, EntryKind::User | EntryKind::Contact))
+        .collect();
+    let step = (people.len() / 16).max(1);
+    for e in people.iter().step_by(step) {
+        for attr in ["cn", "sn", "givenName", "displayName"] {
+            if let Some(v) = e.first_str(attr) {
+                let chars: Vec<char> = v.chars().collect();
+                for n in [1, 2, 3, 4] {
+                    let p: String = chars.iter().take(n).collect();
+                    f.push(format!("({attr}={}*)", esc(&p)));
+                }
+                if chars.len() > 4 {
+                    let mid: String = chars[1..4].iter().collect();
+                    f.push(format!(
+                        "(|(cn=*{0}*)(sn={1}*))",
+                        esc(&mid),
+                        esc(&chars[..3].iter().collect::<String>())
+                    ));
+                    f.push(format!(
+                        "(&(telephoneNumber=*)(sn={}*))",
+                        esc(&chars[..3].iter().collect::<String>())
+                    ));
+                }
+                f.push(format!("({attr}={})", esc(v)));
+            }
+        }
+        for attr in ["mail", "sAMAccountName", "userPrincipalName"] {
+            if let Some(v) = e.first_str(attr) {
+                f.push(format!("({attr}={})", esc(&v.to_uppercase())));
+            }
+        }
+        for attr in ["telephoneNumber", "mobile"] {
+            if let Some(v) = e.first_str(attr) {
+                let d: String = v.chars().filter(|c| c.is_ascii_digit()).collect();
+                f.push(format!("({attr}={})", esc(v)));
+                f.push(format!("(|(telephoneNumber={0})(mobile={0}))", esc(v)));
+                if d.len() > 7 {
+                    f.push(format!("({attr}=*{})", &d[d.len() - 7..]));
+                    f.push(format!("({attr}=+{}*)", &d[..5]));
+                    f.push(format!("({attr}=*{}*)", &d[3..7]));
+                }
+            }
+        }
+        for g in e.strs("memberOf").take(2) {
+            f.push(format!("(memberOf={})", esc(g)));
+            f.push(format!("(memberOf:1.2.840.113556.1.4.1941:={})", esc(g)));
+            f.push(format!("(&(objectCategory=person)(memberOf={}))", esc(g)));
+        }
+        if let Some(m) = e.first_str("manager") {
+            f.push(format!("(manager={})", esc(m)));
+        }
+        let guid: String = e.guid.iter().map(|b| format!("\\{b:02x}")).collect();
+        f.push(format!("(objectGUID={guid})"));
+        f.push(format!("(member:1.2.840.113556.1.4.1941:={})", esc(&e.dn)));
+    }
+    f.sort();
+    f.dedup();
+    f
+}
+
+/// The ids matching `filter` within `scope`, through the indexes (checking candidates unless they are exact).
+fn via_index(s: &Snapshot, filter: &entradir::ldap::filter::Filter, scope: &entradir::directory::Query) -> Vec<String> {
+    let c = entradir::ldap::filter::Compiled::new(filter, s);
+    let cands = s.query(&entradir::directory::Query::And(vec![scope.clone(), c.query(s)]));
+    let mut ids: Vec<String> = cands
+        .iter_after(s, None)
+        .filter_map(|i| s.get(i))
+        .filter(|e| cands.exact || c.matches(e, s))
+        .map(|e| e.id.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The same by evaluating every entry (no index).
+fn via_scan(s: &Snapshot, filter: &entradir::ldap::filter::Filter, below: Option<&str>) -> Vec<String> {
+    let c = entradir::ldap::filter::Compiled::new(filter, s);
+    let mut ids: Vec<String> = s
+        .entries()
+        .filter(|e| below.is_none_or(|b| entradir::directory::dn::parent_norm(&e.dn_norm) == Some(b)))
+        .filter(|e| c.matches(e, s))
+        .map(|e| e.id.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Compare two snapshots through every index: each probe filter (see [`index_probe_filters`]) answered from the
+/// indexes of `actual` must equal a full scan of `actual`, and the indexes of `expected` (typically rebuilt from
+/// scratch, where `actual` was built incrementally) must give the same entries, whole tree and one container.
+pub fn assert_same_indexes(actual: &Snapshot, expected: &Snapshot, context: &str) {
+    use entradir::directory::entry::normalize_dn;
+    use entradir::directory::Query;
+    let users = normalize_dn(&format!("CN=Users,{BASE_DN}")).expect("container DN");
+    let base = normalize_dn(BASE_DN).expect("base DN");
+    let filters = index_probe_filters(expected);
+    assert!(filters.len() > 50, "{context}: only {} probe filters", filters.len());
+    for text in &filters {
+        let filter = entradir::ldap::filter::Filter::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        for (scope, below) in [
+            (Query::Subtree(base.clone()), None),
+            (Query::Children(users.clone()), Some(users.as_str())),
+        ] {
+            let a = via_index(actual, &filter, &scope);
+            let scan = via_scan(actual, &filter, below);
+            assert_eq!(a, scan, "{context}: index and full scan differ for {text} in {scope:?}");
+            let b = via_index(expected, &filter, &scope);
+            assert_eq!(
+                a, b,
+                "{context}: incremental and rebuilt indexes differ for {text} in {scope:?}"
+            );
+        }
+    }
+}

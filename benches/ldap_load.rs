@@ -1,10 +1,17 @@
 //! LDAP load tool: N connections run a PBX-like query mix for a fixed time and report searches/s and
 //! p50/p99 latency per query kind.
 //!
+//! The data is as unkind as a real company's: names drawn with real-world skew (`graph::sim::names`: Müller
+//! and Schmidt a few percent each, "Sch" a seventh of everyone), numbers in DDI blocks whose last digits repeat
+//! across offices, two groups of which one holds everybody. The queries are what PBXs and phones send, with a
+//! size limit of 50 and an attribute list: caller-ID `(|(telephoneNumber=…)(mobile=…))` (a third of them for
+//! numbers nobody has), the last seven digits, Yealink `(|(cn=X*)(sn=X*))`, contains `(|(cn=*X*)(sn=X*))`,
+//! Snom `(&(telephoneNumber=*)(sn=X*))` with X the first three or four letters of a name as typed, and
+//! `memberOf`.
+//!
 //! In-process (default): generates `--users` AD-style users, serves them on loopback and loads that server.
-//! Against another server (e.g. slapd loaded with `entradir export --format ldif`): `--addr host:port
-//! --base DC=... [--bind DN --password PW]`; the generated query values then have to match that data (same
-//! `--users` and `--seed`).
+//! Against another server (e.g. slapd loaded with `--write-ldif`): `--addr host:port --base DC=... [--bind DN
+//! --password PW]`; the generated query values then match that data when `--users` is the same.
 //!
 //! `cargo bench --bench ldap_load -- --users 100000 --connections 64 --duration 10 [--only exact]`
 //!
@@ -15,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use entradir::directory::entry::{normalize_dn, Attribute, Entry};
 use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::{EntryKind, Naming, Published, Snapshot};
+use entradir::graph::sim::names;
 use entradir::ldap::filter::Filter;
 use entradir::ldap::proto::{encode_bind, encode_search, take_response, Scope};
 use entradir::ldap::{CancellationToken, LdapConfig, Server};
@@ -24,43 +32,78 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const GIVEN: &[&str] = &[
-    "Anna", "Ben", "Clara", "David", "Emma", "Felix", "Greta", "Hans", "Ida", "Jonas", "Klara", "Lukas", "Mia", "Noah",
-    "Olga", "Paul", "Rosa", "Simon", "Tina", "Uwe", "Vera", "Wolf", "Yara", "Zoe",
+/// Query kinds: what PBXs and desk phones send (see the module doc).
+const KINDS: &[&str] = &["exact", "suffix", "yealink", "contains", "snom", "memberof"];
+
+/// Offices: (country calling code, area code, first digits of the DDI block). Extensions are numbered within
+/// each block, so the last digits of numbers repeat across offices as they do in real companies.
+const OFFICES: &[(&str, &str, &str)] = &[
+    ("49", "30", "2094"),
+    ("49", "221", "3390"),
+    ("49", "89", "5461"),
+    ("49", "40", "7114"),
+    ("43", "1", "5123"),
+    ("41", "44", "2981"),
 ];
-const SURNAMES: &[&str] = &[
-    "Müller",
-    "Schmidt",
-    "Schneider",
-    "Fischer",
-    "Weber",
-    "Meyer",
-    "Wagner",
-    "Becker",
-    "Schulz",
-    "Hoffmann",
-    "Koch",
-    "Richter",
-    "Klein",
-    "Wolf",
-    "Schröder",
-    "Neumann",
-    "Schwarz",
-    "Braun",
-    "Zimmermann",
-    "Krüger",
-    "Hartmann",
-    "Lange",
-    "Werner",
-    "Krause",
-    "Lehmann",
-    "Köhler",
-    "Maier",
-    "Herrmann",
-    "König",
-    "Walter",
-];
-const KINDS: &[&str] = &["exact", "suffix", "prefix", "substring", "memberof"];
+
+/// One generated person: what the entries hold and what the load client asks for.
+struct Person {
+    given: &'static str,
+    sn: String,
+    cn: String,
+    /// E.164, as entradir's projection stores numbers.
+    phone: String,
+    mobile: Option<String>,
+}
+
+/// The same people in every process (the server and each load client generate them from the same seed):
+/// skewed real-world names ([`entradir::graph::sim::names`]), cn made unique the way AD admins do it.
+fn people(users: usize) -> Vec<Person> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut next_ext = vec![0usize; OFFICES.len()];
+    (0..users)
+        .map(|_| {
+            let given = names::given(&mut rng);
+            let sn = names::surname(&mut rng);
+            let base = format!("{given} {sn}");
+            let n = seen.entry(base.clone()).or_default();
+            *n += 1;
+            let cn = if *n == 1 { base } else { format!("{base} {n}") };
+            // Most staff sit in the two big offices.
+            let o = if rng.gen_bool(0.6) {
+                rng.gen_range(0..2)
+            } else {
+                rng.gen_range(0..OFFICES.len())
+            };
+            let (cc, area, block) = OFFICES[o];
+            let ext = next_ext[o];
+            next_ext[o] += 1;
+            // 4-digit extensions, a longer block once an office outgrows 10,000.
+            let phone = if ext < 10_000 {
+                format!("+{cc}{area}{block}{ext:04}")
+            } else {
+                format!("+{cc}{area}{}{ext:06}", &block[..2])
+            };
+            let mobile = rng
+                .gen_bool(0.7)
+                .then(|| format!("+4915{}{:07}", rng.gen_range(1..10), rng.gen_range(0..10_000_000)));
+            Person {
+                given,
+                sn,
+                cn,
+                phone,
+                mobile,
+            }
+        })
+        .collect()
+}
+
+/// The first `n` characters, as a person types them.
+fn typed(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
 
 struct Opts {
     users: usize,
@@ -129,17 +172,10 @@ fn opts() -> Opts {
     o
 }
 
-fn number(i: usize) -> String {
-    format!("+49 221 {:07}", 3_000_000 + i)
-}
-
-fn user(i: usize, base: &str) -> Entry {
-    let given = GIVEN[i % GIVEN.len()];
-    let sn = SURNAMES[(i / GIVEN.len()) % SURNAMES.len()];
-    let cn = format!("{given} {sn} {i}");
-    let dn = format!("CN={cn},CN=Users,{base}");
+fn user(i: usize, p: &Person, base: &str) -> Entry {
+    let dn = format!("CN={},CN=Users,{base}", entradir::directory::dn::escape_value(&p.cn));
     let s = |v: &str| vec![Bytes::from(v.to_string())];
-    let attrs = vec![
+    let mut attrs = vec![
         (
             "objectClass",
             vec![
@@ -153,18 +189,26 @@ fn user(i: usize, base: &str) -> Entry {
             "objectCategory",
             s(&format!("CN=Person,CN=Schema,CN=Configuration,{base}")),
         ),
-        ("cn", s(&cn)),
-        ("sn", s(sn)),
-        ("givenName", s(given)),
-        ("displayName", s(&cn)),
+        ("cn", s(&p.cn)),
+        ("sn", s(&p.sn)),
+        ("givenName", s(p.given)),
+        ("displayName", s(&p.cn)),
         ("sAMAccountName", s(&format!("u{i}"))),
         ("mail", s(&format!("u{i}@contoso.example"))),
-        ("telephoneNumber", s(&number(i))),
-        ("mobile", s(&format!("+49 171 {:07}", 5_000_000 + i))),
-        ("userAccountControl", s("512")),
-        ("memberOf", s(&format!("CN=Team {},CN=Users,{base}", i % 50))),
+        ("telephoneNumber", s(&p.phone)),
+        ("userAccountControl", s(if i % 20 == 0 { "514" } else { "512" })),
+        (
+            "memberOf",
+            vec![
+                Bytes::from(format!("CN=Team {},CN=Users,{base}", i % 50)),
+                Bytes::from(format!("CN=Alle Mitarbeiter,CN=Users,{base}")),
+            ],
+        ),
         ("distinguishedName", s(&dn)),
     ];
+    if let Some(m) = &p.mobile {
+        attrs.push(("mobile", s(m)));
+    }
     Entry {
         id: format!("{i:08}").into(),
         kind: EntryKind::User,
@@ -184,7 +228,11 @@ fn user(i: usize, base: &str) -> Entry {
 }
 
 fn directory(users: usize, base: &str) -> Published {
-    let mut v: Vec<Entry> = (0..users).map(|i| user(i, base)).collect();
+    let mut v: Vec<Entry> = people(users)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| user(i, p, base))
+        .collect();
     let mk = |dn: String, cls: &str, id: String, rdn: (&str, &str)| Entry {
         id: id.into(),
         kind: EntryKind::Container,
@@ -222,25 +270,79 @@ fn directory(users: usize, base: &str) -> Published {
     Published::new(Snapshot::from_entries(naming, phones, 1, v))
 }
 
-/// The request for query `kind` number `n`.
-fn query(kind: &str, n: usize, users: usize, base: &str, portable: bool) -> Filter {
-    let i = (n.wrapping_mul(2_654_435_761)) % users.max(1);
-    let f = match kind {
-        "exact" if portable => format!("(|(telephoneNumber={0})(mobile={0}))", number(i)),
-        "exact" => format!("(|(telephoneNumber=0221 {0:07})(mobile=0221 {0:07}))", 3_000_000 + i),
-        "suffix" => format!("(telephoneNumber=*{:07})", 3_000_000 + i),
-        "prefix" => {
-            let sn = SURNAMES[n % SURNAMES.len()];
-            format!("(|(cn={0}*)(sn={0}*))", &sn[..sn.len().min(4)])
+/// The request for query `kind` number `n`, and the attributes it asks for. Names and numbers come from a
+/// person picked at random, so common surnames are searched as often as they occur.
+fn query(kind: &str, n: usize, people: &[Person], base: &str, portable: bool) -> (Filter, &'static [&'static str]) {
+    const CALLER_ID: &[&str] = &["displayName", "telephoneNumber", "mobile"];
+    const BOOK: &[&str] = &["cn", "telephoneNumber", "mobile"];
+    let p = &people[n.wrapping_mul(2_654_435_761) % people.len().max(1)];
+    // Three or four letters, mostly of the surname, as typed (often all lower case).
+    let typed_name = || {
+        let len = 3 + n % 2;
+        let src = if n % 5 == 0 { p.given } else { p.sn.as_str() };
+        let t = typed(src, len);
+        if n % 3 == 0 {
+            t.to_lowercase()
+        } else {
+            t
         }
-        "substring" => {
-            let sn = SURNAMES[n % SURNAMES.len()];
-            let mid: String = sn.chars().skip(1).take(4).collect();
-            format!("(|(cn=*{mid}*)(sn=*{mid}*))")
-        }
-        _ => format!("(memberOf=CN=Team {},CN=Users,{base})", n % 50),
     };
-    Filter::parse(&f).unwrap_or(Filter::Present("objectClass".into()))
+    let (f, attrs) = match kind {
+        "exact" => {
+            // A third of incoming calls come from numbers nobody in the directory has.
+            let number = if n % 3 == 0 {
+                format!("+4969{:08}", n % 100_000_000)
+            } else {
+                p.phone.clone()
+            };
+            let number = if portable {
+                number
+            } else {
+                // What a German trunk delivers: the national form.
+                match number.strip_prefix("+49") {
+                    Some(rest) => format!("0{rest}"),
+                    None => number,
+                }
+            };
+            (format!("(|(telephoneNumber={number})(mobile={number}))"), CALLER_ID)
+        }
+        "suffix" => {
+            let last7: String = p
+                .phone
+                .chars()
+                .rev()
+                .take(7)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            (format!("(telephoneNumber=*{last7})"), CALLER_ID)
+        }
+        "yealink" => {
+            let x = typed_name();
+            (format!("(|(cn={x}*)(sn={x}*))"), BOOK)
+        }
+        "contains" => {
+            let x = typed_name();
+            (format!("(|(cn=*{x}*)(sn={x}*))"), BOOK)
+        }
+        "snom" => {
+            let x = typed_name();
+            (format!("(&(telephoneNumber=*)(sn={x}*))"), BOOK)
+        }
+        _ => {
+            let g = if n % 4 == 0 {
+                "Alle Mitarbeiter".to_string()
+            } else {
+                format!("Team {}", n % 50)
+            };
+            (format!("(memberOf=CN={g},CN=Users,{base})"), BOOK)
+        }
+    };
+    (
+        Filter::parse(&f).unwrap_or(Filter::Present("objectClass".into())),
+        attrs,
+    )
 }
 
 struct Stats {
@@ -248,7 +350,14 @@ struct Stats {
     errors: usize,
 }
 
-async fn client(addr: SocketAddr, o: Arc<Opts>, kinds: Arc<Vec<&'static str>>, seed: usize, until: Instant) -> Stats {
+async fn client(
+    addr: SocketAddr,
+    o: Arc<Opts>,
+    people: Arc<Vec<Person>>,
+    kinds: Arc<Vec<&'static str>>,
+    seed: usize,
+    until: Instant,
+) -> Stats {
     let mut st = Stats {
         lat: vec![Vec::new(); KINDS.len()],
         errors: 0,
@@ -266,15 +375,14 @@ async fn client(addr: SocketAddr, o: Arc<Opts>, kinds: Arc<Vec<&'static str>>, s
             return st;
         }
     }
-    let attrs = ["cn", "displayName", "telephoneNumber", "mobile"];
     let mut n = seed;
     while Instant::now() < until {
         id += 1;
         n += 1;
         let kind = kinds[n % kinds.len()];
         let k = KINDS.iter().position(|x| *x == kind).unwrap_or(0);
-        let f = query(kind, n, o.users, &o.base, o.portable);
-        let req = encode_search(id, &o.base, Scope::Sub, o.size_limit, &f, &attrs, &[]);
+        let (f, attrs) = query(kind, n, &people, &o.base, o.portable);
+        let req = encode_search(id, &o.base, Scope::Sub, o.size_limit, &f, attrs, &[]);
         let t = Instant::now();
         if s.write_all(&req).await.is_err() || !wait_done(&mut s, &mut buf, id).await {
             st.errors += 1;
@@ -399,14 +507,15 @@ async fn main() {
         eprintln!("--only must be one of {KINDS:?}");
         std::process::exit(2);
     }
+    let people = Arc::new(people(o.users));
     // Warm-up pass so the encoding cache is populated, as it is on a running server.
     let warm = Instant::now() + Duration::from_millis(500);
-    client(addr, o.clone(), kinds.clone(), 0, warm).await;
+    client(addr, o.clone(), people.clone(), kinds.clone(), 0, warm).await;
 
     let until = Instant::now() + o.duration;
     let started = Instant::now();
     let tasks: Vec<_> = (0..o.connections)
-        .map(|c| tokio::spawn(client(addr, o.clone(), kinds.clone(), c * 7919, until)))
+        .map(|c| tokio::spawn(client(addr, o.clone(), people.clone(), kinds.clone(), c * 7919, until)))
         .collect();
     let mut all = vec![Vec::new(); KINDS.len()];
     let mut errors = 0;

@@ -122,6 +122,8 @@ pub struct LdapSection {
     pub allow_anonymous: bool,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
     #[serde(default = "default_idle", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
     #[serde(default = "default_page")]
@@ -245,6 +247,9 @@ fn default_ldap_listen() -> Option<SocketAddr> {
 }
 fn default_max_connections() -> usize {
     4096
+}
+fn default_max_connections_per_source() -> usize {
+    64
 }
 fn default_idle() -> Duration {
     Duration::from_secs(900)

@@ -619,6 +619,19 @@ fn a_second_writer_is_refused_and_mass_deletions_wait_for_confirmation() {
 
     let (status, body) = http(admin_port, "POST", "/sync", Some("wrong"));
     assert_eq!(status, 401, "{body}");
+    // A body announced far over the limit is refused before anything is read.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+        write!(
+            s,
+            "POST /sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin-t0ken\r\nContent-Length: 100000000\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    }
     let (status, body) = http(admin_port, "POST", "/sync", Some("admin-t0ken"));
     assert_eq!(status, 502, "{body}");
     assert!(

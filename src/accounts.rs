@@ -1,8 +1,10 @@
 //! Service accounts (`[[accounts]]`): who may bind over LDAP and read address books over CardDAV, and from
 //! which networks.
 //!
-//! Passwords are stored only as argon2 PHC strings; verification is deliberately slow, so callers run it off
-//! the async runtime (`spawn_blocking`).
+//! Passwords are stored only as argon2 PHC strings. Verification is deliberately slow and takes about 19 MiB
+//! of memory each, so LDAP binds and CardDAV logins both go through one [`Verifier`]: at most
+//! [`CONCURRENT_VERIFICATIONS`] at a time on the blocking pool, a short-lived cache of verified secrets, and
+//! equal work for names that are no account. Failed logins are slowed down per source by [`LoginThrottle`].
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -108,9 +110,194 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
+/// Argon2 verifications running at once, LDAP and CardDAV together: bounds their memory (19 MiB each with the
+/// default parameters) and leaves the runtime's blocking pool to the rest.
+pub const CONCURRENT_VERIFICATIONS: usize = 4;
+/// How long a verified (account, password) pair is taken without argon2: long enough that a PBX binding for
+/// every call or a phone sending Basic auth with every request pays once a minute, short enough that a removed
+/// account or changed password is noticed soon even without a reload.
+pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+const VERIFIED_MAX: usize = 4096;
+
+/// Checks passwords for LDAP and CardDAV alike; one per process ([`verifier`]).
+pub struct Verifier {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// SHA-256 of (account, password, stored hash) → when it verified. Never the password itself.
+    ok: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+    /// A hash of a random password with the default parameters, verified for unknown names.
+    dummy: std::sync::OnceLock<String>,
+}
+
+/// The process's verifier, shared by the LDAP and CardDAV front ends.
+pub fn verifier() -> &'static Verifier {
+    static V: std::sync::OnceLock<Verifier> = std::sync::OnceLock::new();
+    V.get_or_init(Verifier::default)
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS)),
+            ok: Default::default(),
+            dummy: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Verifier {
+    /// Whether `password` is `account`'s. `None` (no such account) does the same argon2 work against a dummy
+    /// hash and answers false, so the time taken does not tell which names exist.
+    pub async fn check(&self, account: Option<&Account>, password: &[u8]) -> bool {
+        let key = account.map(|a| verified_key(&a.name, password, &a.password_hash));
+        if key.as_ref().is_some_and(|k| self.cached(k)) {
+            return true;
+        }
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return false;
+        };
+        let hash = match account {
+            Some(a) => a.password_hash.clone(),
+            None => self.dummy_hash(),
+        };
+        let pw = password.to_vec();
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            std::str::from_utf8(&pw).is_ok_and(|p| verify_password(p, &hash))
+        })
+        .await
+        .unwrap_or(false);
+        match key {
+            Some(k) if ok => {
+                self.remember(k);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn dummy_hash(&self) -> String {
+        self.dummy
+            .get_or_init(|| {
+                let random: [u8; 16] = rand::random();
+                hash_password(&format!("{random:x?}")).unwrap_or_default()
+            })
+            .clone()
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> bool {
+        let map = self.ok.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).is_some_and(|t| t.elapsed() < VERIFIED_TTL)
+    }
+
+    fn remember(&self, key: [u8; 32]) {
+        let mut map = self.ok.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= VERIFIED_MAX {
+            map.retain(|_, t| t.elapsed() < VERIFIED_TTL);
+            if map.len() >= VERIFIED_MAX {
+                map.clear();
+            }
+        }
+        map.insert(key, std::time::Instant::now());
+    }
+}
+
+/// The cache key: the stored hash is part of it, so a changed password or hash never matches a stale entry.
+fn verified_key(name: &str, password: &[u8], phc: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [name.to_ascii_lowercase().as_bytes(), password, phc.as_bytes()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// A client-supplied login name as it may appear in a log: cut to 32 characters (a password typed into the
+/// name field must not land in the log whole). Log it with `?` so quotes and escapes keep a newline in it from
+/// forging a log line.
+pub fn loggable_name(name: &str) -> String {
+    name.chars().take(32).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_names_are_cut_for_the_log() {
+        assert_eq!(loggable_name("pbx"), "pbx");
+        let long = "ä".repeat(40);
+        assert_eq!(loggable_name(&long).chars().count(), 32);
+        assert_eq!(format!("{:?}", loggable_name("a\nfake line")), "\"a\\nfake line\"");
+    }
+
+    fn account(name: &str, password: &str) -> Account {
+        Account {
+            name: name.into(),
+            password_hash: hash_password(password).unwrap(),
+            networks: vec![],
+        }
+    }
+
+    /// One verifier serves LDAP and CardDAV: a verified secret is remembered (the second check takes no argon2
+    /// time), a wrong one is not, and an unknown name costs an argon2 verification like a known one.
+    #[tokio::test]
+    async fn verified_secrets_are_cached_and_unknown_names_cost_the_same() {
+        let v = Verifier::default();
+        let a = account("pbx", "right");
+        let t = std::time::Instant::now();
+        assert!(v.check(Some(&a), b"right").await);
+        let first = t.elapsed();
+        let t = std::time::Instant::now();
+        assert!(v.check(Some(&a), b"right").await);
+        let cached = t.elapsed();
+        assert!(cached * 20 < first, "cached {cached:?} against argon2 {first:?}");
+        assert!(!v.check(Some(&a), b"wrong").await);
+        assert!(
+            !v.check(Some(&a), b"wrong").await,
+            "failures are not cached as successes"
+        );
+        let other = Account {
+            password_hash: hash_password("changed").unwrap(),
+            ..a.clone()
+        };
+        assert!(
+            !v.check(Some(&other), b"right").await,
+            "a changed hash does not match a cached entry"
+        );
+        let _ = v.check(None, b"x").await; // the dummy hash is made once
+        let t = std::time::Instant::now();
+        assert!(!v.check(None, b"right").await);
+        let unknown = t.elapsed();
+        assert!(
+            // Loose bounds: this machine's load varies; a cached or skipped check would be 100x faster.
+            unknown * 10 > first && unknown > cached * 20,
+            "unknown {unknown:?} against known {first:?} and cached {cached:?}"
+        );
+    }
+
+    /// 40 wrong passwords at once: never more than CONCURRENT_VERIFICATIONS argon2 runs (19 MiB each) together.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verifications_are_bounded() {
+        let v = std::sync::Arc::new(Verifier::default());
+        let a = std::sync::Arc::new(account("pbx", "right"));
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (v, a) = (v.clone(), a.clone());
+                tokio::spawn(async move { v.check(Some(&a), format!("wrong{i}").as_bytes()).await })
+            })
+            .collect();
+        let mut lowest = CONCURRENT_VERIFICATIONS;
+        while tasks.iter().any(|t| !t.is_finished()) {
+            lowest = lowest.min(v.permits.available_permits());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        for t in tasks {
+            assert!(!t.await.unwrap());
+        }
+        assert_eq!(lowest, 0, "the bound was reached");
+        assert_eq!(v.permits.available_permits(), CONCURRENT_VERIFICATIONS);
+    }
 
     #[test]
     fn networks_match_by_prefix() {
@@ -180,8 +367,9 @@ impl Default for LoginThrottle {
     }
 }
 
-/// The source a failure is counted for: the address, or its /64 for IPv6.
-fn source(ip: IpAddr) -> IpAddr {
+/// The source a failure (or a connection, for per-source caps) is counted for: the address, or its /64 for
+/// IPv6.
+pub fn source(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

@@ -96,6 +96,12 @@ pub struct DirectoryConfig {
     pub base_dn: String,
     pub state_dir: Option<PathBuf>,
     pub upn_matching_csv: Option<PathBuf>,
+    /// A sync round removing more objects than this is held until confirmed.
+    #[serde(default = "default_max_deletes")]
+    pub max_deletes: usize,
+    /// ... or removing more than this share (percent) of the directory.
+    #[serde(default = "default_max_delete_percent")]
+    pub max_delete_percent: u32,
     #[serde(default = "default_country")]
     pub default_country: String,
     #[serde(default = "default_users_container")]
@@ -122,6 +128,8 @@ pub struct LdapSection {
     pub allow_anonymous: bool,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
     #[serde(default = "default_idle", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
     #[serde(default = "default_page")]
@@ -245,6 +253,15 @@ fn default_ldap_listen() -> Option<SocketAddr> {
 }
 fn default_max_connections() -> usize {
     4096
+}
+fn default_max_deletes() -> usize {
+    crate::sync::DeleteGuard::default().max_deletes
+}
+fn default_max_delete_percent() -> u32 {
+    crate::sync::DeleteGuard::default().max_delete_percent
+}
+fn default_max_connections_per_source() -> usize {
+    64
 }
 fn default_idle() -> Duration {
     Duration::from_secs(900)
@@ -372,6 +389,14 @@ fn de_photo_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
 }
 
 impl Config {
+    /// The accidental-delete guard of `[directory]`.
+    pub fn delete_guard(&self) -> crate::sync::DeleteGuard {
+        crate::sync::DeleteGuard {
+            max_deletes: self.directory.max_deletes,
+            max_delete_percent: self.directory.max_delete_percent,
+        }
+    }
+
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -437,6 +462,12 @@ impl Config {
             ));
         }
         self.naming().map_err(|m| invalid("directory.base_dn", m))?;
+        if self.directory.max_delete_percent > 100 {
+            return Err(invalid(
+                "directory.max_delete_percent",
+                "is a percentage: 0 to 100 (100 turns the share check off)".into(),
+            ));
+        }
         PhoneNormalizer::new(&self.directory.default_country)
             .map_err(|e| invalid("directory.default_country", e.to_string()))?;
         Mapping::with_overrides(&self.mapping).map_err(|e| invalid("mapping", e.to_string()))?;

@@ -87,6 +87,7 @@ fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
         tls,
         allow_anonymous: s.allow_anonymous,
         max_connections: s.max_connections,
+        max_connections_per_source: s.max_connections_per_source,
         idle_timeout: s.idle_timeout,
         max_page_size: s.max_page_size,
         size_limit: s.size_limit,

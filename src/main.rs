@@ -123,6 +123,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Export { config, format, output } => {
             let cfg = Config::load(&config)?;
             init_logging(cfg.log.format == "json", "warn");
+            // Export syncs and writes the state like `run`, so it must not run beside a server on the same
+            // state_dir.
+            let _state_lock = entradir::server::lock_state(&cfg)?;
             let mut engine = entradir::server::engine(&cfg)?;
             engine.round().await.context("sync round failed; nothing exported")?;
             let snap = engine.dir.published().load();

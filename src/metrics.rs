@@ -204,6 +204,31 @@ struct Registry {
     graph: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// (use, file) → Unix time the credential stops working.
     expiry: Mutex<BTreeMap<(String, String), u64>>,
+    /// Panics caught in one request and answered as an error, by [`PanicArea`].
+    panics: [AtomicU64; PanicArea::ALL.len()],
+}
+
+/// Where a caught panic happened, for the `area` label of `entradir_panics_total`. Only LDAP requests are
+/// guarded so far; a panic in an HTTP request ends just that connection (hyper's task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicArea {
+    Ldap,
+}
+
+impl PanicArea {
+    const ALL: [PanicArea; 1] = [PanicArea::Ldap];
+
+    fn name(self) -> &'static str {
+        match self {
+            PanicArea::Ldap => "ldap",
+        }
+    }
+}
+
+/// Count a panic that was caught and answered as an error for its request only.
+pub fn panic_caught(area: PanicArea) {
+    let i = PanicArea::ALL.iter().position(|a| *a == area).unwrap_or(0);
+    REGISTRY.panics[i].fetch_add(1, Ordering::Relaxed);
 }
 
 static REGISTRY: Registry = Registry {
@@ -214,6 +239,7 @@ static REGISTRY: Registry = Registry {
     connections: [const { AtomicI64::new(0) }; Listener::ALL.len()],
     graph: Mutex::new(BTreeMap::new()),
     expiry: Mutex::new(BTreeMap::new()),
+    panics: [const { AtomicU64::new(0) }; PanicArea::ALL.len()],
 };
 
 fn op_index(op: LdapOp) -> usize {
@@ -403,6 +429,16 @@ pub fn render(out: &mut String) {
             out,
             "entradir_graph_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
         );
+    }
+    header(
+        out,
+        "entradir_panics_total",
+        "Panics caught while answering one request (answered as an error; a bug to report), by area.",
+        "counter",
+    );
+    for (i, a) in PanicArea::ALL.iter().enumerate() {
+        let n = r.panics[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "entradir_panics_total{{area=\"{}\"}} {n}", a.name());
     }
     header(
         out,

@@ -86,6 +86,17 @@ pub fn graph_config(cfg: &Config) -> anyhow::Result<GraphConfig> {
     Ok(g)
 }
 
+/// Take `directory.state_dir`'s lock for as long as the result lives (none without a state_dir): one process
+/// writes a state_dir, and a second one is refused with the holder's PID.
+pub fn lock_state(cfg: &Config) -> anyhow::Result<Option<state::StateLock>> {
+    cfg.directory
+        .state_dir
+        .as_deref()
+        .map(state::lock)
+        .transpose()
+        .context("directory.state_dir")
+}
+
 /// Build the directory from the state file (served at once, even with Graph unreachable) and the sync engine.
 pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
     let settings = cfg.directory_settings()?;
@@ -119,6 +130,8 @@ pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
         tenant_id: tenant,
         photo_recheck: cfg.entra.photo_recheck,
         status: Arc::new(Mutex::new(SyncStatus::default())),
+        delete_guard: cfg.delete_guard(),
+        allow_deletes: None,
     })
 }
 
@@ -126,6 +139,7 @@ pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
 /// the demo).
 pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     check_secret_files(&cfg);
+    let _state_lock = lock_state(&cfg)?;
     let engine = engine(&cfg)?;
     let published = engine.dir.published();
     let status = engine.status.clone();
@@ -141,6 +155,7 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
         ),
         settings: Arc::new(ArcSwap::from_pointee(AdminSettings::from_config(&cfg.admin)?)),
     };
+    admin.settings.load().log_trigger_state(&cfg.admin);
     let st = crate::admin::AdminState {
         dir: published.clone(),
         status: status.clone(),
@@ -230,6 +245,7 @@ async fn reload(
             syncer,
             interval: cfg.entra.sync_interval,
             photo_recheck: cfg.entra.photo_recheck,
+            delete_guard: cfg.delete_guard(),
         };
         anyhow::Ok((cfg, reconfig, admin_settings, fe, admin_listener))
     };
@@ -244,6 +260,7 @@ async fn reload(
     };
     check_secret_files(&cfg);
     fronts.apply_reload(fe);
+    admin_settings.log_trigger_state(&cfg.admin);
     admin.settings.store(Arc::new(admin_settings));
     if let Some(change) = admin_listener {
         let (old, new) = admin.listener.apply(change);

@@ -2,6 +2,9 @@
 //! persists state after every successful round, and keeps a status the admin endpoint reports.
 //!
 //! A failed round changes nothing that is served: the directory is only touched with a complete [`Round`].
+//! Neither does a round that would remove more than [`DeleteGuard`] allows (a revoked permission or an emptied
+//! tenant looks like mass deletion): it is held until an admin allows it (`POST /sync?allow_deletes=N`) or
+//! raises the limit.
 
 use crate::directory::change::Round;
 use crate::directory::{state, ApplyReport, Directory, Settings};
@@ -30,12 +33,60 @@ pub struct SyncStatus {
     pub throttled: u64,
     pub retries: u64,
     pub state_errors: u64,
+    /// The last round was not applied because it would remove this many objects; cleared by the next round
+    /// that is applied.
+    pub deletes_held: Option<HeldDeletes>,
+}
+
+/// A round held by the [`DeleteGuard`], as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldDeletes {
+    /// Objects the round would have removed.
+    pub removals: usize,
+    /// Objects in the directory now.
+    pub objects: usize,
+    pub max_deletes: usize,
+    pub max_delete_percent: u32,
+}
+
+/// How much one round may remove before it needs an admin's confirmation (`directory.max_deletes`,
+/// `directory.max_delete_percent`). A round is held when it removes more than `max_deletes` objects, or more
+/// than `max_delete_percent` % of the directory; the share counts only above [`SHARE_FLOOR`] removals, so a
+/// small directory can still lose a handful of objects without anyone confirming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteGuard {
+    pub max_deletes: usize,
+    pub max_delete_percent: u32,
+}
+
+/// Removals at or below this are never held for their share of the directory.
+pub const SHARE_FLOOR: usize = 10;
+
+impl Default for DeleteGuard {
+    fn default() -> Self {
+        DeleteGuard {
+            max_deletes: 500,
+            max_delete_percent: 20,
+        }
+    }
+}
+
+impl DeleteGuard {
+    /// Whether removing `removals` of `objects` needs confirming.
+    pub fn holds(&self, removals: usize, objects: usize) -> bool {
+        let share = removals > SHARE_FLOOR
+            && (removals as u128) * 100 > (objects as u128) * u128::from(self.max_delete_percent);
+        removals > self.max_deletes || share
+    }
 }
 
 /// Requests to the running engine.
 pub enum Command {
     /// Run a round now (SIGUSR1, `POST /sync`); the reply says how it went.
     SyncNow(Option<oneshot::Sender<Result<ApplyReport, String>>>),
+    /// Let the next round remove up to this many objects even when [`DeleteGuard`] would hold it
+    /// (`POST /sync?allow_deletes=N`). Used once, by the next round that gets as far as applying.
+    AllowDeletes(usize),
     /// New settings after a reload: re-project from stored Graph data (no resync), and use the new Graph client
     /// and intervals from the next round on.
     Reconfigure(Box<Reconfig>, oneshot::Sender<ApplyReport>),
@@ -49,6 +100,7 @@ pub struct Reconfig {
     pub syncer: Syncer,
     pub interval: Duration,
     pub photo_recheck: Duration,
+    pub delete_guard: DeleteGuard,
 }
 
 pub struct SyncEngine {
@@ -58,6 +110,23 @@ pub struct SyncEngine {
     pub tenant_id: String,
     pub photo_recheck: Duration,
     pub status: Arc<Mutex<SyncStatus>>,
+    pub delete_guard: DeleteGuard,
+    /// Removals the admin allowed for the next round ([`Command::AllowDeletes`]).
+    pub allow_deletes: Option<usize>,
+}
+
+/// Why a round fetched from Graph was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(
+        "sync round held: it would remove {} of {} objects (directory.max_deletes = {}, max_delete_percent = {}); \
+         the served directory is unchanged. If this is intended, confirm with POST /sync?allow_deletes={} or \
+         raise the limits and reload",
+        .0.removals, .0.objects, .0.max_deletes, .0.max_delete_percent, .0.removals
+    )]
+    DeletesHeld(HeldDeletes),
 }
 
 fn unix_now() -> u64 {
@@ -68,8 +137,9 @@ fn unix_now() -> u64 {
 }
 
 impl SyncEngine {
-    /// One round: fetch, apply, persist. On error nothing changes.
-    pub async fn round(&mut self) -> Result<ApplyReport, SyncError> {
+    /// One round: fetch, apply, persist. On error, or when the round is held for its deletions, nothing
+    /// changes (the delta links stay, so the next round fetches the same changes again).
+    pub async fn round(&mut self) -> Result<ApplyReport, RoundError> {
         let started = std::time::Instant::now();
         let plan = PhotoPlan {
             known: self.dir.photos_known(),
@@ -82,8 +152,23 @@ impl SyncEngine {
         let result = self.syncer.round(&links, &plan).await;
         // The status is updated only once the round is applied, so "rounds: n" means n rounds are visible.
         let outcome = match result {
-            Ok(round) => Ok((self.apply(&round), round.stats)),
-            Err(e) => Err(e),
+            Ok(round) => {
+                let removals = self.dir.store().removals(&round);
+                let objects = self.dir.store().len();
+                let allowed = self.allow_deletes.take();
+                let guard = self.delete_guard;
+                if guard.holds(removals, objects) && allowed.is_none_or(|n| removals > n) {
+                    Err(RoundError::DeletesHeld(HeldDeletes {
+                        removals,
+                        objects,
+                        max_deletes: guard.max_deletes,
+                        max_delete_percent: guard.max_delete_percent,
+                    }))
+                } else {
+                    Ok((self.apply(&round), round.stats))
+                }
+            }
+            Err(e) => Err(RoundError::Sync(e)),
         };
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.rounds += 1;
@@ -96,7 +181,14 @@ impl SyncEngine {
                 st.last_success = Some(unix_now());
                 st.last_error = None;
                 st.last_report = Some(report.clone());
+                st.deletes_held = None;
                 Ok(report)
+            }
+            Err(RoundError::DeletesHeld(held)) => {
+                let e = RoundError::DeletesHeld(held.clone());
+                st.last_error = Some(e.to_string());
+                st.deletes_held = Some(held);
+                Err(e)
             }
             Err(e) => {
                 st.failures += 1;
@@ -175,8 +267,10 @@ impl SyncEngine {
                         }
                         next = tokio::time::Instant::now() + interval;
                     }
+                    Some(Command::AllowDeletes(n)) => self.allow_deletes = Some(n),
                     Some(Command::Reconfigure(reconfig, reply)) => {
-                        let Reconfig { settings, syncer, interval: every, photo_recheck } = *reconfig;
+                        let Reconfig { settings, syncer, interval: every, photo_recheck, delete_guard } = *reconfig;
+                        self.delete_guard = delete_guard;
                         if syncer.config() != self.syncer.config() {
                             tracing::info!("Graph settings changed; the next round uses them");
                             self.syncer = syncer;
@@ -201,10 +295,85 @@ impl SyncEngine {
     async fn logged_round(&mut self) -> Result<ApplyReport, String> {
         match self.round().await {
             Ok(r) => Ok(r),
+            Err(e @ RoundError::DeletesHeld(_)) => {
+                tracing::warn!("{e}");
+                Err(e.to_string())
+            }
             Err(e) => {
                 tracing::error!(error = %e, "sync round failed; still serving the last good directory");
                 Err(e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::change::{Change, GraphKind};
+    use crate::directory::store::{Object, Store};
+
+    fn store(users: usize) -> Store {
+        let mut s = Store::default();
+        for i in 0..users {
+            s.users.insert(format!("u{i}"), Object::default());
+        }
+        s
+    }
+
+    fn upsert(id: &str) -> Change {
+        Change::Upsert {
+            kind: GraphKind::User,
+            id: id.into(),
+            props: Default::default(),
+        }
+    }
+
+    #[test]
+    fn removals_count_what_a_round_would_drop() {
+        let s = store(100);
+        let removed = |id: &str| Change::Removed {
+            kind: GraphKind::User,
+            id: id.into(),
+            permanent: true,
+        };
+        let delta = Round {
+            changes: vec![
+                removed("u1"),
+                removed("u2"),
+                removed("nobody"),
+                removed("u3"),
+                upsert("u3"),
+            ],
+            ..Round::default()
+        };
+        assert_eq!(s.removals(&delta), 2, "unknown ids and restored ones do not count");
+        let full = Round {
+            full: vec![GraphKind::User],
+            changes: (0..30).map(|i| upsert(&format!("u{i}"))).collect(),
+            ..Round::default()
+        };
+        assert_eq!(s.removals(&full), 70, "a full read drops what it does not list");
+        let empty = Round {
+            full: vec![GraphKind::User, GraphKind::Group],
+            ..Round::default()
+        };
+        assert_eq!(s.removals(&empty), 100);
+        assert_eq!(s.len(), 100, "counting changes nothing");
+    }
+
+    #[test]
+    fn the_guard_holds_many_or_a_large_share() {
+        let g = DeleteGuard::default();
+        assert!(!g.holds(0, 0));
+        assert!(!g.holds(500, 100_000) && g.holds(501, 100_000));
+        assert!(!g.holds(20, 100) && g.holds(21, 100), "more than 20 %");
+        assert!(!g.holds(SHARE_FLOOR, 12), "a handful is never held for its share");
+        assert!(g.holds(SHARE_FLOOR + 1, 12));
+        let none = DeleteGuard {
+            max_deletes: 0,
+            max_delete_percent: 100,
+        };
+        assert!(none.holds(1, 1000) && !none.holds(0, 1000));
     }
 }

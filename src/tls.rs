@@ -1,6 +1,7 @@
 //! Server TLS for LDAPS/StartTLS and HTTPS: a PEM certificate chain and key into a rustls config (ring provider,
 //! TLS 1.2 and 1.3 only). Errors name the file and what is wrong with it, so a bad reload says what to fix.
 
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
@@ -26,15 +27,16 @@ pub fn server_config_from_pem(
         what: what.to_string(),
         reason,
     };
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| pem(cert_name, e.to_string()))?;
     if certs.is_empty() {
         return Err(pem(cert_name, "no PEM certificate found".into()));
     }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| pem(key_name, e.to_string()))?
-        .ok_or_else(|| pem(key_name, "no PEM private key found".into()))?;
+    let key: PrivateKeyDer<'static> = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+        PemError::NoItemsFound => pem(key_name, "no PEM private key found".into()),
+        e => pem(key_name, e.to_string()),
+    })?;
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -62,7 +64,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
 /// When a PEM certificate expires (`notAfter`, Unix seconds), so the operator can be warned before Entra starts
 /// refusing it. `None` if the certificate cannot be read that far.
 pub fn certificate_not_after(cert_pem: &str) -> Option<u64> {
-    let der = rustls_pemfile::certs(&mut cert_pem.as_bytes()).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(cert_pem.as_bytes()).next()?.ok()?;
     // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
     // validity SEQUENCE { notBefore, notAfter }, ... }, ... }
     let (_, cert, _) = der_tlv(der.as_ref())?;

@@ -530,3 +530,142 @@ fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing
     );
     drop(server);
 }
+
+/// One HTTP request with an optional bearer token; (status, body).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default(),
+    )
+}
+
+/// Issue #11: one writer per state_dir, and a round that would delete most of the directory (here: the tenant
+/// lost 30 of its 40 users at once, as when consent is revoked or the wrong tenant is configured) is held until
+/// an admin confirms it with `POST /sync?allow_deletes=N`.
+#[test]
+fn a_second_writer_is_refused_and_mass_deletions_wait_for_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
+    std::fs::write(dir.path().join("token"), "admin-t0ken\n").unwrap();
+    let (_sim, sim_port) = start_sim(40, 3, 2, 11);
+    let (ldap_port, admin_port) = (free_port(), free_port());
+    let cfg_path = dir.path().join("entradir.toml");
+    let cfg = config(dir.path(), sim_port, ldap_port, admin_port, "")
+        + &format!("token_file = \"{}\"\n", dir.path().join("token").display());
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut server = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("ENTRADIR_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log2.lock().unwrap().push_str(&line);
+            log2.lock().unwrap().push('\n');
+        }
+    });
+    let server = Proc(server);
+    wait_for("first sync", Duration::from_secs(60), || {
+        log.lock().unwrap().contains("sync round applied")
+    });
+
+    // A second process on the same state_dir is refused, naming the directory and the holder.
+    let export = Command::new(BIN)
+        .args(["export", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&export.stderr);
+    assert!(!export.status.success(), "export beside a running server must refuse");
+    assert!(
+        said.contains(&dir.path().join("state").display().to_string())
+            && said.contains(&format!("PID {}", server.0.id())),
+        "{said}"
+    );
+
+    let people = |port| {
+        ldapsearch(port, &["(&(objectClass=user)(!(objectClass=computer)))", "1.1"])
+            .lines()
+            .filter(|l| l.starts_with("dn:"))
+            .count()
+    };
+    let before = people(ldap_port);
+    assert!(before > 25, "{before}");
+    let (_, ids) = http(sim_port, "GET", "/_sim/users", None);
+    let ids: Vec<String> = serde_json::from_str(&ids).unwrap();
+    for id in ids.iter().take(30) {
+        let (status, body) = http(sim_port, "DELETE", &format!("/_sim/users/{id}?permanent=true"), None);
+        assert!(status < 300, "{status} {body}");
+    }
+
+    let (status, body) = http(admin_port, "POST", "/sync", Some("wrong"));
+    assert_eq!(status, 401, "{body}");
+    // A body announced far over the limit is refused before anything is read.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+        write!(
+            s,
+            "POST /sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin-t0ken\r\nContent-Length: 100000000\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    }
+    let (status, body) = http(admin_port, "POST", "/sync", Some("admin-t0ken"));
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("would remove 30 of") && body.contains("allow_deletes=30"),
+        "{body}"
+    );
+    assert_eq!(people(ldap_port), before, "LDAP still serves everyone");
+    assert!(log.lock().unwrap().contains("sync round held: it would remove 30 of"));
+    let (_, status_json) = http(admin_port, "GET", "/status", None);
+    let st: serde_json::Value = serde_json::from_str(&status_json).unwrap();
+    assert_eq!(st["sync"]["deletes_held"]["removals"], 30, "{status_json}");
+    let (_, metrics) = http(admin_port, "GET", "/metrics", None);
+    assert!(metrics.contains("entradir_sync_deletes_held 30\n"), "{metrics}");
+
+    // Too small an allowance is still held; the right one applies.
+    let (status, _) = http(admin_port, "POST", "/sync?allow_deletes=29", Some("admin-t0ken"));
+    assert_eq!(status, 502);
+    assert_eq!(people(ldap_port), before);
+    let (status, body) = http(admin_port, "POST", "/sync?allow_deletes=30", Some("admin-t0ken"));
+    assert_eq!(status, 200, "{body}");
+    // Some of the 30 may have been guests, which were never published.
+    let after = people(ldap_port);
+    assert!(after + 20 <= before, "{after} of {before}");
+    let (_, metrics) = http(admin_port, "GET", "/metrics", None);
+    assert!(metrics.contains("entradir_sync_deletes_held 0\n"), "{metrics}");
+
+    // Once the server is gone the state_dir is free again.
+    signal(&server.0, "-TERM");
+    let mut server = server;
+    let _ = server.0.wait();
+    let export = Command::new(BIN)
+        .args(["export", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+}

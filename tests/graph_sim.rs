@@ -586,7 +586,10 @@ async fn certificate_assertions_are_verified_against_the_configured_certificate(
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     };
-    let pkcs8 = rustls_pemfile::private_key(&mut key_pem.as_bytes()).ok().flatten();
+    let pkcs8 = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).ok()
+    };
     let signer = match pkcs8.map(|k| ring::signature::RsaKeyPair::from_pkcs8(k.secret_der())) {
         Some(Ok(k)) => k,
         _ => panic!("test key does not load"),

@@ -937,3 +937,204 @@ async fn reload_swaps_accounts_without_restart() {
     );
     stop.cancel();
 }
+
+mod hardening {
+    //! Hostile or odd input from issue #11: reversed ranges, huge limits, wrong-password floods, hang-ups during
+    //! a failed bind's delay, one source opening many connections.
+
+    use super::*;
+    use bytes::BytesMut;
+    use entradir::ldap::ber;
+    use entradir::ldap::proto::{encode_bind, take_response, Response};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// `objectClass;range=3-1` once sliced backwards and killed the worker (ldapsearch saw the connection
+    /// drop). Reversed ranges now leave the attribute out, like a range past the end; the entries come.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reversed_ranges_and_huge_time_limits_are_answered() {
+        let r = start(false, false).await;
+        for range in ["objectClass;range=3-1", "objectClass;range=2-0", "member;range=5-1"] {
+            let o = search(&r, "(objectCategory=person)", &[range, "cn"]).await;
+            assert_eq!(o.code, 0, "{range}: {}", o.stderr);
+            assert!(
+                o.values("cn").contains(&"Jane Doe".to_string()),
+                "{range}: {}",
+                o.stdout
+            );
+            assert!(o.values("objectClass").is_empty(), "{range}: {}", o.stdout);
+        }
+        let o = search(&r, "(objectCategory=person)", &["objectClass;range=1-2"]).await;
+        assert!(
+            o.stdout.contains("objectClass;range=1-2: person"),
+            "a real range still works: {}",
+            o.stdout
+        );
+        // ldapsearch itself refuses `-l 9223372036854775807` ("invalid timelimit"); maxInt is the most it sends.
+        let mut a = args(&["-l", "2147483647", "-z", "2147483647"]);
+        a.extend(args(&[
+            "-D",
+            "CN=pbx,CN=Users,DC=contoso,DC=example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "(sn=Doe)",
+            "cn",
+        ]));
+        let o = ldapsearch(url(&r), None, a).await;
+        assert_eq!(
+            (o.code, o.values("cn")),
+            (0, vec!["Jane Doe".to_string()]),
+            "{}",
+            o.stderr
+        );
+        // 2^63-1 seconds, as a client without ldapsearch's check sends it: once an overflow panic.
+        let mut search = BytesMut::new();
+        ber::put_constructed(&mut search, 0x30, |m| {
+            ber::put_int(m, 0x02, 2);
+            ber::put_constructed(m, 0x63, |q| {
+                ber::put_tlv(q, 0x04, BASE.as_bytes());
+                ber::put_tlv(q, 0x0a, &[2]);
+                ber::put_tlv(q, 0x0a, &[0]);
+                ber::put_int(q, 0x02, i64::MAX);
+                ber::put_int(q, 0x02, i64::MAX);
+                ber::put_tlv(q, 0x01, &[0]);
+                entradir::ldap::filter::Filter::parse("(sn=Doe)").unwrap().encode(q);
+                ber::put_constructed(q, 0x30, |a| ber::put_tlv(a, 0x04, b"cn"));
+            });
+        });
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(&encode_bind(1, "pbx@contoso.example", PASSWORD.as_bytes()))
+            .await
+            .unwrap();
+        s.write_all(&search).await.unwrap();
+        let mut buf = BytesMut::new();
+        let bind = read_response(&mut s, &mut buf, Duration::from_secs(10)).await;
+        assert_eq!((bind.id, bind.code), (1, Some(0)));
+        let entry = read_response(&mut s, &mut buf, Duration::from_secs(10)).await;
+        let done = read_response(&mut s, &mut buf, Duration::from_secs(10)).await;
+        assert_eq!((entry.id, entry.tag), (2, 0x64));
+        assert_eq!((done.id, done.tag, done.code), (2, 0x65, Some(0)));
+    }
+
+    async fn wrong_bind(addr: SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&encode_bind(1, "pbx@contoso.example", b"wrong"))
+            .await
+            .unwrap();
+        s
+    }
+
+    async fn server(max_connections: usize, per_source: usize) -> (SocketAddr, CancellationToken) {
+        let cfg = LdapConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            max_connections,
+            max_connections_per_source: per_source,
+            accounts: vec![Account {
+                name: "pbx".into(),
+                password_hash: hash_password(PASSWORD).unwrap(),
+                networks: vec![],
+            }],
+            ..LdapConfig::default()
+        };
+        let server = Server::bind(cfg, directory()).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(server.run(stop.clone()));
+        (addr, stop)
+    }
+
+    async fn bound_search_works(addr: SocketAddr) -> Out {
+        let a = args(&[
+            "-D",
+            "pbx@contoso.example",
+            "-w",
+            PASSWORD,
+            "-b",
+            BASE,
+            "(sn=Doe)",
+            "cn",
+        ]);
+        ldapsearch(format!("ldap://{addr}"), None, a).await
+    }
+
+    async fn read_response(s: &mut TcpStream, buf: &mut BytesMut, within: Duration) -> Response {
+        loop {
+            if let Some(r) = take_response(buf).unwrap() {
+                return r;
+            }
+            let n = tokio::time::timeout(within, s.read_buf(buf))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert!(n > 0, "closed without an answer");
+        }
+    }
+
+    /// A client that connects, sends a wrong bind and hangs up used to keep its connection slot for the whole
+    /// delay (8 s once a source has failed a few times), so a handful of them locked every PBX out; and a
+    /// client waiting for its delayed answer held a slot too. With one slot: neither blocks the PBX now.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_binds_waiting_out_their_delay_do_not_lock_others_out() {
+        let (addr, stop) = server(1, 0).await;
+        // Five failures from this address (answered 0.25 s … 4 s later): the next ones wait 8 s.
+        let mut p = TcpStream::connect(addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        for id in 1..=5 {
+            p.write_all(&encode_bind(id, "pbx@contoso.example", b"wrong"))
+                .await
+                .unwrap();
+            let r = read_response(&mut p, &mut buf, Duration::from_secs(10)).await;
+            assert_eq!((r.id, r.code), (id, Some(49)));
+        }
+        drop(p);
+        let hung_up = wrong_bind(addr).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(hung_up);
+        let mut waiting = wrong_bind(addr).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        let o = bound_search_works(addr).await;
+        assert_eq!(
+            (o.code, o.values("cn")),
+            (0, vec!["Jane Doe".to_string()]),
+            "{}",
+            o.stderr
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "not after the 8 s delays");
+        // The waiting client still gets its answer once its delay is over (the slot is free again by then).
+        let mut buf = BytesMut::new();
+        let r = read_response(&mut waiting, &mut buf, Duration::from_secs(20)).await;
+        assert_eq!((r.id, r.tag, r.code), (1, 0x61, Some(49)));
+        stop.cancel();
+    }
+
+    /// `max_connections_per_source`: the third connection from one address is refused as busy; others'
+    /// connections and the address's own after one closed are not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_source_cannot_take_every_connection() {
+        let (addr, stop) = server(100, 2).await;
+        let first = TcpStream::connect(addr).await.unwrap();
+        let _second = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let notice = take_response(&mut BytesMut::from(&buf[..])).unwrap().expect("a notice");
+        assert_eq!((notice.id, notice.tag, notice.code), (0, 0x78, Some(51)), "busy");
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let o = bound_search_works(addr).await;
+        assert_eq!(
+            (o.code, o.values("cn")),
+            (0, vec!["Jane Doe".to_string()]),
+            "{}",
+            o.stderr
+        );
+        stop.cancel();
+    }
+}

@@ -2,6 +2,10 @@
 //! JSON status page, and a token-protected trigger for an immediate sync.
 //!
 //! It reads the published snapshot and the sync engine's status; it never touches the directory itself.
+//!
+//! It is meant for localhost or a management network, but still treats every caller as hostile: the token is
+//! compared in constant time, request bodies are refused above [`MAX_BODY`] before being read, headers must
+//! arrive within [`HEADER_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at once.
 
 use crate::directory::{Published, Snapshot};
 use crate::net::Rebindable;
@@ -19,6 +23,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// Largest request body read (`POST /sync` needs none).
+pub const MAX_BODY: usize = 4096;
+/// Time a client has to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 32;
+
 /// What the admin endpoint reads.
 #[derive(Clone)]
 pub struct AdminState {
@@ -33,14 +44,15 @@ pub struct AdminState {
 /// Admin settings from the config, swapped on reload.
 #[derive(Debug, Clone, Default)]
 pub struct AdminSettings {
-    /// Bearer token for `POST /sync`; `None` refuses the trigger.
+    /// Bearer token for `POST /sync`; `None` (no token file, or an empty one) refuses the trigger.
     pub token: Option<String>,
     /// `/readyz` reports stale (503) when the last good sync is older than this.
     pub stale_after: Duration,
 }
 
 impl AdminSettings {
-    /// Read the settings (and the token file) from a config section; errors name the key and file.
+    /// Read the settings (and the token file) from a config section; errors name the key and file. An empty
+    /// token file would make `Bearer ` a valid credential: it disables `POST /sync` like a missing one.
     pub fn from_config(a: &crate::config::AdminSection) -> anyhow::Result<AdminSettings> {
         let token = match &a.token_file {
             Some(p) => Some(
@@ -48,13 +60,29 @@ impl AdminSettings {
                     .with_context(|| format!("admin.token_file: cannot read {}", p.display()))?
                     .trim()
                     .to_string(),
-            ),
+            )
+            .filter(|t| !t.is_empty()),
             None => None,
         };
         Ok(AdminSettings {
             token,
             stale_after: a.stale_after,
         })
+    }
+}
+
+impl AdminSettings {
+    /// Say once (at start and after a reload) when `POST /sync` is disabled, so a 403 is no surprise.
+    pub fn log_trigger_state(&self, a: &crate::config::AdminSection) {
+        if self.token.is_none() {
+            match &a.token_file {
+                Some(p) => tracing::warn!(
+                    file = %p.display(),
+                    "admin.token_file is empty: POST /sync is disabled until it holds a token"
+                ),
+                None => tracing::info!("admin.token_file is not set: POST /sync is disabled"),
+            }
+        }
     }
 }
 
@@ -132,6 +160,12 @@ pub fn metrics(st: &AdminState) -> String {
         "Graph requests retried.",
         "counter",
         &[(String::new(), s.retries as f64)],
+    );
+    m(
+        "entradir_sync_deletes_held",
+        "Objects the last sync round would have removed, held for confirmation (POST /sync?allow_deletes=N); 0 when none.",
+        "gauge",
+        &[(String::new(), s.deletes_held.as_ref().map_or(0, |h| h.removals) as f64)],
     );
     m(
         "entradir_state_write_failures_total",
@@ -249,50 +283,7 @@ async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<
                 serde_json::to_vec_pretty(&body).unwrap_or_default(),
             )
         }
-        (&Method::POST, "/sync") => {
-            let auth = req
-                .headers()
-                .get(hyper::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let _ = req.into_body().collect().await;
-            match &st.settings.load().token {
-                None => reply(
-                    StatusCode::FORBIDDEN,
-                    "text/plain",
-                    "POST /sync is disabled: set admin.token_file\n",
-                ),
-                Some(t) if auth.as_deref() != Some(&format!("Bearer {t}")) => reply(
-                    StatusCode::UNAUTHORIZED,
-                    "text/plain",
-                    "missing or wrong bearer token\n",
-                ),
-                Some(_) => {
-                    let (tx, rx) = oneshot::channel();
-                    if st.commands.send(Command::SyncNow(Some(tx))).await.is_err() {
-                        reply(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "text/plain",
-                            "the sync engine is not running\n",
-                        )
-                    } else {
-                        match rx.await {
-                            Ok(Ok(r)) => reply(
-                                StatusCode::OK,
-                                "application/json",
-                                serde_json::to_vec(&r).unwrap_or_default(),
-                            ),
-                            Ok(Err(e)) => reply(StatusCode::BAD_GATEWAY, "text/plain", format!("sync failed: {e}\n")),
-                            Err(_) => reply(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "text/plain",
-                                "the sync engine stopped\n",
-                            ),
-                        }
-                    }
-                }
-            }
-        }
+        (&Method::POST, "/sync") => post_sync(&st, req).await,
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -301,21 +292,120 @@ async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<
     })
 }
 
+/// Whether the `Authorization` header carries `token`, compared in constant time (the header's length is not
+/// secret; its content is).
+fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(given) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        return false;
+    };
+    bool::from(given.ct_eq(token.as_bytes()))
+}
+
+/// `allow_deletes=N` in the query, if present: `Err` for a value that is not a number.
+fn allow_deletes(query: Option<&str>) -> Result<Option<usize>, String> {
+    for pair in query.unwrap_or_default().split('&') {
+        if let Some(v) = pair.strip_prefix("allow_deletes=") {
+            return v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("allow_deletes must be a number of objects, not {v:?}\n"));
+        }
+    }
+    Ok(None)
+}
+
+/// `POST /sync[?allow_deletes=N]`: run a round now, optionally allowing it to remove up to N objects.
+async fn post_sync(st: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let text = |code, msg: String| reply(code, "text/plain", msg);
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "POST /sync takes no body\n".into());
+    }
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let allow = allow_deletes(req.uri().query());
+    // Read (and drop) a body without Content-Length too, but never more than MAX_BODY.
+    if http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .is_err()
+    {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "POST /sync takes no body\n".into());
+    }
+    let Some(token) = st.settings.load().token.clone() else {
+        return text(
+            StatusCode::FORBIDDEN,
+            "POST /sync is disabled: admin.token_file is not set or the file is empty\n".into(),
+        );
+    };
+    if !bearer_matches(auth.as_deref(), &token) {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n".into());
+    }
+    let allow = match allow {
+        Ok(a) => a,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    if let Some(n) = allow {
+        tracing::info!(
+            allow_deletes = n,
+            "the next sync round may remove up to {n} objects (POST /sync)"
+        );
+        if st.commands.send(Command::AllowDeletes(n)).await.is_err() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the sync engine is not running\n".into(),
+            );
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    if st.commands.send(Command::SyncNow(Some(tx))).await.is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the sync engine is not running\n".into(),
+        );
+    }
+    match rx.await {
+        Ok(Ok(r)) => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec(&r).unwrap_or_default(),
+        ),
+        Ok(Err(e)) => text(StatusCode::BAD_GATEWAY, format!("sync failed: {e}\n")),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "the sync engine stopped\n".into()),
+    }
+}
+
 /// Serve until `shutdown`, from whichever socket `listener` holds (a reload may move it).
 pub async fn serve(listener: Arc<Rebindable>, st: AdminState, shutdown: CancellationToken) {
     if let Some(addr) = listener.local_addr() {
         tracing::info!(%addr, "admin endpoint listening");
     }
     let mut acceptor = listener.acceptor();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // At the cap, stop accepting (the kernel's backlog holds the rest) rather than accept and drop.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = acceptor.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let st = st.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
@@ -327,6 +417,47 @@ pub async fn serve(listener: Arc<Rebindable>, st: AdminState, shutdown: Cancella
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_must_match_exactly() {
+        assert!(bearer_matches(Some(&b"Bearer s3cret"[..]), "s3cret"));
+        for wrong in [
+            &b"Bearer s3cre"[..],
+            b"Bearer s3cret2",
+            b"bearer s3cret",
+            b"s3cret",
+            b"Bearer ",
+            b"",
+        ] {
+            assert!(!bearer_matches(Some(wrong), "s3cret"), "{wrong:?}");
+        }
+        assert!(!bearer_matches(None, "s3cret"));
+    }
+
+    #[test]
+    fn an_empty_token_file_disables_the_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  \n").unwrap();
+        let section = crate::config::AdminSection {
+            token_file: Some(file.clone()),
+            ..Default::default()
+        };
+        assert_eq!(AdminSettings::from_config(&section).unwrap().token, None);
+        std::fs::write(&file, "t0ken\n").unwrap();
+        assert_eq!(
+            AdminSettings::from_config(&section).unwrap().token.as_deref(),
+            Some("t0ken")
+        );
+    }
+
+    #[test]
+    fn allow_deletes_is_read_from_the_query() {
+        assert_eq!(allow_deletes(None), Ok(None));
+        assert_eq!(allow_deletes(Some("allow_deletes=300")), Ok(Some(300)));
+        assert_eq!(allow_deletes(Some("x=1&allow_deletes=7")), Ok(Some(7)));
+        assert!(allow_deletes(Some("allow_deletes=-1")).is_err());
+    }
     use crate::directory::phone::PhoneNormalizer;
     use crate::directory::{Directory, Naming, Settings};
 

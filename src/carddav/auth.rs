@@ -1,17 +1,12 @@
 //! Who is asking: HTTP Basic auth against the service accounts (PHC argon2 hashes, the same `[[accounts]]` LDAP
 //! binds use), or anonymous read from configured networks.
 //!
-//! Argon2 is deliberately slow, and CardDAV clients send credentials with every request, so a successful
-//! verification is remembered for a few minutes under a SHA-256 of (name, password, stored hash); a changed
-//! password or hash therefore never matches a stale entry. Verification runs on the blocking pool, at most a few
-//! at a time, so a password-guessing client cannot starve the runtime.
+//! Argon2 is deliberately slow, and CardDAV clients send credentials with every request: verification goes
+//! through the process's [`crate::accounts::Verifier`], shared with LDAP binds, which bounds how many run at
+//! once and remembers verified secrets for a minute.
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 pub use crate::accounts::{hash_password, verify_password};
 
@@ -41,26 +36,11 @@ pub enum AuthFailure {
     Invalid,
 }
 
-const CACHE_TTL: Duration = Duration::from_secs(300);
-const CACHE_MAX: usize = 4096;
-const CONCURRENT_VERIFICATIONS: usize = 4;
-
-/// Remembers recent successful verifications; shared by all connections.
+/// Decides who a caller is; shared by all connections.
+#[derive(Default)]
 pub struct Authenticator {
-    ok: Mutex<HashMap<[u8; 32], Instant>>,
-    permits: Arc<tokio::sync::Semaphore>,
     /// Failed logins per source address: each 401 for wrong credentials waits longer.
     throttle: crate::accounts::LoginThrottle,
-}
-
-impl Default for Authenticator {
-    fn default() -> Self {
-        Authenticator {
-            ok: Mutex::new(HashMap::new()),
-            permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS)),
-            throttle: Default::default(),
-        }
-    }
 }
 
 impl Authenticator {
@@ -75,11 +55,9 @@ impl Authenticator {
     ) -> Result<Principal, AuthFailure> {
         let result = self.check(accounts, anonymous, authorization, peer).await;
         if result == Err(AuthFailure::Invalid) {
-            // Debug-quoted and cut short: the name is the client's text (a newline must not forge a log line, and
-            // a password typed into the name field must not land in the log whole).
             let name: String = authorization
                 .and_then(parse_basic)
-                .map(|(n, _)| n.chars().take(32).collect())
+                .map(|(n, _)| crate::accounts::loggable_name(&n))
                 .unwrap_or_default();
             tracing::info!(%peer, account = ?name, "HTTP login failed: unknown account, wrong password or network not allowed");
             self.throttle.wait_failed(peer).await;
@@ -102,63 +80,20 @@ impl Authenticator {
             };
         };
         let (name, password) = parse_basic(header).ok_or(AuthFailure::Invalid)?;
+        // A name that is no account here (or not from this network) is verified against a dummy hash, so the
+        // answer takes as long as for a real account.
         let account = accounts
             .iter()
             .find(|a| a.name.eq_ignore_ascii_case(&name))
-            .filter(|a| a.allowed_from(peer))
-            .ok_or(AuthFailure::Invalid)?;
-        let key = cache_key(&account.name, &password, &account.password_hash);
-        if self.cached(&key) {
-            return Ok(Principal::User(account.name.clone()));
-        }
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| AuthFailure::Invalid)?;
-        let hash = account.password_hash.clone();
-        let verified = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            verify_password(&password, &hash)
-        })
-        .await
-        .unwrap_or(false);
-        if !verified {
+            .filter(|a| a.allowed_from(peer));
+        if !crate::accounts::verifier().check(account, password.as_bytes()).await {
             return Err(AuthFailure::Invalid);
         }
-        self.remember(key);
-        Ok(Principal::User(account.name.clone()))
-    }
-
-    fn cached(&self, key: &[u8; 32]) -> bool {
-        let map = self.ok.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).is_some_and(|t| t.elapsed() < CACHE_TTL)
-    }
-
-    fn remember(&self, key: [u8; 32]) {
-        let mut map = self.ok.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= CACHE_MAX {
-            map.retain(|_, t| t.elapsed() < CACHE_TTL);
-            if map.len() >= CACHE_MAX {
-                map.clear();
-            }
+        match account {
+            Some(a) => Ok(Principal::User(a.name.clone())),
+            None => Err(AuthFailure::Invalid),
         }
-        map.insert(key, Instant::now());
     }
-}
-
-fn cache_key(name: &str, password: &str, hash: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for part in [
-        name.to_ascii_lowercase().as_bytes(),
-        password.as_bytes(),
-        hash.as_bytes(),
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
-    h.finalize().into()
 }
 
 /// `Basic base64(user:password)` → (user, password).

@@ -51,6 +51,68 @@ pub enum StateError {
     },
     #[error("{path}: cannot write state: {error}")]
     Write { path: PathBuf, error: std::io::Error },
+    #[error(
+        "{dir} is in use by another entradir ({holder}); only one process may write a state_dir: stop it, or \
+         point this one at another directory.state_dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
+}
+
+/// The lock file in a state_dir; it holds the PID of the process that has it.
+pub const LOCK_FILE: &str = "entradir.lock";
+
+/// The advisory lock on a state_dir, held for as long as this lives; the kernel releases it when the process
+/// ends, however it ends.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Take the state_dir's lock, or name who holds it. Also clears temp files that a killed writer left.
+pub fn lock(dir: &Path) -> Result<StateLock, StateError> {
+    let path = dir.join(LOCK_FILE);
+    let werr = |error: std::io::Error| StateError::Write {
+        path: path.clone(),
+        error,
+    };
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(werr)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = match pid.trim() {
+                "" => "PID unknown".to_string(),
+                p => format!("PID {p}"),
+            };
+            return Err(StateError::Locked {
+                dir: dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(werr(e)),
+    }
+    file.set_len(0).map_err(werr)?;
+    writeln!(file, "{}", std::process::id()).map_err(werr)?;
+    file.flush().map_err(werr)?;
+    // Holding the lock, nobody else is writing: temp files here are leftovers of a killed process.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{STATE_FILE}.tmp"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(StateLock { _file: file })
 }
 
 /// What is persisted after every successful round.
@@ -92,7 +154,11 @@ pub fn save(
     version: u64,
 ) -> Result<(), StateError> {
     let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    // Unique per process and write, so two writers (which the lock should prevent) can never interleave in one
+    // temp file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp.{}.{n}", std::process::id()));
     let werr = |error: std::io::Error| StateError::Write {
         path: path.clone(),
         error,
@@ -108,14 +174,18 @@ pub fn save(
         delta_links: links,
         version,
     };
-    {
-        let file = std::fs::File::create(&tmp).map_err(werr)?;
+    let written = (|| {
+        let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        serde_json::to_writer(&mut w, &state).map_err(|e| werr(std::io::Error::other(e)))?;
-        w.flush().map_err(werr)?;
-        w.get_ref().sync_all().map_err(werr)?;
+        serde_json::to_writer(&mut w, &state).map_err(std::io::Error::other)?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(e));
     }
-    std::fs::rename(&tmp, &path).map_err(werr)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -163,6 +233,37 @@ pub fn load(dir: &Path, tenant_id: &str) -> Result<Option<State>, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One writer per state_dir: a second lock names the holder's PID; leftovers of a killed writer's temp files
+    /// are cleared by the next holder, and a write leaves none behind.
+    #[test]
+    fn a_state_dir_has_one_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{STATE_FILE}.tmp.999.0")), b"half").unwrap();
+        let held = lock(dir.path()).unwrap();
+        let e = lock(dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("PID {}", std::process::id()))
+                && e.to_string().contains(&dir.path().display().to_string()),
+            "{e}"
+        );
+        save(
+            dir.path(),
+            "t1",
+            &Store::default(),
+            &BTreeMap::new(),
+            &DeltaLinks::default(),
+            1,
+        )
+        .unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
+        drop(held);
+        lock(dir.path()).expect("free again once the holder is gone");
+    }
 
     #[test]
     fn round_trips_and_rejects_corrupt_and_foreign_files() {

@@ -182,6 +182,42 @@ impl Store {
         t.manager_diffs.push((user.to_string(), old, new));
     }
 
+    /// How many stored objects applying `round` would remove, without applying it: those of kinds read in
+    /// full that the round does not list, and those it reports `@removed` (unless it lists them again later,
+    /// as a restore does). For the sync engine's accidental-delete guard.
+    pub fn removals(&self, round: &Round) -> usize {
+        let mut gone: BTreeSet<(GraphKind, &str)> = BTreeSet::new();
+        for kind in &round.full {
+            let seen: BTreeSet<&str> = round
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Upsert { kind: k, id, .. } if k == kind => Some(id.as_str()),
+                    Change::Members { group, .. } if *kind == GraphKind::Group => Some(group.as_str()),
+                    _ => None,
+                })
+                .collect();
+            gone.extend(
+                self.objects(*kind)
+                    .keys()
+                    .filter(|id| !seen.contains(id.as_str()))
+                    .map(|id| (*kind, id.as_str())),
+            );
+        }
+        for c in &round.changes {
+            match c {
+                Change::Removed { kind, id, .. } if self.objects(*kind).contains_key(id) => {
+                    gone.insert((*kind, id.as_str()));
+                }
+                Change::Upsert { kind, id, .. } => {
+                    gone.remove(&(*kind, id.as_str()));
+                }
+                _ => {}
+            }
+        }
+        gone.len()
+    }
+
     /// Apply a whole round. `now` is Unix seconds. Idempotent for replayed changes.
     pub fn apply(&mut self, round: &Round, now: u64) -> Touched {
         let mut t = Touched::default();

@@ -15,6 +15,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{RsaKeyPair, RSA_PSS_SHA256};
+use rustls::pki_types::pem::{Error as PemError, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -348,17 +350,18 @@ fn parse_token(body: &[u8]) -> Result<(AccessToken, Duration), String> {
 /// thumbprint (base64url of the SHA-256 of the DER certificate).
 pub(crate) fn load_certificate(cert_pem: &str, key_pem: &str) -> Result<(RsaKeyPair, String), SyncError> {
     let bad = |what: String| SyncError::Config(format!("client certificate: {what}"));
-    let cert = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+    let cert = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .next()
         .ok_or_else(|| bad("no \"BEGIN CERTIFICATE\" block in the certificate PEM".into()))?
         .map_err(|e| bad(format!("the certificate PEM is unreadable: {e}")))?;
-    let key_der = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| bad(format!("the key PEM is unreadable: {e}")))?
-        .ok_or_else(|| bad("no private key block in the key PEM".into()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| match e {
+        PemError::NoItemsFound => bad("no private key block in the key PEM".into()),
+        e => bad(format!("the key PEM is unreadable: {e}")),
+    })?;
     let not_rsa = || bad("the private key is not an RSA key (client assertions are signed with RSA, PS256)".into());
     let key = match &key_der {
-        rustls::pki_types::PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
-        rustls::pki_types::PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
+        PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
         _ => return Err(not_rsa()),
     }
     .map_err(|e| match e.to_string().as_str() {

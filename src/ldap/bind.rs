@@ -1,11 +1,8 @@
-//! Service accounts and simple bind: the three name forms AD accepts, argon2 verification off the runtime,
-//! per-account source networks, and a small cache of verified secrets so PBXs that bind for every lookup do
-//! not pay argon2's cost each time.
+//! Service accounts and simple bind: the three name forms AD accepts and AD's failure texts. Verification
+//! (bounded, cached, equal work for unknown names) is [`crate::accounts::Verifier`]'s, shared with CardDAV.
 
 use crate::directory::dn::parse_dn;
 use crate::directory::Naming;
-use dashmap::DashMap;
-use sha2::{Digest, Sha256};
 
 pub use crate::accounts::{Account, Cidr, CidrError};
 
@@ -38,36 +35,6 @@ pub fn resolve_name<'a>(name: &str, accounts: &'a [Account], naming: &Naming) ->
         name.to_string()
     };
     accounts.iter().find(|a| a.name.eq_ignore_ascii_case(&user))
-}
-
-/// Remembers (account hash, password) pairs that verified, as SHA-256 digests, so repeated binds with the
-/// same secret skip argon2. Keyed by the PHC string too, so a changed hash invalidates old entries.
-#[derive(Default)]
-pub struct VerifiedCache {
-    ok: DashMap<[u8; 32], ()>,
-}
-
-const VERIFIED_CACHE_MAX: usize = 4096;
-
-impl VerifiedCache {
-    fn key(phc: &str, password: &[u8]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update((phc.len() as u64).to_be_bytes());
-        h.update(phc.as_bytes());
-        h.update(password);
-        h.finalize().into()
-    }
-
-    pub fn contains(&self, phc: &str, password: &[u8]) -> bool {
-        self.ok.contains_key(&Self::key(phc, password))
-    }
-
-    pub fn insert(&self, phc: &str, password: &[u8]) {
-        if self.ok.len() >= VERIFIED_CACHE_MAX {
-            self.ok.clear();
-        }
-        self.ok.insert(Self::key(phc, password), ());
-    }
 }
 
 /// AD's message texts for failed binds, which PBX admins recognise (52e = bad password, 531 = workstation).
@@ -118,9 +85,6 @@ mod tests {
         assert!(verify_password(b"s3cret", &h));
         assert!(!verify_password(b"S3cret", &h));
         assert!(!verify_password(b"s3cret", "not a hash"));
-        let c = VerifiedCache::default();
-        c.insert(&h, b"s3cret");
-        assert!(c.contains(&h, b"s3cret") && !c.contains(&h, b"other"));
     }
 
     #[test]

@@ -104,12 +104,11 @@ impl Selection {
                     let mut ranged = false;
                     for opt in parts {
                         if let Some(r) = opt.to_ascii_lowercase().strip_prefix("range=") {
-                            if let Some((lo, hi)) = r.split_once('-') {
-                                if let Ok(lo) = lo.parse::<usize>() {
-                                    let hi = if hi == "*" { None } else { hi.parse::<usize>().ok() };
-                                    s.ranges.push((base.clone(), lo, hi));
-                                    ranged = true;
-                                }
+                            // A range that is not one leaves the attribute out rather than sending all of it:
+                            // a client asking for a slice is not prepared for a few thousand values at once.
+                            ranged = true;
+                            if let Some((lo, hi)) = parse_range(r) {
+                                s.ranges.push((base.clone(), lo, hi));
                             }
                         }
                     }
@@ -129,6 +128,27 @@ impl Selection {
 
     fn wants_operational(&self, key: &str) -> bool {
         self.operational || self.names.iter().any(|n| n == key)
+    }
+}
+
+/// `lo-hi` or `lo-*` of a ranged request. `None` when it is not a range, or a reversed one (`5-1`). Bounds
+/// beyond `usize` are clamped: a low bound that large is past every attribute, a high bound that large is `*`.
+fn parse_range(r: &str) -> Option<(usize, Option<usize>)> {
+    let (lo, hi) = r.split_once('-')?;
+    let bound = |v: &str| -> Option<usize> {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(v.parse::<usize>().unwrap_or(usize::MAX))
+    };
+    let lo = bound(lo)?;
+    let hi = match hi {
+        "*" => None,
+        h => Some(bound(h)?).filter(|h| *h != usize::MAX),
+    };
+    match hi {
+        Some(h) if h < lo => None,
+        h => Some((lo, h)),
     }
 }
 
@@ -336,6 +356,10 @@ pub fn write_entry(
         }
         let want_hi = hi.unwrap_or(usize::MAX).min(lo.saturating_add(MAX_VAL_RANGE - 1));
         let last = want_hi.min(n.saturating_sub(1));
+        if last < *lo && n > 0 {
+            // Only a reversed range gets here, and `Selection::new` drops those; never slice backwards.
+            continue;
+        }
         let name = if last + 1 >= n {
             format!("{};range={lo}-*", attr.name)
         } else {
@@ -491,5 +515,51 @@ mod tests {
         let a = get(&["member;range=3000-*"]);
         assert_eq!((a.atype.as_str(), a.vals.len()), ("member;range=3000-*", 200));
         assert_eq!(a.vals[0], b"CN=u3000,DC=x".to_vec());
+        let a = get(&["member;range=10-99999999999999999999999"]);
+        assert_eq!(
+            (a.atype.as_str(), a.vals.len()),
+            ("member;range=10-1509", 1500),
+            "huge high bound"
+        );
+    }
+
+    /// `member;range=5-1` and `objectClass;range=3-1` once sliced `lo..=hi` backwards and panicked the worker.
+    /// Reversed, malformed and past-the-end ranges leave the attribute out; the rest of the entry is sent.
+    #[test]
+    fn reversed_and_odd_ranges_leave_the_attribute_out() {
+        let members: Vec<Bytes> = (0..10).map(|i| Bytes::from(format!("CN=u{i},DC=x"))).collect();
+        let mut e = crate::ldap::filter::tests::entry("g", crate::directory::EntryKind::Group, "CN=g,DC=x", &[]);
+        e.attrs.push(Attribute {
+            name: "cn".into(),
+            values: vec![Bytes::from("g")],
+        });
+        e.attrs.push(Attribute {
+            name: "objectClass".into(),
+            values: ["top", "group"].map(Bytes::from).to_vec(),
+        });
+        e.attrs.push(Attribute {
+            name: "member".into(),
+            values: members,
+        });
+        let e = Arc::new(e);
+        let enc = EncodedEntry::new(&e);
+        for range in [
+            "member;range=5-1",
+            "member;range=3-0",
+            "member;range=x-3",
+            "member;range=-3",
+            "member;range=3",
+            "member;range=10-*",
+            "member;range=99999999999999999999999-*",
+            "member;range=99999999999999999999999-1",
+            "objectClass;range=3-1",
+        ] {
+            let mut out = BytesMut::new();
+            let sel = Selection::new(&[range.to_string(), "cn".to_string()], false);
+            write_entry(&mut out, 1, &e, &enc, &sel, "", None);
+            let r = decode(out);
+            let names: Vec<&str> = r.attributes.iter().map(|a| a.atype.as_str()).collect();
+            assert_eq!(names, vec!["cn"], "{range}");
+        }
     }
 }

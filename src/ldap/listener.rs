@@ -116,8 +116,8 @@ impl Server {
             dir,
             cfg: ArcSwap::from_pointee(cfg),
             cache: EntryCache::new(),
-            verified: Default::default(),
             throttle: Default::default(),
+            per_source: Default::default(),
         });
         Ok(Server {
             shared,
@@ -199,13 +199,24 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let per_source = shared.cfg.load().max_connections_per_source;
+        let Some(counted) = SourceCount::take(&shared.per_source, peer, per_source) else {
+            debug!(%peer, limit = per_source, "refused: too many connections from this source");
+            tokio::spawn(refuse_busy(stream, tls, shared.clone()));
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tokio::spawn(refuse_busy(stream, tls, shared.clone()));
             continue;
         };
+        let slot = session::Slot {
+            slots: slots.clone(),
+            permit: Some(permit),
+        };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _counted = counted;
             let _open = metrics::connection(if tls { Listener::Ldaps } else { Listener::Ldap });
             let io: BoxIo = if tls {
                 let Some(cfg) = shared.cfg.load().tls.clone() else {
@@ -223,8 +234,39 @@ async fn accept_loop(
             } else {
                 Box::new(stream)
             };
-            session::run(shared, io, peer, tls, shutdown).await;
-            drop(permit);
+            session::run(shared, io, peer, tls, slot, shutdown).await;
+        });
+    }
+}
+
+/// Open connections per source ([`crate::accounts::source`]), beside the global cap.
+pub(crate) type PerSource = Arc<dashmap::DashMap<std::net::IpAddr, usize>>;
+
+/// One connection counted against its source until dropped.
+struct SourceCount {
+    map: PerSource,
+    key: std::net::IpAddr,
+}
+
+impl SourceCount {
+    /// Count a connection from `peer`, or `None` when its source has `limit` open already (0 = no limit).
+    fn take(map: &PerSource, peer: SocketAddr, limit: usize) -> Option<SourceCount> {
+        let key = crate::accounts::source(peer.ip());
+        let mut n = map.entry(key).or_insert(0);
+        if limit > 0 && *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(SourceCount { map: map.clone(), key })
+    }
+}
+
+impl Drop for SourceCount {
+    fn drop(&mut self) {
+        // Remove the source when its last connection closes, so the table holds only sources with connections.
+        self.map.remove_if_mut(&self.key, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
         });
     }
 }

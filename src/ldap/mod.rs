@@ -40,6 +40,8 @@ pub struct LdapConfig {
     /// Allow searches without a successful bind (AD refuses them by default).
     pub allow_anonymous: bool,
     pub max_connections: usize,
+    /// Connections one source address (an IPv6 /64) may have open; 0 = no limit of its own. Reloadable.
+    pub max_connections_per_source: usize,
     /// A connection with no request and nothing in flight for this long is closed.
     pub idle_timeout: Duration,
     /// Largest page for the paged results control (AD's MaxPageSize, 1000).
@@ -64,6 +66,7 @@ impl Default for LdapConfig {
             tls: None,
             allow_anonymous: false,
             max_connections: 1024,
+            max_connections_per_source: 64,
             idle_timeout: Duration::from_secs(900),
             max_page_size: 1000,
             size_limit: 1000,

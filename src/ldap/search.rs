@@ -140,7 +140,9 @@ pub fn search(
         return done(out, id, Code::NoSuchObject, &matched, &msg, &[]);
     };
 
-    let deadline = (req.time_limit > 0).then(|| Instant::now() + Duration::from_secs(req.time_limit as u64));
+    let deadline = (req.time_limit > 0)
+        .then(|| Instant::now().checked_add(Duration::from_secs(req.time_limit.unsigned_abs())))
+        .flatten();
     let ctx = Ctx {
         env,
         id,

@@ -6,7 +6,7 @@
 //! written and flushed once. Bind, StartTLS and other state-changing requests first let in-flight work finish.
 
 use super::ber::{peek_header, BerError};
-use super::bind::{self, VerifiedCache, MSG_BAD_CREDENTIALS, MSG_BAD_WORKSTATION};
+use super::bind::{self, MSG_BAD_CREDENTIALS, MSG_BAD_WORKSTATION};
 use super::encode::EntryCache;
 use super::filter::{Compiled, Filter};
 use super::paging::Pages;
@@ -26,10 +26,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// What AD answers to a search before a successful bind.
 pub const MSG_BIND_REQUIRED: &str = "000004DC: LdapErr: DSID-0C090A5C, comment: In order to perform this operation a \
@@ -40,9 +41,10 @@ pub(crate) struct Shared {
     pub dir: Published,
     pub cfg: ArcSwap<LdapConfig>,
     pub cache: EntryCache,
-    pub verified: VerifiedCache,
     /// Failed binds per source address: each answer waits longer (password guessing).
     pub throttle: crate::accounts::LoginThrottle,
+    /// Open connections per source address, for `max_connections_per_source`.
+    pub per_source: super::listener::PerSource,
 }
 
 impl Shared {
@@ -101,8 +103,19 @@ impl Decoder for FrameCodec {
 
 type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = (i64, BytesMut)> + Send>>>;
 
+/// The connection's place under `ldap.max_connections`. It is given back while a failed bind waits out its
+/// delay, so clients sitting in the password-guessing penalty do not lock PBXs out.
+pub(crate) struct Slot {
+    pub slots: Arc<Semaphore>,
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Bytes read at most while a failed bind is delayed (watching for the client to go away); more waits.
+const READ_WHILE_DELAYED: usize = 64 * 1024;
+
 struct Session {
     shared: Arc<Shared>,
+    slot: Slot,
     peer: SocketAddr,
     tls_active: bool,
     /// Account name after a successful bind.
@@ -110,6 +123,16 @@ struct Session {
     pages: Arc<Mutex<Pages>>,
     abandon: HashMap<i64, Arc<AtomicBool>>,
     inflight: InFlight,
+}
+
+/// How the delay of a failed bind ended.
+enum Delayed {
+    /// Answer it; the connection has its slot back.
+    Answer,
+    /// The client closed the connection meanwhile.
+    Gone,
+    /// All slots were taken meanwhile: answer, then close as busy.
+    Busy,
 }
 
 enum Next {
@@ -130,12 +153,14 @@ pub(crate) async fn run(
     io: BoxIo,
     peer: SocketAddr,
     tls_active: bool,
+    slot: Slot,
     shutdown: CancellationToken,
 ) {
     let max_pdu = shared.cfg.load().max_pdu_size;
     let mut framed = FramedRead::with_capacity(io, FrameCodec { max_pdu }, 8 * 1024);
     let mut s = Session {
         shared,
+        slot,
         peer,
         tls_active,
         bound: None,
@@ -264,7 +289,23 @@ impl Session {
             }
             Op::Bind { version, name, auth } => {
                 self.drain(framed).await;
-                let (code, msg) = self.bind(cfg, version, &name, auth).await;
+                let (code, msg, failed) = self.bind(cfg, version, &name, auth).await;
+                if failed {
+                    match self.delay_failure(framed).await {
+                        Delayed::Answer => {}
+                        Delayed::Gone => {
+                            metrics::ldap_op(LdapOp::Bind, None, started.elapsed());
+                            return Next::Close;
+                        }
+                        Delayed::Busy => {
+                            put_result(&mut out, id, 0x61, code, "", msg);
+                            out.extend_from_slice(&proto::notice_of_disconnection(Code::Busy, "too many connections"));
+                            metrics::ldap_op(LdapOp::Bind, Some(code as u8), started.elapsed());
+                            let _ = send(framed, &out).await;
+                            return Next::Close;
+                        }
+                    }
+                }
                 put_result(&mut out, id, 0x61, code, "", msg);
                 (LdapOp::Bind, code)
             }
@@ -318,9 +359,18 @@ impl Session {
                     put_result(&mut out, id, 0x6f, Code::OperationsError, "", MSG_BIND_REQUIRED);
                     (LdapOp::Compare, Code::OperationsError)
                 } else {
-                    let (code, matched) = compare(&self.shared, &dn, &attr, value);
-                    put_result(&mut out, id, 0x6f, code, &matched, "");
-                    (LdapOp::Compare, code)
+                    let shared = &self.shared;
+                    out = guarded(self.peer, id, 0x6f, LdapOp::Compare, started, || {
+                        let mut out = BytesMut::new();
+                        let (code, matched) = compare(shared, &dn, &attr, value);
+                        put_result(&mut out, id, 0x6f, code, &matched, "");
+                        metrics::ldap_op(LdapOp::Compare, Some(code as u8), started.elapsed());
+                        out
+                    });
+                    if send(framed, &out).await.is_err() {
+                        return Next::Close;
+                    }
+                    return Next::Continue;
                 }
             }
             Op::Search(sr) => {
@@ -347,23 +397,26 @@ impl Session {
                     let cheap = sr.scope == Scope::Base
                         || continues_paging(&controls)
                         || (sr.scope == Scope::Sub && !first_page && limit <= 1000 && sr.filter.indexable());
+                    let peer = self.peer;
                     let run = move || {
-                        let snap = shared.dir.load();
-                        let env = SearchEnv {
-                            snap: &snap,
-                            cache: &shared.cache,
-                            pages: &pages,
-                            limits: Limits {
-                                size_limit: cfg.size_limit,
-                                max_page_size: cfg.max_page_size,
-                            },
-                            host: &|| shared.host(&cfg),
-                            abandoned: &flag,
-                        };
-                        let mut out = BytesMut::new();
-                        let code = search(&env, id, &sr, &controls, &mut out);
-                        metrics::ldap_op(LdapOp::Search, code.map(|c| c as u8), started.elapsed());
-                        out
+                        guarded(peer, id, 0x65, LdapOp::Search, started, || {
+                            let snap = shared.dir.load();
+                            let env = SearchEnv {
+                                snap: &snap,
+                                cache: &shared.cache,
+                                pages: &pages,
+                                limits: Limits {
+                                    size_limit: cfg.size_limit,
+                                    max_page_size: cfg.max_page_size,
+                                },
+                                host: &|| shared.host(&cfg),
+                                abandoned: &flag,
+                            };
+                            let mut out = BytesMut::new();
+                            let code = search(&env, id, &sr, &controls, &mut out);
+                            metrics::ldap_op(LdapOp::Search, code.map(|c| c as u8), started.elapsed());
+                            out
+                        })
                     };
                     if cheap {
                         out = run();
@@ -401,62 +454,127 @@ impl Session {
         self.bound.is_some() || cfg.allow_anonymous
     }
 
-    async fn bind(&mut self, cfg: &LdapConfig, version: i64, name: &str, auth: BindAuth) -> (Code, &'static str) {
+    /// A simple bind: the result, and whether it is a failure to delay ([`Session::delay_failure`]).
+    async fn bind(&mut self, cfg: &LdapConfig, version: i64, name: &str, auth: BindAuth) -> (Code, &'static str, bool) {
         // Per RFC 4513 a bind resets the authorization state, whatever its outcome.
         self.bound = None;
         if !(2..=3).contains(&version) {
-            return (Code::ProtocolError, "unsupported LDAP version");
+            return (Code::ProtocolError, "unsupported LDAP version", false);
         }
         let password = match auth {
             BindAuth::Sasl(_) => {
                 return (
                     Code::AuthMethodNotSupported,
                     "00002028: LdapErr: only simple binds are supported, v4563",
+                    false,
                 )
             }
             BindAuth::Simple(p) => p,
         };
         if name.trim().is_empty() && password.is_empty() {
             // Anonymous bind succeeds as in AD; whether it may read is decided per operation.
-            return (Code::Success, "");
+            return (Code::Success, "", false);
         }
         if password.is_empty() {
             return (
                 Code::UnwillingToPerform,
                 "unauthenticated bind (name without password) is not allowed",
+                false,
             );
         }
         let naming = self.shared.dir.load().naming.clone();
-        let Some(account) = bind::resolve_name(name, &cfg.accounts, &naming).cloned() else {
-            info!(peer = %self.peer, name, "bind failed: unknown account");
-            self.shared.throttle.wait_failed(self.peer.ip()).await;
-            return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
-        };
-        if !account.allowed_from(self.peer.ip()) {
-            info!(peer = %self.peer, account = %account.name, "bind refused: source network not allowed");
-            self.shared.throttle.wait_failed(self.peer.ip()).await;
-            return (Code::InvalidCredentials, MSG_BAD_WORKSTATION);
+        let account = bind::resolve_name(name, &cfg.accounts, &naming).cloned();
+        let logged = crate::accounts::loggable_name(name);
+        if let Some(a) = account.as_ref().filter(|a| !a.allowed_from(self.peer.ip())) {
+            info!(peer = %self.peer, account = %a.name, "bind refused: source network not allowed");
+            return (Code::InvalidCredentials, MSG_BAD_WORKSTATION, true);
         }
-        let ok = if self.shared.verified.contains(&account.password_hash, &password) {
-            true
-        } else {
-            let (hash, pw) = (account.password_hash.clone(), password.clone());
-            let ok = tokio::task::spawn_blocking(move || bind::verify_password(&pw, &hash))
-                .await
-                .unwrap_or(false);
-            if ok {
-                self.shared.verified.insert(&account.password_hash, &password);
+        // An unknown name costs the same argon2 work as a known one (a dummy hash), so timing tells nothing.
+        if !crate::accounts::verifier().check(account.as_ref(), &password).await {
+            match &account {
+                Some(a) => info!(peer = %self.peer, account = %a.name, "bind failed: wrong password"),
+                None => info!(peer = %self.peer, name = ?logged, "bind failed: unknown account"),
             }
-            ok
-        };
-        if !ok {
-            info!(peer = %self.peer, account = %account.name, "bind failed: wrong password");
-            self.shared.throttle.wait_failed(self.peer.ip()).await;
-            return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS);
+            return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS, true);
         }
+        let Some(account) = account else {
+            return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS, true);
+        };
         info!(peer = %self.peer, account = %account.name, "bind succeeded");
         self.bound = Some(account.name);
-        (Code::Success, "")
+        (Code::Success, "", false)
+    }
+
+    /// Wait out the per-source delay of a failed bind without holding a connection slot, watching the socket:
+    /// a client that hangs up ends the wait (and the connection) at once. Bytes it sends meanwhile are kept for
+    /// the next read.
+    async fn delay_failure(&mut self, framed: &mut FramedRead<BoxIo, FrameCodec>) -> Delayed {
+        drop(self.slot.permit.take());
+        let mut early = BytesMut::new();
+        let gone = {
+            let io = framed.get_mut();
+            let watch = async {
+                while early.len() < READ_WHILE_DELAYED {
+                    match io.read_buf(&mut early).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = self.shared.throttle.wait_failed(self.peer.ip()) => false,
+                _ = watch => true,
+            }
+        };
+        if gone {
+            debug!(peer = %self.peer, "client went away during a failed bind's delay");
+            return Delayed::Gone;
+        }
+        framed.read_buffer_mut().extend_from_slice(&early);
+        match self.slot.slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                self.slot.permit = Some(p);
+                Delayed::Answer
+            }
+            Err(_) => Delayed::Busy,
+        }
+    }
+}
+
+/// Run one request's work, catching a panic in it: the client gets `operationsError` for this request only,
+/// the connection and every other one go on, and the panic is logged and counted (`entradir_panics_total`).
+/// `work` counts its own operation metric; a panicked one is counted here.
+fn guarded(
+    peer: SocketAddr,
+    id: i64,
+    result_tag: u8,
+    op: LdapOp,
+    started: Instant,
+    work: impl FnOnce() -> BytesMut,
+) -> BytesMut {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(out) => out,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            error!(%peer, ?op, id, panic = %what, "internal error answering an LDAP request (a bug: please report it); answered operationsError");
+            metrics::panic_caught(metrics::PanicArea::Ldap);
+            metrics::ldap_op(op, Some(Code::OperationsError as u8), started.elapsed());
+            let mut out = BytesMut::new();
+            put_result(
+                &mut out,
+                id,
+                result_tag,
+                Code::OperationsError,
+                "",
+                "00000000: internal error",
+            );
+            out
+        }
     }
 }
 
@@ -492,6 +610,34 @@ fn compare(shared: &Shared, dn: &str, attr: &str, value: Bytes) -> (Code, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A panic inside one request is answered as operationsError with that request's id and counted; the
+    /// caller (the connection) carries on.
+    #[test]
+    fn a_panicking_request_is_answered_and_counted() {
+        let count = || {
+            let mut m = String::new();
+            metrics::render(&mut m);
+            m.lines()
+                .find_map(|l| l.strip_prefix("entradir_panics_total{area=\"ldap\"} "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let before = count();
+        let peer: SocketAddr = "192.0.2.1:1234".parse().unwrap();
+        let mut buf = guarded(peer, 42, 0x65, LdapOp::Search, Instant::now(), || {
+            let v: Vec<u8> = Vec::new();
+            let hi = v.len().wrapping_sub(1);
+            BytesMut::from(&v[3..=hi.min(1)])
+        });
+        let r = proto::take_response(&mut buf).unwrap().unwrap();
+        assert_eq!((r.id, r.tag, r.code), (42, 0x65, Some(Code::OperationsError as i64)));
+        assert!(count() > before, "counted in entradir_panics_total");
+        let ok = guarded(peer, 43, 0x65, LdapOp::Search, Instant::now(), || {
+            BytesMut::from(&b"x"[..])
+        });
+        assert_eq!(&ok[..], b"x");
+    }
 
     #[test]
     fn frames_split_and_refuse_non_ldap() {

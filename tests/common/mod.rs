@@ -78,6 +78,8 @@ pub fn engine(sim: &SimHandle, settings: Settings, state_dir: Option<std::path::
         tenant_id: sim.tenant_id().to_string(),
         photo_recheck: Duration::from_secs(3600),
         status: Arc::new(Mutex::new(SyncStatus::default())),
+        delete_guard: Default::default(),
+        allow_deletes: None,
     }
 }
 

@@ -41,6 +41,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
 pub use control::{Control, GroupExport, TenantExport};
 pub use delta::Paging;
 pub use faults::{Endpoint, ExpiryStyle, Fault, FaultScope, RequestRecord};
@@ -232,8 +235,7 @@ pub async fn start(opts: SimOptions) -> std::io::Result<SimHandle> {
 
 fn read_certificate(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let pem = std::fs::read(path)?;
-    let mut reader = std::io::BufReader::new(pem.as_slice());
-    let first = rustls_pemfile::certs(&mut reader).next();
+    let first = CertificateDer::pem_slice_iter(&pem).next();
     match first {
         Some(Ok(der)) if auth::rsa_public_key(&der).is_some() => Ok(der.to_vec()),
         Some(Ok(_)) => Err(std::io::Error::new(
@@ -243,7 +245,10 @@ fn read_certificate(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
                 path.display()
             ),
         )),
-        Some(Err(e)) => Err(e),
+        Some(Err(e)) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: the certificate PEM is unreadable: {e}", path.display()),
+        )),
         None => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("{}: no PEM certificate found", path.display()),

@@ -196,7 +196,10 @@ fn user(i: usize, p: &Person, base: &str) -> Entry {
         ("sAMAccountName", s(&format!("u{i}"))),
         ("mail", s(&format!("u{i}@contoso.example"))),
         ("telephoneNumber", s(&p.phone)),
-        ("userAccountControl", s(if i % 20 == 0 { "514" } else { "512" })),
+        (
+            "userAccountControl",
+            s(if i.is_multiple_of(20) { "514" } else { "512" }),
+        ),
         (
             "memberOf",
             vec![
@@ -279,9 +282,9 @@ fn query(kind: &str, n: usize, people: &[Person], base: &str, portable: bool) ->
     // Three or four letters, mostly of the surname, as typed (often all lower case).
     let typed_name = || {
         let len = 3 + n % 2;
-        let src = if n % 5 == 0 { p.given } else { p.sn.as_str() };
+        let src = if n.is_multiple_of(5) { p.given } else { p.sn.as_str() };
         let t = typed(src, len);
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             t.to_lowercase()
         } else {
             t
@@ -290,7 +293,7 @@ fn query(kind: &str, n: usize, people: &[Person], base: &str, portable: bool) ->
     let (f, attrs) = match kind {
         "exact" => {
             // A third of incoming calls come from numbers nobody in the directory has.
-            let number = if n % 3 == 0 {
+            let number = if n.is_multiple_of(3) {
                 format!("+4969{:08}", n % 100_000_000)
             } else {
                 p.phone.clone()
@@ -331,7 +334,7 @@ fn query(kind: &str, n: usize, people: &[Person], base: &str, portable: bool) ->
             (format!("(&(telephoneNumber=*)(sn={x}*))"), BOOK)
         }
         _ => {
-            let g = if n % 4 == 0 {
+            let g = if n.is_multiple_of(4) {
                 "Alle Mitarbeiter".to_string()
             } else {
                 format!("Team {}", n % 50)

@@ -73,9 +73,9 @@ async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
         .entries()
         .filter(|e| e.kind == entradir::directory::EntryKind::User)
         .filter(|e| {
-            !e.first_str("userAccountControl")
+            e.first_str("userAccountControl")
                 .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|u| u & 2 != 0)
+                .is_none_or(|u| u & 2 == 0)
         })
         .count();
     assert!(

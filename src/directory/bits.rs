@@ -141,7 +141,7 @@ mod tests {
         for step in 0..20_000u32 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let id = ((x >> 33) % 150_000) as u32;
-            if (x >> 20) % 3 == 0 && model.len() > 1 {
+            if (x >> 20).is_multiple_of(3) && model.len() > 1 {
                 let gone = p.remove(id);
                 model.remove(&id);
                 assert!(!gone);

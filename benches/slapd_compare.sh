@@ -36,8 +36,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo bench --quiet --bench ldap_load --no-run 2>/dev/null
-tool=$(ls -t target/release/deps/ldap_load-* | grep -v '\.d$' | head -1)
+# LDAP_LOAD names another build of the load tool (e.g. of an older commit, to compare before and after).
+if [ -z "${LDAP_LOAD:-}" ]; then
+  cargo bench --quiet --bench ldap_load --no-run 2>/dev/null
+fi
+tool=${LDAP_LOAD:-$(ls -t target/release/deps/ldap_load-* | grep -v '\.d$' | head -1)}
 load() { "$tool" "$@"; }
 # utime+stime of a process in clock ticks, and its resident memory in MiB.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

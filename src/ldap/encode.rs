@@ -244,11 +244,9 @@ impl EntryCache {
         EntryCache::default()
     }
 
-    /// The encoding of `e` (an entry of `snap`), built now if the cache holds none or an older version.
-    pub fn get(&self, snap: &Snapshot, e: &Arc<Entry>) -> Arc<EncodedEntry> {
-        let Some(id) = snap.id_of(&e.id) else {
-            return Arc::new(EncodedEntry::new(e));
-        };
+    /// The encoding of `e` (the entry with dense id `id`), built now if the cache holds none or an older
+    /// version.
+    pub fn get(&self, id: EntryId, e: &Arc<Entry>) -> Arc<EncodedEntry> {
         if let Some(hit) = self.map.get(&id) {
             if Arc::ptr_eq(&hit.0, e) {
                 return hit.1.clone();
@@ -429,7 +427,8 @@ mod tests {
         let cache = EntryCache::new();
         cache.advance(None, &s1);
         assert_eq!(cache.len(), s1.len());
-        let untouched = cache.get(&s1, s1.entry("0002").unwrap());
+        let get = |s: &Snapshot, id: &str| cache.get(s.id_of(id).unwrap(), s.entry(id).unwrap());
+        let untouched = get(&s1, "0002");
         let mut s2 = s1.next();
         let mut jane = Entry::clone(s1.entry("0001").unwrap());
         jane.usn_changed = s2.version;
@@ -441,11 +440,11 @@ mod tests {
         s2.remove("0003");
         cache.advance(Some(&s1), &s2);
         assert_eq!(cache.len(), s2.len(), "the removed entry's encoding is gone");
-        let enc = cache.get(&s2, s2.entry("0001").unwrap());
-        assert!(Arc::ptr_eq(&enc, &cache.get(&s2, s2.entry("0001").unwrap())));
+        let enc = get(&s2, "0001");
+        assert!(Arc::ptr_eq(&enc, &get(&s2, "0001")));
         assert!(enc.buf.windows(3).any(|w| w == b"CEO"), "re-encoded with the new title");
         assert!(
-            Arc::ptr_eq(&untouched, &cache.get(&s2, s2.entry("0002").unwrap())),
+            Arc::ptr_eq(&untouched, &get(&s2, "0002")),
             "an unchanged entry keeps its encoding"
         );
     }
@@ -455,9 +454,10 @@ mod tests {
         let snap = sample();
         let cache = EntryCache::new();
         let e = snap.entry("0001").unwrap();
-        let enc = cache.get(&snap, e);
+        let id = snap.id_of("0001").unwrap();
+        let enc = cache.get(id, e);
         assert!(
-            Arc::ptr_eq(&enc, &cache.get(&snap, e)),
+            Arc::ptr_eq(&enc, &cache.get(id, e)),
             "second lookup must hit the cache"
         );
         let mut out = BytesMut::new();

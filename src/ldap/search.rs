@@ -171,13 +171,13 @@ pub fn search(
         .min();
     let mut matching = matching(snap, &compiled, &base_entry, req.scope);
     if let Some(keys) = &sort {
-        let mut all: Vec<Arc<Entry>> = matching.cloned().collect();
+        let mut all: Vec<(EntryId, Arc<Entry>)> = matching.map(|(id, e)| (id, e.clone())).collect();
         sort_entries(&mut all, keys);
         let ctl = [RespControl {
             oid: proto::OID_SORT_RESPONSE,
             value: proto::sort_value(0),
         }];
-        let mut it = all.iter();
+        let mut it = all.iter().map(|(id, e)| (*id, e));
         return emit(&ctx, &mut it, limit, deadline, out, &ctl);
     }
     emit(&ctx, &mut matching, limit, deadline, out, &[])
@@ -191,8 +191,8 @@ struct Ctx<'a, 'e> {
 }
 
 impl Ctx<'_, '_> {
-    fn write(&self, out: &mut BytesMut, e: &Arc<Entry>) {
-        let enc = self.env.cache.get(self.env.snap, e);
+    fn write(&self, out: &mut BytesMut, id: EntryId, e: &Arc<Entry>) {
+        let enc = self.env.cache.get(id, e);
         write_entry(out, self.id, e, &enc, self.sel, self.subschema_dn, Some(self.env.snap));
     }
 }
@@ -200,13 +200,13 @@ impl Ctx<'_, '_> {
 /// Write entries until the iterator ends, the size limit is hit (4 if more would follow) or time runs out (3).
 fn emit(
     ctx: &Ctx<'_, '_>,
-    it: &mut dyn Iterator<Item = &Arc<Entry>>,
+    it: &mut dyn Iterator<Item = (EntryId, &Arc<Entry>)>,
     limit: Option<usize>,
     deadline: Option<Instant>,
     out: &mut BytesMut,
     ctl: &[RespControl],
 ) -> Option<Code> {
-    for (n, e) in it.enumerate() {
+    for (n, (entry_id, e)) in it.enumerate() {
         if limit.is_some_and(|l| n >= l) {
             return done(out, ctx.id, Code::SizeLimitExceeded, "", "", ctl);
         }
@@ -219,7 +219,7 @@ fn emit(
                 return done(out, ctx.id, Code::TimeLimitExceeded, "", "", ctl);
             }
         }
-        ctx.write(out, e);
+        ctx.write(out, entry_id, e);
     }
     if ctx.env.abandoned.load(Ordering::Relaxed) {
         out.clear();
@@ -248,7 +248,7 @@ fn matching<'s>(
     f: &'s Compiled,
     base: &Arc<Entry>,
     scope: Scope,
-) -> Box<dyn Iterator<Item = &'s Arc<Entry>> + 's> {
+) -> Box<dyn Iterator<Item = (EntryId, &'s Arc<Entry>)> + 's> {
     walk(snap, f, snap.query(&scoped_query(snap, f, base, scope)), None)
 }
 
@@ -258,23 +258,24 @@ fn walk<'s>(
     f: &'s Compiled,
     cands: Candidates,
     after: Option<EntryId>,
-) -> Box<dyn Iterator<Item = &'s Arc<Entry>> + 's> {
+) -> Box<dyn Iterator<Item = (EntryId, &'s Arc<Entry>)> + 's> {
     let exact = cands.exact;
     Box::new(
         cands
             .into_iter_after(snap, after)
-            .filter_map(move |id| snap.get(id))
-            .filter(move |e| exact || f.matches(e, snap)),
+            .filter_map(move |id| snap.get(id).map(|e| (id, e)))
+            .filter(move |(_, e)| exact || f.matches(e, snap)),
     )
 }
 
-fn sort_entries(v: &mut [Arc<Entry>], keys: &[SortKey]) {
+fn sort_entries(v: &mut [(EntryId, Arc<Entry>)], keys: &[SortKey]) {
     let key_of = |e: &Entry| -> Vec<Option<String>> {
         keys.iter()
             .map(|k| e.strs(&k.attr).next().map(|s| s.to_lowercase()))
             .collect()
     };
-    let mut keyed: Vec<(Vec<Option<String>>, Arc<Entry>)> = v.iter().map(|e| (key_of(e), e.clone())).collect();
+    let mut keyed: Vec<(Vec<Option<String>>, (EntryId, Arc<Entry>))> =
+        v.iter().map(|e| (key_of(&e.1), e.clone())).collect();
     keyed.sort_by(|(a, _), (b, _)| {
         for (i, k) in keys.iter().enumerate() {
             // Entries without the attribute sort last in either direction, as AD does.
@@ -357,9 +358,11 @@ fn paged_search(
         None => {
             let cursor = match sort {
                 Some(keys) => {
-                    let mut all: Vec<Arc<Entry>> = matching(env.snap, compiled, base, req.scope).cloned().collect();
+                    let mut all: Vec<(EntryId, Arc<Entry>)> = matching(env.snap, compiled, base, req.scope)
+                        .map(|(id, e)| (id, e.clone()))
+                        .collect();
                     sort_entries(&mut all, keys);
-                    let ids = all.iter().filter_map(|e| env.snap.id_of(&e.id)).collect();
+                    let ids = all.iter().map(|(id, _)| *id).collect();
                     Cursor::Sorted {
                         ids: Arc::new(ids),
                         pos: 0,
@@ -401,7 +404,7 @@ fn paged_search(
                     }
                 }
                 if let Some(e) = snap.get(*id) {
-                    inner.write(out, e);
+                    inner.write(out, *id, e);
                 }
             }
             *pos = end;
@@ -436,7 +439,7 @@ fn paged_search(
                     more = true;
                     break;
                 }
-                inner.write(out, e);
+                inner.write(out, id, e);
                 sent += 1;
                 *after = Some(id);
             }

@@ -5,6 +5,11 @@
 //! Neither does a round that would remove more than [`DeleteGuard`] allows (a revoked permission or an emptied
 //! tenant looks like mass deletion): it is held until an admin allows it (`POST /sync?allow_deletes=N`) or
 //! raises the limit.
+//!
+//! Applying a round, re-projecting after a reload and writing the state file take from milliseconds to tens of
+//! seconds of CPU and disk. The running engine ([`SyncEngine::run`]) moves itself onto a blocking thread for
+//! them (`spawn_blocking`) and back, so the async workers that serve LDAP and CardDAV never wait for it; the
+//! order stays as it was: apply, then write the state, then report.
 
 use crate::directory::change::Round;
 use crate::directory::{state, ApplyReport, Directory, Settings};
@@ -80,6 +85,12 @@ impl DeleteGuard {
     }
 }
 
+/// A round's Graph part, handed to its CPU part.
+struct Fetched {
+    started: std::time::Instant,
+    result: Result<Round, SyncError>,
+}
+
 /// Requests to the running engine.
 pub enum Command {
     /// Run a round now (SIGUSR1, `POST /sync`); the reply says how it went.
@@ -138,8 +149,18 @@ fn unix_now() -> u64 {
 
 impl SyncEngine {
     /// One round: fetch, apply, persist. On error, or when the round is held for its deletions, nothing
-    /// changes (the delta links stay, so the next round fetches the same changes again).
+    /// changes (the delta links stay, so the next round fetches the same changes again). (The running engine
+    /// does the same with the apply and persist on a blocking thread; see [`SyncEngine::run`].)
     pub async fn round(&mut self) -> Result<ApplyReport, RoundError> {
+        let fetched = self.fetch().await;
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.conclude(fetched)),
+            _ => self.conclude(fetched),
+        }
+    }
+
+    /// The Graph part of a round: everything that waits on the network.
+    async fn fetch(&mut self) -> Fetched {
         let started = std::time::Instant::now();
         let plan = PhotoPlan {
             known: self.dir.photos_known(),
@@ -150,6 +171,13 @@ impl SyncEngine {
         };
         let links = self.dir.delta_links().clone();
         let result = self.syncer.round(&links, &plan).await;
+        Fetched { started, result }
+    }
+
+    /// The CPU and disk part of a round: check the deletions, apply a complete round, write the state, update
+    /// the status.
+    fn conclude(&mut self, fetched: Fetched) -> Result<ApplyReport, RoundError> {
+        let Fetched { started, result } = fetched;
         // The status is updated only once the round is applied, so "rounds: n" means n rounds are visible.
         let outcome = match result {
             Ok(round) => {
@@ -198,13 +226,9 @@ impl SyncEngine {
         }
     }
 
+    /// Apply a round and write the state (readers keep using the previous snapshot meanwhile).
     fn apply(&mut self, round: &Round) -> ApplyReport {
-        // A full sync of a large tenant projects for seconds: keep that off the async workers that serve LDAP
-        // and CardDAV (readers keep using the previous snapshot meanwhile).
-        let report = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.dir.apply(round)),
-            _ => self.dir.apply(round),
-        };
+        let report = self.dir.apply(round);
         tracing::info!(
             version = report.version,
             changed = report.entries_changed,
@@ -255,13 +279,15 @@ impl SyncEngine {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {
-                    let _ = self.logged_round().await;
+                    let Some((engine, _)) = self.logged_round().await else { return };
+                    self = engine;
                     next = tokio::time::Instant::now() + interval;
                 }
                 cmd = commands.recv() => match cmd {
                     None => break,
                     Some(Command::SyncNow(reply)) => {
-                        let r = self.logged_round().await;
+                        let Some((engine, r)) = self.logged_round().await else { return };
+                        self = engine;
                         if let Some(reply) = reply {
                             let _ = reply.send(r);
                         }
@@ -280,28 +306,56 @@ impl SyncEngine {
                             interval = every;
                             next = tokio::time::Instant::now() + interval;
                         }
-                        let report = self.dir.reconfigure(settings);
-                        tracing::info!(version = report.version, changed = report.entries_changed,
-                            removed = report.entries_removed, "directory re-projected with the new settings");
-                        self.persist();
+                        let reprojected = self.off_workers(move |engine| {
+                            let report = engine.dir.reconfigure(settings);
+                            tracing::info!(version = report.version, changed = report.entries_changed,
+                                removed = report.entries_removed, "directory re-projected with the new settings");
+                            engine.persist();
+                            report
+                        });
+                        // Dropping `reply` unanswered tells the reload that the engine has stopped.
+                        let Some((engine, report)) = reprojected.await else { return };
+                        self = engine;
                         let _ = reply.send(report);
                     }
                 }
             }
         }
-        self.persist();
+        let _ = self.off_workers(|engine| engine.persist()).await;
     }
 
-    async fn logged_round(&mut self) -> Result<ApplyReport, String> {
-        match self.round().await {
-            Ok(r) => Ok(r),
-            Err(e @ RoundError::DeletesHeld(_)) => {
-                tracing::warn!("{e}");
-                Err(e.to_string())
+    /// A round whose CPU and disk part runs on a blocking thread. `None` when that thread failed (a panic): the
+    /// engine is gone then, and `run` stops, as it did when a panic ended the task.
+    async fn logged_round(mut self) -> Option<(SyncEngine, Result<ApplyReport, String>)> {
+        let fetched = self.fetch().await;
+        let (engine, r) = self.off_workers(move |engine| engine.conclude(fetched)).await?;
+        let r = r.map_err(|e| {
+            match &e {
+                RoundError::DeletesHeld(_) => tracing::warn!("{e}"),
+                RoundError::Sync(_) => {
+                    tracing::error!(error = %e, "sync round failed; still serving the last good directory")
+                }
             }
+            e.to_string()
+        });
+        Some((engine, r))
+    }
+
+    /// Run `work` on the engine on a blocking thread and hand the engine back.
+    async fn off_workers<R: Send + 'static>(
+        self,
+        work: impl FnOnce(&mut SyncEngine) -> R + Send + 'static,
+    ) -> Option<(SyncEngine, R)> {
+        let mut engine = self;
+        let task = tokio::task::spawn_blocking(move || {
+            let r = work(&mut engine);
+            (engine, r)
+        });
+        match task.await {
+            Ok(done) => Some(done),
             Err(e) => {
-                tracing::error!(error = %e, "sync round failed; still serving the last good directory");
-                Err(e.to_string())
+                tracing::error!(error = %e, "the sync engine failed and has stopped; restart entradir");
+                None
             }
         }
     }

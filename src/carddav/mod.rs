@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod filter;
+pub(crate) mod offload;
 pub mod partial;
 pub mod phonebook;
 pub mod propfind;

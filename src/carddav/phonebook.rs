@@ -10,16 +10,25 @@
 //! `+`. Snom's tbook v2 carries a base64 `<photo>` per contact (Snom's local-directory XML documentation; the
 //! phone shows it on calls), so Snom output includes the directory photo unless `?photos=0` asks to keep the
 //! download small; the other formats have no photo field.
+//!
+//! Parsing and formatting every number is what a phone book costs (tens of milliseconds for a few thousand
+//! people), and a fleet of phones asks for the same few books of the same snapshot over and over, a Cisco phone
+//! once per page of 32. So each book is prepared once per configuration and snapshot version ([`Prepared`]:
+//! people with formatted numbers, sorted, with their search keys) and each format rendered once from that, with
+//! the position of every entry; a request slices (a Cisco page) or filters (`?q=`) the rendered entries. A
+//! bounded [`Cache`] keeps them, and drops those of older snapshots.
 
-use crate::carddav::config::NumberFormat;
+use crate::carddav::config::{CardDavConfig, NumberFormat};
 use crate::carddav::service::{encode_segment, response, text, Body, Ctx};
 use crate::carddav::vcard::display_name;
 use crate::carddav::xml::esc;
 use crate::directory::phone::{digits, PhoneNormalizer};
 use crate::directory::Entry;
 use base64::Engine as _;
+use bytes::Bytes;
 use hyper::{Response, StatusCode};
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
 
 const XML_CT: &str = "text/xml; charset=utf-8";
 const CISCO_PAGE: usize = 32;
@@ -174,71 +183,400 @@ fn params(query: Option<&str>) -> Params {
     p
 }
 
-fn matches(p: &Person, e: &Entry, q: &str, phones: &PhoneNormalizer) -> bool {
-    let d = digits(q);
-    if d.len() >= 2 && q.chars().all(|c| c.is_ascii_digit() || " +-/().".contains(c)) {
-        let prefix = phones.prefix_key(q);
-        return crate::directory::phone::PHONE_ATTRS
-            .iter()
-            .flat_map(|a| e.strs(a))
-            .map(|raw| phones.key(raw))
-            .any(|k| k.contains(&d) || (!prefix.is_empty() && k.starts_with(&prefix)));
-    }
-    let q = q.to_lowercase();
-    [&p.name, &p.first, &p.last]
-        .iter()
-        .any(|s| s.to_lowercase().contains(&q))
+/// What a phone-book URL asks for, parsed on the async side so that a request that needs work can be handed to
+/// a blocking thread whole.
+pub(crate) struct BookRequest {
+    book: usize,
+    variant: Variant,
+    params: Params,
+    /// `scheme://host/phonebook/<book>`, for Cisco's soft keys.
+    book_url: String,
 }
 
-pub fn handle(ctx: &Ctx<'_>, path: &str, query: Option<&str>, base_url: &str) -> Response<Body> {
+/// Parse a `/phonebook/…` request. Answers that need no book (the index, Cisco's search form, unknown names)
+/// come back as `Err` and are sent as they are.
+pub(crate) fn request(
+    ctx: &Ctx<'_>,
+    path: &str,
+    query: Option<&str>,
+    base_url: &str,
+) -> Result<BookRequest, Box<Response<Body>>> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (book, file) = match segs.as_slice() {
-        ["phonebook"] => return index(ctx),
+        ["phonebook"] => return Err(Box::new(index(ctx))),
         ["phonebook", file] => (0, *file),
         ["phonebook", book, file] => match ctx.books.iter().position(|b| b.name == *book) {
             Some(i) => (i, *file),
-            None => return text(StatusCode::NOT_FOUND, format!("no address book named {book:?}")),
+            None => {
+                return Err(Box::new(text(
+                    StatusCode::NOT_FOUND,
+                    format!("no address book named {book:?}"),
+                )))
+            }
         },
-        _ => return text(StatusCode::NOT_FOUND, "no such phone book"),
+        _ => return Err(Box::new(text(StatusCode::NOT_FOUND, "no such phone book"))),
     };
     let Some(vendor) = file.strip_suffix(".xml") else {
-        return text(StatusCode::NOT_FOUND, "phone books end in .xml");
+        return Err(Box::new(text(StatusCode::NOT_FOUND, "phone books end in .xml")));
     };
-    let p = params(query);
+    let params = params(query);
     let book_url = format!("{base_url}/phonebook/{}", encode_segment(&ctx.books[book].name));
     if vendor == "cisco-search" {
-        return xml(cisco_search(&ctx.books[book].display_name, &book_url));
+        return Err(Box::new(xml(cisco_search(&ctx.books[book].display_name, &book_url))));
     }
-    if !VENDORS.contains(&vendor) {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("unknown phone book format {vendor:?}; known: {}", VENDORS.join(", ")),
-        );
+    let variant = match vendor {
+        "yealink" => Variant::Yealink,
+        "snom" if params.photos => Variant::Snom,
+        "snom" => Variant::SnomNoPhotos,
+        "cisco" => Variant::Cisco,
+        "grandstream" => Variant::Grandstream,
+        "fanvil" => Variant::Fanvil,
+        "gigaset" => Variant::Gigaset,
+        _ => {
+            return Err(Box::new(text(
+                StatusCode::NOT_FOUND,
+                format!("unknown phone book format {vendor:?}; known: {}", VENDORS.join(", ")),
+            )))
+        }
+    };
+    Ok(BookRequest {
+        book,
+        variant,
+        params,
+        book_url,
+    })
+}
+
+/// The answer when it is a slice of what is already prepared: the whole book or a Cisco page, without a
+/// search (a search scans every person). `None` when the book or the format is not prepared yet.
+pub(crate) fn answer_prepared(ctx: &Ctx<'_>, r: &BookRequest) -> Option<Response<Body>> {
+    if r.params.q.is_some() {
+        return None;
     }
+    let slot = ctx.state.phonebooks.ready(&key(ctx, r.book))?;
+    let prepared = slot.get()?;
+    let rendered = prepared.rendered[r.variant as usize].get()?;
+    Some(slice(ctx, r, prepared, rendered))
+}
+
+/// The answer, preparing the book and rendering the format first where needed (on a blocking thread: parsing
+/// every number of a large book takes tens of milliseconds).
+pub(crate) fn answer(ctx: &Ctx<'_>, r: &BookRequest) -> Response<Body> {
+    #[cfg(test)]
+    gate::pass(&ctx.books[r.book].name);
+    let slot = ctx.state.phonebooks.slot(key(ctx, r.book));
+    let prepared = slot.get_or_init(|| prepare(ctx, r.book));
+    let title = &ctx.books[r.book].display_name;
+    let rendered = prepared.rendered[r.variant as usize].get_or_init(|| render(r.variant, &prepared.people, title));
+    slice(ctx, r, prepared, rendered)
+}
+
+fn key(ctx: &Ctx<'_>, book: usize) -> Key {
+    Key {
+        cfg: ctx.cfg.clone(),
+        book,
+        version: ctx.snap.version,
+    }
+}
+
+fn prepare(ctx: &Ctx<'_>, book: usize) -> Prepared {
     let view = ctx.book_view(book);
     let (phones, fmt) = (&ctx.snap.phones, ctx.cfg.phonebook_number_format);
-    let mut people: Vec<Person> = view
+    let mut people: Vec<(Person, Keys)> = view
         .members
         .iter()
         .filter_map(|e| {
             let person = person(e, phones, fmt);
-            let keep = !person.numbers.is_empty() && p.q.as_deref().is_none_or(|q| matches(&person, e, q, phones));
-            keep.then_some(person)
+            (!person.numbers.is_empty()).then(|| {
+                let keys = Keys::of(&person, e, phones);
+                (person, keys)
+            })
         })
         .collect();
-    people.sort_by_cached_key(|p| (p.name.to_lowercase(), p.name.clone()));
-    let title = &ctx.books[book].display_name;
-    xml(match vendor {
-        "yealink" => yealink(&people),
-        "snom" => snom(&people, p.photos),
-        "cisco" => cisco(&people, title, p.page, p.q.as_deref(), &book_url),
-        "grandstream" => grandstream(&people),
-        "fanvil" => fanvil(&people, title),
-        _ => gigaset(&people),
-    })
+    // A stable sort: a search's subset keeps the order the whole book has.
+    people.sort_by_cached_key(|(p, _)| (p.name.to_lowercase(), p.name.clone()));
+    let (people, keys) = people.into_iter().unzip();
+    Prepared {
+        people,
+        keys,
+        rendered: Default::default(),
+    }
 }
 
-fn xml(body: String) -> Response<Body> {
+/// A book's people as phone books show them, in one configuration and snapshot: numbers formatted, sorted by
+/// name, with what a search compares, and each format's document rendered on first use.
+pub(crate) struct Prepared {
+    people: Vec<Person>,
+    keys: Vec<Keys>,
+    rendered: [OnceLock<Rendered>; Variant::COUNT],
+}
+
+/// What `?q=` compares for one person: names in lower case, and every number (fax too) as a digit key.
+struct Keys {
+    names: [String; 3],
+    numbers: Vec<String>,
+}
+
+impl Keys {
+    fn of(p: &Person, e: &Entry, phones: &PhoneNormalizer) -> Keys {
+        Keys {
+            names: [&p.name, &p.first, &p.last].map(|s| s.to_lowercase()),
+            numbers: crate::directory::phone::PHONE_ATTRS
+                .iter()
+                .flat_map(|a| e.strs(a))
+                .map(|raw| phones.key(raw))
+                .collect(),
+        }
+    }
+
+    fn matches(&self, q: &str, phones: &PhoneNormalizer) -> bool {
+        let d = digits(q);
+        if d.len() >= 2 && q.chars().all(|c| c.is_ascii_digit() || " +-/().".contains(c)) {
+            let prefix = phones.prefix_key(q);
+            return self
+                .numbers
+                .iter()
+                .any(|k| k.contains(&d) || (!prefix.is_empty() && k.starts_with(&prefix)));
+        }
+        let q = q.to_lowercase();
+        self.names.iter().any(|s| s.contains(&q))
+    }
+}
+
+/// The formats, each rendered once per prepared book (Snom twice: with and without photos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Yealink,
+    Snom,
+    SnomNoPhotos,
+    Cisco,
+    Grandstream,
+    Fanvil,
+    Gigaset,
+}
+
+impl Variant {
+    const COUNT: usize = 7;
+}
+
+/// One format's rendering of a whole book.
+///
+/// `doc` is the complete document, except for Cisco, where it holds only the entry rows (title, page prompt
+/// and soft keys depend on the request). Row `r` is `doc[rows[r]..rows[r + 1]]`; person `i` owns rows
+/// `first_row[i]..first_row[i + 1]` (one per person, except Cisco's one per number). Before the first row is
+/// the header, after the last the footer.
+struct Rendered {
+    doc: Bytes,
+    rows: Vec<usize>,
+    first_row: Vec<usize>,
+}
+
+impl Rendered {
+    fn header(&self) -> &[u8] {
+        &self.doc[..self.rows[0]]
+    }
+
+    fn footer(&self) -> &[u8] {
+        &self.doc[self.rows[self.rows.len() - 1]..]
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        &self.doc[self.rows[r]..self.rows[r + 1]]
+    }
+
+    fn person_rows(&self, i: usize) -> std::ops::Range<usize> {
+        self.first_row[i]..self.first_row[i + 1]
+    }
+
+    fn row_count(&self) -> usize {
+        self.rows.len() - 1
+    }
+}
+
+fn render(variant: Variant, people: &[Person], title: &str) -> Rendered {
+    let mut o = String::new();
+    if variant != Variant::Cisco {
+        o.push_str(DECL);
+    }
+    match variant {
+        Variant::Yealink => o.push_str("<YealinkIPPhoneDirectory>\n"),
+        Variant::Snom | Variant::SnomNoPhotos => o.push_str("<tbook e='2' version='2.0' complete='true'>\n"),
+        Variant::Cisco => {}
+        Variant::Grandstream => o.push_str("<AddressBook>\n"),
+        Variant::Fanvil => {
+            o.push_str("<FanvilIPPhoneDirectory clearlight=\"true\">\n");
+            let _ = writeln!(
+                o,
+                "<Title>{}</Title>\n<Prompt>Prompt</Prompt>",
+                esc(&title.replace('&', "+"))
+            );
+        }
+        Variant::Gigaset => o.push_str("<!DOCTYPE LocalDirectory>\n<list>\n"),
+    }
+    let mut rows = Vec::with_capacity(people.len() + 1);
+    let mut first_row = Vec::with_capacity(people.len() + 1);
+    for p in people {
+        first_row.push(rows.len());
+        if variant == Variant::Cisco {
+            for row in cisco_rows(p) {
+                rows.push(o.len());
+                let _ = writeln!(
+                    o,
+                    "<DirectoryEntry><Name>{}</Name><Telephone>{}</Telephone></DirectoryEntry>",
+                    esc(&truncate(&row.0, 32)),
+                    esc(&truncate(row.1, 32))
+                );
+            }
+            continue;
+        }
+        rows.push(o.len());
+        match variant {
+            Variant::Yealink => yealink_entry(&mut o, p),
+            Variant::Snom => snom_entry(&mut o, p, true),
+            Variant::SnomNoPhotos => snom_entry(&mut o, p, false),
+            Variant::Cisco => {}
+            Variant::Grandstream => grandstream_entry(&mut o, p),
+            Variant::Fanvil => fanvil_entry(&mut o, p),
+            Variant::Gigaset => gigaset_entry(&mut o, p),
+        }
+    }
+    first_row.push(rows.len());
+    rows.push(o.len());
+    o.push_str(match variant {
+        Variant::Yealink => "</YealinkIPPhoneDirectory>\n",
+        Variant::Snom | Variant::SnomNoPhotos => "</tbook>\n",
+        Variant::Cisco => "",
+        Variant::Grandstream => "</AddressBook>\n",
+        Variant::Fanvil => "</FanvilIPPhoneDirectory>\n",
+        Variant::Gigaset => "</list>\n",
+    });
+    Rendered {
+        doc: Bytes::from(o),
+        rows,
+        first_row,
+    }
+}
+
+/// Cut the request's answer out of a rendered book.
+fn slice(ctx: &Ctx<'_>, r: &BookRequest, prepared: &Prepared, rendered: &Rendered) -> Response<Body> {
+    let phones = &ctx.snap.phones;
+    let wanted: Option<Vec<usize>> = r.params.q.as_deref().map(|q| {
+        (0..prepared.people.len())
+            .filter(|&i| prepared.keys[i].matches(q, phones))
+            .collect()
+    });
+    if r.variant == Variant::Cisco {
+        let rows: Vec<usize> = match &wanted {
+            Some(people) => people.iter().flat_map(|&i| rendered.person_rows(i)).collect(),
+            None => (0..rendered.row_count()).collect(),
+        };
+        let title = &ctx.books[r.book].display_name;
+        return xml(cisco_page(rendered, &rows, title, &r.params, &r.book_url));
+    }
+    let Some(people) = wanted else {
+        return xml(rendered.doc.clone());
+    };
+    let mut o = Vec::with_capacity(rendered.header().len() + rendered.footer().len() + people.len() * 128);
+    o.extend_from_slice(rendered.header());
+    for i in people {
+        for row in rendered.person_rows(i) {
+            o.extend_from_slice(rendered.row(row));
+        }
+    }
+    o.extend_from_slice(rendered.footer());
+    xml(o)
+}
+
+/// Prepared books, a few per snapshot: a fleet of phones asks for the same handful of books and formats.
+#[derive(Default)]
+pub(crate) struct Cache {
+    slots: Mutex<Vec<(Key, Arc<OnceLock<Prepared>>)>>,
+}
+
+/// What a prepared book depends on: the configuration (books, number format, `include_disabled`), the book and
+/// the snapshot. The configuration is held, so its address cannot be reused by another one while cached.
+struct Key {
+    cfg: Arc<CardDavConfig>,
+    book: usize,
+    version: u64,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, o: &Key) -> bool {
+        Arc::ptr_eq(&self.cfg, &o.cfg) && self.book == o.book && self.version == o.version
+    }
+}
+
+const CACHE_SLOTS: usize = 16;
+
+type Slots = Vec<(Key, Arc<OnceLock<Prepared>>)>;
+
+impl Cache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The prepared book, if it is complete.
+    fn ready(&self, k: &Key) -> Option<Arc<OnceLock<Prepared>>> {
+        let slots = self.lock();
+        slots
+            .iter()
+            .find(|(key, slot)| key == k && slot.get().is_some())
+            .map(|(_, slot)| slot.clone())
+    }
+
+    /// The book's slot, new and empty if it is not cached. One request prepares it; others asking for the
+    /// same book meanwhile wait for that one (`OnceLock`) instead of preparing it again.
+    fn slot(&self, k: Key) -> Arc<OnceLock<Prepared>> {
+        let dropped;
+        let slot = {
+            let mut slots = self.lock();
+            if let Some(i) = slots.iter().position(|(key, _)| *key == k) {
+                let hit = slots.remove(i);
+                let slot = hit.1.clone();
+                slots.insert(0, hit);
+                return slot;
+            }
+            // Books of older snapshots are never asked for again.
+            let version = k.version;
+            let (mut old, keep): (Slots, Slots) = std::mem::take(&mut *slots)
+                .into_iter()
+                .partition(|(key, _)| key.version < version);
+            *slots = keep;
+            let slot = Arc::new(OnceLock::new());
+            slots.insert(0, (k, slot.clone()));
+            if slots.len() > CACHE_SLOTS {
+                old.extend(slots.drain(CACHE_SLOTS..));
+            }
+            dropped = old;
+            slot
+        };
+        // Freed outside the lock: a prepared book with photos is megabytes.
+        drop(dropped);
+        slot
+    }
+
+    /// Forget books of snapshots older than `version` (the warm-up after a new snapshot calls this).
+    pub(crate) fn evict_older(&self, version: u64) {
+        let dropped: Slots = {
+            let mut slots = self.lock();
+            let (old, keep) = std::mem::take(&mut *slots)
+                .into_iter()
+                .partition(|(key, _)| key.version < version);
+            *slots = keep;
+            old
+        };
+        drop(dropped);
+    }
+
+    /// Forget everything (after a configuration change).
+    pub(crate) fn clear(&self) {
+        let dropped = std::mem::take(&mut *self.lock());
+        drop(dropped);
+    }
+}
+
+fn xml(body: impl Into<Bytes>) -> Response<Body> {
     response(StatusCode::OK, XML_CT, body)
 }
 
@@ -259,90 +597,76 @@ fn index(ctx: &Ctx<'_>) -> Response<Body> {
 
 const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 
-pub fn yealink(people: &[Person]) -> String {
-    let mut o = String::from(DECL);
-    o.push_str("<YealinkIPPhoneDirectory>\n");
-    for p in people {
-        let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name));
-        for (_, n) in &p.numbers {
-            let _ = write!(o, "<Telephone>{}</Telephone>", esc(n));
-        }
-        o.push_str("</DirectoryEntry>\n");
+fn yealink_entry(o: &mut String, p: &Person) {
+    let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name));
+    for (_, n) in &p.numbers {
+        let _ = write!(o, "<Telephone>{}</Telephone>", esc(n));
     }
-    o.push_str("</YealinkIPPhoneDirectory>\n");
-    o
+    o.push_str("</DirectoryEntry>\n");
 }
 
-pub fn snom(people: &[Person], photos: bool) -> String {
-    let mut o = String::from(DECL);
-    o.push_str("<tbook e='2' version='2.0' complete='true'>\n");
-    for p in people {
-        let (first, last) = p.first_last();
-        let _ = write!(
-            o,
-            "<contact fav=\"false\" vip=\"false\" blocked=\"false\"><first_name>{}</first_name><last_name>{}</last_name>\
-             <organization>{}</organization><title>{}</title><email>{}</email>",
-            esc(first),
-            esc(last),
-            esc(&p.org),
-            esc(&p.title),
-            esc(&p.email)
-        );
-        // Snom's example puts <photo> right before <numbers>; base64 needs no escaping.
-        if let Some(photo) = p.photo.as_ref().filter(|_| photos) {
-            o.push_str("<photo>");
-            base64::engine::general_purpose::STANDARD.encode_string(photo, &mut o);
-            o.push_str("</photo>");
-        }
-        o.push_str("<numbers>");
-        for (k, n) in &p.numbers {
-            let ty = match k {
-                Kind::Work => "business",
-                Kind::Mobile => "mobile",
-                Kind::Home => "home",
-            };
-            let _ = write!(o, "<number no=\"{}\" type=\"{ty}\" outgoing_id=\"0\"/>", esc(n));
-        }
-        o.push_str("</numbers></contact>\n");
+fn snom_entry(o: &mut String, p: &Person, photos: bool) {
+    let (first, last) = p.first_last();
+    let _ = write!(
+        o,
+        "<contact fav=\"false\" vip=\"false\" blocked=\"false\"><first_name>{}</first_name><last_name>{}</last_name>\
+         <organization>{}</organization><title>{}</title><email>{}</email>",
+        esc(first),
+        esc(last),
+        esc(&p.org),
+        esc(&p.title),
+        esc(&p.email)
+    );
+    // Snom's example puts <photo> right before <numbers>; base64 needs no escaping.
+    if let Some(photo) = p.photo.as_ref().filter(|_| photos) {
+        o.push_str("<photo>");
+        base64::engine::general_purpose::STANDARD.encode_string(photo, o);
+        o.push_str("</photo>");
     }
-    o.push_str("</tbook>\n");
-    o
+    o.push_str("<numbers>");
+    for (k, n) in &p.numbers {
+        let ty = match k {
+            Kind::Work => "business",
+            Kind::Mobile => "mobile",
+            Kind::Home => "home",
+        };
+        let _ = write!(o, "<number no=\"{}\" type=\"{ty}\" outgoing_id=\"0\"/>", esc(n));
+    }
+    o.push_str("</numbers></contact>\n");
 }
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-pub fn cisco(people: &[Person], title: &str, page: usize, q: Option<&str>, book_url: &str) -> String {
-    // One DirectoryEntry per number (Cisco entries hold one Telephone); mobile numbers are marked.
-    let rows: Vec<(String, &str)> = people
-        .iter()
-        .flat_map(|p| {
-            p.numbers.iter().map(move |(k, n)| {
-                let name = match k {
-                    Kind::Work => p.name.clone(),
-                    Kind::Mobile => format!("{} (M)", p.name),
-                    Kind::Home => format!("{} (H)", p.name),
-                };
-                (name, n.as_str())
-            })
-        })
-        .collect();
+/// Cisco's entries hold one Telephone each: one row per number, mobile and home numbers marked.
+fn cisco_rows(p: &Person) -> impl Iterator<Item = (String, &str)> {
+    p.numbers.iter().map(move |(k, n)| {
+        let name = match k {
+            Kind::Work => p.name.clone(),
+            Kind::Mobile => format!("{} (M)", p.name),
+            Kind::Home => format!("{} (H)", p.name),
+        };
+        (name, n.as_str())
+    })
+}
+
+/// One page of Cisco rows (`rows` indexes `rendered`'s rows), with the soft keys that page on.
+fn cisco_page(rendered: &Rendered, rows: &[usize], title: &str, p: &Params, book_url: &str) -> String {
     let pages = rows.len().div_ceil(CISCO_PAGE).max(1);
-    let page = page.min(pages);
+    let page = p.page.min(pages);
     let mut o = String::from(DECL);
     o.push_str("<CiscoIPPhoneDirectory>\n");
     let _ = writeln!(o, "<Title>{}</Title>", esc(&truncate(title, 32)));
     let _ = writeln!(o, "<Prompt>Page {page} of {pages}</Prompt>");
-    for (name, number) in rows.iter().skip((page - 1) * CISCO_PAGE).take(CISCO_PAGE) {
-        let _ = writeln!(
-            o,
-            "<DirectoryEntry><Name>{}</Name><Telephone>{}</Telephone></DirectoryEntry>",
-            esc(&truncate(name, 32)),
-            esc(&truncate(number, 32))
-        );
+    for &r in rows.iter().skip((page - 1) * CISCO_PAGE).take(CISCO_PAGE) {
+        // Rows are rendered from `str`s.
+        o.push_str(std::str::from_utf8(rendered.row(r)).unwrap_or_default());
     }
-    let qs = q.map(|q| format!("&q={}", encode_segment(q))).unwrap_or_default();
+    let qs =
+        p.q.as_deref()
+            .map(|q| format!("&q={}", encode_segment(q)))
+            .unwrap_or_default();
     let keys: Vec<(&str, String)> = [
         Some(("Dial", "SoftKey:Dial".to_string())),
         Some(("EditDial", "SoftKey:EditDial".to_string())),
@@ -376,103 +700,416 @@ fn cisco_search(title: &str, book_url: &str) -> String {
     )
 }
 
-pub fn grandstream(people: &[Person]) -> String {
-    let mut o = String::from(DECL);
-    o.push_str("<AddressBook>\n");
-    for p in people {
-        let (first, last) = p.first_last();
+fn grandstream_entry(o: &mut String, p: &Person) {
+    let (first, last) = p.first_last();
+    let _ = write!(
+        o,
+        "<Contact><LastName>{}</LastName><FirstName>{}</FirstName>",
+        esc(last),
+        esc(first)
+    );
+    for (k, n) in &p.numbers {
+        let ty = match k {
+            Kind::Work => "Work",
+            Kind::Mobile => "Cell",
+            Kind::Home => "Home",
+        };
         let _ = write!(
             o,
-            "<Contact><LastName>{}</LastName><FirstName>{}</FirstName>",
-            esc(last),
-            esc(first)
-        );
-        for (k, n) in &p.numbers {
-            let ty = match k {
-                Kind::Work => "Work",
-                Kind::Mobile => "Cell",
-                Kind::Home => "Home",
-            };
-            let _ = write!(
-                o,
-                "<Phone type=\"{ty}\"><phonenumber>{}</phonenumber><accountindex>1</accountindex></Phone>",
-                esc(n)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "<Company>{}</Company><Job>{}</Job><Mail>{}</Mail></Contact>",
-            esc(&p.org),
-            esc(&p.title),
-            esc(&p.email)
+            "<Phone type=\"{ty}\"><phonenumber>{}</phonenumber><accountindex>1</accountindex></Phone>",
+            esc(n)
         );
     }
-    o.push_str("</AddressBook>\n");
-    o
-}
-
-pub fn fanvil(people: &[Person], title: &str) -> String {
-    let mut o = String::from(DECL);
-    o.push_str("<FanvilIPPhoneDirectory clearlight=\"true\">\n");
     let _ = writeln!(
         o,
-        "<Title>{}</Title>\n<Prompt>Prompt</Prompt>",
-        esc(&title.replace('&', "+"))
+        "<Company>{}</Company><Job>{}</Job><Mail>{}</Mail></Contact>",
+        esc(&p.org),
+        esc(&p.title),
+        esc(&p.email)
     );
-    for p in people {
-        let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name.replace('&', "+")));
-        let work = p.numbers.iter().filter(|(k, _)| *k == Kind::Work).map(|(_, n)| n);
-        let mobile = p.numbers.iter().filter(|(k, _)| *k == Kind::Mobile).map(|(_, n)| n);
-        let other = p.numbers.iter().filter(|(k, _)| *k == Kind::Home).map(|(_, n)| n);
-        for (tag, mut it) in [
-            ("Telephone", Box::new(work) as Box<dyn Iterator<Item = &String>>),
-            ("Mobile", Box::new(mobile)),
-            ("Other", Box::new(other)),
-        ] {
-            if let Some(n) = it.next() {
-                let _ = write!(o, "<{tag}>{}</{tag}>", esc(n));
-            }
-        }
-        o.push_str("</DirectoryEntry>\n");
-    }
-    o.push_str("</FanvilIPPhoneDirectory>\n");
-    o
 }
 
-pub fn gigaset(people: &[Person]) -> String {
-    let mut o = String::from(DECL);
-    o.push_str("<!DOCTYPE LocalDirectory>\n<list>\n");
-    for p in people {
-        let (first, last) = p.first_last();
-        let pick = |kind: Kind, n: usize| {
-            p.numbers
+fn fanvil_entry(o: &mut String, p: &Person) {
+    let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name.replace('&', "+")));
+    for (tag, kind) in [
+        ("Telephone", Kind::Work),
+        ("Mobile", Kind::Mobile),
+        ("Other", Kind::Home),
+    ] {
+        if let Some((_, n)) = p.numbers.iter().find(|(k, _)| *k == kind) {
+            let _ = write!(o, "<{tag}>{}</{tag}>", esc(n));
+        }
+    }
+    o.push_str("</DirectoryEntry>\n");
+}
+
+fn gigaset_entry(o: &mut String, p: &Person) {
+    let (first, last) = p.first_last();
+    let pick = |kind: Kind, n: usize| {
+        p.numbers
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .nth(n)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        o,
+        "<entry surname=\"{}\" name=\"{}\" office1=\"{}\" office2=\"{}\" mobile1=\"{}\" mobile2=\"{}\" home1=\"{}\" home2=\"{}\"/>",
+        esc(last),
+        esc(first),
+        esc(pick(Kind::Work, 0)),
+        esc(pick(Kind::Work, 1)),
+        esc(pick(Kind::Mobile, 0)),
+        esc(pick(Kind::Mobile, 1)),
+        esc(pick(Kind::Home, 0)),
+        esc(pick(Kind::Home, 1)),
+    );
+}
+
+/// Holds requests for the book named [`gate::BOOK`] until a test opens it: work that is "in flight" for as
+/// long as the test needs, without timing.
+#[cfg(test)]
+pub(crate) mod gate {
+    use std::sync::{Condvar, Mutex};
+
+    pub(crate) const BOOK: &str = "gated";
+    static OPEN: Mutex<bool> = Mutex::new(false);
+    static OPENED: Condvar = Condvar::new();
+
+    pub(crate) fn pass(book: &str) {
+        if book != BOOK {
+            return;
+        }
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = OPENED.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub(crate) fn open() {
+        *OPEN.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        OPENED.notify_all();
+    }
+}
+
+/// The phone books as they were rendered before books were prepared and cached (every request parsed every
+/// number): kept verbatim, so that tests can hold today's output to it byte for byte.
+#[cfg(test)]
+mod reference {
+    use super::{params, person, Kind, Person, CISCO_PAGE, VENDORS, XML_CT};
+    use crate::carddav::service::{encode_segment, response, text, Body, Ctx};
+    use crate::carddav::xml::esc;
+    use crate::directory::phone::{digits, PhoneNormalizer};
+    use crate::directory::Entry;
+    use base64::Engine as _;
+    use hyper::{Response, StatusCode};
+    use std::fmt::Write as _;
+
+    fn matches(p: &Person, e: &Entry, q: &str, phones: &PhoneNormalizer) -> bool {
+        let d = digits(q);
+        if d.len() >= 2 && q.chars().all(|c| c.is_ascii_digit() || " +-/().".contains(c)) {
+            let prefix = phones.prefix_key(q);
+            return crate::directory::phone::PHONE_ATTRS
                 .iter()
-                .filter(|(k, _)| *k == kind)
-                .nth(n)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or_default()
+                .flat_map(|a| e.strs(a))
+                .map(|raw| phones.key(raw))
+                .any(|k| k.contains(&d) || (!prefix.is_empty() && k.starts_with(&prefix)));
+        }
+        let q = q.to_lowercase();
+        [&p.name, &p.first, &p.last]
+            .iter()
+            .any(|s| s.to_lowercase().contains(&q))
+    }
+
+    pub(super) fn handle(ctx: &Ctx<'_>, path: &str, query: Option<&str>, base_url: &str) -> Response<Body> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let (book, file) = match segs.as_slice() {
+            ["phonebook"] => return index(ctx),
+            ["phonebook", file] => (0, *file),
+            ["phonebook", book, file] => match ctx.books.iter().position(|b| b.name == *book) {
+                Some(i) => (i, *file),
+                None => return text(StatusCode::NOT_FOUND, format!("no address book named {book:?}")),
+            },
+            _ => return text(StatusCode::NOT_FOUND, "no such phone book"),
         };
+        let Some(vendor) = file.strip_suffix(".xml") else {
+            return text(StatusCode::NOT_FOUND, "phone books end in .xml");
+        };
+        let p = params(query);
+        let book_url = format!("{base_url}/phonebook/{}", encode_segment(&ctx.books[book].name));
+        if vendor == "cisco-search" {
+            return xml(cisco_search(&ctx.books[book].display_name, &book_url));
+        }
+        if !VENDORS.contains(&vendor) {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("unknown phone book format {vendor:?}; known: {}", VENDORS.join(", ")),
+            );
+        }
+        let view = ctx.book_view(book);
+        let (phones, fmt) = (&ctx.snap.phones, ctx.cfg.phonebook_number_format);
+        let mut people: Vec<Person> = view
+            .members
+            .iter()
+            .filter_map(|e| {
+                let person = person(e, phones, fmt);
+                let keep = !person.numbers.is_empty() && p.q.as_deref().is_none_or(|q| matches(&person, e, q, phones));
+                keep.then_some(person)
+            })
+            .collect();
+        people.sort_by_cached_key(|p| (p.name.to_lowercase(), p.name.clone()));
+        let title = &ctx.books[book].display_name;
+        xml(match vendor {
+            "yealink" => yealink(&people),
+            "snom" => snom(&people, p.photos),
+            "cisco" => cisco(&people, title, p.page, p.q.as_deref(), &book_url),
+            "grandstream" => grandstream(&people),
+            "fanvil" => fanvil(&people, title),
+            _ => gigaset(&people),
+        })
+    }
+
+    fn xml(body: String) -> Response<Body> {
+        response(StatusCode::OK, XML_CT, body)
+    }
+
+    fn index(ctx: &Ctx<'_>) -> Response<Body> {
+        let mut out = String::from("entradir phone books:\n");
+        for b in &ctx.books {
+            for v in VENDORS {
+                let _ = writeln!(
+                    out,
+                    "/phonebook/{}/{v}.xml  ({})",
+                    encode_segment(&b.name),
+                    b.display_name
+                );
+            }
+        }
+        text(StatusCode::OK, out)
+    }
+
+    const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+
+    pub(super) fn yealink(people: &[Person]) -> String {
+        let mut o = String::from(DECL);
+        o.push_str("<YealinkIPPhoneDirectory>\n");
+        for p in people {
+            let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name));
+            for (_, n) in &p.numbers {
+                let _ = write!(o, "<Telephone>{}</Telephone>", esc(n));
+            }
+            o.push_str("</DirectoryEntry>\n");
+        }
+        o.push_str("</YealinkIPPhoneDirectory>\n");
+        o
+    }
+
+    pub(super) fn snom(people: &[Person], photos: bool) -> String {
+        let mut o = String::from(DECL);
+        o.push_str("<tbook e='2' version='2.0' complete='true'>\n");
+        for p in people {
+            let (first, last) = p.first_last();
+            let _ = write!(
+                o,
+                "<contact fav=\"false\" vip=\"false\" blocked=\"false\"><first_name>{}</first_name><last_name>{}</last_name>\
+                 <organization>{}</organization><title>{}</title><email>{}</email>",
+                esc(first),
+                esc(last),
+                esc(&p.org),
+                esc(&p.title),
+                esc(&p.email)
+            );
+            // Snom's example puts <photo> right before <numbers>; base64 needs no escaping.
+            if let Some(photo) = p.photo.as_ref().filter(|_| photos) {
+                o.push_str("<photo>");
+                base64::engine::general_purpose::STANDARD.encode_string(photo, &mut o);
+                o.push_str("</photo>");
+            }
+            o.push_str("<numbers>");
+            for (k, n) in &p.numbers {
+                let ty = match k {
+                    Kind::Work => "business",
+                    Kind::Mobile => "mobile",
+                    Kind::Home => "home",
+                };
+                let _ = write!(o, "<number no=\"{}\" type=\"{ty}\" outgoing_id=\"0\"/>", esc(n));
+            }
+            o.push_str("</numbers></contact>\n");
+        }
+        o.push_str("</tbook>\n");
+        o
+    }
+
+    fn truncate(s: &str, max: usize) -> String {
+        s.chars().take(max).collect()
+    }
+
+    pub(super) fn cisco(people: &[Person], title: &str, page: usize, q: Option<&str>, book_url: &str) -> String {
+        // One DirectoryEntry per number (Cisco entries hold one Telephone); mobile numbers are marked.
+        let rows: Vec<(String, &str)> = people
+            .iter()
+            .flat_map(|p| {
+                p.numbers.iter().map(move |(k, n)| {
+                    let name = match k {
+                        Kind::Work => p.name.clone(),
+                        Kind::Mobile => format!("{} (M)", p.name),
+                        Kind::Home => format!("{} (H)", p.name),
+                    };
+                    (name, n.as_str())
+                })
+            })
+            .collect();
+        let pages = rows.len().div_ceil(CISCO_PAGE).max(1);
+        let page = page.min(pages);
+        let mut o = String::from(DECL);
+        o.push_str("<CiscoIPPhoneDirectory>\n");
+        let _ = writeln!(o, "<Title>{}</Title>", esc(&truncate(title, 32)));
+        let _ = writeln!(o, "<Prompt>Page {page} of {pages}</Prompt>");
+        for (name, number) in rows.iter().skip((page - 1) * CISCO_PAGE).take(CISCO_PAGE) {
+            let _ = writeln!(
+                o,
+                "<DirectoryEntry><Name>{}</Name><Telephone>{}</Telephone></DirectoryEntry>",
+                esc(&truncate(name, 32)),
+                esc(&truncate(number, 32))
+            );
+        }
+        let qs = q.map(|q| format!("&q={}", encode_segment(q))).unwrap_or_default();
+        let keys: Vec<(&str, String)> = [
+            Some(("Dial", "SoftKey:Dial".to_string())),
+            Some(("EditDial", "SoftKey:EditDial".to_string())),
+            (page < pages).then(|| ("Next", format!("{book_url}/cisco.xml?page={}{qs}", page + 1))),
+            (page > 1).then(|| ("Prev", format!("{book_url}/cisco.xml?page={}{qs}", page - 1))),
+            Some(("Search", format!("{book_url}/cisco-search.xml"))),
+            Some(("Exit", "SoftKey:Exit".to_string())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (pos, (name, url)) in keys.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "<SoftKeyItem><Name>{name}</Name><URL>{}</URL><Position>{}</Position></SoftKeyItem>",
+                esc(url),
+                pos + 1
+            );
+        }
+        o.push_str("</CiscoIPPhoneDirectory>\n");
+        o
+    }
+
+    fn cisco_search(title: &str, book_url: &str) -> String {
+        format!(
+            "{DECL}<CiscoIPPhoneInput>\n<Title>{}</Title>\n<Prompt>Name or number</Prompt>\n<URL>{}/cisco.xml</URL>\n\
+             <InputItem><DisplayName>Name or number</DisplayName><QueryStringParam>q</QueryStringParam>\
+             <DefaultValue></DefaultValue><InputFlags>A</InputFlags></InputItem>\n</CiscoIPPhoneInput>\n",
+            esc(&truncate(title, 32)),
+            esc(book_url)
+        )
+    }
+
+    pub(super) fn grandstream(people: &[Person]) -> String {
+        let mut o = String::from(DECL);
+        o.push_str("<AddressBook>\n");
+        for p in people {
+            let (first, last) = p.first_last();
+            let _ = write!(
+                o,
+                "<Contact><LastName>{}</LastName><FirstName>{}</FirstName>",
+                esc(last),
+                esc(first)
+            );
+            for (k, n) in &p.numbers {
+                let ty = match k {
+                    Kind::Work => "Work",
+                    Kind::Mobile => "Cell",
+                    Kind::Home => "Home",
+                };
+                let _ = write!(
+                    o,
+                    "<Phone type=\"{ty}\"><phonenumber>{}</phonenumber><accountindex>1</accountindex></Phone>",
+                    esc(n)
+                );
+            }
+            let _ = writeln!(
+                o,
+                "<Company>{}</Company><Job>{}</Job><Mail>{}</Mail></Contact>",
+                esc(&p.org),
+                esc(&p.title),
+                esc(&p.email)
+            );
+        }
+        o.push_str("</AddressBook>\n");
+        o
+    }
+
+    pub(super) fn fanvil(people: &[Person], title: &str) -> String {
+        let mut o = String::from(DECL);
+        o.push_str("<FanvilIPPhoneDirectory clearlight=\"true\">\n");
         let _ = writeln!(
             o,
-            "<entry surname=\"{}\" name=\"{}\" office1=\"{}\" office2=\"{}\" mobile1=\"{}\" mobile2=\"{}\" home1=\"{}\" home2=\"{}\"/>",
-            esc(last),
-            esc(first),
-            esc(pick(Kind::Work, 0)),
-            esc(pick(Kind::Work, 1)),
-            esc(pick(Kind::Mobile, 0)),
-            esc(pick(Kind::Mobile, 1)),
-            esc(pick(Kind::Home, 0)),
-            esc(pick(Kind::Home, 1)),
+            "<Title>{}</Title>\n<Prompt>Prompt</Prompt>",
+            esc(&title.replace('&', "+"))
         );
+        for p in people {
+            let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name.replace('&', "+")));
+            let work = p.numbers.iter().filter(|(k, _)| *k == Kind::Work).map(|(_, n)| n);
+            let mobile = p.numbers.iter().filter(|(k, _)| *k == Kind::Mobile).map(|(_, n)| n);
+            let other = p.numbers.iter().filter(|(k, _)| *k == Kind::Home).map(|(_, n)| n);
+            for (tag, mut it) in [
+                ("Telephone", Box::new(work) as Box<dyn Iterator<Item = &String>>),
+                ("Mobile", Box::new(mobile)),
+                ("Other", Box::new(other)),
+            ] {
+                if let Some(n) = it.next() {
+                    let _ = write!(o, "<{tag}>{}</{tag}>", esc(n));
+                }
+            }
+            o.push_str("</DirectoryEntry>\n");
+        }
+        o.push_str("</FanvilIPPhoneDirectory>\n");
+        o
     }
-    o.push_str("</list>\n");
-    o
+
+    pub(super) fn gigaset(people: &[Person]) -> String {
+        let mut o = String::from(DECL);
+        o.push_str("<!DOCTYPE LocalDirectory>\n<list>\n");
+        for p in people {
+            let (first, last) = p.first_last();
+            let pick = |kind: Kind, n: usize| {
+                p.numbers
+                    .iter()
+                    .filter(|(k, _)| *k == kind)
+                    .nth(n)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_default()
+            };
+            let _ = writeln!(
+                o,
+                "<entry surname=\"{}\" name=\"{}\" office1=\"{}\" office2=\"{}\" mobile1=\"{}\" mobile2=\"{}\" home1=\"{}\" home2=\"{}\"/>",
+                esc(last),
+                esc(first),
+                esc(pick(Kind::Work, 0)),
+                esc(pick(Kind::Work, 1)),
+                esc(pick(Kind::Mobile, 0)),
+                esc(pick(Kind::Mobile, 1)),
+                esc(pick(Kind::Home, 0)),
+                esc(pick(Kind::Home, 1)),
+            );
+        }
+        o.push_str("</list>\n");
+        o
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::carddav::config::BookConfig;
+    use crate::carddav::sample;
+    use crate::carddav::service::State;
     use crate::carddav::xml::parse;
+    use crate::directory::{Attribute, Published};
 
     fn people() -> Vec<Person> {
         vec![Person {
@@ -488,6 +1125,22 @@ mod tests {
             ],
             photo: Some(bytes::Bytes::from_static(b"\xff\xd8jpeg\xff\xd9")),
         }]
+    }
+
+    /// A whole book in one format, as `answer` sends it without a query.
+    fn whole(v: Variant, people: &[Person], title: &str) -> String {
+        let r = render(v, people, title);
+        let doc = String::from_utf8(r.doc.to_vec()).unwrap();
+        if v != Variant::Cisco {
+            return doc;
+        }
+        let rows: Vec<usize> = (0..r.row_count()).collect();
+        let p = Params {
+            q: Some("a&b".into()),
+            page: 9,
+            photos: true,
+        };
+        cisco_page(&r, &rows, title, &p, "http://h")
     }
 
     #[test]
@@ -513,26 +1166,28 @@ mod tests {
 
     #[test]
     fn every_format_escapes_names() {
+        let ps = people();
         // Our strict parser takes all but Gigaset (which carries a DOCTYPE line by format definition).
         for doc in [
-            yealink(&people()),
-            snom(&people(), true),
-            grandstream(&people()),
-            fanvil(&people(), "A&B"),
+            whole(Variant::Yealink, &ps, "A&B"),
+            whole(Variant::Snom, &ps, "A&B"),
+            whole(Variant::Grandstream, &ps, "A&B"),
+            whole(Variant::Fanvil, &ps, "A&B"),
         ] {
             let root = parse(doc.as_bytes()).unwrap_or_else(|e| panic!("{e}: {doc}"));
             assert!(!root.name.is_empty());
         }
-        assert!(yealink(&people()).contains("<Name>Smith &amp; Sons &lt;&quot;Q&quot;&gt; &apos;X&apos;</Name>"));
-        let f = fanvil(&people(), "A&B");
+        assert!(whole(Variant::Yealink, &ps, "A&B")
+            .contains("<Name>Smith &amp; Sons &lt;&quot;Q&quot;&gt; &apos;X&apos;</Name>"));
+        let f = whole(Variant::Fanvil, &ps, "A&B");
         assert!(f.contains("<Name>Smith + Sons") && !f.contains("&amp;"), "{f}");
-        let g = gigaset(&people());
+        let g = whole(Variant::Gigaset, &ps, "A&B");
         let body = g.split_once("<!DOCTYPE LocalDirectory>\n").map(|(_, b)| b).unwrap();
         let root = parse(body.as_bytes()).unwrap();
         let entry = root.child("", "entry").unwrap();
         assert_eq!(entry.attr("surname"), Some("Smith & Sons <\"Q\"> 'X'"));
         assert_eq!(entry.attr("mobile1"), Some("+491711234567"));
-        let sn = parse(snom(&people(), true).as_bytes()).unwrap();
+        let sn = parse(whole(Variant::Snom, &ps, "A&B").as_bytes()).unwrap();
         let contact = sn.child("", "contact").unwrap();
         let photo = &contact.child("", "photo").unwrap().text;
         let decoded = base64::engine::general_purpose::STANDARD.decode(photo).unwrap();
@@ -550,10 +1205,150 @@ mod tests {
                 "numbers"
             ]
         );
-        assert!(!snom(&people(), false).contains("<photo>"));
-        let c = cisco(&people(), "Book", 9, Some("a&b"), "http://h");
+        assert!(!whole(Variant::SnomNoPhotos, &ps, "A&B").contains("<photo>"));
+        let c = whole(Variant::Cisco, &ps, "Book");
         let root = parse(c.as_bytes()).unwrap();
         assert_eq!(root.child("", "Prompt").unwrap().text, "Page 1 of 1");
         assert_eq!(root.children_named("", "DirectoryEntry").count(), 2);
+    }
+
+    fn attr(name: &str, v: &str) -> Attribute {
+        Attribute {
+            name: name.into(),
+            values: vec![bytes::Bytes::from(v.as_bytes().to_vec())],
+        }
+    }
+
+    /// Sample people plus the awkward cases: twins by name (order must stay stable), free text and an
+    /// extension in number fields, no number at all, a home phone, a name that sorts by case only.
+    fn directory() -> Vec<Entry> {
+        let mut people = sample::people(150, 3);
+        let mut twin = sample::person(1000, 3);
+        twin.attrs.retain(|a| !matches!(a.name.as_ref(), "displayName" | "cn"));
+        twin.attrs.push(attr("displayName", "Anna Müller 0"));
+        twin.attrs.push(attr("homePhone", "0221 998877"));
+        twin.attrs.push(attr("otherTelephone", "ext. 12"));
+        people.push(twin);
+        let mut text_only = sample::person(1001, 3);
+        text_only
+            .attrs
+            .retain(|a| !matches!(a.name.as_ref(), "telephoneNumber" | "mobile"));
+        text_only.attrs.push(attr("telephoneNumber", "ask reception"));
+        people.push(text_only);
+        let mut lower = sample::person(1002, 3);
+        lower.attrs.retain(|a| !matches!(a.name.as_ref(), "displayName" | "cn"));
+        lower.attrs.push(attr("displayName", "anna müller 0"));
+        people.push(lower);
+        people
+    }
+
+    /// Every vendor, page and search answered from the prepared book is what the code before preparation sent,
+    /// byte for byte, in both number formats, for the all-people book and a group book.
+    #[test]
+    fn prepared_books_answer_what_rendering_per_request_did() {
+        let mut entries = directory();
+        let members: Vec<Entry> = entries.iter().step_by(3).cloned().collect();
+        let refs: Vec<&Entry> = members.iter().collect();
+        entries.push(sample::group("Sales & Co", &refs, 3));
+        for fmt in [NumberFormat::E164, NumberFormat::National] {
+            let cfg = CardDavConfig {
+                phonebook_number_format: fmt,
+                books: vec![BookConfig {
+                    name: "sales".into(),
+                    display_name: "Sales & Co <all of them, with a long title>".into(),
+                    group: Some("Sales & Co".into()),
+                }],
+                ..Default::default()
+            };
+            let state = State::new(
+                Arc::new(arc_swap::ArcSwap::from_pointee(cfg)),
+                Published::new(sample::snapshot(3, entries.clone())),
+            );
+            let ctx = Ctx::for_test(&state, false);
+            let queries = [
+                None,
+                Some("photos=0"),
+                Some("q=anna"),
+                Some("q=M%C3%BCller"),
+                Some("q=1000017"),
+                Some("q=%2B49+171"),
+                Some("q=0221"),
+                Some("q=nobody"),
+                Some("page=2"),
+                Some("page=3&q=a"),
+                Some("page=99"),
+                Some("page=0"),
+                Some("q=a&page=2&photos=no"),
+            ];
+            let mut compared = 0;
+            for book in ["", "all/", "sales/", "nobook/"] {
+                for vendor in VENDORS.iter().chain(&["cisco-search", "unknown"]) {
+                    for q in queries {
+                        let path = format!("/phonebook/{book}{vendor}.xml");
+                        let want = reference::handle(&ctx, &path, q, "http://pbx:8080");
+                        let (want_status, want) = (want.status(), body(want));
+                        // Twice: the second answer comes from the prepared book.
+                        for _ in 0..2 {
+                            let got = served(&ctx, &path, q);
+                            assert_eq!(got.status(), want_status, "{path}?{q:?}");
+                            let got = body(got);
+                            assert!(
+                                got == want,
+                                "{path}?{q:?} ({fmt:?}):\n{}\n---\n{}",
+                                String::from_utf8_lossy(&got),
+                                String::from_utf8_lossy(&want)
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+            assert!(compared > 300);
+        }
+    }
+
+    fn body(r: Response<Body>) -> Bytes {
+        crate::carddav::service::full_bytes(r.into_body())
+    }
+
+    fn served(ctx: &Ctx<'_>, path: &str, q: Option<&str>) -> Response<Body> {
+        match request(ctx, path, q, "http://pbx:8080") {
+            Ok(r) => answer_prepared(ctx, &r).unwrap_or_else(|| answer(ctx, &r)),
+            Err(resp) => *resp,
+        }
+    }
+
+    #[test]
+    fn a_new_snapshot_gets_a_new_book_and_the_old_one_is_dropped() {
+        let mut entries = directory();
+        let dir = Published::new(sample::snapshot(3, entries.clone()));
+        let state = State::new(
+            Arc::new(arc_swap::ArcSwap::from_pointee(CardDavConfig::default())),
+            dir.clone(),
+        );
+        let ctx = Ctx::for_test(&state, false);
+        let Ok(r) = request(&ctx, "/phonebook/yealink.xml", None, "") else {
+            panic!("a book request")
+        };
+        assert!(
+            answer_prepared(&ctx, &r).is_none(),
+            "nothing is prepared before the first request"
+        );
+        let before = body(answer(&ctx, &r));
+        assert!(answer_prepared(&ctx, &r).is_some(), "then the book is ready");
+        assert!(String::from_utf8_lossy(&before).contains("<Name>Anna Müller 0</Name>"));
+
+        entries[0].attrs.retain(|a| a.name.as_ref() != "displayName");
+        entries[0].attrs.push(attr("displayName", "Renamed Person"));
+        entries[0].usn_changed = 4;
+        dir.publish(sample::snapshot(4, entries));
+        let ctx = Ctx::for_test(&state, false);
+        assert!(answer_prepared(&ctx, &r).is_none(), "snapshot 4 has its own book");
+        let after = body(answer(&ctx, &r));
+        assert_eq!(after, body(reference::handle(&ctx, "/phonebook/yealink.xml", None, "")));
+        assert!(String::from_utf8_lossy(&after).contains("<Name>Renamed Person</Name>"));
+        assert_eq!(state.phonebooks.lock().len(), 1, "the book of snapshot 3 was dropped");
+        state.phonebooks.evict_older(5);
+        assert!(state.phonebooks.lock().is_empty());
     }
 }

@@ -74,6 +74,15 @@ impl CardDavServer {
         })
     }
 
+    /// The same server with another bound on blocking work (tests of the bound).
+    #[cfg(test)]
+    fn with_offload(mut self, offload: crate::carddav::offload::Offload) -> CardDavServer {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.offload = offload;
+        }
+        self
+    }
+
     /// The plain HTTP address actually bound.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.plain.local_addr()
@@ -224,6 +233,7 @@ pub struct CardDavHandle {
     pub tls_local_addr: Option<SocketAddr>,
     plain: Arc<Rebindable>,
     tls: Arc<Rebindable>,
+    state: Arc<State>,
     task: tokio::task::JoinHandle<Result<(), CardDavError>>,
 }
 
@@ -243,7 +253,7 @@ pub async fn start(
     let config = Arc::new(ArcSwap::from_pointee(cfg));
     let server = CardDavServer::bind(config.clone(), dir).await?;
     let (local_addr, tls_local_addr) = (server.local_addr(), server.tls_local_addr());
-    let (plain, tls) = (server.plain.clone(), server.tls.clone());
+    let (plain, tls, state) = (server.plain.clone(), server.tls.clone(), server.state.clone());
     let task = tokio::spawn(server.run(shutdown));
     Ok(CardDavHandle {
         config,
@@ -251,6 +261,7 @@ pub async fn start(
         tls_local_addr,
         plain,
         tls,
+        state,
         task,
     })
 }
@@ -285,6 +296,10 @@ impl CardDavHandle {
     pub fn reload(&self, next: CardDavConfig, listeners: ListenerChange) -> Result<(), CardDavError> {
         self.check(&next)?;
         self.config.store(Arc::new(next));
+        // A configuration that changes what the books hold drops every rendered card and book: free them and
+        // render the books anew on a blocking thread now, rather than in the first request after the reload.
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || state.prewarm());
         for (change, socket, name) in [
             (listeners.plain, &self.plain, "listen"),
             (listeners.tls, &self.tls, "tls_listen"),
@@ -306,5 +321,155 @@ impl CardDavHandle {
         self.task
             .await
             .unwrap_or_else(|e| Err(CardDavError::Config(format!("CardDAV task failed: {e}"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carddav::config::BookConfig;
+    use crate::carddav::offload::Offload;
+    use crate::carddav::phonebook::gate;
+    use crate::carddav::sample;
+    use crate::ldap::filter::Filter;
+    use crate::ldap::proto::{encode_search, take_response, Scope};
+    use std::io::{Read, Write};
+
+    /// A caller-ID lookup over a plain blocking socket, so that it times out even if the server's runtime is
+    /// stuck: the display names found.
+    fn lookup(port: u16, number: &str) -> std::io::Result<Vec<String>> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let f = Filter::parse(&format!("(|(telephoneNumber={number})(mobile={number}))"))
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        s.write_all(&encode_search(
+            1,
+            "DC=contoso,DC=example",
+            Scope::Sub,
+            10,
+            &f,
+            &["displayName"],
+            &[],
+        ))?;
+        let mut buf = bytes::BytesMut::new();
+        let mut found = Vec::new();
+        loop {
+            while let Some(r) = take_response(&mut buf).map_err(|e| std::io::Error::other(format!("{e:?}")))? {
+                match r.tag {
+                    0x64 => found.push(String::new()),
+                    0x65 if r.code != Some(0) => return Err(std::io::Error::other(format!("result {:?}", r.code))),
+                    0x65 => return Ok(found),
+                    _ => {}
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::other("connection closed"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// One async worker, as on a small machine whose workers are all busy: while phone-book requests hold
+    /// every blocking slot and the queue, an LDAP lookup served by the same runtime still answers, and the
+    /// next phone is told to come back (503, Retry-After) instead of queueing without bound. Then the held
+    /// requests complete with their books.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn ldap_answers_while_phone_books_are_in_flight_and_a_full_queue_answers_503() {
+        let people = sample::people(200, 2);
+        let mut entries = people.clone();
+        entries.push(sample::group("Gated", &people.iter().collect::<Vec<_>>(), 2));
+        // The base entry LDAP searches start from.
+        let base = "DC=contoso,DC=example";
+        entries.push(crate::directory::Entry {
+            id: "~base".into(),
+            kind: crate::directory::EntryKind::Container,
+            dn_norm: crate::directory::entry::normalize_dn(base).unwrap_or_default().into(),
+            dn: base.into(),
+            guid: [0; 16],
+            usn_changed: 1,
+            usn_created: 1,
+            attrs: vec![crate::directory::Attribute {
+                name: "objectClass".into(),
+                values: vec![bytes::Bytes::from_static(b"top"), bytes::Bytes::from_static(b"domain")],
+            }],
+        });
+        let dir = Published::new(sample::snapshot(2, entries));
+        let ldap_cfg = crate::ldap::LdapConfig {
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
+            allow_anonymous: true,
+            ..Default::default()
+        };
+        let ldap = crate::ldap::Server::bind(ldap_cfg, dir.clone())
+            .await
+            .expect("LDAP bind");
+        let ldap_port = ldap.local_addr().expect("LDAP address").port();
+        let stop = crate::ldap::CancellationToken::new();
+        tokio::spawn(ldap.run(stop.clone()));
+        let cfg = CardDavConfig {
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
+            anonymous_networks: vec!["127.0.0.0/8".parse().expect("cidr")],
+            books: vec![BookConfig {
+                name: gate::BOOK.into(),
+                display_name: "Gated".into(),
+                group: Some("Gated".into()),
+            }],
+            ..Default::default()
+        };
+        let server = CardDavServer::bind(Arc::new(ArcSwap::from_pointee(cfg)), dir)
+            .await
+            .expect("CardDAV bind")
+            .with_offload(Offload::new(1, 1));
+        let (state, base) = (
+            server.state.clone(),
+            format!("http://{}", server.local_addr().expect("addr")),
+        );
+        tokio::spawn(server.run(std::future::pending()));
+        // Opened on any way out, so that a failed assertion does not leave the runtime waiting for the gate.
+        struct OpenOnDrop;
+        impl Drop for OpenOnDrop {
+            fn drop(&mut self) {
+                gate::open();
+            }
+        }
+        let _open = OpenOnDrop;
+        let url = format!("{base}/phonebook/{}/yealink.xml", gate::BOOK);
+        let http = reqwest::Client::new();
+        let held: Vec<_> = (0..2).map(|_| tokio::spawn(http.get(&url).send())).collect();
+        // One request runs (held at the gate), one waits in the queue.
+        let t = std::time::Instant::now();
+        while state.offload.admitted() < 2 {
+            assert!(t.elapsed() < Duration::from_secs(30), "the two requests never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let refused = http.get(&url).send().await.expect("third request");
+        assert_eq!(refused.status().as_u16(), 503, "beyond the queue bound");
+        assert_eq!(
+            refused.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+
+        let found = tokio::task::spawn_blocking(move || lookup(ldap_port, "+49 30 1000017"))
+            .await
+            .expect("lookup thread")
+            .expect("the LDAP lookup answers while the phone books are in flight");
+        assert_eq!(found.len(), 1, "one person has that number");
+        assert_eq!(state.offload.admitted(), 2, "both phone books were still in flight");
+
+        gate::open();
+        for h in held {
+            let r = h.await.expect("task").expect("held request");
+            assert_eq!(r.status().as_u16(), 200);
+            let body = r.text().await.expect("body");
+            assert_eq!(listed(&body), 200, "every person of the book is listed");
+        }
+        stop.cancel();
+    }
+
+    /// The number of directory entries in a Yealink book.
+    fn listed(body: &str) -> usize {
+        let root = crate::carddav::xml::parse(body.as_bytes()).expect("well-formed XML");
+        root.children_named("", "DirectoryEntry").count()
     }
 }

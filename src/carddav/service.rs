@@ -1,6 +1,12 @@
 //! Request routing: URL layout, authentication gate, method dispatch and the small responses (OPTIONS, GET,
 //! redirects, refusals of writes).
 //!
+//! Routing, authentication and reading the body happen on the async workers; the work of an answer
+//! (PROPFIND, REPORT, a whole book as vCards, phone books) runs on blocking threads through [`Offload`], so that
+//! it never holds up the LDAP lookups served by the same workers. Answers that are ready (a whole-book
+//! multistatus in the response cache, a prepared phone book without a search) are sent from the worker: they
+//! cost a lookup and a reference count, less than the hand-over to another thread.
+//!
 //! URL layout (all collections end in `/`):
 //! - `/.well-known/carddav` → 301 to `/dav/` (RFC 6764)
 //! - `/dav/` service root; `/dav/principals/<account>/` the caller's principal (`anonymous` without credentials)
@@ -10,6 +16,7 @@
 use crate::carddav::auth::{AuthFailure, Authenticator, Principal};
 use crate::carddav::cache::{BookView, Caches, CardData};
 use crate::carddav::config::{BookConfig, CardDavConfig, VCardVersion};
+use crate::carddav::offload::{Offload, OffloadError};
 use crate::carddav::xml::{error_body, esc};
 use crate::carddav::{phonebook, propfind, report};
 use crate::directory::{Entry, Published, Snapshot};
@@ -110,7 +117,7 @@ fn take_where(
 }
 
 /// The bytes of a `Full` body (it holds at most one chunk).
-fn full_bytes(body: Body) -> Bytes {
+pub(crate) fn full_bytes(body: Body) -> Bytes {
     use hyper::body::Body as _;
     let mut body = body;
     let waker = std::task::Waker::noop();
@@ -132,6 +139,9 @@ pub struct State {
     pub caches: Caches,
     pub auth: Authenticator,
     pub responses: ResponseCache,
+    pub(crate) phonebooks: phonebook::Cache,
+    /// The blocking threads answers are computed on.
+    pub(crate) offload: Offload,
     /// Added to directory versions in getctag and sync tokens (see [`epoch_at_start`]); raised when a
     /// configuration change alters what the books contain.
     pub epoch: AtomicU64,
@@ -174,6 +184,8 @@ impl State {
             caches: Caches::default(),
             auth: Authenticator::default(),
             responses: ResponseCache::default(),
+            phonebooks: phonebook::Cache::default(),
+            offload: Offload::for_this_machine(),
             epoch: AtomicU64::new(epoch_at_start()),
             cfg_seen: Mutex::new(None),
         }
@@ -185,6 +197,7 @@ impl State {
         let cfg = self.config();
         let snap = self.dir.load();
         self.responses.evict_older(snap.version);
+        self.phonebooks.evict_older(snap.version);
         for book in cfg.effective_books() {
             let view = self.caches.book(&book, cfg.include_disabled, &snap);
             for e in &view.members {
@@ -199,6 +212,7 @@ impl State {
         if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &cfg)) {
             if let Some(old) = seen.as_ref() {
                 self.responses.clear();
+                self.phonebooks.clear();
                 // Book views (and their record of membership moves, which sync-collection answers need) stay
                 // across reloads that cannot change what a book holds, such as a daily certificate reload.
                 if !same_content(old, &cfg) {
@@ -324,6 +338,15 @@ impl Ctx<'_> {
                 let e = self.snap.entry(id)?;
                 self.book_view(i).contains(id).then(|| Resource::Card(i, e.clone()))
             }
+            _ => None,
+        }
+    }
+
+    /// The book a path names as a collection (`/dav/books/<book>/`), without building its member list.
+    pub fn collection(&self, path: &str) -> Option<usize> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segs.as_slice() {
+            ["dav", "books", book] => self.book_index(book),
             _ => None,
         }
     }
@@ -505,7 +528,7 @@ fn base_url(req: &Request<Incoming>, secure: bool) -> String {
     }
 }
 
-async fn route(state: &State, peer: SocketAddr, secure: bool, req: Request<Incoming>) -> Response<Body> {
+async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<Incoming>) -> Response<Body> {
     let Some(path) = percent_decode(req.uri().path()) else {
         return text(StatusCode::BAD_REQUEST, "invalid percent-encoding in the request path");
     };
@@ -535,7 +558,7 @@ async fn route(state: &State, peer: SocketAddr, secure: bool, req: Request<Incom
         }
     };
     let ctx = Ctx {
-        state,
+        state: state.as_ref(),
         books: cfg.effective_books(),
         cfg: cfg.clone(),
         snap: state.dir.load(),
@@ -560,52 +583,45 @@ async fn route(state: &State, peer: SocketAddr, secure: bool, req: Request<Incom
                 Err(e) => return body_error(e, cfg.max_body_bytes),
             };
             let merged = merge_query(query.as_deref(), &body);
-            return phonebook::handle(&ctx, &path, merged.as_deref(), &base);
+            return phone_book(state, &ctx, &path, merged.as_deref(), &base).await;
         }
-        return phonebook::handle(&ctx, &path, query.as_deref(), &base);
+        return phone_book(state, &ctx, &path, query.as_deref(), &base).await;
     }
 
     match method.as_str() {
-        "GET" | "HEAD" => get(&ctx, &path, &req),
+        "GET" | "HEAD" => {
+            let (version, tags) = (accepted_version(&req), if_none_match(&req));
+            if ctx.collection(&path).is_none() {
+                return get(&ctx, &path, version, tags.as_deref());
+            }
+            // A whole book as vCards: megabytes to copy together.
+            offload(state, &ctx, move |ctx| get(ctx, &path, version, tags.as_deref())).await
+        }
         "PROPFIND" | "REPORT" => {
-            let Some(res) = ctx.resolve(&path) else {
-                return text(StatusCode::NOT_FOUND, format!("no such resource: {path}"));
-            };
             let depth = req.headers().get("Depth").map(|v| v.as_bytes().to_vec());
-            let req_path = path.clone();
             let body = match read_body(req, cfg.max_body_bytes).await {
                 Ok(b) => b,
                 Err(e) => return body_error(e, cfg.max_body_bytes),
             };
             // Whole-book answers (etag listings, initial syncs) are the expensive ones and every phone of a fleet
             // asks the same question of the same snapshot: remember a few complete answers per snapshot.
-            let key = matches!(res, Resource::Book(_)).then(|| ResponseKey {
+            let key = ctx.collection(&path).map(|_| ResponseKey {
                 cfg: Arc::as_ptr(&ctx.cfg) as usize,
                 version: ctx.snap.version,
                 principal: ctx.principal.segment().to_string(),
                 quirk: ctx.stale_token_400,
                 method: method.as_str().to_string(),
-                path: req_path.clone(),
+                path: path.clone(),
                 depth: depth.clone(),
                 body: body.clone(),
             });
             if let Some(hit) = key.as_ref().and_then(|k| state.responses.get(k)) {
                 return multistatus_bytes(hit);
             }
-            let resp = if method.as_str() == "PROPFIND" {
-                propfind::handle(&ctx, res, depth.as_deref(), &body)
-            } else {
-                report::handle(&ctx, res, &req_path, &body)
-            };
-            match key {
-                Some(k) if resp.status() == StatusCode::MULTI_STATUS => {
-                    let (parts, full) = resp.into_parts();
-                    let bytes = full_bytes(full);
-                    state.responses.put(k, bytes.clone());
-                    Response::from_parts(parts, Full::new(bytes))
-                }
-                _ => resp,
-            }
+            offload(state, &ctx, move |ctx| {
+                dav_method(ctx, &method, &path, depth, &body, key)
+            })
+            .await
         }
         "PUT" | "DELETE" | "MKCOL" | "PROPPATCH" | "MOVE" | "COPY" | "LOCK" | "UNLOCK" | "POST" | "ACL"
         | "MKCALENDAR" => {
@@ -623,6 +639,94 @@ async fn route(state: &State, peer: SocketAddr, secure: bool, req: Request<Incom
             );
             r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
             r
+        }
+    }
+}
+
+/// PROPFIND or REPORT, on a blocking thread; a whole-book answer goes into the response cache under `key`.
+fn dav_method(
+    ctx: &Ctx<'_>,
+    method: &Method,
+    path: &str,
+    depth: Option<Vec<u8>>,
+    body: &Bytes,
+    key: Option<ResponseKey>,
+) -> Response<Body> {
+    let Some(res) = ctx.resolve(path) else {
+        return text(StatusCode::NOT_FOUND, format!("no such resource: {path}"));
+    };
+    let resp = if method.as_str() == "PROPFIND" {
+        propfind::handle(ctx, res, depth.as_deref(), body)
+    } else {
+        report::handle(ctx, res, path, body)
+    };
+    match key {
+        Some(k) if resp.status() == StatusCode::MULTI_STATUS => {
+            let (parts, full) = resp.into_parts();
+            let bytes = full_bytes(full);
+            ctx.state.responses.put(k, bytes.clone());
+            Response::from_parts(parts, Full::new(bytes))
+        }
+        _ => resp,
+    }
+}
+
+/// A phone book: from the worker when the answer is a slice of a prepared book, else on a blocking thread.
+async fn phone_book(state: &Arc<State>, ctx: &Ctx<'_>, path: &str, query: Option<&str>, base: &str) -> Response<Body> {
+    let r = match phonebook::request(ctx, path, query, base) {
+        Ok(r) => r,
+        Err(answered) => return *answered,
+    };
+    if let Some(ready) = phonebook::answer_prepared(ctx, &r) {
+        return ready;
+    }
+    offload(state, ctx, move |ctx| phonebook::answer(ctx, &r)).await
+}
+
+/// How long a refused client should wait: the queue is a few requests of a few milliseconds each.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// Answer with `work` on a blocking thread, from the same configuration, snapshot and caller as `ctx`; 503 with
+/// `Retry-After` when too many requests are running and waiting already.
+async fn offload(
+    state: &Arc<State>,
+    ctx: &Ctx<'_>,
+    work: impl FnOnce(&Ctx<'_>) -> Response<Body> + Send + 'static,
+) -> Response<Body> {
+    let owned = state.clone();
+    let (cfg, books, snap, principal, stale_token_400) = (
+        ctx.cfg.clone(),
+        ctx.books.clone(),
+        ctx.snap.clone(),
+        ctx.principal.clone(),
+        ctx.stale_token_400,
+    );
+    let ran = state
+        .offload
+        .run(move || {
+            let ctx = Ctx {
+                state: &owned,
+                cfg,
+                books,
+                snap,
+                principal,
+                stale_token_400,
+            };
+            work(&ctx)
+        })
+        .await;
+    match ran {
+        Ok(resp) => resp,
+        Err(e @ OffloadError::Busy(_)) => {
+            tracing::debug!(error = %e, "CardDAV: busy; answering 503");
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "busy, please retry");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            r
+        }
+        Err(e @ OffloadError::Failed(_)) => {
+            tracing::error!(error = %e, "CardDAV: request failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
     }
 }
@@ -655,9 +759,16 @@ fn accepted_version(req: &Request<Incoming>) -> Option<VCardVersion> {
     })
 }
 
-/// If-None-Match: `*` or a list of (possibly weak) tags compared weakly, as RFC 9110 §13.1.2 specifies.
-fn none_match(req: &Request<Incoming>, etag: &str) -> bool {
-    let Some(v) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+fn if_none_match(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// If-None-Match (`tags`): `*` or a list of (possibly weak) tags compared weakly, as RFC 9110 §13.1.2 specifies.
+fn none_match(tags: Option<&str>, etag: &str) -> bool {
+    let Some(v) = tags else {
         return false;
     };
     v.split(',')
@@ -665,13 +776,13 @@ fn none_match(req: &Request<Incoming>, etag: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
-fn get(ctx: &Ctx<'_>, path: &str, req: &Request<Incoming>) -> Response<Body> {
+fn get(ctx: &Ctx<'_>, path: &str, accepted: Option<VCardVersion>, tags: Option<&str>) -> Response<Body> {
     match ctx.resolve(path) {
         Some(Resource::Card(_, e)) => {
             let card = ctx.card(&e);
             let etag = card.etag();
-            let version = accepted_version(req).unwrap_or(ctx.cfg.vcard_version);
-            if none_match(req, &etag) {
+            let version = accepted.unwrap_or(ctx.cfg.vcard_version);
+            if none_match(tags, &etag) {
                 let mut r = response(StatusCode::NOT_MODIFIED, VCARD_CT, Bytes::new());
                 r.headers_mut().remove(header::CONTENT_TYPE);
                 if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -687,7 +798,7 @@ fn get(ctx: &Ctx<'_>, path: &str, req: &Request<Incoming>) -> Response<Body> {
         }
         Some(Resource::Book(i)) => {
             // The whole book as one vCard stream: handy for exports and for clients that import a URL.
-            let version = accepted_version(req).unwrap_or(ctx.cfg.vcard_version);
+            let version = accepted.unwrap_or(ctx.cfg.vcard_version);
             let view = ctx.book_view(i);
             let mut out = Vec::with_capacity(view.members.len() * 512);
             for e in &view.members {

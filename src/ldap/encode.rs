@@ -456,10 +456,7 @@ mod tests {
         let e = snap.entry("0001").unwrap();
         let id = snap.id_of("0001").unwrap();
         let enc = cache.get(id, e);
-        assert!(
-            Arc::ptr_eq(&enc, &cache.get(id, e)),
-            "second lookup must hit the cache"
-        );
+        assert!(Arc::ptr_eq(&enc, &cache.get(id, e)), "second lookup must hit the cache");
         let mut out = BytesMut::new();
         let sel = Selection::new(&["CN".into(), "mobile".into(), "objectGUID".into(), "+".into()], false);
         write_entry(&mut out, 3, e, &enc, &sel, "CN=Aggregate", Some(&snap));

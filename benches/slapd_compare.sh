@@ -100,10 +100,11 @@ for _ in $(seq 50); do
 done
 
 echo "== starting entradir (its own process) on port $OURS_PORT"
-load --users "$USERS" --base "$BASE" --serve "127.0.0.1:$OURS_PORT" 2>"$work/ours.log" &
+"$tool" --users "$USERS" --base "$BASE" --serve "127.0.0.1:$OURS_PORT" 2>"$work/ours.log" &
 ours_pid=$!
 for _ in $(seq 600); do
   grep -q '^serving' "$work/ours.log" && break
+  kill -0 "$ours_pid" 2>/dev/null || { cat "$work/ours.log" >&2; exit 1; }
   sleep 0.5
 done
 slapd_pid=$(cat "$work/slapd.pid")

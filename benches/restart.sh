@@ -4,14 +4,15 @@
 # from the state file with Graph gone (time from start until a caller-ID lookup returns the right person, and
 # RSS then). The simulator is stopped before the restart, so the restart can only serve from state.
 #
-#   benches/restart.sh                                   # USERS=100000 GROUPS=10000 DEVICES=20000 RUNS=2
-#   USERS=10000 GROUPS=1000 DEVICES=2000 benches/restart.sh
+#   benches/restart.sh                               # USERS=100000 GROUP_COUNT=10000 DEVICES=20000 RUNS=2
+#   USERS=10000 GROUP_COUNT=1000 DEVICES=2000 benches/restart.sh
 #
 # Needs ldap-utils (ldapsearch) and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 USERS=${USERS:-100000}
-GROUPS=${GROUPS:-10000}
+# (not GROUPS: bash keeps the caller's group ids in that variable)
+GROUP_COUNT=${GROUP_COUNT:-10000}
 DEVICES=${DEVICES:-20000}
 PHOTOS=${PHOTOS:-0}
 RUNS=${RUNS:-2}
@@ -58,8 +59,8 @@ allow_anonymous = true
 listen = "127.0.0.1:$ADMIN_PORT"
 CONF
 
-echo "== graph-sim: $USERS users, $GROUPS groups, $DEVICES devices, photo ratio $PHOTOS"
-"$bin" graph-sim --listen "127.0.0.1:$SIM_PORT" --users "$USERS" --groups "$GROUPS" --devices "$DEVICES" \
+echo "== graph-sim: $USERS users, $GROUP_COUNT groups, $DEVICES devices, photo ratio $PHOTOS"
+"$bin" graph-sim --listen "127.0.0.1:$SIM_PORT" --users "$USERS" --groups "$GROUP_COUNT" --devices "$DEVICES" \
   --photo-ratio "$PHOTOS" >"$work/sim.log" 2>&1 &
 sim=$!
 pids+=("$sim")
@@ -73,6 +74,8 @@ srv=$!
 pids+=("$srv")
 until ready; do sleep 0.2; done
 t1=$(now)
+# Ready means published; the state file is written right after.
+until [ -s "$work/state/entradir-state.json" ]; do sleep 0.2; done
 echo "first full sync: $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b - a}') s until ready," \
   "peak RSS $(mib "$(kib "$srv" VmHWM)") MiB, RSS serving $(mib "$(kib "$srv" VmRSS)") MiB" \
   "(state file $(du -m "$work/state/entradir-state.json" | cut -f1) MB)"

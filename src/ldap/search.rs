@@ -228,6 +228,27 @@ fn emit(
     done(out, ctx.id, Code::Success, "", "", ctl)
 }
 
+/// Every [`CHECK_EVERY`] entries of a page: what to answer when the client abandoned the search (nothing) or
+/// its time ran out, `None` to go on.
+fn interrupted(
+    env: &SearchEnv<'_>,
+    msgid: i64,
+    n: usize,
+    deadline: Option<Instant>,
+    out: &mut BytesMut,
+) -> Option<Option<Code>> {
+    if n % CHECK_EVERY != CHECK_EVERY - 1 {
+        return None;
+    }
+    if env.abandoned.load(Ordering::Relaxed) {
+        out.clear();
+        return Some(None);
+    }
+    deadline
+        .is_some_and(|d| Instant::now() > d)
+        .then(|| done(out, msgid, Code::TimeLimitExceeded, "", "", &[]))
+}
+
 /// The index query for a search: the filter's, bounded by the scope.
 fn scoped_query(snap: &Snapshot, f: &Compiled, base: &Entry, scope: Scope) -> Query {
     let q = f.query(snap);
@@ -274,8 +295,9 @@ fn sort_entries(v: &mut [(EntryId, Arc<Entry>)], keys: &[SortKey]) {
             .map(|k| e.strs(&k.attr).next().map(|s| s.to_lowercase()))
             .collect()
     };
-    let mut keyed: Vec<(Vec<Option<String>>, (EntryId, Arc<Entry>))> =
-        v.iter().map(|e| (key_of(&e.1), e.clone())).collect();
+    // Each entry with its sort keys, computed once.
+    type Keyed = (Vec<Option<String>>, (EntryId, Arc<Entry>));
+    let mut keyed: Vec<Keyed> = v.iter().map(|e| (key_of(&e.1), e.clone())).collect();
     keyed.sort_by(|(a, _), (b, _)| {
         for (i, k) in keys.iter().enumerate() {
             // Entries without the attribute sort last in either direction, as AD does.
@@ -394,14 +416,8 @@ fn paged_search(
         Cursor::Sorted { ids, pos } => {
             let end = (*pos + page).min(ids.len());
             for (n, id) in ids[*pos..end].iter().enumerate() {
-                if n % CHECK_EVERY == CHECK_EVERY - 1 {
-                    if env.abandoned.load(Ordering::Relaxed) {
-                        out.clear();
-                        return None;
-                    }
-                    if deadline.is_some_and(|d| Instant::now() > d) {
-                        return done(out, ctx.id, Code::TimeLimitExceeded, "", "", &[]);
-                    }
+                if let Some(stop) = interrupted(env, ctx.id, n, deadline, out) {
+                    return stop;
                 }
                 if let Some(e) = snap.get(*id) {
                     inner.write(out, *id, e);
@@ -421,14 +437,8 @@ fn paged_search(
             let mut sent = 0usize;
             let mut more = false;
             for (n, id) in cands.iter_after(&snap, *after).enumerate() {
-                if n % CHECK_EVERY == CHECK_EVERY - 1 {
-                    if env.abandoned.load(Ordering::Relaxed) {
-                        out.clear();
-                        return None;
-                    }
-                    if deadline.is_some_and(|d| Instant::now() > d) {
-                        return done(out, ctx.id, Code::TimeLimitExceeded, "", "", &[]);
-                    }
+                if let Some(stop) = interrupted(env, ctx.id, n, deadline, out) {
+                    return stop;
                 }
                 let Some(e) = snap.get(id) else { continue };
                 if !cands.exact && !filter.matches(e, &snap) {

@@ -254,29 +254,10 @@ pub(crate) fn phone(s: &Snapshot, q: PhoneQuery<'_>) -> RoaringBitmap {
                 ids.union_into(&mut out);
             }
         }
-        PhoneQuery::Prefix(raw) => {
-            let k = s.phones.prefix_key(raw);
-            if !k.is_empty() {
-                for (_, ids) in s
-                    .phone_fwd
-                    .range(k.clone()..)
-                    .take_while(|(key, _)| key.starts_with(&k))
-                {
-                    ids.union_into(&mut out);
-                }
-            }
-        }
+        PhoneQuery::Prefix(raw) => union_prefix(&s.phone_fwd, &s.phones.prefix_key(raw), &mut out),
         PhoneQuery::Suffix(raw) => {
-            let k: String = digits(raw).chars().rev().collect();
-            if !k.is_empty() {
-                for (_, ids) in s
-                    .phone_rev
-                    .range(k.clone()..)
-                    .take_while(|(key, _)| key.starts_with(&k))
-                {
-                    ids.union_into(&mut out);
-                }
-            }
+            let reversed: String = digits(raw).chars().rev().collect();
+            union_prefix(&s.phone_rev, &reversed, &mut out)
         }
         PhoneQuery::Contains(raw) => {
             let k = digits(raw);
@@ -288,6 +269,19 @@ pub(crate) fn phone(s: &Snapshot, q: PhoneQuery<'_>) -> RoaringBitmap {
         }
     }
     out
+}
+
+/// Add the ids of every key of `map` that starts with `prefix` (nothing for an empty prefix).
+fn union_prefix(map: &imbl::OrdMap<String, Bits>, prefix: &str, out: &mut RoaringBitmap) {
+    if prefix.is_empty() {
+        return;
+    }
+    for (_, ids) in map
+        .range(prefix.to_string()..)
+        .take_while(|(key, _)| key.starts_with(prefix))
+    {
+        ids.union_into(out);
+    }
 }
 
 /// Entries whose name values hold every trigram of `needle` (a superset of those containing it).

@@ -182,27 +182,32 @@ impl Store {
         t.manager_diffs.push((user.to_string(), old, new));
     }
 
+    /// Stored objects of `kind`, read in full by `round`, that the round does not list: what applying it
+    /// removes. One definition for [`Store::apply`] and for [`Store::removals`], so the delete guard counts
+    /// exactly what apply would remove.
+    fn absent_from_full<'a>(&'a self, round: &'a Round, kind: GraphKind) -> impl Iterator<Item = &'a str> + 'a {
+        let seen: BTreeSet<&str> = round
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Upsert { kind: k, id, .. } if *k == kind => Some(id.as_str()),
+                Change::Members { group, .. } if kind == GraphKind::Group => Some(group.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.objects(kind)
+            .keys()
+            .map(String::as_str)
+            .filter(move |id| !seen.contains(id))
+    }
+
     /// How many stored objects applying `round` would remove, without applying it: those of kinds read in
     /// full that the round does not list, and those it reports `@removed` (unless it lists them again later,
     /// as a restore does). For the sync engine's accidental-delete guard.
     pub fn removals(&self, round: &Round) -> usize {
         let mut gone: BTreeSet<(GraphKind, &str)> = BTreeSet::new();
         for kind in &round.full {
-            let seen: BTreeSet<&str> = round
-                .changes
-                .iter()
-                .filter_map(|c| match c {
-                    Change::Upsert { kind: k, id, .. } if k == kind => Some(id.as_str()),
-                    Change::Members { group, .. } if *kind == GraphKind::Group => Some(group.as_str()),
-                    _ => None,
-                })
-                .collect();
-            gone.extend(
-                self.objects(*kind)
-                    .keys()
-                    .filter(|id| !seen.contains(id.as_str()))
-                    .map(|id| (*kind, id.as_str())),
-            );
+            gone.extend(self.absent_from_full(round, *kind).map(|id| (*kind, id)));
         }
         for c in &round.changes {
             match c {
@@ -223,21 +228,7 @@ impl Store {
         let mut t = Touched::default();
         // For kinds read from scratch, whatever is not upserted this round is gone.
         for kind in &round.full {
-            let seen: BTreeSet<&str> = round
-                .changes
-                .iter()
-                .filter_map(|c| match c {
-                    Change::Upsert { kind: k, id, .. } if k == kind => Some(id.as_str()),
-                    Change::Members { group, .. } if *kind == GraphKind::Group => Some(group.as_str()),
-                    _ => None,
-                })
-                .collect();
-            let gone: Vec<String> = self
-                .objects(*kind)
-                .keys()
-                .filter(|id| !seen.contains(id.as_str()))
-                .cloned()
-                .collect();
+            let gone: Vec<String> = self.absent_from_full(round, *kind).map(str::to_string).collect();
             for id in gone {
                 self.remove(*kind, &id, &mut t);
             }

@@ -6,6 +6,7 @@
 #
 #   benches/restart.sh                               # USERS=100000 GROUP_COUNT=10000 DEVICES=20000 RUNS=2
 #   USERS=10000 GROUP_COUNT=1000 DEVICES=2000 benches/restart.sh
+#   COMPARE=/path/to/older/entradir benches/restart.sh   # restarts alternate between the two builds, same state
 #
 # Needs ldap-utils (ldapsearch) and curl.
 set -euo pipefail
@@ -91,20 +92,25 @@ kill "$sim"
 wait "$sim" 2>/dev/null || true
 echo "graph-sim stopped: restarts can only serve from state"
 
+bins=("$bin")
+[ -n "${COMPARE:-}" ] && bins+=("$COMPARE")
 for run in $(seq "$RUNS"); do
+ for b in "${bins[@]}"; do
   t0=$(now)
-  ENTRADIR_LOG=warn "$bin" run --config "$work/entradir.toml" >>"$work/run.log" 2>&1 &
+  ENTRADIR_LOG=warn "$b" run --config "$work/entradir.toml" >>"$work/run.log" 2>&1 &
   srv=$!
   pids+=("$srv")
   until ldapsearch -x -LLL -H "ldap://127.0.0.1:$LDAP_PORT" -b "$BASE" "(telephoneNumber=$number)" sAMAccountName \
     2>/dev/null | grep -q "^sAMAccountName: $sam\$"; do
+    kill -0 "$srv" 2>/dev/null || { tail -5 "$work/run.log" >&2; exit 1; }
     sleep 0.05
   done
   t1=$(now)
-  echo "restart $run: first correct caller-ID answer after $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') s," \
+  echo "restart $run ($b): first correct caller-ID answer after $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') s," \
     "RSS $(mib "$(kib "$srv" VmRSS)") MiB, peak $(mib "$(kib "$srv" VmHWM)") MiB"
   sleep 5
   echo "           5 s later: RSS $(mib "$(kib "$srv" VmRSS)") MiB"
   kill "$srv"
   wait "$srv" 2>/dev/null || true
+ done
 done

@@ -20,23 +20,28 @@ pub(crate) enum Bits {
 }
 
 impl Bits {
-    pub(crate) fn one(id: EntryId) -> Bits {
-        Bits::One(id)
+    /// The posting of sorted, distinct ids; `None` for none.
+    pub(crate) fn from_sorted(ids: &[EntryId]) -> Option<Bits> {
+        match ids {
+            [] => None,
+            [one] => Some(Bits::One(*one)),
+            _ => Some(Bits::Many(Arc::new(sorted_bitmap(ids)))),
+        }
     }
 
-    pub(crate) fn insert(&mut self, id: EntryId) {
+    /// Add sorted, distinct ids at once (a batch's additions to one key).
+    pub(crate) fn extend_sorted(&mut self, ids: &[EntryId]) {
         match self {
-            Bits::One(x) if *x == id => {}
+            Bits::One(x) if ids == [*x] => {}
             Bits::One(x) => {
-                let mut b = RoaringBitmap::new();
+                let mut b = sorted_bitmap(ids);
                 b.insert(*x);
-                b.insert(id);
                 *self = Bits::Many(Arc::new(b));
             }
             Bits::Many(b) => {
-                // Look before copying: re-inserting a present id must not copy a bitmap shared with a snapshot.
-                if !b.contains(id) {
-                    Arc::make_mut(b).insert(id);
+                // As in `insert`: only copy a shared bitmap when something is new to it.
+                if ids.iter().any(|&id| !b.contains(id)) {
+                    *Arc::make_mut(b) |= sorted_bitmap(ids);
                 }
             }
         }
@@ -109,6 +114,11 @@ impl Bits {
     }
 }
 
+fn sorted_bitmap(ids: &[EntryId]) -> RoaringBitmap {
+    // Sorted input is the batch's contract; fall back to inserting one by one rather than fail.
+    RoaringBitmap::from_sorted_iter(ids.iter().copied()).unwrap_or_else(|_| ids.iter().copied().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,10 +126,10 @@ mod tests {
 
     #[test]
     fn grows_shrinks_and_snapshots_keep_their_copy() {
-        let mut p = Bits::one(7);
-        p.insert(7);
+        let mut p = Bits::One(7);
+        p.extend_sorted(&[7]);
         assert!(matches!(p, Bits::One(7)));
-        p.insert(3);
+        p.extend_sorted(&[3]);
         let older = p.clone();
         assert!(!p.remove(7));
         assert!(matches!(p, Bits::One(3)), "back to the inline form");
@@ -134,7 +144,7 @@ mod tests {
     /// Every operation against a `BTreeSet` model, with clones kept as older snapshots would keep them.
     #[test]
     fn matches_a_sorted_set_model() {
-        let mut p = Bits::one(0);
+        let mut p = Bits::One(0);
         let mut model: BTreeSet<u32> = BTreeSet::from([0]);
         let mut kept: Vec<(Bits, BTreeSet<u32>)> = Vec::new();
         let mut x: u64 = 7;
@@ -145,8 +155,14 @@ mod tests {
                 let gone = p.remove(id);
                 model.remove(&id);
                 assert!(!gone);
+            } else if step % 5 == 0 {
+                // A batch's additions: several sorted ids, some maybe present already.
+                let ids: BTreeSet<u32> = (0..6).map(|k| (id + k * 997) % 150_000).collect();
+                let ids: Vec<u32> = ids.into_iter().collect();
+                p.extend_sorted(&ids);
+                model.extend(ids);
             } else {
-                p.insert(id);
+                p.extend_sorted(&[id]);
                 model.insert(id);
             }
             if step % 4000 == 0 {
@@ -171,12 +187,13 @@ mod tests {
 
     #[test]
     fn inserting_a_present_id_copies_nothing() {
-        let mut p = Bits::one(1);
+        let mut p = Bits::One(1);
         for i in 2..1000 {
-            p.insert(i);
+            p.extend_sorted(&[i]);
         }
         let shared = p.clone();
-        p.insert(500);
+        p.extend_sorted(&[500]);
+        p.extend_sorted(&[3, 400, 999]);
         let (Bits::Many(a), Bits::Many(b)) = (&p, &shared) else {
             panic!("many ids")
         };

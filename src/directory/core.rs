@@ -9,6 +9,7 @@ use crate::directory::project::{self, Context, Resolved};
 use crate::directory::snapshot::{Naming, Published, Snapshot};
 use crate::directory::store::{PhotoRecord, Store};
 use crate::directory::upn_csv::{sam_from_local, UpnMap};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -400,15 +401,19 @@ impl Directory {
                 affected.insert(m);
             }
         }
-        // 3. Project.
+        // 3. Project. A group's members and a user's groups are named by DN: each referenced object's DN is
+        // worked out once per projection, not once per reference (a group of everybody lists every user).
         let mut stats = EvalStats::default();
         let mut report = ApplyReport {
             version: next.version,
             ..ApplyReport::default()
         };
+        let mut dns: FxHashMap<String, Option<String>> = FxHashMap::default();
+        let version = next.version;
+        let mut batch = next.batch();
         for id in &affected {
             let Some(kind) = self.is_published(id) else {
-                if next.remove(id).is_some() {
+                if batch.remove(id).is_some() {
                     report.entries_removed += 1;
                 }
                 self.created.remove(id);
@@ -416,19 +421,26 @@ impl Directory {
             };
             let Some(assigned) = self.names.get(id) else { continue };
             let obj = &self.store.objects(kind)[id];
-            let dn_of = |other: &str| -> Option<String> {
-                self.is_published(other)?;
-                self.names.get(other).map(|a| project::object_dn(&a.cn, &a.container))
+            let mut dn_of = |other: &str| -> Option<String> {
+                if let Some(dn) = dns.get(other) {
+                    return dn.clone();
+                }
+                let dn = self
+                    .is_published(other)
+                    .and_then(|_| self.names.get(other))
+                    .map(|a| project::object_dn(&a.cn, &a.container));
+                dns.insert(other.to_string(), dn.clone());
+                dn
             };
             let mut member_of: Vec<String> = self.store.groups_of(id).filter_map(|g| dn_of(g)).collect();
             member_of.sort();
             let members: Vec<String> = obj.members.iter().filter_map(|m| dn_of(&m.id)).collect();
-            let manager = obj.manager.as_deref().and_then(dn_of);
+            let manager = obj.manager.as_deref().and_then(&mut dn_of);
             let direct_reports: Vec<String> = self.store.reports_of(id).filter_map(|u| dn_of(u)).collect();
             let upn = obj
                 .str("userPrincipalName")
                 .map(|u| settings.upn_map.local_for(u).filter(|l| l.contains('@')).unwrap_or(u));
-            let created_version = *self.created.entry(id.clone()).or_insert(next.version);
+            let created_version = *self.created.entry(id.clone()).or_insert(version);
             let r = Resolved {
                 id,
                 kind,
@@ -442,7 +454,7 @@ impl Directory {
                 manager,
                 direct_reports,
                 photo: self.store.photos.get(id),
-                version: next.version,
+                version,
                 created_version,
             };
             let mut cx = Context {
@@ -452,12 +464,13 @@ impl Directory {
                 stats: &mut stats,
             };
             let entry = project::project(&r, &mut cx);
-            let before = next.entry(id).map(|e| e.usn_changed);
-            next.upsert(Arc::new(entry));
-            if next.entry(id).map(|e| e.usn_changed) != before {
+            let before = batch.entry(id).map(|e| e.usn_changed);
+            batch.upsert(Arc::new(entry));
+            if batch.entry(id).map(|e| e.usn_changed) != before {
                 report.entries_changed += 1;
             }
         }
+        drop(batch);
         report.unparsable_phones = stats.unparsable_phones;
         let users = &self.store.users;
         report.unmatched_csv_rows = settings

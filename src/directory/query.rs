@@ -245,12 +245,12 @@ pub(crate) fn phone(s: &Snapshot, q: PhoneQuery<'_>) -> RoaringBitmap {
     let mut out = RoaringBitmap::new();
     match q {
         PhoneQuery::Key(k) => {
-            if let Some(ids) = s.phone_exact.get(k) {
+            if let Some(ids) = s.phone_fwd.get(k) {
                 ids.union_into(&mut out);
             }
         }
         PhoneQuery::Exact(raw) => {
-            if let Some(ids) = s.phone_exact.get(&s.phones.key(raw)) {
+            if let Some(ids) = s.phone_fwd.get(&s.phones.key(raw)) {
                 ids.union_into(&mut out);
             }
         }

@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use imbl::{HashMap as IHashMap, OrdMap, Vector};
 use roaring::RoaringBitmap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -168,21 +169,22 @@ pub struct Snapshot {
     /// Slots freed by removals, reused first so ids stay dense.
     free: Arc<RoaringBitmap>,
     /// Entry id (Graph object id, or the normalised DN of the domain and containers) → dense id.
-    by_key: IHashMap<Arc<str>, EntryId>,
-    by_dn: IHashMap<Arc<str>, EntryId>,
+    by_key: OrdMap<Arc<str>, EntryId>,
+    by_dn: OrdMap<Arc<str>, EntryId>,
     pub(super) children: IHashMap<Arc<str>, Bits>,
     /// Lower-cased attribute name → entries that have it.
     pub(super) present: IHashMap<Arc<str>, Bits>,
-    pub(super) eq: IHashMap<Arc<str>, IHashMap<Bytes, Bits>>,
+    /// Ordered rather than hashed: most values belong to one entry, and a persistent hash map's nodes cost
+    /// several times the keys they hold.
+    pub(super) eq: IHashMap<Arc<str>, OrdMap<Bytes, Bits>>,
     /// `objectCategory` by its first RDN value, lower-cased (`person`, `computer`): the short form filters use.
     pub(super) category: IHashMap<Arc<str>, Bits>,
     /// `userAccountControl` bit → entries with it set (CUCM's and Jabber's `:1.2.840.113556.1.4.803:=2`).
     pub(super) uac_bits: IHashMap<u8, Bits>,
-    /// phone digit key → ids, and the reversed key → ids for suffix queries.
+    /// phone digit key → ids (a caller-ID lookup is one exact key), and the reversed key → ids for suffix
+    /// queries.
     pub(super) phone_fwd: OrdMap<String, Bits>,
     pub(super) phone_rev: OrdMap<String, Bits>,
-    /// The forward keys again, hashed: a caller-ID lookup is one exact key.
-    pub(super) phone_exact: IHashMap<String, Bits>,
     /// Lower-cased trigrams of the [`TEXT_INDEXED`] values, any attribute.
     pub(super) trigrams: IHashMap<[char; 3], Bits>,
     /// (attribute, first one to three characters) of the [`TEXT_INDEXED`] values: a phone-book prefix
@@ -219,8 +221,8 @@ impl Snapshot {
             slots: Vector::new(),
             live: Arc::default(),
             free: Arc::default(),
-            by_key: IHashMap::new(),
-            by_dn: IHashMap::new(),
+            by_key: OrdMap::new(),
+            by_dn: OrdMap::new(),
             children: IHashMap::new(),
             present: IHashMap::new(),
             eq: IHashMap::new(),
@@ -228,7 +230,6 @@ impl Snapshot {
             uac_bits: IHashMap::new(),
             phone_fwd: OrdMap::new(),
             phone_rev: OrdMap::new(),
-            phone_exact: IHashMap::new(),
             trigrams: IHashMap::new(),
             heads: IHashMap::new(),
             by_usn: OrdMap::new(),
@@ -415,26 +416,23 @@ impl Snapshot {
     }
 
     /// Insert or replace an entry (by its entry id), keeping every index in step. The entry's `usn_changed`
-    /// must be this snapshot's version (the caller sets it).
+    /// must be this snapshot's version (the caller sets it). For many entries, [`Snapshot::batch`] is cheaper.
     pub(crate) fn upsert(&mut self, entry: Arc<Entry>) {
-        let slot = match self.by_key.get(&entry.id).copied() {
-            Some(slot) => {
-                if let Some(old) = self.get(slot).cloned() {
-                    if old.dn == entry.dn && old.attrs == entry.attrs && old.kind == entry.kind {
-                        return; // unchanged: keep the old entry, its usn and everything cached for it
-                    }
-                    self.unindex(slot, &old);
-                }
-                slot
-            }
-            None => {
-                let slot = self.allocate();
-                self.by_key.insert(entry.id.clone(), slot);
-                slot
-            }
-        };
-        self.index(slot, &entry);
-        self.slots.set(slot as usize, Some(entry));
+        self.batch().upsert(entry);
+    }
+
+    /// Remove an entry by its entry id; remembered as a tombstone for `changes_since`.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
+        self.batch().remove(id)
+    }
+
+    /// Start a batch of upserts and removals whose index additions are merged into the indexes once per key
+    /// when the batch ends, instead of once per entry and key.
+    pub(crate) fn batch(&mut self) -> Batch<'_> {
+        Batch {
+            snap: self,
+            pending: Pending::default(),
+        }
     }
 
     fn allocate(&mut self) -> EntryId {
@@ -448,43 +446,6 @@ impl Snapshot {
         self.slots.push_back(None);
         Arc::make_mut(&mut self.live).insert(slot);
         slot
-    }
-
-    /// Remove an entry by its entry id; remembered as a tombstone for `changes_since`.
-    pub(crate) fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
-        let slot = self.by_key.remove(id)?;
-        let old = self.slots.set(slot as usize, None)?;
-        Arc::make_mut(&mut self.live).remove(slot);
-        Arc::make_mut(&mut self.free).insert(slot);
-        self.unindex(slot, &old);
-        self.tombstones.insert((self.version, old.id.clone()), old.kind);
-        if matches!(old.kind, EntryKind::User | EntryKind::Contact) {
-            self.people_removed_at = self.version;
-        }
-        Some(old)
-    }
-
-    fn index(&mut self, slot: EntryId, e: &Entry) {
-        self.by_dn.insert(e.dn_norm.clone(), slot);
-        self.by_usn.insert((e.usn_changed, slot), ());
-        self.count(e.kind, 1);
-        for k in IndexKeys::of(e, &self.phones) {
-            match k {
-                Key::Child(p) => add(&mut self.children, p, slot),
-                Key::Present(a) => add(&mut self.present, a, slot),
-                Key::Eq(a, v) => add(self.eq.entry(a).or_default(), v, slot),
-                Key::Category(c) => add(&mut self.category, c, slot),
-                Key::Uac(b) => add(&mut self.uac_bits, b, slot),
-                Key::Phone(k) => {
-                    let rev: String = k.chars().rev().collect();
-                    add(&mut self.phone_exact, k.clone(), slot);
-                    add_ord(&mut self.phone_fwd, k, slot);
-                    add_ord(&mut self.phone_rev, rev, slot);
-                }
-                Key::Trigram(g) => add(&mut self.trigrams, g, slot),
-                Key::Head(h) => add(&mut self.heads, h, slot),
-            }
-        }
     }
 
     fn unindex(&mut self, slot: EntryId, e: &Entry) {
@@ -509,9 +470,8 @@ impl Snapshot {
                 Key::Uac(b) => drop_id(&mut self.uac_bits, &b, slot),
                 Key::Phone(k) => {
                     let rev: String = k.chars().rev().collect();
-                    drop_id(&mut self.phone_exact, &k, slot);
-                    drop_id_ord(&mut self.phone_fwd, &k, slot);
-                    drop_id_ord(&mut self.phone_rev, &rev, slot);
+                    drop_id(&mut self.phone_fwd, &k, slot);
+                    drop_id(&mut self.phone_rev, &rev, slot);
                 }
                 Key::Trigram(g) => drop_id(&mut self.trigrams, &g, slot),
                 Key::Head(h) => drop_id(&mut self.heads, &h, slot),
@@ -531,33 +491,199 @@ impl Snapshot {
     }
 }
 
-fn add<K: std::hash::Hash + Eq + Clone>(map: &mut IHashMap<K, Bits>, key: K, id: EntryId) {
-    match map.get_mut(&key) {
-        Some(ids) => ids.insert(id),
-        None => {
-            map.insert(key, Bits::one(id));
+/// The persistent maps the indexes are kept in, hashed or ordered, as far as postings need them.
+trait PostingMap<K> {
+    fn posting_mut(&mut self, key: &K) -> Option<&mut Bits>;
+    fn put(&mut self, key: K, bits: Bits);
+    fn take(&mut self, key: &K);
+}
+
+impl<K: std::hash::Hash + Eq + Clone> PostingMap<K> for IHashMap<K, Bits> {
+    fn posting_mut(&mut self, key: &K) -> Option<&mut Bits> {
+        self.get_mut(key)
+    }
+    fn put(&mut self, key: K, bits: Bits) {
+        self.insert(key, bits);
+    }
+    fn take(&mut self, key: &K) {
+        self.remove(key);
+    }
+}
+
+impl<K: Ord + Clone> PostingMap<K> for OrdMap<K, Bits> {
+    fn posting_mut(&mut self, key: &K) -> Option<&mut Bits> {
+        self.get_mut(key)
+    }
+    fn put(&mut self, key: K, bits: Bits) {
+        self.insert(key, bits);
+    }
+    fn take(&mut self, key: &K) {
+        self.remove(key);
+    }
+}
+
+fn drop_id<K>(map: &mut impl PostingMap<K>, key: &K, id: EntryId) {
+    if map.posting_mut(key).is_some_and(|ids| ids.remove(id)) {
+        map.take(key);
+    }
+}
+
+/// Upserts and removals into one snapshot whose index additions are collected per key and merged into the
+/// persistent maps when the batch is dropped. A full projection adds hundreds of keys per entry, most of them
+/// shared by thousands of entries (a trigram, a surname, `objectClass: person`): merged per key, each posting
+/// is looked up and copied once per batch instead of once per entry, and a bitmap is built from sorted ids.
+/// Removals edit the indexes at once; removing or replacing an entry whose additions are still pending
+/// merges them first, so the indexes never lose track of an id.
+pub(crate) struct Batch<'a> {
+    snap: &'a mut Snapshot,
+    pending: Pending,
+}
+
+type Adds<K> = FxHashMap<K, Vec<EntryId>>;
+
+/// Entries whose additions are merged together; enough to share the cost of a posting lookup many ways.
+const BATCH_ENTRIES: u64 = 8192;
+
+#[derive(Default)]
+struct Pending {
+    /// Entries whose keys are waiting here.
+    slots: RoaringBitmap,
+    children: Adds<Arc<str>>,
+    present: Adds<Arc<str>>,
+    eq: FxHashMap<Arc<str>, Adds<Bytes>>,
+    category: Adds<Arc<str>>,
+    uac_bits: Adds<u8>,
+    phones: Adds<String>,
+    trigrams: Adds<[char; 3]>,
+    heads: Adds<(u8, [char; 3])>,
+}
+
+impl Batch<'_> {
+    /// See [`Snapshot::upsert`].
+    pub(crate) fn upsert(&mut self, entry: Arc<Entry>) {
+        let snap = &mut *self.snap;
+        let slot = match snap.by_key.get(&entry.id).copied() {
+            Some(slot) => {
+                if let Some(old) = snap.get(slot).cloned() {
+                    if old.dn == entry.dn && old.attrs == entry.attrs && old.kind == entry.kind {
+                        return; // unchanged: keep the old entry, its usn and everything cached for it
+                    }
+                    self.unindex(slot, &old);
+                }
+                slot
+            }
+            None => {
+                let slot = snap.allocate();
+                snap.by_key.insert(entry.id.clone(), slot);
+                slot
+            }
+        };
+        self.index(slot, &entry);
+        self.snap.slots.set(slot as usize, Some(entry));
+    }
+
+    /// See [`Snapshot::remove`].
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Arc<Entry>> {
+        let slot = *self.snap.by_key.get(id)?;
+        let old = self.snap.get(slot)?.clone();
+        self.unindex(slot, &old);
+        let snap = &mut *self.snap;
+        snap.by_key.remove(id);
+        snap.slots.set(slot as usize, None);
+        Arc::make_mut(&mut snap.live).remove(slot);
+        Arc::make_mut(&mut snap.free).insert(slot);
+        snap.tombstones.insert((snap.version, old.id.clone()), old.kind);
+        if matches!(old.kind, EntryKind::User | EntryKind::Contact) {
+            snap.people_removed_at = snap.version;
+        }
+        Some(old)
+    }
+
+    /// The entry with this id, as the batch has it so far.
+    pub(crate) fn entry(&self, id: &str) -> Option<&Arc<Entry>> {
+        self.snap.entry(id)
+    }
+
+    fn index(&mut self, slot: EntryId, e: &Entry) {
+        let snap = &mut *self.snap;
+        snap.by_dn.insert(e.dn_norm.clone(), slot);
+        snap.by_usn.insert((e.usn_changed, slot), ());
+        snap.count(e.kind, 1);
+        let p = &mut self.pending;
+        p.slots.insert(slot);
+        for k in IndexKeys::of(e, &snap.phones) {
+            match k {
+                Key::Child(c) => p.children.entry(c).or_default().push(slot),
+                Key::Present(a) => p.present.entry(a).or_default().push(slot),
+                Key::Eq(a, v) => p.eq.entry(a).or_default().entry(v).or_default().push(slot),
+                Key::Category(c) => p.category.entry(c).or_default().push(slot),
+                Key::Uac(b) => p.uac_bits.entry(b).or_default().push(slot),
+                Key::Phone(k) => p.phones.entry(k).or_default().push(slot),
+                Key::Trigram(g) => p.trigrams.entry(g).or_default().push(slot),
+                Key::Head(h) => p.heads.entry(h).or_default().push(slot),
+            }
+        }
+        // Bounded: the pending keys of a whole tenant would double the memory a full projection needs.
+        if p.slots.len() >= BATCH_ENTRIES {
+            self.flush();
         }
     }
-}
 
-fn add_ord(map: &mut OrdMap<String, Bits>, key: String, id: EntryId) {
-    match map.get_mut(&key) {
-        Some(ids) => ids.insert(id),
-        None => {
-            map.insert(key, Bits::one(id));
+    fn unindex(&mut self, slot: EntryId, old: &Entry) {
+        if self.pending.slots.contains(slot) {
+            self.flush();
         }
+        self.snap.unindex(slot, old);
+    }
+
+    /// Merge the pending additions into the snapshot's indexes.
+    fn flush(&mut self) {
+        let p = std::mem::take(&mut self.pending);
+        let snap = &mut *self.snap;
+        merge(&mut snap.children, p.children);
+        merge(&mut snap.present, p.present);
+        for (attr, adds) in p.eq {
+            merge(snap.eq.entry(attr).or_default(), adds);
+        }
+        merge(&mut snap.category, p.category);
+        merge(&mut snap.uac_bits, p.uac_bits);
+        let rev: Adds<String> = p
+            .phones
+            .iter()
+            .map(|(k, ids)| (k.chars().rev().collect(), ids.clone()))
+            .collect();
+        merge(&mut snap.phone_fwd, p.phones);
+        merge(&mut snap.phone_rev, rev);
+        merge(&mut snap.trigrams, p.trigrams);
+        merge(&mut snap.heads, p.heads);
     }
 }
 
-fn drop_id<K: std::hash::Hash + Eq + Clone>(map: &mut IHashMap<K, Bits>, key: &K, id: EntryId) {
-    if map.get_mut(key).is_some_and(|ids| ids.remove(id)) {
-        map.remove(key);
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
-fn drop_id_ord(map: &mut OrdMap<String, Bits>, key: &String, id: EntryId) {
-    if map.get_mut(key).is_some_and(|ids| ids.remove(id)) {
-        map.remove(key);
+fn sort_ids(ids: &mut Vec<EntryId>) {
+    ids.sort_unstable();
+    ids.dedup();
+}
+
+/// Add the pending ids of each key. Keys go in in order, so an ordered map's inserts walk neighbouring paths.
+fn merge<K: Ord>(map: &mut impl PostingMap<K>, adds: Adds<K>) {
+    let mut adds: Vec<(K, Vec<EntryId>)> = adds.into_iter().collect();
+    adds.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (k, mut ids) in adds {
+        sort_ids(&mut ids);
+        match map.posting_mut(&k) {
+            Some(bits) => bits.extend_sorted(&ids),
+            None => {
+                if let Some(bits) = Bits::from_sorted(&ids) {
+                    map.put(k, bits);
+                }
+            }
+        }
     }
 }
 
@@ -703,5 +829,86 @@ impl Published {
         let v = next.version;
         self.current.store(Arc::new(next));
         self.notify.send_replace(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carddav::sample::{person, person_id};
+
+    /// Every posting of every index, as sorted text, to compare two snapshots' indexes.
+    fn dump(s: &Snapshot) -> Vec<String> {
+        fn ids(b: &Bits) -> Vec<EntryId> {
+            b.iter().collect()
+        }
+        let mut out: Vec<String> = Vec::new();
+        out.extend(s.children.iter().map(|(k, b)| format!("child {k} {:?}", ids(b))));
+        out.extend(s.present.iter().map(|(k, b)| format!("present {k} {:?}", ids(b))));
+        for (a, m) in &s.eq {
+            out.extend(m.iter().map(|(k, b)| format!("eq {a} {k:?} {:?}", ids(b))));
+        }
+        out.extend(s.category.iter().map(|(k, b)| format!("cat {k} {:?}", ids(b))));
+        out.extend(s.uac_bits.iter().map(|(k, b)| format!("uac {k} {:?}", ids(b))));
+        out.extend(s.phone_fwd.iter().map(|(k, b)| format!("fwd {k} {:?}", ids(b))));
+        out.extend(s.phone_rev.iter().map(|(k, b)| format!("rev {k} {:?}", ids(b))));
+        out.extend(s.trigrams.iter().map(|(k, b)| format!("tri {k:?} {:?}", ids(b))));
+        out.extend(s.heads.iter().map(|(k, b)| format!("head {k:?} {:?}", ids(b))));
+        out.extend(s.by_key.iter().map(|(k, i)| format!("key {k} {i}")));
+        out.extend(s.by_dn.iter().map(|(k, i)| format!("dn {k} {i}")));
+        out.sort();
+        out
+    }
+
+    fn renumbered(i: usize, usn: u64) -> Arc<Entry> {
+        let mut e = person(i, usn);
+        for a in e.attrs.iter_mut().filter(|a| &*a.name == "telephoneNumber") {
+            a.values = vec![Bytes::from(format!("089 {:07}", 2_000_000 + i))];
+        }
+        Arc::new(e)
+    }
+
+    /// A batch ends with the same indexes as the same changes made one at a time, also when it replaces or
+    /// removes entries whose additions are still pending, and across the flushes of a large batch.
+    #[test]
+    fn a_batch_indexes_like_single_changes() {
+        let naming = Naming::new("DC=contoso,DC=example").expect("base DN");
+        let phones = PhoneNormalizer::new("DE").expect("country");
+        let n = BATCH_ENTRIES as usize + 1000;
+        let mut one = Snapshot::empty(naming.clone(), phones.clone());
+        one.version = 1;
+        let mut many = one.clone();
+        let pending = n - 10; // added after the last flush: still pending when changed again
+        let flushed = 3;
+        for i in 0..n {
+            one.upsert(Arc::new(person(i, 1)));
+        }
+        one.upsert(renumbered(pending, 1));
+        one.upsert(renumbered(flushed, 1));
+        one.remove(&person_id(pending + 1));
+        one.remove(&person_id(flushed + 1));
+        one.upsert(Arc::new(person(n, 1)));
+        {
+            let mut b = many.batch();
+            for i in 0..n {
+                b.upsert(Arc::new(person(i, 1)));
+            }
+            b.upsert(renumbered(pending, 1));
+            b.upsert(renumbered(flushed, 1));
+            assert!(b.remove(&person_id(pending + 1)).is_some());
+            assert!(b.remove(&person_id(flushed + 1)).is_some());
+            b.upsert(Arc::new(person(n, 1)));
+        }
+        assert_eq!(one.len(), n - 1);
+        assert_eq!(many.len(), n - 1);
+        let (a, b) = (dump(&one), dump(&many));
+        assert!(
+            a.iter().any(|l| l.starts_with("fwd 4989")),
+            "renumbered phones are indexed"
+        );
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y);
+        }
     }
 }

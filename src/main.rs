@@ -96,13 +96,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match rt.block_on(run(cli)) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("entradir: {e:#}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit without dropping the runtime: its tasks still own the directory, and freeing a large tenant
+    // allocation by allocation takes seconds that a rolling restart would wait for. Everything that must
+    // reach the disk (the state file) was written and synced before `run` returned.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    std::process::exit(code)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

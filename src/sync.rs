@@ -267,26 +267,27 @@ impl SyncEngine {
         }
     }
 
-    /// Run until `shutdown`: a round at start, then every `interval` and whenever asked.
+    /// Run until `shutdown`: a round at start, then every `interval` and whenever asked. Returns the engine
+    /// after persisting its state, or `None` when a round's thread failed and the engine is gone.
     pub async fn run(
         mut self,
         mut interval: Duration,
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
-    ) {
+    ) -> Option<SyncEngine> {
         let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {
-                    let Some((engine, _)) = self.logged_round().await else { return };
+                    let (engine, _) = self.logged_round().await?;
                     self = engine;
                     next = tokio::time::Instant::now() + interval;
                 }
                 cmd = commands.recv() => match cmd {
                     None => break,
                     Some(Command::SyncNow(reply)) => {
-                        let Some((engine, r)) = self.logged_round().await else { return };
+                        let (engine, r) = self.logged_round().await?;
                         self = engine;
                         if let Some(reply) = reply {
                             let _ = reply.send(r);
@@ -314,14 +315,16 @@ impl SyncEngine {
                             report
                         });
                         // Dropping `reply` unanswered tells the reload that the engine has stopped.
-                        let Some((engine, report)) = reprojected.await else { return };
+                        let (engine, report) = reprojected.await?;
                         self = engine;
                         let _ = reply.send(report);
                     }
                 }
             }
         }
-        let _ = self.off_workers(|engine| engine.persist()).await;
+        self.off_workers(|engine| engine.persist())
+            .await
+            .map(|(engine, ())| engine)
     }
 
     /// A round whose CPU and disk part runs on a blocking thread. `None` when that thread failed (a panic): the

@@ -25,6 +25,23 @@ pub enum EntryKind {
 
 /// One attribute: its canonical name (as AD spells it, e.g. `telephoneNumber`) and its values. String
 /// attributes hold UTF-8; binary ones (`objectGUID`, `objectSid`, `thumbnailPhoto`, `jpegPhoto`) raw bytes.
+/// The one shared copy of an attribute name. A tenant's entries use a few dozen names (the mapping's and the
+/// computed ones), so each is allocated once for the process rather than once per entry.
+pub(crate) fn attr_name(name: &str) -> Arc<str> {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.get(name) {
+        return n.clone();
+    }
+    let n: Arc<str> = name.into();
+    names.insert(n.clone());
+    n
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
     pub name: Arc<str>,

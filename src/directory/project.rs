@@ -36,7 +36,7 @@ impl AttrsBuilder {
             }
         } else {
             self.attrs.push(Attribute {
-                name: name.into(),
+                name: crate::directory::entry::attr_name(name),
                 values,
             });
         }
@@ -56,7 +56,36 @@ impl AttrsBuilder {
         self.add_strs(name, [value]);
     }
 
-    pub fn finish(self) -> Vec<Attribute> {
+    /// The attributes, held compactly: the short values of an entry share one buffer instead of one
+    /// allocation each (an entry has some forty of them), and no vector keeps spare capacity.
+    pub fn finish(mut self) -> Vec<Attribute> {
+        const PACKED_MAX: usize = 1024; // photos and other large values keep their own buffer
+        let total: usize = self
+            .attrs
+            .iter()
+            .flat_map(|a| &a.values)
+            .filter(|v| v.len() <= PACKED_MAX)
+            .map(Bytes::len)
+            .sum();
+        let mut buf = bytes::BytesMut::with_capacity(total);
+        for v in self
+            .attrs
+            .iter()
+            .flat_map(|a| &a.values)
+            .filter(|v| v.len() <= PACKED_MAX)
+        {
+            buf.extend_from_slice(v);
+        }
+        let buf = buf.freeze();
+        let mut at = 0;
+        for a in &mut self.attrs {
+            for v in a.values.iter_mut().filter(|v| v.len() <= PACKED_MAX) {
+                *v = buf.slice(at..at + v.len());
+                at += v.len();
+            }
+            a.values.shrink_to_fit();
+        }
+        self.attrs.shrink_to_fit();
         self.attrs
     }
 }

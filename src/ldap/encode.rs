@@ -225,7 +225,8 @@ impl EncodedEntry {
             );
         }
         EncodedEntry {
-            buf: buf.freeze(),
+            // Copied to its exact size: a grown buffer keeps up to twice the bytes, for every cached entry.
+            buf: Bytes::from(buf.to_vec()),
             dn_len,
             names: names.into_boxed_str(),
             attrs: attrs.into_boxed_slice(),

@@ -29,6 +29,32 @@ pub fn iso8601(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// Unix seconds of a timestamp as Graph writes them (`2021-03-12T10:36:14Z`, also with fractional seconds or
+/// `+00:00`). `None` for anything else, including times before 1970 and other offsets.
+pub fn parse_iso8601(s: &str) -> Option<u64> {
+    let (date, time) = s.trim().split_once(['T', 't'])?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<u64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let time = time.strip_suffix(['Z', 'z']).or_else(|| time.strip_suffix("+00:00"))?;
+    let time = time.split_once('.').map_or(time, |(t, frac)| {
+        if frac.chars().all(|c| c.is_ascii_digit()) {
+            t
+        } else {
+            "" // not a time: fails below
+        }
+    });
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let valid = (1970..=9999).contains(&y)
+        && (1..=12).contains(&mo)
+        && (1..=31).contains(&da)
+        && hh < 24
+        && mm < 60
+        && ss < 61
+        && date.len() == 10;
+    valid.then(|| days_from_civil(y, mo, da) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm), for years from 1970.
 pub fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -50,5 +76,29 @@ mod tests {
         assert_eq!(generalized_time(1_795_343_400), "20261122103000.0Z");
         assert_eq!(generalized_time(951_782_400), "20000229000000.0Z");
         assert_eq!(iso8601(1_795_343_400), "2026-11-22T10:30:00Z");
+    }
+
+    #[test]
+    fn graph_timestamps_parse_and_garbage_does_not() {
+        assert_eq!(parse_iso8601("2021-03-12T10:36:14Z"), Some(1_615_545_374));
+        assert_eq!(parse_iso8601("2021-03-12T10:36:14.1234567Z"), Some(1_615_545_374));
+        assert_eq!(parse_iso8601("2021-03-12T10:36:14+00:00"), Some(1_615_545_374));
+        assert_eq!(
+            iso8601(parse_iso8601("2024-02-29T23:59:59Z").unwrap()),
+            "2024-02-29T23:59:59Z"
+        );
+        for bad in [
+            "",
+            "2021-03-12",
+            "2021-03-12T10:36:14",
+            "2021-03-12T10:36:14+01:00",
+            "2021-13-12T10:36:14Z",
+            "1969-12-31T23:59:59Z",
+            "2021-3-12T10:36:14Z",
+            "2021-03-12T10:36:14.x1Z",
+            "yesterday",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
+        }
     }
 }

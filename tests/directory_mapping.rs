@@ -19,13 +19,13 @@ async fn a_synced_user_looks_like_an_ad_user() {
         "mailNickname": "jdoe", "accountEnabled": false, "userType": "Member",
         "businessPhones": ["030 1234567", "+1 425 555 0100"], "mobilePhone": "0171 2345678",
         "faxNumber": "ask reception", "jobTitle": "Buyer", "department": "Purchasing", "companyName": "Contoso",
-        "securityIdentifier": "S-1-12-1-1-2-3-4",
+        "securityIdentifier": "S-1-12-1-1-2-3-4", "createdDateTime": "2021-03-12T10:36:14Z",
         "onPremisesExtensionAttributes": {"extensionAttribute3": "ext3"}
     })))
     .unwrap();
     let group = ctl
         .add_group(props(json!({"displayName": "Telephony", "securityEnabled": true,
-        "mailEnabled": false, "groupTypes": []})))
+        "mailEnabled": false, "groupTypes": [], "createdDateTime": "2019-07-01T08:00:00.5Z"})))
         .unwrap();
     ctl.add_member(&group, id).unwrap();
     let mut engine = engine(&sim, settings(), None);
@@ -71,7 +71,13 @@ async fn a_synced_user_looks_like_an_ad_user() {
         e.first_str("memberOf"),
         Some("CN=Telephony,CN=Users,DC=contoso,DC=example")
     );
+    assert_eq!(
+        e.first_str("whenCreated"),
+        Some("20210312103614.0Z"),
+        "Graph's createdDateTime, the same in every replica"
+    );
     let g = snap.entry(&group).unwrap();
+    assert_eq!(g.first_str("whenCreated"), Some("20190701080000.0Z"));
     assert_eq!(g.first_str("member"), Some(&*e.dn));
     assert_eq!(g.first_str("groupType"), Some("-2147483646"), "global security group");
 
@@ -114,6 +120,13 @@ async fn a_synced_user_looks_like_an_ad_user() {
         snap.entry(id).unwrap().first_str("sAMAccountName"),
         Some("jdoe"),
         "sAMAccountName is stable"
+    );
+    let renamed = snap.entry(id).unwrap();
+    assert_eq!(renamed.first_str("whenCreated"), Some("20210312103614.0Z"));
+    let changed = renamed.first_str("whenChanged").unwrap_or_default();
+    assert!(
+        changed > "2026",
+        "whenChanged is the change, not the creation: {changed}"
     );
     sim.shutdown().await;
 }

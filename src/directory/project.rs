@@ -251,8 +251,14 @@ pub fn project(r: &Resolved<'_>, cx: &mut Context<'_>) -> Entry {
         a.add_values("thumbnailPhoto", vec![jpeg.clone()]);
         a.add_values("jpegPhoto", vec![jpeg.clone()]);
     }
-    a.add("whenCreated", generalized_time(r.obj.created_at));
-    a.add("whenChanged", generalized_time(r.obj.changed_at.max(r.obj.created_at)));
+    // When Graph says when the object was created, that is the same for every replica and every resync; the
+    // time this server first saw it is the fallback (organisational contacts carry no such date).
+    let created = ["createdDateTime", "registrationDateTime"]
+        .iter()
+        .find_map(|p| r.obj.str(p).and_then(crate::time::parse_iso8601))
+        .unwrap_or(r.obj.created_at);
+    a.add("whenCreated", generalized_time(created));
+    a.add("whenChanged", generalized_time(r.obj.changed_at.max(created)));
     a.add("uSNCreated", r.created_version.to_string());
     Entry {
         id: r.id.into(),

@@ -45,6 +45,7 @@ pub const USER_SELECT: &[&str] = &[
     "accountEnabled",
     "userType",
     "onPremisesExtensionAttributes",
+    "createdDateTime",
     "manager",
 ];
 
@@ -61,6 +62,7 @@ pub const GROUP_SELECT: &[&str] = &[
     "onPremisesSamAccountName",
     "securityIdentifier",
     "proxyAddresses",
+    "createdDateTime",
     "members",
 ];
 
@@ -77,6 +79,7 @@ pub const DEVICE_SELECT: &[&str] = &[
     "manufacturer",
     "model",
     "approximateLastSignInDateTime",
+    "registrationDateTime",
 ];
 
 pub const CONTACT_SELECT: &[&str] = &[

@@ -61,6 +61,14 @@ async fn synced_tenant_answers_pbx_queries_and_follows_new_rounds() {
     add_jane(&ctl, json!({}));
     let photo = TINY_JPEG.to_vec();
     ctl.set_photo(jane, Some(photo.clone())).unwrap();
+    let phone = ctl
+        .add_device(props(json!({"displayName": "iPhone von Mia", "accountEnabled": true,
+            "operatingSystem": "iOS", "registrationDateTime": "2022-05-04T09:10:11Z"})))
+        .unwrap();
+    let pc = ctl
+        .add_device(props(json!({"displayName": "DESKTOP-4F2K9", "accountEnabled": true,
+            "operatingSystem": "Windows"})))
+        .unwrap();
     let inner = add_security_group(&ctl, "Hotline");
     let outer = add_security_group(&ctl, "Support");
     ctl.add_member(&inner, jane).unwrap();
@@ -81,6 +89,36 @@ async fn synced_tenant_answers_pbx_queries_and_follows_new_rounds() {
         let (code, out, err) = run(port, &[f, "displayName"]).await;
         assert_eq!(code, 0, "{f}: {err}");
         assert_eq!(values(&out, "displayName"), vec!["Doe, Jane"], "{f}");
+    }
+    // Computers carry NetBIOS account names, a host name only when the device name is one, and Graph's
+    // registration date.
+    for (id, sam, host) in [
+        (&phone, "IPHONE-VON-MIA$", None),
+        (&pc, "DESKTOP-4F2K9$", Some("desktop-4f2k9.contoso.example")),
+    ] {
+        let guid: String = published.load().entry(id).unwrap().values("objectGUID")[0]
+            .iter()
+            .map(|b| format!("\\{b:02x}"))
+            .collect();
+        let (code, out, err) = run(
+            port,
+            &[
+                &format!("(&(objectClass=computer)(objectGUID={guid}))"),
+                "sAMAccountName",
+                "dNSHostName",
+                "whenCreated",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(values(&out, "sAMAccountName"), vec![sam.to_string()]);
+        assert_eq!(
+            values(&out, "dNSHostName"),
+            host.map(str::to_string).into_iter().collect::<Vec<_>>()
+        );
+        if id == &phone {
+            assert_eq!(values(&out, "whenCreated"), vec!["20220504091011.0Z".to_string()]);
+        }
     }
     // Jabber: photo bytes as synced from Graph.
     let (_, out, _) = run(port, &["(sAMAccountName=jdoe)", "thumbnailPhoto"]).await;

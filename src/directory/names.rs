@@ -124,14 +124,14 @@ impl NameBook {
 
     fn free_sam(&self, base: &str, computer: bool) -> String {
         let (stem, tail, max) = if computer {
-            (base.trim_end_matches('$'), "$", 15)
+            (base.trim_end_matches('$'), "$", NETBIOS_MAX)
         } else {
             (base, "", SAM_MAX)
         };
         let candidate = |suffix: &str| -> String {
             let room = max.saturating_sub(suffix.chars().count());
             let s: String = stem.chars().take(room).collect();
-            format!("{}{}{}", s.trim_end_matches([' ', '.']), suffix, tail)
+            format!("{}{}{}", s.trim_end_matches([' ', '.', '-']), suffix, tail)
         };
         let first = candidate("");
         if !self.sam_owner.contains_key(&first.to_lowercase()) {
@@ -168,16 +168,85 @@ pub fn sanitize_sam(raw: &str, computer: bool) -> String {
         .filter(|c| !c.is_control() && !SAM_ILLEGAL.contains(c))
         .collect();
     let s = s.trim_matches([' ', '.']).to_string();
-    let s = if computer {
-        s.trim_end_matches('$').to_string()
-    } else {
-        s
-    };
+    if computer {
+        return netbios_name(&s);
+    }
     if s.is_empty() {
         "user".to_string()
     } else {
         s
     }
+}
+
+/// A computer account's name as Windows would have it (before the `$`): upper case letters, digits and
+/// hyphens, at most 15 characters. Spaces and other separators become one hyphen ("iPhone von Mia" →
+/// `IPHONE-VON-MIA`); common accented letters lose their accent; anything else is dropped.
+pub fn netbios_name(raw: &str) -> String {
+    let mut out = String::new();
+    for c in raw.trim_end_matches('$').chars() {
+        let folded = fold_latin(c);
+        if matches!(c, '\'' | '’') {
+            // "Mia's iPhone": an apostrophe joins, it does not separate
+        } else if !folded.is_empty() {
+            out.extend(folded.chars().map(|c| c.to_ascii_uppercase()));
+        } else if c.is_alphanumeric() {
+            // a letter with no plain-ASCII form: dropped
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let name: String = out.trim_matches('-').chars().take(NETBIOS_MAX).collect();
+    let name = name.trim_end_matches('-');
+    if name.is_empty() {
+        "COMPUTER".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// NetBIOS's limit for a computer name, without the `$` of its account.
+pub const NETBIOS_MAX: usize = 15;
+
+/// `c` as plain ASCII letters or digits, for the Latin letters that names commonly carry; empty otherwise.
+fn fold_latin(c: char) -> &'static str {
+    const PLAIN: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    if c.is_ascii_alphanumeric() {
+        let i = PLAIN.find(c).unwrap_or(0);
+        return &PLAIN[i..i + 1];
+    }
+    match c {
+        'ä' | 'Ä' => "AE",
+        'ö' | 'Ö' => "OE",
+        'ü' | 'Ü' => "UE",
+        'ß' => "SS",
+        'à' | 'á' | 'â' | 'ã' | 'å' | 'ą' | 'À' | 'Á' | 'Â' | 'Ã' | 'Å' | 'Ą' => "A",
+        'ç' | 'ć' | 'č' | 'Ç' | 'Ć' | 'Č' => "C",
+        'è' | 'é' | 'ê' | 'ë' | 'ę' | 'ě' | 'È' | 'É' | 'Ê' | 'Ë' | 'Ę' | 'Ě' => "E",
+        'ì' | 'í' | 'î' | 'ï' | 'ı' | 'Ì' | 'Í' | 'Î' | 'Ï' | 'İ' => "I",
+        'ñ' | 'ń' | 'ň' | 'Ñ' | 'Ń' | 'Ň' => "N",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ø' => "O",
+        'ù' | 'ú' | 'û' | 'ů' | 'Ù' | 'Ú' | 'Û' | 'Ů' => "U",
+        'ý' | 'ÿ' | 'Ý' => "Y",
+        'ś' | 'š' | 'ş' | 'Ś' | 'Š' | 'Ş' => "S",
+        'ź' | 'ż' | 'ž' | 'Ź' | 'Ż' | 'Ž' => "Z",
+        'ł' | 'Ł' => "L",
+        'đ' | 'Đ' => "D",
+        'ğ' | 'Ğ' => "G",
+        'ř' | 'Ř' => "R",
+        'ť' | 'Ť' => "T",
+        _ => "",
+    }
+}
+
+/// A device name usable as a DNS host label (letters, digits, inner hyphens, at most 63), lower-cased; `None`
+/// when it is not one, so `dNSHostName` is only published for names a resolver could hold.
+pub fn host_label(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    ok.then(|| name.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -227,6 +296,38 @@ mod tests {
             },
         );
         assert_eq!(c.0.sam, "DESKTOP-VERYLON$");
+    }
+
+    #[test]
+    fn computer_names_are_netbios_names() {
+        for (display, want) in [
+            ("iPhone von Mia", "IPHONE-VON-MIA"),
+            ("Mia's iPhone", "MIAS-IPHONE"),
+            ("DESKTOP-AB12CD", "DESKTOP-AB12CD"),
+            ("Jürgens Laptop (neu)", "JUERGENS-LAPTOP"),
+            ("srv:print/01*?", "SRV-PRINT-01"),
+            ("  --  ", "COMPUTER"),
+            ("東京", "COMPUTER"),
+            ("Łukasz-PC", "LUKASZ-PC"),
+        ] {
+            let got = netbios_name(display);
+            assert_eq!(got, want, "{display}");
+            assert!(got.len() <= NETBIOS_MAX);
+        }
+        let mut b = NameBook::default();
+        let pc = |sam| Wanted {
+            sam,
+            cn: "iPhone",
+            container: "CN=Computers,DC=x",
+            computer: true,
+        };
+        assert_eq!(b.assign("1", &pc("iPhone von Mia")).0.sam, "IPHONE-VON-MIA$");
+        assert_eq!(b.assign("2", &pc("iPhone von Mia")).0.sam, "IPHONE-VON-MIA1$");
+        assert_eq!(b.assign("3", &pc("iPhone von Maximilian")).0.sam, "IPHONE-VON-MAXI$");
+        assert_eq!(b.assign("4", &pc("iPhone von Maximiliane")).0.sam, "IPHONE-VON-MAX1$");
+        assert_eq!(host_label("DESKTOP-AB12CD").as_deref(), Some("desktop-ab12cd"));
+        assert_eq!(host_label("iPhone von Mia"), None);
+        assert_eq!(host_label("-x"), None);
     }
 
     #[test]

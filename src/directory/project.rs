@@ -211,6 +211,9 @@ pub fn project(r: &Resolved<'_>, cx: &mut Context<'_>) -> Entry {
         }
         GraphKind::Device => {
             a.add("sAMAccountName", r.sam);
+            if let Some(host) = r.obj.str("displayName").and_then(crate::directory::names::host_label) {
+                a.add("dNSHostName", format!("{host}.{}", cx.naming.dns_domain));
+            }
             a.add("sAMAccountType", "805306369");
             let uac = UAC_WORKSTATION_TRUST_ACCOUNT | if enabled { 0 } else { UAC_ACCOUNTDISABLE };
             a.add("userAccountControl", uac.to_string());

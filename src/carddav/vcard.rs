@@ -5,8 +5,8 @@
 //! calcard (Stalwart's, maintained with their mail server) writes both from one model: escaping of `\ , ;` and
 //! newlines, folding at 75 octets on character boundaries, `ENCODING=b;TYPE=JPEG` photos in 3.0, the version's
 //! date syntax. It is used without its default `jmap` feature, which would bring the JSContact conversion.
-//! calcard also marks non-ASCII 3.0 values `CHARSET=UTF-8`, a vCard 2.1 habit RFC 2426 does not define; the
-//! tests' readers (Python's vobject among them) accept it, as parsers generally accept unknown parameters.
+//! calcard also marks non-ASCII 3.0 values `CHARSET=UTF-8`, a vCard 2.1 habit RFC 2426 removed (the charset is
+//! the MIME type's): strict clients show the parameter or drop the property, so [`write`] takes it out again.
 //!
 //! What stays here is what a directory entry means as a card: which attributes become which properties, 3.0's
 //! required `N`, `urn:uuid:` UIDs in 4.0, and 4.0 photos as `data:` URIs.
@@ -398,6 +398,43 @@ pub fn write(card: &Card, v: VCardVersion) -> String {
     let mut out = String::with_capacity(512);
     // Writing into a String cannot fail.
     let _ = to_calcard(card, v).write_to(&mut out, version);
+    match v {
+        VCardVersion::V3 => without_charset(&out),
+        VCardVersion::V4 => out,
+    }
+}
+
+/// A 3.0 card without calcard's `;CHARSET=UTF-8` parameters. Only the parameter part of a property (before
+/// the first `:` outside quotes) is touched, never a value; calcard writes the parameter unbroken by folding,
+/// and lines only get shorter.
+fn without_charset(card: &str) -> String {
+    const CHARSET: &str = ";CHARSET=UTF-8";
+    if !card.contains(CHARSET) {
+        return card.to_string();
+    }
+    let mut out = String::with_capacity(card.len());
+    for (i, line) in card.split("\r\n").enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        if line.starts_with([' ', '\t']) {
+            out.push_str(line);
+            continue;
+        }
+        let mut quoted = false;
+        let params_end = line
+            .char_indices()
+            .find(|&(_, c)| {
+                if c == '"' {
+                    quoted = !quoted;
+                }
+                c == ':' && !quoted
+            })
+            .map_or(line.len(), |(at, _)| at);
+        let (params, value) = line.split_at(params_end);
+        out.push_str(&params.replacen(CHARSET, "", 1));
+        out.push_str(value);
+    }
     out
 }
 
@@ -504,6 +541,16 @@ pub(crate) mod tests {
         }
         assert!(text.contains("PHOTO;ENCODING=b;TYPE=JPEG:"), "{text}");
         let card = parse_other(&text);
+        // RFC 2426 §3 and RFC 2425 define these parameters and no others (no vCard 2.1 CHARSET).
+        for p in &card.props {
+            for (name, _) in &p.params {
+                assert!(
+                    ["TYPE", "ENCODING", "VALUE", "LANGUAGE", "CONTEXT"].contains(&name.to_ascii_uppercase().as_str()),
+                    "{} carries {name}, which RFC 2426 does not define:\n{text}",
+                    p.name
+                );
+            }
+        }
         assert_eq!(card.texts("VERSION"), ["3.0"]);
         assert_eq!(card.texts("FN"), ["Doe, Jane; \"JD\" \\ Ünïcødé 山田"]);
         assert_eq!(card.texts("N"), ["Doe;Jane;;;"]);

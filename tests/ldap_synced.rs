@@ -69,6 +69,13 @@ async fn synced_tenant_answers_pbx_queries_and_follows_new_rounds() {
         .add_device(props(json!({"displayName": "DESKTOP-4F2K9", "accountEnabled": true,
             "operatingSystem": "Windows"})))
         .unwrap();
+    let max = ctl
+        .add_user(props(
+            json!({"displayName": "Max Nebenstelle", "givenName": "Max", "surname": "Nebenstelle",
+            "userPrincipalName": "max@contoso.example", "mailNickname": "max", "accountEnabled": true,
+            "businessPhones": ["+1 (425) 555-0100 x12"], "mobilePhone": "ext. 1234"}),
+        ))
+        .unwrap();
     let inner = add_security_group(&ctl, "Hotline");
     let outer = add_security_group(&ctl, "Support");
     ctl.add_member(&inner, jane).unwrap();
@@ -90,6 +97,19 @@ async fn synced_tenant_answers_pbx_queries_and_follows_new_rounds() {
         assert_eq!(code, 0, "{f}: {err}");
         assert_eq!(values(&out, "displayName"), vec!["Doe, Jane"], "{f}");
     }
+    // Numbers are rewritten only when they are real ones: an extension stays with its number, which still
+    // matches a call from it; a bare extension is kept as typed and is not the German number +491234.
+    let (code, out, err) = run(
+        port,
+        &["(telephoneNumber=+1 425 555 0100)", "telephoneNumber", "mobile"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(values(&out, "telephoneNumber"), vec!["+14255550100 ext. 12"]);
+    assert_eq!(values(&out, "mobile"), vec!["ext. 1234"]);
+    let (_, out, _) = run(port, &["(mobile=+491234)", "sAMAccountName"]).await;
+    assert!(values(&out, "sAMAccountName").is_empty(), "{out}");
+    assert!(published.load().entry(&max).is_some());
     // Computers carry NetBIOS account names, a host name only when the device name is one, and Graph's
     // registration date.
     for (id, sam, host) in [

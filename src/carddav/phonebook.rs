@@ -79,9 +79,17 @@ const NUMBER_ATTRS: &[(&str, Kind)] = &[
 /// A number as configured: E.164, or dialable from inside the default country (foreign numbers stay E.164,
 /// unparsable ones such as extensions stay as typed).
 pub fn format_number(raw: &str, phones: &PhoneNormalizer, fmt: NumberFormat) -> String {
-    let Some(e164) = phones.to_e164(raw) else {
+    let Some(number) = phones.to_e164(raw) else {
         return raw.trim().to_string();
     };
+    // An extension stays in the form the directory writes it (` ext. 89`), after the base number as formatted.
+    match number.split_once(" ext. ") {
+        Some((base, ext)) => format!("{} ext. {ext}", format_valid(base.to_string(), phones, fmt)),
+        None => format_valid(number, phones, fmt),
+    }
+}
+
+fn format_valid(e164: String, phones: &PhoneNormalizer, fmt: NumberFormat) -> String {
     if fmt == NumberFormat::E164 {
         return e164;
     }
@@ -1162,6 +1170,19 @@ mod tests {
             "+14255550100"
         );
         assert_eq!(format_number("ext. 12", &p, NumberFormat::National), "ext. 12");
+        assert_eq!(
+            format_number("1234", &p, NumberFormat::E164),
+            "1234",
+            "not invented: +491234"
+        );
+        assert_eq!(
+            format_number("030 1234567 x89", &p, NumberFormat::National),
+            "0301234567 ext. 89"
+        );
+        assert_eq!(
+            format_number("+1 (425) 555-0100 x12", &p, NumberFormat::National),
+            "+14255550100 ext. 12"
+        );
     }
 
     #[test]

@@ -39,7 +39,14 @@ pub struct PhoneNormalizer {
     calling_code: String,
     /// Parsing with libphonenumber's metadata costs tens of microseconds; the same raw numbers come back in
     /// every re-projection, so results are remembered (bounded by the number of distinct raw numbers seen).
-    memo: std::sync::Arc<dashmap::DashMap<String, Option<String>>>,
+    memo: std::sync::Arc<dashmap::DashMap<String, Option<Normal>>>,
+}
+
+/// A valid number: E.164, and the extension's digits if it has one.
+#[derive(Debug, Clone)]
+struct Normal {
+    e164: Box<str>,
+    extension: Option<Box<str>>,
 }
 
 /// Two normalisers are the same when they use the same default country (the memo is only a cache).
@@ -80,16 +87,28 @@ impl PhoneNormalizer {
         })
     }
 
-    /// The number in E.164 (`+49301234567`), or `None` when it cannot be parsed as a phone number.
+    /// The number in E.164 (`+49301234567`), with an extension as ` ext. 89` (`+49301234567 ext. 89`), or
+    /// `None` when it is not a valid number for its country (or the default country): such values are kept as
+    /// typed rather than rewritten into a number that belongs to nobody (`ext. 1234` is not `+491234`).
     pub fn to_e164(&self, raw: &str) -> Option<String> {
+        self.normal(raw).map(|n| match &n.extension {
+            Some(ext) => format!("{} ext. {ext}", n.e164),
+            None => n.e164.to_string(),
+        })
+    }
+
+    fn normal(&self, raw: &str) -> Option<Normal> {
         let raw = raw.trim();
         if let Some(e) = plain_international(raw) {
-            return Some(e);
+            return Some(Normal {
+                e164: e.into(),
+                extension: None,
+            });
         }
         if let Some(hit) = self.memo.get(raw) {
             return hit.clone();
         }
-        let result = self.parse_e164(raw);
+        let result = self.parse(raw);
         if self.memo.len() >= MEMO_MAX {
             self.memo.clear();
         }
@@ -97,23 +116,30 @@ impl PhoneNormalizer {
         result
     }
 
-    fn parse_e164(&self, raw: &str) -> Option<String> {
+    fn parse(&self, raw: &str) -> Option<Normal> {
         if raw.is_empty() || raw.chars().filter(|c| c.is_ascii_digit()).count() < 3 {
             return None;
         }
         let parsed = phonenumber::parse(Some(self.country), raw).ok()?;
-        // `is_valid` would reject internal extensions and new ranges; a structurally parsed number is enough
-        // for matching, but it must have a national number.
-        if parsed.national().value() == 0 {
+        if parsed.national().value() == 0 || !parsed.is_valid() {
             return None;
         }
-        Some(parsed.format().mode(phonenumber::Mode::E164).to_string())
+        Some(Normal {
+            e164: parsed.format().mode(phonenumber::Mode::E164).to_string().into(),
+            extension: parsed
+                .extension()
+                .map(|e| digits(e))
+                .filter(|e| !e.is_empty())
+                .map(Into::into),
+        })
     }
 
-    /// The index key for a stored number: E.164 digits without `+`, or the bare digits when unparsable.
+    /// The index key for a stored or queried number: the E.164 digits without `+` and without an extension
+    /// (so `+49 30 1234567 x89` is found by a call from `+49301234567`), or the bare digits when the value is
+    /// not a valid number.
     pub fn key(&self, raw: &str) -> String {
-        match self.to_e164(raw) {
-            Some(e) => e.trim_start_matches('+').to_string(),
+        match self.normal(raw) {
+            Some(n) => n.e164.trim_start_matches('+').to_string(),
             None => digits(raw),
         }
     }
@@ -172,6 +198,33 @@ mod tests {
         let n = PhoneNormalizer::new("DE").unwrap();
         assert_eq!(n.to_e164("ask reception"), None);
         assert_eq!(n.key("ext. 12"), "12");
+    }
+
+    /// Values as people type them into Entra: only real numbers are rewritten, nothing is invented.
+    #[test]
+    fn only_valid_numbers_are_rewritten() {
+        let n = PhoneNormalizer::new("DE").unwrap();
+        for (raw, e164, key) in [
+            ("n/a", None, ""),
+            ("-", None, ""),
+            ("ext. 1234", None, "1234"),
+            ("1234", None, "1234"),
+            ("110", None, "110"),
+            ("030 1234567", Some("+49301234567"), "49301234567"),
+            ("+49 (0)30 1234567", Some("+49301234567"), "49301234567"),
+            ("0800 3301000", Some("+498003301000"), "498003301000"),
+            ("+1 (425) 555-0100 x12", Some("+14255550100 ext. 12"), "14255550100"),
+            ("+49 30 1234567 ext. 89", Some("+49301234567 ext. 89"), "49301234567"),
+            ("0044 20 7946 0958", Some("+442079460958"), "442079460958"),
+            ("+49 30 12", None, "493012"),
+        ] {
+            assert_eq!(n.to_e164(raw).as_deref(), e164, "{raw}");
+            assert_eq!(n.key(raw), key, "{raw}");
+            if let Some(written) = e164 {
+                assert_eq!(n.to_e164(written).as_deref(), Some(written), "{written} is stable");
+                assert_eq!(n.key(written), key, "{written} keeps its key");
+            }
+        }
     }
 
     #[test]

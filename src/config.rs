@@ -132,6 +132,8 @@ pub struct LdapSection {
     pub max_connections_per_source: usize,
     #[serde(default = "default_idle", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
+    #[serde(default = "default_write_timeout", deserialize_with = "de_duration")]
+    pub write_timeout: Duration,
     #[serde(default = "default_page")]
     pub max_page_size: usize,
     #[serde(default = "default_page")]
@@ -265,6 +267,10 @@ fn default_max_connections_per_source() -> usize {
 }
 fn default_idle() -> Duration {
     Duration::from_secs(900)
+}
+
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_page() -> usize {
     1000

@@ -829,6 +829,104 @@ mod raw {
         assert!(got.iter().filter(|r| r.tag == 0x65).all(|r| r.code == Some(0)));
     }
 
+    /// A client that asks for a large result and stops reading is disconnected after `write_timeout`, while
+    /// another client's searches are answered meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_is_disconnected() {
+        let users = format!("CN=Users,{BASE}");
+        let big = Bytes::from(vec![b'x'; 16 * 1024]);
+        let structural = [
+            entry(
+                &BASE.to_lowercase(),
+                EntryKind::Domain,
+                BASE,
+                vec![("objectClass", vec!["top".into(), "domain".into()])],
+            ),
+            entry(
+                &users.to_lowercase(),
+                EntryKind::Container,
+                &users,
+                vec![("objectClass", vec!["top".into(), "container".into()])],
+            ),
+        ];
+        let entries: Vec<Entry> = structural
+            .into_iter()
+            .chain((0..2000).map(|i| {
+                entry(
+                    &format!("u{i}"),
+                    EntryKind::User,
+                    &format!("CN=User {i},{users}"),
+                    vec![
+                        ("objectClass", user_oc()),
+                        ("cn", s(&format!("User {i}"))),
+                        ("description", vec![big.clone()]),
+                    ],
+                )
+            }))
+            .collect();
+        let snap = Snapshot::from_entries(
+            Naming::new(BASE).unwrap(),
+            PhoneNormalizer::new("DE").unwrap(),
+            1,
+            entries,
+        );
+        let mut cfg = LdapConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            write_timeout: Duration::from_millis(500),
+            size_limit: 0,
+            allow_anonymous: true,
+            ..LdapConfig::default()
+        };
+        cfg.accounts.clear();
+        let server = Server::bind(cfg, Published::new(snap)).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(server.run(stop.clone()));
+
+        // 2,000 entries of 16 KiB: some 32 MB, far more than the socket buffers hold.
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        let all = Filter::parse("(objectClass=*)").unwrap();
+        stalled
+            .write_all(&encode_search(1, BASE, Scope::Sub, 0, &all, &["description"], &[]))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut other = TcpStream::connect(addr).await.unwrap();
+        let one = Filter::parse("(cn=User 7)").unwrap();
+        other
+            .write_all(&encode_search(2, BASE, Scope::Sub, 0, &one, &["cn"], &[]))
+            .await
+            .unwrap();
+        let mut buf = BytesMut::new();
+        let got = read_until_done(&mut other, &mut buf, 1).await;
+        assert_eq!(
+            got.iter().filter(|r| r.tag == 0x64).count(),
+            1,
+            "the other client is answered"
+        );
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Now read: what the buffers held, then the end of the connection, without the search's done message.
+        let mut buf = BytesMut::new();
+        let mut done = false;
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), stalled.read_buf(&mut buf))
+                .await
+                .expect("the server closed the stalled connection")
+                .unwrap_or(0);
+            while let Some(r) = take_response(&mut buf).unwrap_or(None) {
+                done |= r.tag == 0x65;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        assert!(!done, "the stalled client was cut off, not served to the end");
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        stop.cancel();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_connections_are_closed_and_busy_servers_say_so() {
         let mut cfg = LdapConfig {

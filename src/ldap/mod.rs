@@ -44,6 +44,9 @@ pub struct LdapConfig {
     pub max_connections_per_source: usize,
     /// A connection with no request and nothing in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection that takes longer than this to take one response (it stopped reading) is closed, so it
+    /// does not hold the response's memory forever.
+    pub write_timeout: Duration,
     /// Largest page for the paged results control (AD's MaxPageSize, 1000).
     pub max_page_size: usize,
     /// Most entries returned by a non-paged search; 0 = unlimited. AD applies MaxPageSize here too (1000).
@@ -68,6 +71,7 @@ impl Default for LdapConfig {
             max_connections: 1024,
             max_connections_per_source: 64,
             idle_timeout: Duration::from_secs(900),
+            write_timeout: Duration::from_secs(60),
             max_page_size: 1000,
             size_limit: 1000,
             accounts: Vec::new(),

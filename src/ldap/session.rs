@@ -141,10 +141,25 @@ enum Next {
     StartTls,
 }
 
-async fn send(framed: &mut FramedRead<BoxIo, FrameCodec>, bytes: &[u8]) -> std::io::Result<()> {
+/// Write one response. A client that does not take it within `deadline` (it stopped reading, or reads a
+/// trickle) gets an error here and its connection closed: otherwise it would hold the response's buffers and
+/// its connection slot for as long as it likes.
+async fn send(framed: &mut FramedRead<BoxIo, FrameCodec>, bytes: &[u8], deadline: Duration) -> std::io::Result<()> {
     let io = framed.get_mut();
-    io.write_all(bytes).await?;
-    io.flush().await
+    let write = async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(deadline, write).await {
+        Ok(done) => done,
+        Err(_) => {
+            debug!(
+                bytes = bytes.len(),
+                "client did not read the response within ldap.write_timeout; closing"
+            );
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timeout"))
+        }
+    }
 }
 
 /// Serve one connection until it closes, errs, idles out or the server shuts down.
@@ -176,12 +191,12 @@ pub(crate) async fn run(
             biased;
             _ = shutdown.cancelled() => {
                 s.drain(&mut framed).await;
-                let _ = send(&mut framed, &proto::notice_of_disconnection(Code::Unavailable, "server shutting down")).await;
+                let _ = send(&mut framed, &proto::notice_of_disconnection(Code::Unavailable, "server shutting down"), s.write_timeout()).await;
                 break;
             }
             Some((id, out)) = s.inflight.next(), if !s.inflight.is_empty() => {
                 s.abandon.remove(&id);
-                if !out.is_empty() && send(&mut framed, &out).await.is_err() {
+                if !out.is_empty() && send(&mut framed, &out, s.write_timeout()).await.is_err() {
                     break;
                 }
                 Next::Continue
@@ -202,7 +217,7 @@ pub(crate) async fn run(
                     Err(e) => {
                         debug!(peer = %s.peer, error = %e, "undecodable request");
                         s.drain(&mut framed).await;
-                        let _ = send(&mut framed, &proto::notice_of_disconnection(Code::ProtocolError, &e.to_string())).await;
+                        let _ = send(&mut framed, &proto::notice_of_disconnection(Code::ProtocolError, &e.to_string()), s.write_timeout()).await;
                         break;
                     }
                 },
@@ -237,11 +252,15 @@ pub(crate) async fn run(
 }
 
 impl Session {
+    fn write_timeout(&self) -> Duration {
+        self.shared.cfg.load().write_timeout
+    }
+
     /// Finish everything in flight, writing results, before a request that changes connection state.
     async fn drain(&mut self, framed: &mut FramedRead<BoxIo, FrameCodec>) {
         while let Some((id, out)) = self.inflight.next().await {
             self.abandon.remove(&id);
-            if !out.is_empty() && send(framed, &out).await.is_err() {
+            if !out.is_empty() && send(framed, &out, self.write_timeout()).await.is_err() {
                 return;
             }
         }
@@ -259,6 +278,7 @@ impl Session {
                 let _ = send(
                     framed,
                     &proto::notice_of_disconnection(Code::ProtocolError, &e.to_string()),
+                    self.write_timeout(),
                 )
                 .await;
             }
@@ -301,7 +321,7 @@ impl Session {
                             put_result(&mut out, id, 0x61, code, "", msg);
                             out.extend_from_slice(&proto::notice_of_disconnection(Code::Busy, "too many connections"));
                             metrics::ldap_op(LdapOp::Bind, Some(code as u8), started.elapsed());
-                            let _ = send(framed, &out).await;
+                            let _ = send(framed, &out, self.write_timeout()).await;
                             return Next::Close;
                         }
                     }
@@ -320,7 +340,7 @@ impl Session {
                 };
                 put_extended(&mut out, id, code, msg, Some(proto::OID_STARTTLS), None);
                 metrics::ldap_op(LdapOp::Extended, Some(code as u8), started.elapsed());
-                if send(framed, &out).await.is_err() {
+                if send(framed, &out, self.write_timeout()).await.is_err() {
                     return Next::Close;
                 }
                 return if code == Code::Success {
@@ -367,7 +387,7 @@ impl Session {
                         metrics::ldap_op(LdapOp::Compare, Some(code as u8), started.elapsed());
                         out
                     });
-                    if send(framed, &out).await.is_err() {
+                    if send(framed, &out, self.write_timeout()).await.is_err() {
                         return Next::Close;
                     }
                     return Next::Continue;
@@ -421,7 +441,7 @@ impl Session {
                     if cheap {
                         out = run();
                         self.abandon.remove(&id);
-                        if send(framed, &out).await.is_err() {
+                        if send(framed, &out, self.write_timeout()).await.is_err() {
                             return Next::Close;
                         }
                         return Next::Continue;
@@ -444,7 +464,7 @@ impl Session {
             }
         };
         metrics::ldap_op(counted.0, Some(counted.1 as u8), started.elapsed());
-        if send(framed, &out).await.is_err() {
+        if send(framed, &out, self.write_timeout()).await.is_err() {
             return Next::Close;
         }
         Next::Continue

@@ -498,29 +498,25 @@ trait PostingMap<K> {
     fn take(&mut self, key: &K);
 }
 
-impl<K: std::hash::Hash + Eq + Clone> PostingMap<K> for IHashMap<K, Bits> {
-    fn posting_mut(&mut self, key: &K) -> Option<&mut Bits> {
-        self.get_mut(key)
-    }
-    fn put(&mut self, key: K, bits: Bits) {
-        self.insert(key, bits);
-    }
-    fn take(&mut self, key: &K) {
-        self.remove(key);
-    }
+/// The same three calls on both map types (imbl gives them no common trait).
+macro_rules! posting_map {
+    ($map:ident, $($bound:tt)+) => {
+        impl<K: $($bound)+> PostingMap<K> for $map<K, Bits> {
+            fn posting_mut(&mut self, key: &K) -> Option<&mut Bits> {
+                self.get_mut(key)
+            }
+            fn put(&mut self, key: K, bits: Bits) {
+                self.insert(key, bits);
+            }
+            fn take(&mut self, key: &K) {
+                self.remove(key);
+            }
+        }
+    };
 }
 
-impl<K: Ord + Clone> PostingMap<K> for OrdMap<K, Bits> {
-    fn posting_mut(&mut self, key: &K) -> Option<&mut Bits> {
-        self.get_mut(key)
-    }
-    fn put(&mut self, key: K, bits: Bits) {
-        self.insert(key, bits);
-    }
-    fn take(&mut self, key: &K) {
-        self.remove(key);
-    }
-}
+posting_map!(IHashMap, std::hash::Hash + Eq + Clone);
+posting_map!(OrdMap, Ord + Clone);
 
 fn drop_id<K>(map: &mut impl PostingMap<K>, key: &K, id: EntryId) {
     if map.posting_mut(key).is_some_and(|ids| ids.remove(id)) {

@@ -147,6 +147,25 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A round, or `None` as soon as the server is shutting down: a round waiting for an unreachable Graph would
+/// otherwise hold the shutdown for the whole grace period. Nothing is lost: the state of the last completed
+/// round is on disk, and a round cut short during its disk part finishes on its blocking thread (the state
+/// file is replaced atomically). The abandoned round, which owns the engine, is leaked rather than dropped:
+/// the process is ending, and freeing a large directory takes seconds.
+async fn until_shutdown<T>(
+    round: impl std::future::Future<Output = Option<T>>,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    let mut round = Box::pin(round);
+    tokio::select! {
+        done = round.as_mut() => done,
+        _ = shutdown.cancelled() => {
+            std::mem::forget(round);
+            None
+        }
+    }
+}
+
 impl SyncEngine {
     /// One round: fetch, apply, persist. On error, or when the round is held for its deletions, nothing
     /// changes (the delta links stay, so the next round fetches the same changes again). (The running engine
@@ -280,14 +299,14 @@ impl SyncEngine {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {
-                    let (engine, _) = self.logged_round().await?;
+                    let (engine, _) = until_shutdown(self.logged_round(), &shutdown).await?;
                     self = engine;
                     next = tokio::time::Instant::now() + interval;
                 }
                 cmd = commands.recv() => match cmd {
                     None => break,
                     Some(Command::SyncNow(reply)) => {
-                        let (engine, r) = self.logged_round().await?;
+                        let (engine, r) = until_shutdown(self.logged_round(), &shutdown).await?;
                         self = engine;
                         if let Some(reply) = reply {
                             let _ = reply.send(r);

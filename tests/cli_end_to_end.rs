@@ -528,6 +528,16 @@ fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing
         before,
         "served from the state file with Graph down, nothing lost"
     );
+    // Its sync round is still retrying the unreachable Graph; SIGTERM does not wait for that.
+    signal(&server.0, "-TERM");
+    let stopping = Instant::now();
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "SIGTERM waited for a sync round against an unreachable Graph"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(server);
 }
 

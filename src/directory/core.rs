@@ -472,10 +472,10 @@ impl Directory {
         }
         drop(batch);
         report.unparsable_phones = stats.unparsable_phones;
-        let users = &self.store.users;
+        let store = &self.store;
         report.unmatched_csv_rows = settings
             .upn_map
-            .unmatched(|upn| users.values().any(|u| u.str("userPrincipalName") == Some(upn)))
+            .unmatched(|upn| store.has_upn(upn))
             .map(|(u, l)| (u.to_string(), l))
             .collect();
         if !next.changed_in_this_version() {

@@ -50,6 +50,10 @@ pub struct Store {
     pub member_of: HashMap<String, BTreeSet<String>>,
     #[serde(skip)]
     pub reports: HashMap<String, BTreeSet<String>>,
+    /// userPrincipalName → how many users hold it. Derived, rebuilt after loading: the UPN CSV's check for rows
+    /// that match nobody asks it once per row instead of walking every user for each row.
+    #[serde(skip)]
+    upns: HashMap<String, u32>,
 }
 
 /// Which objects a round touched, so projection only revisits those (and what depends on them).
@@ -159,9 +163,30 @@ impl Store {
                 self.member_of.entry(m.id.clone()).or_default().insert(gid.clone());
             }
         }
+        self.upns.clear();
         for (uid, u) in &self.users {
             if let Some(m) = &u.manager {
                 self.reports.entry(m.clone()).or_default().insert(uid.clone());
+            }
+            if let Some(upn) = u.str("userPrincipalName") {
+                *self.upns.entry(upn.to_string()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether some user has exactly this userPrincipalName.
+    pub fn has_upn(&self, upn: &str) -> bool {
+        self.upns.contains_key(upn)
+    }
+
+    fn count_upn(&mut self, upn: Option<&str>, add: bool) {
+        let Some(upn) = upn else { return };
+        if add {
+            *self.upns.entry(upn.to_string()).or_default() += 1;
+        } else if let Some(n) = self.upns.get_mut(upn) {
+            *n -= 1;
+            if *n == 0 {
+                self.upns.remove(upn);
             }
         }
     }
@@ -300,6 +325,7 @@ impl Store {
                         changed_at: now,
                         ..Object::default()
                     });
+                    let upn_before = obj.str("userPrincipalName").map(str::to_string);
                     let mut changed = false;
                     for (k, v) in props {
                         if k == "id" {
@@ -317,6 +343,11 @@ impl Store {
                     }
                     if changed {
                         obj.changed_at = now;
+                    }
+                    let upn_after = obj.str("userPrincipalName").map(str::to_string);
+                    if *kind == GraphKind::User && upn_before != upn_after {
+                        self.count_upn(upn_before.as_deref(), false);
+                        self.count_upn(upn_after.as_deref(), true);
                     }
                     t.ids.insert(id.clone());
                 }
@@ -381,6 +412,7 @@ impl Store {
             }
         }
         if kind == GraphKind::User {
+            self.count_upn(obj.props.get("userPrincipalName").and_then(Value::as_str), false);
             self.photos.remove(id);
             if let Some(m) = obj.manager {
                 if let Some(set) = self.reports.get_mut(&m) {
@@ -426,7 +458,8 @@ mod tests {
         }
     }
 
-    /// Nulls are not stored, nested ones neither, and sending the same object again changes nothing.
+    /// Nulls are not stored, nested ones neither, and sending the same object again changes nothing; the UPN
+    /// index follows renames and removals, and is rebuilt after loading.
     #[test]
     fn nulls_are_not_stored_and_resending_them_is_no_change() {
         let mut store = Store::default();
@@ -452,5 +485,27 @@ mod tests {
         store.apply(&upsert("u1", json!({"employeeOrgData": null})), 300);
         assert!(!store.users["u1"].props.contains_key("employeeOrgData"));
         assert_eq!(store.users["u1"].changed_at, 300);
+        assert!(!store.has_upn("jane@x.example"));
+        store.apply(&upsert("u1", json!({"userPrincipalName": "jane@x.example"})), 400);
+        store.apply(&upsert("u2", json!({"userPrincipalName": "jane@x.example"})), 400);
+        assert!(store.has_upn("jane@x.example"));
+        store.apply(&upsert("u1", json!({"userPrincipalName": "jane.doe@x.example"})), 500);
+        assert!(store.has_upn("jane@x.example"), "u2 still has it");
+        store.apply(
+            &Round {
+                changes: vec![Change::Removed {
+                    kind: GraphKind::User,
+                    id: "u2".into(),
+                    permanent: true,
+                }],
+                ..Round::default()
+            },
+            600,
+        );
+        assert!(!store.has_upn("jane@x.example"));
+        assert!(store.has_upn("jane.doe@x.example"));
+        let mut reloaded: Store = serde_json::from_str(&serde_json::to_string(&store).unwrap()).unwrap();
+        reloaded.rebuild_links();
+        assert!(reloaded.has_upn("jane.doe@x.example") && !reloaded.has_upn("jane@x.example"));
     }
 }

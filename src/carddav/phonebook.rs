@@ -1160,29 +1160,18 @@ mod tests {
     #[test]
     fn numbers_in_national_or_e164() {
         let p = PhoneNormalizer::new("DE").unwrap();
-        assert_eq!(format_number("030 1234567", &p, NumberFormat::E164), "+49301234567");
-        assert_eq!(
-            format_number("+49 30 1234567", &p, NumberFormat::National),
-            "0301234567"
-        );
-        assert_eq!(
-            format_number("+1 425 555 0100", &p, NumberFormat::National),
-            "+14255550100"
-        );
-        assert_eq!(format_number("ext. 12", &p, NumberFormat::National), "ext. 12");
-        assert_eq!(
-            format_number("1234", &p, NumberFormat::E164),
-            "1234",
-            "not invented: +491234"
-        );
-        assert_eq!(
-            format_number("030 1234567 x89", &p, NumberFormat::National),
-            "0301234567 ext. 89"
-        );
-        assert_eq!(
-            format_number("+1 (425) 555-0100 x12", &p, NumberFormat::National),
-            "+14255550100 ext. 12"
-        );
+        for (raw, fmt, want) in [
+            ("030 1234567", NumberFormat::E164, "+49301234567"),
+            ("+49 30 1234567", NumberFormat::National, "0301234567"),
+            ("+1 425 555 0100", NumberFormat::National, "+14255550100"),
+            ("ext. 12", NumberFormat::National, "ext. 12"),
+            // Not a number: kept, not invented as +491234.
+            ("1234", NumberFormat::E164, "1234"),
+            ("030 1234567 x89", NumberFormat::National, "0301234567 ext. 89"),
+            ("+1 (425) 555-0100 x12", NumberFormat::National, "+14255550100 ext. 12"),
+        ] {
+            assert_eq!(format_number(raw, &p, fmt), want, "{raw}");
+        }
     }
 
     #[test]

@@ -801,16 +801,16 @@ pub(crate) mod gate {
     }
 }
 
-/// The phone books as they were rendered before books were prepared and cached (every request parsed every
-/// number): kept verbatim, so that tests can hold today's output to it byte for byte.
+/// The phone books answered the way they were before books were prepared and cached: every request builds
+/// and filters the people anew and writes a whole document for just them. The vendor formats themselves are
+/// production's (`render`, `cisco_page`), written once; what this holds the prepared path to, byte for byte, is
+/// what preparation changed: cutting rows out of a rendered book, the prepared search keys, paging.
 #[cfg(test)]
 mod reference {
-    use super::{params, person, Kind, Person, CISCO_PAGE, VENDORS, XML_CT};
+    use super::{cisco_page, cisco_search, params, person, render, Person, Variant, VENDORS, XML_CT};
     use crate::carddav::service::{encode_segment, response, text, Body, Ctx};
-    use crate::carddav::xml::esc;
     use crate::directory::phone::{digits, PhoneNormalizer};
     use crate::directory::Entry;
-    use base64::Engine as _;
     use hyper::{Response, StatusCode};
     use std::fmt::Write as _;
 
@@ -868,14 +868,21 @@ mod reference {
             .collect();
         people.sort_by_cached_key(|p| (p.name.to_lowercase(), p.name.clone()));
         let title = &ctx.books[book].display_name;
-        xml(match vendor {
-            "yealink" => yealink(&people),
-            "snom" => snom(&people, p.photos),
-            "cisco" => cisco(&people, title, p.page, p.q.as_deref(), &book_url),
-            "grandstream" => grandstream(&people),
-            "fanvil" => fanvil(&people, title),
-            _ => gigaset(&people),
-        })
+        let variant = match vendor {
+            "yealink" => Variant::Yealink,
+            "snom" if p.photos => Variant::Snom,
+            "snom" => Variant::SnomNoPhotos,
+            "cisco" => Variant::Cisco,
+            "grandstream" => Variant::Grandstream,
+            "fanvil" => Variant::Fanvil,
+            _ => Variant::Gigaset,
+        };
+        let doc = render(variant, &people, title);
+        if variant == Variant::Cisco {
+            let rows: Vec<usize> = (0..doc.row_count()).collect();
+            return xml(cisco_page(&doc, &rows, title, &p, &book_url));
+        }
+        response(StatusCode::OK, XML_CT, doc.doc)
     }
 
     fn xml(body: String) -> Response<Body> {
@@ -895,218 +902,6 @@ mod reference {
             }
         }
         text(StatusCode::OK, out)
-    }
-
-    const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-
-    pub(super) fn yealink(people: &[Person]) -> String {
-        let mut o = String::from(DECL);
-        o.push_str("<YealinkIPPhoneDirectory>\n");
-        for p in people {
-            let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name));
-            for (_, n) in &p.numbers {
-                let _ = write!(o, "<Telephone>{}</Telephone>", esc(n));
-            }
-            o.push_str("</DirectoryEntry>\n");
-        }
-        o.push_str("</YealinkIPPhoneDirectory>\n");
-        o
-    }
-
-    pub(super) fn snom(people: &[Person], photos: bool) -> String {
-        let mut o = String::from(DECL);
-        o.push_str("<tbook e='2' version='2.0' complete='true'>\n");
-        for p in people {
-            let (first, last) = p.first_last();
-            let _ = write!(
-                o,
-                "<contact fav=\"false\" vip=\"false\" blocked=\"false\"><first_name>{}</first_name><last_name>{}</last_name>\
-                 <organization>{}</organization><title>{}</title><email>{}</email>",
-                esc(first),
-                esc(last),
-                esc(&p.org),
-                esc(&p.title),
-                esc(&p.email)
-            );
-            // Snom's example puts <photo> right before <numbers>; base64 needs no escaping.
-            if let Some(photo) = p.photo.as_ref().filter(|_| photos) {
-                o.push_str("<photo>");
-                base64::engine::general_purpose::STANDARD.encode_string(photo, &mut o);
-                o.push_str("</photo>");
-            }
-            o.push_str("<numbers>");
-            for (k, n) in &p.numbers {
-                let ty = match k {
-                    Kind::Work => "business",
-                    Kind::Mobile => "mobile",
-                    Kind::Home => "home",
-                };
-                let _ = write!(o, "<number no=\"{}\" type=\"{ty}\" outgoing_id=\"0\"/>", esc(n));
-            }
-            o.push_str("</numbers></contact>\n");
-        }
-        o.push_str("</tbook>\n");
-        o
-    }
-
-    fn truncate(s: &str, max: usize) -> String {
-        s.chars().take(max).collect()
-    }
-
-    pub(super) fn cisco(people: &[Person], title: &str, page: usize, q: Option<&str>, book_url: &str) -> String {
-        // One DirectoryEntry per number (Cisco entries hold one Telephone); mobile numbers are marked.
-        let rows: Vec<(String, &str)> = people
-            .iter()
-            .flat_map(|p| {
-                p.numbers.iter().map(move |(k, n)| {
-                    let name = match k {
-                        Kind::Work => p.name.clone(),
-                        Kind::Mobile => format!("{} (M)", p.name),
-                        Kind::Home => format!("{} (H)", p.name),
-                    };
-                    (name, n.as_str())
-                })
-            })
-            .collect();
-        let pages = rows.len().div_ceil(CISCO_PAGE).max(1);
-        let page = page.min(pages);
-        let mut o = String::from(DECL);
-        o.push_str("<CiscoIPPhoneDirectory>\n");
-        let _ = writeln!(o, "<Title>{}</Title>", esc(&truncate(title, 32)));
-        let _ = writeln!(o, "<Prompt>Page {page} of {pages}</Prompt>");
-        for (name, number) in rows.iter().skip((page - 1) * CISCO_PAGE).take(CISCO_PAGE) {
-            let _ = writeln!(
-                o,
-                "<DirectoryEntry><Name>{}</Name><Telephone>{}</Telephone></DirectoryEntry>",
-                esc(&truncate(name, 32)),
-                esc(&truncate(number, 32))
-            );
-        }
-        let qs = q.map(|q| format!("&q={}", encode_segment(q))).unwrap_or_default();
-        let keys: Vec<(&str, String)> = [
-            Some(("Dial", "SoftKey:Dial".to_string())),
-            Some(("EditDial", "SoftKey:EditDial".to_string())),
-            (page < pages).then(|| ("Next", format!("{book_url}/cisco.xml?page={}{qs}", page + 1))),
-            (page > 1).then(|| ("Prev", format!("{book_url}/cisco.xml?page={}{qs}", page - 1))),
-            Some(("Search", format!("{book_url}/cisco-search.xml"))),
-            Some(("Exit", "SoftKey:Exit".to_string())),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        for (pos, (name, url)) in keys.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "<SoftKeyItem><Name>{name}</Name><URL>{}</URL><Position>{}</Position></SoftKeyItem>",
-                esc(url),
-                pos + 1
-            );
-        }
-        o.push_str("</CiscoIPPhoneDirectory>\n");
-        o
-    }
-
-    fn cisco_search(title: &str, book_url: &str) -> String {
-        format!(
-            "{DECL}<CiscoIPPhoneInput>\n<Title>{}</Title>\n<Prompt>Name or number</Prompt>\n<URL>{}/cisco.xml</URL>\n\
-             <InputItem><DisplayName>Name or number</DisplayName><QueryStringParam>q</QueryStringParam>\
-             <DefaultValue></DefaultValue><InputFlags>A</InputFlags></InputItem>\n</CiscoIPPhoneInput>\n",
-            esc(&truncate(title, 32)),
-            esc(book_url)
-        )
-    }
-
-    pub(super) fn grandstream(people: &[Person]) -> String {
-        let mut o = String::from(DECL);
-        o.push_str("<AddressBook>\n");
-        for p in people {
-            let (first, last) = p.first_last();
-            let _ = write!(
-                o,
-                "<Contact><LastName>{}</LastName><FirstName>{}</FirstName>",
-                esc(last),
-                esc(first)
-            );
-            for (k, n) in &p.numbers {
-                let ty = match k {
-                    Kind::Work => "Work",
-                    Kind::Mobile => "Cell",
-                    Kind::Home => "Home",
-                };
-                let _ = write!(
-                    o,
-                    "<Phone type=\"{ty}\"><phonenumber>{}</phonenumber><accountindex>1</accountindex></Phone>",
-                    esc(n)
-                );
-            }
-            let _ = writeln!(
-                o,
-                "<Company>{}</Company><Job>{}</Job><Mail>{}</Mail></Contact>",
-                esc(&p.org),
-                esc(&p.title),
-                esc(&p.email)
-            );
-        }
-        o.push_str("</AddressBook>\n");
-        o
-    }
-
-    pub(super) fn fanvil(people: &[Person], title: &str) -> String {
-        let mut o = String::from(DECL);
-        o.push_str("<FanvilIPPhoneDirectory clearlight=\"true\">\n");
-        let _ = writeln!(
-            o,
-            "<Title>{}</Title>\n<Prompt>Prompt</Prompt>",
-            esc(&title.replace('&', "+"))
-        );
-        for p in people {
-            let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name.replace('&', "+")));
-            let work = p.numbers.iter().filter(|(k, _)| *k == Kind::Work).map(|(_, n)| n);
-            let mobile = p.numbers.iter().filter(|(k, _)| *k == Kind::Mobile).map(|(_, n)| n);
-            let other = p.numbers.iter().filter(|(k, _)| *k == Kind::Home).map(|(_, n)| n);
-            for (tag, mut it) in [
-                ("Telephone", Box::new(work) as Box<dyn Iterator<Item = &String>>),
-                ("Mobile", Box::new(mobile)),
-                ("Other", Box::new(other)),
-            ] {
-                if let Some(n) = it.next() {
-                    let _ = write!(o, "<{tag}>{}</{tag}>", esc(n));
-                }
-            }
-            o.push_str("</DirectoryEntry>\n");
-        }
-        o.push_str("</FanvilIPPhoneDirectory>\n");
-        o
-    }
-
-    pub(super) fn gigaset(people: &[Person]) -> String {
-        let mut o = String::from(DECL);
-        o.push_str("<!DOCTYPE LocalDirectory>\n<list>\n");
-        for p in people {
-            let (first, last) = p.first_last();
-            let pick = |kind: Kind, n: usize| {
-                p.numbers
-                    .iter()
-                    .filter(|(k, _)| *k == kind)
-                    .nth(n)
-                    .map(|(_, v)| v.as_str())
-                    .unwrap_or_default()
-            };
-            let _ = writeln!(
-                o,
-                "<entry surname=\"{}\" name=\"{}\" office1=\"{}\" office2=\"{}\" mobile1=\"{}\" mobile2=\"{}\" home1=\"{}\" home2=\"{}\"/>",
-                esc(last),
-                esc(first),
-                esc(pick(Kind::Work, 0)),
-                esc(pick(Kind::Work, 1)),
-                esc(pick(Kind::Mobile, 0)),
-                esc(pick(Kind::Mobile, 1)),
-                esc(pick(Kind::Home, 0)),
-                esc(pick(Kind::Home, 1)),
-            );
-        }
-        o.push_str("</list>\n");
-        o
     }
 }
 

@@ -245,9 +245,11 @@ impl Snapshot {
     pub fn from_entries(naming: Naming, phones: PhoneNormalizer, version: u64, entries: Vec<Entry>) -> Snapshot {
         let mut s = Snapshot::empty(naming, phones);
         s.version = version;
+        let mut batch = s.batch();
         for e in entries {
-            s.upsert(Arc::new(e));
+            batch.upsert(Arc::new(e));
         }
+        drop(batch);
         s
     }
 

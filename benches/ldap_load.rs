@@ -227,6 +227,7 @@ fn user(i: usize, p: &Person, base: &str) -> Entry {
                 values: v,
             })
             .collect(),
+        sort_keys: Default::default(),
     }
 }
 
@@ -254,6 +255,7 @@ fn directory(users: usize, base: &str) -> Published {
                 values: vec![Bytes::from(rdn.1.to_string())],
             },
         ],
+        sort_keys: Default::default(),
     };
     let first_dc = base
         .split(',')

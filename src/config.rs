@@ -3,6 +3,7 @@
 //! Parsing happens once (start-up, SIGHUP) into these structs; the rest of the program never sees TOML. Unknown
 //! keys are errors so a typo (`sync_intervall`) is reported instead of silently ignored.
 
+use crate::directory::collation::Collation;
 use crate::directory::mapping::Mapping;
 use crate::directory::phone::PhoneNormalizer;
 use crate::directory::snapshot::Naming;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,9 @@ pub struct DirectoryConfig {
     pub max_delete_percent: u32,
     #[serde(default = "default_country")]
     pub default_country: String,
+    /// The order of sorted LDAP results and phone books: a language tag (`und` = the Unicode root order).
+    #[serde(default = "default_collation")]
+    pub collation: String,
     #[serde(default = "default_users_container")]
     pub users_container: String,
     #[serde(default = "default_users_container")]
@@ -238,6 +243,10 @@ fn default_photo_size() -> Option<String> {
 fn default_photo_recheck() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+fn default_collation() -> String {
+    "und".into()
+}
+
 fn default_country() -> String {
     "US".into()
 }
@@ -476,6 +485,7 @@ impl Config {
         }
         PhoneNormalizer::new(&self.directory.default_country)
             .map_err(|e| invalid("directory.default_country", e.to_string()))?;
+        Collation::new(&self.directory.collation).map_err(|e| invalid("directory.collation", e.to_string()))?;
         Mapping::with_overrides(&self.mapping).map_err(|e| invalid("mapping", e.to_string()))?;
         for c in [
             &self.directory.users_container,
@@ -537,6 +547,13 @@ impl Config {
             message: e.to_string(),
         })?;
         let mut s = crate::directory::Settings::new(naming, phones);
+        s.collation = Arc::new(
+            Collation::new(&self.directory.collation).map_err(|e| ConfigError::Invalid {
+                path: PathBuf::new(),
+                key: "directory.collation".into(),
+                message: e.to_string(),
+            })?,
+        );
         s.mapping = Mapping::with_overrides(&self.mapping).map_err(|e| ConfigError::Invalid {
             path: PathBuf::new(),
             key: "mapping".into(),
@@ -650,6 +667,16 @@ default_country = "DE"
         assert!(e.to_string().contains("directory.default_country (line 8)"), "{e}");
         let e = parse(&MINIMAL.replace("DC=contoso,DC=com", "contoso.com")).unwrap_err();
         assert!(e.to_string().contains("directory.base_dn"), "{e}");
+        let e = parse(&MINIMAL.replace(
+            "default_country = \"DE\"",
+            "default_country = \"DE\"\ncollation = \"de_DE.UTF-8\"",
+        ))
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("directory.collation (line 9)") && m.contains("\"de_DE.UTF-8\" is not a language tag"),
+            "{m}"
+        );
     }
 
     /// The shipped example must stay loadable, also with its optional lines switched on.

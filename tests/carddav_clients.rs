@@ -965,6 +965,14 @@ async fn vendor_phone_books() {
     let names = texts_of(&y, "Name");
     assert_eq!(names.len(), 40);
     assert!(names.contains(&"Jürgen Smith & Sons 21".to_string()), "{names:?}");
+    // In AD's order (the Unicode collation), not by code point: Ólafur among the O's, not after Zoë.
+    let first = |p: &str| names.iter().position(|n| n.starts_with(p)).expect(p);
+    let last = |p: &str| names.iter().rposition(|n| n.starts_with(p)).expect(p);
+    assert!(
+        last("Marie-Claire") < first("Ólafur") && last("Ólafur") < first("Sven"),
+        "{names:?}"
+    );
+    assert!(last("Sven") < first("Zoë"), "{names:?}");
     let tels = texts_of(&y, "Telephone");
     assert!(tels.contains(&"0301000011".to_string()), "national format: {tels:?}");
     assert!(tels.contains(&"01712000003".to_string()), "{tels:?}");

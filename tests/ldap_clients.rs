@@ -44,6 +44,7 @@ fn entry(id: &str, kind: EntryKind, dn: &str, attrs: Vec<(&str, Vec<Bytes>)>) ->
         usn_changed: 1,
         usn_created: 1,
         attrs,
+        sort_keys: Default::default(),
     }
 }
 

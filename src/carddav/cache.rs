@@ -338,6 +338,7 @@ mod tests {
                 attr("cn", &[cn.as_bytes()]),
                 attr("member", &member_dns),
             ],
+            sort_keys: Default::default(),
         }
     }
 

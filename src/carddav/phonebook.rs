@@ -301,8 +301,10 @@ fn prepare(ctx: &Ctx<'_>, book: usize) -> Prepared {
             })
         })
         .collect();
-    // A stable sort: a search's subset keeps the order the whole book has.
-    people.sort_by_cached_key(|(p, _)| (p.name.to_lowercase(), p.name.clone()));
+    // In the directory's collation, as sorted LDAP results; a stable sort: a search's subset keeps the order
+    // the whole book has.
+    let collation = &ctx.snap.collation;
+    people.sort_by_cached_key(|(p, _)| (collation.key(&p.name), p.name.clone()));
     let (people, keys) = people.into_iter().unzip();
     Prepared {
         people,
@@ -866,7 +868,8 @@ mod reference {
                 keep.then_some(person)
             })
             .collect();
-        people.sort_by_cached_key(|p| (p.name.to_lowercase(), p.name.clone()));
+        let collation = &ctx.snap.collation;
+        people.sort_by_cached_key(|p| (collation.key(&p.name), p.name.clone()));
         let title = &ctx.books[book].display_name;
         let variant = match vendor {
             "yealink" => Variant::Yealink,

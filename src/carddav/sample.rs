@@ -124,6 +124,7 @@ pub fn person(i: usize, usn: u64) -> Entry {
         usn_changed: usn,
         usn_created: 1,
         attrs,
+        sort_keys: Default::default(),
     }
 }
 
@@ -152,5 +153,6 @@ pub fn group(cn: &str, members: &[&Entry], usn: u64) -> Entry {
             attr("cn", vec![cn.as_bytes().to_vec()]),
             attr("member", member_dns),
         ],
+        sort_keys: Default::default(),
     }
 }

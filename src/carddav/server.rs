@@ -394,6 +394,7 @@ mod tests {
                 name: "objectClass".into(),
                 values: vec![bytes::Bytes::from_static(b"top"), bytes::Bytes::from_static(b"domain")],
             }],
+            sort_keys: Default::default(),
         });
         let dir = Published::new(sample::snapshot(2, entries));
         let ldap_cfg = crate::ldap::LdapConfig {

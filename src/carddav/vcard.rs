@@ -487,6 +487,7 @@ pub(crate) mod tests {
             usn_changed: usn,
             usn_created: 1,
             attrs: list,
+            sort_keys: Default::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! depends on it), and publishes the next snapshot in one atomic step.
 
 use crate::directory::change::{DeltaLinks, GraphKind, Round};
+use crate::directory::collation::Collation;
 use crate::directory::mapping::{EvalStats, Mapping};
 use crate::directory::names::{Assigned, NameBook, Wanted};
 use crate::directory::phone::PhoneNormalizer;
@@ -19,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Settings {
     pub naming: Naming,
     pub phones: PhoneNormalizer,
+    /// The order of sorted LDAP results and phone books (`directory.collation`).
+    pub collation: Arc<Collation>,
     pub mapping: Mapping,
     pub upn_map: UpnMap,
     /// Containers relative to the base DN, e.g. `CN=Users`.
@@ -38,6 +41,7 @@ impl Settings {
         Settings {
             naming,
             phones,
+            collation: Arc::new(Collation::root()),
             mapping: Mapping::with_overrides(&BTreeMap::new()).unwrap_or_default(),
             upn_map: UpnMap::default(),
             users_container: "CN=Users".into(),
@@ -106,7 +110,8 @@ impl Directory {
         version: u64,
     ) -> Directory {
         store.rebuild_links();
-        let empty = Snapshot::resumed(settings.naming.clone(), settings.phones.clone(), version);
+        let mut empty = Snapshot::resumed(settings.naming.clone(), settings.phones.clone(), version);
+        empty.collation = settings.collation.clone();
         let published = Published::new(empty.clone());
         let mut d = Directory {
             settings: Arc::new(settings),
@@ -186,6 +191,7 @@ impl Directory {
             };
         }
         let naming_changed = settings.naming != self.settings.naming;
+        let collation_changed = settings.collation != self.settings.collation;
         self.settings = Arc::new(settings);
         if naming_changed {
             // Every DN changes; versions still only grow (clients compare them).
@@ -194,8 +200,12 @@ impl Directory {
                 self.settings.phones.clone(),
                 self.snapshot.version,
             );
+            self.snapshot.collation = self.settings.collation.clone();
         } else {
             self.snapshot = Snapshot::clone(&self.snapshot);
+            if collation_changed {
+                self.snapshot.rekey(self.settings.collation.clone());
+            }
         }
         self.rebuild()
     }
@@ -461,6 +471,7 @@ impl Directory {
                 naming: &settings.naming,
                 mapping: &settings.mapping,
                 phones: &settings.phones,
+                collation: &settings.collation,
                 stats: &mut stats,
             };
             let entry = project::project(&r, &mut cx);

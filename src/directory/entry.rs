@@ -4,6 +4,7 @@
 //! object reuses its entry, so anything derived from an entry (an LDAP encoding, a vCard) can be cached per
 //! entry and stays valid as long as the `Arc` is the same (`Arc::ptr_eq`) or `usn_changed` is unchanged.
 
+use crate::directory::collation::{Collation, SORTED};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -65,6 +66,64 @@ pub struct Entry {
     pub usn_created: u64,
     /// Attributes in presentation order; names unique (case-insensitively).
     pub attrs: Vec<Attribute>,
+    /// Collation keys of the names clients sort on, derived from `attrs` when the entry is projected.
+    pub sort_keys: SortKeys,
+}
+
+/// The collation keys of an entry's [`SORTED`] attributes, packed into one allocation: for each attribute in
+/// [`SORTED`]'s order a little-endian `u16` length and the key (`u16::MAX` for none). Only single-valued
+/// attributes get a key; a sort over several values (RFC 2891: the least, or the greatest when reversed) keys
+/// them when it runs. Empty (`None`) for entries made without a collation, such as the root DSE.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SortKeys(Option<Box<[u8]>>);
+
+impl SortKeys {
+    pub(crate) fn of(attrs: &[Attribute], collation: &Collation) -> SortKeys {
+        let mut packed = Vec::new();
+        for name in SORTED {
+            let one =
+                attrs
+                    .iter()
+                    .find(|a| a.name.eq_ignore_ascii_case(name))
+                    .and_then(|a| match a.values.as_slice() {
+                        [v] => std::str::from_utf8(v).ok(),
+                        _ => None,
+                    });
+            let at = packed.len();
+            packed.extend_from_slice(&u16::MAX.to_le_bytes());
+            if let Some(v) = one {
+                collation.key_into(v, &mut packed);
+                match u16::try_from(packed.len() - at - 2) {
+                    Ok(n) if n < u16::MAX => packed[at..at + 2].copy_from_slice(&n.to_le_bytes()),
+                    // A value this long is keyed when a sort needs it.
+                    _ => packed.truncate(at + 2),
+                }
+            }
+        }
+        SortKeys(Some(packed.into_boxed_slice()))
+    }
+
+    /// The key of [`SORTED`]`[slot]`, if the entry has one.
+    pub(crate) fn get(&self, slot: usize) -> Option<&[u8]> {
+        let mut rest: &[u8] = self.0.as_deref()?;
+        for i in 0..=slot {
+            let (len, tail) = rest.split_first_chunk::<2>()?;
+            let len = u16::from_le_bytes(*len);
+            if len == u16::MAX {
+                if i == slot {
+                    return None;
+                }
+                rest = tail;
+                continue;
+            }
+            let (key, tail) = tail.split_at_checked(len as usize)?;
+            if i == slot {
+                return Some(key);
+            }
+            rest = tail;
+        }
+        None
+    }
 }
 
 impl Entry {
@@ -100,4 +159,42 @@ impl Entry {
 pub fn normalize_dn(dn: &str) -> Option<String> {
     let rdns = crate::directory::dn::parse_dn(dn)?;
     Some(crate::directory::dn::format_dn_norm(&rdns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(name: &str, values: &[&str]) -> Attribute {
+        Attribute {
+            name: name.into(),
+            values: values.iter().map(|v| Bytes::from(v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn sort_keys_are_kept_per_sorted_attribute() {
+        let c = Collation::root();
+        let attrs = [
+            attr("displayName", &["Jörg Schäfer"]),
+            attr("givenName", &["Jörg", "Joerg"]),
+            attr("SN", &["Schäfer"]),
+        ];
+        let keys = SortKeys::of(&attrs, &c);
+        let slot = |n: &str| SORTED.iter().position(|s| *s == n).expect(n);
+        assert_eq!(keys.get(slot("cn")), None, "absent");
+        assert_eq!(keys.get(slot("displayName")), Some(c.key("Jörg Schäfer").as_slice()));
+        assert_eq!(
+            keys.get(slot("givenName")),
+            None,
+            "several values are keyed when sorting"
+        );
+        assert_eq!(
+            keys.get(slot("sn")),
+            Some(c.key("Schäfer").as_slice()),
+            "names compare case-insensitively"
+        );
+        assert_eq!(keys.get(SORTED.len()), None);
+        assert_eq!(SortKeys::default().get(0), None);
+    }
 }

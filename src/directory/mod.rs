@@ -6,6 +6,7 @@
 
 pub mod bits;
 pub mod change;
+pub mod collation;
 pub mod core;
 pub mod dn;
 pub mod entry;

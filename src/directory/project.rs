@@ -2,8 +2,9 @@
 //! memberOf/member, manager), the configured mapping, and photos.
 
 use crate::directory::change::{GraphKind, PhotoState};
+use crate::directory::collation::Collation;
 use crate::directory::dn::escape_value;
-use crate::directory::entry::{normalize_dn, Attribute, Entry, EntryKind};
+use crate::directory::entry::{normalize_dn, Attribute, Entry, EntryKind, SortKeys};
 use crate::directory::mapping::{EvalStats, Mapping};
 use crate::directory::phone::PhoneNormalizer;
 use crate::directory::snapshot::Naming;
@@ -130,6 +131,7 @@ pub struct Context<'a> {
     pub naming: &'a Naming,
     pub mapping: &'a Mapping,
     pub phones: &'a PhoneNormalizer,
+    pub collation: &'a Collation,
     pub stats: &'a mut EvalStats,
 }
 
@@ -263,6 +265,7 @@ pub fn project(r: &Resolved<'_>, cx: &mut Context<'_>) -> Entry {
     a.add("whenCreated", generalized_time(created));
     a.add("whenChanged", generalized_time(r.obj.changed_at.max(created)));
     a.add("uSNCreated", r.created_version.to_string());
+    let attrs = a.finish();
     Entry {
         id: r.id.into(),
         kind,
@@ -271,7 +274,8 @@ pub fn project(r: &Resolved<'_>, cx: &mut Context<'_>) -> Entry {
         guid: guid_bytes(r.id),
         usn_changed: r.version,
         usn_created: r.created_version,
-        attrs: a.finish(),
+        sort_keys: SortKeys::of(&attrs, cx.collation),
+        attrs,
     }
 }
 
@@ -323,6 +327,7 @@ pub fn structural(dn: &str, naming: &Naming, version: u64) -> Option<Entry> {
         usn_changed: version,
         usn_created: version,
         attrs: a.finish(),
+        sort_keys: SortKeys::default(),
     })
 }
 

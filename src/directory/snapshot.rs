@@ -11,8 +11,9 @@
 //! names one ([`Snapshot::entry`]). Filters reach the indexes through one interface, [`crate::directory::query`].
 
 use crate::directory::bits::{Bits, EntryId};
+use crate::directory::collation::Collation;
 use crate::directory::dn::parent_norm;
-use crate::directory::entry::{Entry, EntryKind};
+use crate::directory::entry::{Entry, EntryKind, SortKeys};
 use crate::directory::phone::{is_phone_attr, PhoneNormalizer};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -162,6 +163,8 @@ pub struct Snapshot {
     pub synced_at: Option<SystemTime>,
     /// Turns query numbers into the same digit keys the phone index uses.
     pub phones: Arc<PhoneNormalizer>,
+    /// The order sorted results and phone books use; the entries' sort keys are in it.
+    pub collation: Arc<Collation>,
     /// Entries by dense id; `None` marks a free slot.
     slots: Vector<Option<Arc<Entry>>>,
     /// The ids in use (what "every entry" means to a NOT or an unindexed filter).
@@ -218,6 +221,7 @@ impl Snapshot {
             naming: Arc::new(naming),
             synced_at: None,
             phones: Arc::new(phones),
+            collation: Arc::new(Collation::root()),
             slots: Vector::new(),
             live: Arc::default(),
             free: Arc::default(),
@@ -384,6 +388,22 @@ impl Snapshot {
         s.version = version;
         s.history_from = version;
         s
+    }
+
+    /// This snapshot in another collation: every entry's sort keys made again, nothing else changed (versions
+    /// stay: the order of results is not data a client syncs).
+    pub(crate) fn rekey(&mut self, collation: Arc<Collation>) {
+        for slot in 0..self.slots.len() {
+            if let Some(Some(e)) = self.slots.get(slot) {
+                if e.sort_keys == SortKeys::default() {
+                    continue; // made without keys (the domain, containers)
+                }
+                let mut e = Entry::clone(e);
+                e.sort_keys = SortKeys::of(&e.attrs, &collation);
+                self.slots.set(slot, Some(Arc::new(e)));
+            }
+        }
+        self.collation = collation;
     }
 
     /// Start the next version from this one.

@@ -894,6 +894,7 @@ pub(crate) mod tests {
             usn_changed: 1,
             usn_created: 1,
             attrs: a,
+            sort_keys: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod rootdse;
 pub mod schema;
 pub mod search;
 mod session;
+mod sort;
 pub mod tls;
 
 pub use bind::{hash_password, Account, Cidr};

@@ -242,6 +242,8 @@ pub fn decode_paged(value: &[u8]) -> Result<(i64, Bytes), BerError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SortKey {
     pub attr: String,
+    /// The ordering rule (a matching rule OID or name), when the client names one.
+    pub rule: Option<String>,
     pub reverse: bool,
 }
 
@@ -252,12 +254,14 @@ pub fn decode_sort(value: &[u8]) -> Result<Vec<SortKey>, BerError> {
     while !list.is_empty() {
         let mut k = list.expect(0x30)?.reader();
         let attr = k.string(0x04)?;
-        let _rule = k.optional(0x80)?;
+        let rule = k
+            .optional(0x80)?
+            .map(|t| String::from_utf8_lossy(&t.value).into_owned());
         let reverse = match k.optional(0x81)? {
             Some(t) => t.value.first().is_some_and(|b| *b != 0),
             None => false,
         };
-        keys.push(SortKey { attr, reverse });
+        keys.push(SortKey { attr, rule, reverse });
     }
     Ok(keys)
 }

@@ -101,6 +101,7 @@ pub fn root_dse(snap: &Snapshot, host: &str) -> Entry {
         .into_iter()
         .filter(|a| !a.values.is_empty())
         .collect(),
+        sort_keys: Default::default(),
     }
 }
 

@@ -163,6 +163,7 @@ pub fn subschema(base: &str) -> Entry {
                 values: classes,
             },
         ],
+        sort_keys: Default::default(),
     }
 }
 

@@ -5,7 +5,8 @@
 use super::encode::{write_entry, EncodedEntry, EntryCache, Selection};
 use super::filter::Compiled;
 use super::paging::{Cursor, PageState, Pages};
-use super::proto::{self, put_result_with, Code, Control, RespControl, Scope, SearchRequest, SortKey};
+use super::proto::{self, put_result_with, Code, Control, RespControl, Scope, SearchRequest};
+use super::sort::{Sorter, UnknownRule};
 use super::{rootdse, schema};
 use crate::directory::dn::parent_norm;
 use crate::directory::entry::{normalize_dn, Entry};
@@ -92,9 +93,25 @@ pub fn search(
         },
         None => None,
     };
+    // The sort response control goes with every result of a search that asked for sorting (RFC 2891 §1.2).
+    let mut sort_ctl: Option<RespControl> = None;
     let sort = match controls.iter().find(|c| c.oid == proto::OID_SORT_REQUEST) {
         Some(c) => match c.value.as_deref().map(proto::decode_sort) {
-            Some(Ok(keys)) if !keys.is_empty() => Some(keys),
+            Some(Ok(keys)) if !keys.is_empty() => match Sorter::new(&keys, snap) {
+                Ok(s) => {
+                    sort_ctl = Some(sort_response(0));
+                    Some(s)
+                }
+                Err(e) => {
+                    let ctl = sort_response(UnknownRule::SORT_RESULT);
+                    if c.critical {
+                        return done(out, id, Code::UnavailableCriticalExtension, "", &e.to_string(), &[ctl]);
+                    }
+                    // Not critical: the results, unsorted, and the reason in the response control.
+                    sort_ctl = Some(ctl);
+                    None
+                }
+            },
             _ => return done(out, id, Code::ProtocolError, "", "malformed sort control", &[]),
         },
         None => None,
@@ -156,7 +173,7 @@ pub fn search(
             req,
             &compiled,
             &base_entry,
-            sort.as_deref(),
+            (sort.as_ref(), sort_ctl),
             size,
             &cookie,
             deadline,
@@ -170,17 +187,21 @@ pub fn search(
         .filter(|l| *l > 0)
         .min();
     let mut matching = matching(snap, &compiled, &base_entry, req.scope);
-    if let Some(keys) = &sort {
+    let ctl: Vec<RespControl> = sort_ctl.into_iter().collect();
+    if let Some(sorter) = &sort {
         let mut all: Vec<(EntryId, Arc<Entry>)> = matching.map(|(id, e)| (id, e.clone())).collect();
-        sort_entries(&mut all, keys);
-        let ctl = [RespControl {
-            oid: proto::OID_SORT_RESPONSE,
-            value: proto::sort_value(0),
-        }];
+        sorter.sort(&mut all);
         let mut it = all.iter().map(|(id, e)| (*id, e));
         return emit(&ctx, &mut it, limit, deadline, out, &ctl);
     }
-    emit(&ctx, &mut matching, limit, deadline, out, &[])
+    emit(&ctx, &mut matching, limit, deadline, out, &ctl)
+}
+
+fn sort_response(code: u8) -> RespControl {
+    RespControl {
+        oid: proto::OID_SORT_RESPONSE,
+        value: proto::sort_value(code),
+    }
 }
 
 struct Ctx<'a, 'e> {
@@ -289,42 +310,6 @@ fn walk<'s>(
     )
 }
 
-fn sort_entries(v: &mut [(EntryId, Arc<Entry>)], keys: &[SortKey]) {
-    let key_of = |e: &Entry| -> Vec<Option<String>> {
-        keys.iter()
-            .map(|k| e.strs(&k.attr).next().map(|s| s.to_lowercase()))
-            .collect()
-    };
-    // Each entry with its sort keys, computed once.
-    type Keyed = (Vec<Option<String>>, (EntryId, Arc<Entry>));
-    let mut keyed: Vec<Keyed> = v.iter().map(|e| (key_of(&e.1), e.clone())).collect();
-    keyed.sort_by(|(a, _), (b, _)| {
-        for (i, k) in keys.iter().enumerate() {
-            // Entries without the attribute sort last in either direction, as AD does.
-            let ord = match (&a[i], &b[i]) {
-                (Some(x), Some(y)) => {
-                    let o = x.cmp(y);
-                    if k.reverse {
-                        o.reverse()
-                    } else {
-                        o
-                    }
-                }
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            };
-            if ord.is_ne() {
-                return ord;
-            }
-        }
-        std::cmp::Ordering::Equal
-    });
-    for (slot, (_, e)) in v.iter_mut().zip(keyed) {
-        *slot = e;
-    }
-}
-
 fn fingerprint(req: &SearchRequest) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     req.base.to_lowercase().hash(&mut h);
@@ -339,7 +324,7 @@ fn paged_search(
     req: &SearchRequest,
     compiled: &Compiled,
     base: &Arc<Entry>,
-    sort: Option<&[SortKey]>,
+    (sort, sort_ctl): (Option<&Sorter>, Option<RespControl>),
     size: i64,
     cookie: &[u8],
     deadline: Option<Instant>,
@@ -347,13 +332,7 @@ fn paged_search(
 ) -> Option<Code> {
     let env = ctx.env;
     let fp = fingerprint(req);
-    let mut sort_ctl = Vec::new();
-    if sort.is_some() {
-        sort_ctl.push(RespControl {
-            oid: proto::OID_SORT_RESPONSE,
-            value: proto::sort_value(0),
-        });
-    }
+    let sort_ctl: Vec<RespControl> = sort_ctl.into_iter().collect();
     let state = if cookie.is_empty() {
         None
     } else {
@@ -379,11 +358,11 @@ fn paged_search(
         Some(st) => st,
         None => {
             let cursor = match sort {
-                Some(keys) => {
+                Some(sorter) => {
                     let mut all: Vec<(EntryId, Arc<Entry>)> = matching(env.snap, compiled, base, req.scope)
                         .map(|(id, e)| (id, e.clone()))
                         .collect();
-                    sort_entries(&mut all, keys);
+                    sorter.sort(&mut all);
                     let ids = all.iter().map(|(id, _)| *id).collect();
                     Cursor::Sorted {
                         ids: Arc::new(ids),

@@ -1,0 +1,126 @@
+//! Server-side sort (RFC 2891, AD's `1.2.840.113556.1.4.473`): the order of a sorted search's results.
+//!
+//! Text sorts by the directory's collation ([`crate::directory::collation`]), as AD sorts it, not by code
+//! point. The names clients sort on carry their collation keys from the projection, so a sort compares bytes;
+//! other attributes, other ordering rules and multi-valued attributes are keyed once per entry per sort.
+
+use crate::directory::collation::{Ordering, SORTED};
+use crate::directory::{Entry, EntryId, Snapshot};
+use crate::ldap::proto::SortKey;
+use std::borrow::Cow;
+use std::cmp::Ordering as Cmp;
+use std::sync::Arc;
+
+/// Why a sort control cannot be honoured: RFC 2891's `inappropriateMatching` (18).
+#[derive(Debug, thiserror::Error)]
+#[error("sort key {attr}: unknown ordering rule {rule:?}")]
+pub(crate) struct UnknownRule {
+    attr: String,
+    rule: String,
+}
+
+impl UnknownRule {
+    /// The `sortResult` code of the sort response control.
+    pub(crate) const SORT_RESULT: u8 = 18;
+}
+
+/// The sort keys of one request, resolved against a snapshot.
+pub(crate) struct Sorter {
+    keys: Vec<Key>,
+}
+
+struct Key {
+    attr: String,
+    /// Where the entries' precomputed keys for `attr` are, when `order` is the directory's collation.
+    slot: Option<usize>,
+    order: Ordering,
+    reverse: bool,
+}
+
+/// One entry's value for one sort key.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Value<'a> {
+    Bytes(Cow<'a, [u8]>),
+    Number(i128),
+}
+
+impl Sorter {
+    pub(crate) fn new(keys: &[SortKey], snap: &Snapshot) -> Result<Sorter, UnknownRule> {
+        let keys = keys
+            .iter()
+            .map(|k| {
+                let order = Ordering::of_rule(k.rule.as_deref(), &snap.collation).ok_or_else(|| UnknownRule {
+                    attr: k.attr.clone(),
+                    rule: k.rule.clone().unwrap_or_default(),
+                })?;
+                let own = matches!(&order, Ordering::Collated(c) if Arc::ptr_eq(c, &snap.collation));
+                let slot = own
+                    .then(|| SORTED.iter().position(|n| n.eq_ignore_ascii_case(&k.attr)))
+                    .flatten();
+                Ok(Key {
+                    attr: k.attr.clone(),
+                    slot,
+                    order,
+                    reverse: k.reverse,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Sorter { keys })
+    }
+
+    /// Sort `v` in place. Entries without a value for a key sort after those with one, in either direction,
+    /// as AD does; ties keep their order.
+    pub(crate) fn sort(&self, v: &mut Vec<(EntryId, Arc<Entry>)>) {
+        let mut keyed: Vec<(Vec<Option<Value<'_>>>, usize)> = v
+            .iter()
+            .enumerate()
+            .map(|(i, (_, e))| (self.keys.iter().map(|k| k.value(e)).collect(), i))
+            .collect();
+        keyed.sort_by(|(a, _), (b, _)| {
+            for (i, k) in self.keys.iter().enumerate() {
+                let ord = match (&a[i], &b[i]) {
+                    (Some(x), Some(y)) if k.reverse => y.cmp(x),
+                    (Some(x), Some(y)) => x.cmp(y),
+                    (Some(_), None) => Cmp::Less,
+                    (None, Some(_)) => Cmp::Greater,
+                    (None, None) => Cmp::Equal,
+                };
+                if ord.is_ne() {
+                    return ord;
+                }
+            }
+            Cmp::Equal
+        });
+        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        let mut taken: Vec<Option<(EntryId, Arc<Entry>)>> = std::mem::take(v).into_iter().map(Some).collect();
+        v.extend(order.into_iter().filter_map(|i| taken[i].take()));
+    }
+}
+
+impl Key {
+    /// An entry's value for this key: of several values the least, or the greatest when the key is reversed
+    /// (RFC 2891 §2.2).
+    fn value<'e>(&self, e: &'e Entry) -> Option<Value<'e>> {
+        let pick = |it: &mut dyn Iterator<Item = Value<'e>>| if self.reverse { it.max() } else { it.min() };
+        match &self.order {
+            Ordering::Collated(c) => {
+                if let Some(key) = self.slot.and_then(|s| e.sort_keys.get(s)) {
+                    return Some(Value::Bytes(Cow::Borrowed(key)));
+                }
+                pick(&mut e.strs(&self.attr).map(|s| Value::Bytes(Cow::Owned(c.key(s)))))
+            }
+            Ordering::Numeric => pick(
+                &mut e
+                    .strs(&self.attr)
+                    .filter_map(|s| s.trim().parse::<i128>().ok())
+                    .map(Value::Number),
+            ),
+            Ordering::Octets => pick(
+                &mut e
+                    .values(&self.attr)
+                    .iter()
+                    .map(|b| Value::Bytes(Cow::Borrowed(b.as_ref()))),
+            ),
+        }
+    }
+}

@@ -233,5 +233,52 @@ async fn synced_tenant_books_follow_new_rounds() {
     want.sort();
     assert_eq!(got, want);
 
+    // A card's ETag changes only with its bytes. `report` reports to Jane; when `report` is deleted, Jane's
+    // entry changes (her `directReports`) but her card does not: sync-collection reports the deletion only,
+    // Jane keeps her ETag, and vdirsyncer fetches nothing.
+    let report = snap
+        .entries()
+        .find(|e| {
+            e.kind == EntryKind::User
+                && ![jane, other.as_str(), other2.as_str()].contains(&e.id.as_ref())
+                && all.iter().any(|(h, _, _)| h.contains(e.id.as_ref()))
+        })
+        .unwrap()
+        .id
+        .to_string();
+    ctl.set_manager(&report, Some(jane)).unwrap();
+    engine.round().await.unwrap();
+    let (_, token) = sync_collection(&base, "all", &next).await;
+    vsync(&bin, &config, "sync").await;
+    let jane_before = published.load().entry(jane).unwrap().clone();
+    let etag_before = etag(&base, &jane_href).await;
+    ctl.delete(entradir::directory::change::GraphKind::User, &report, false)
+        .unwrap();
+    engine.round().await.unwrap();
+    let jane_after = published.load().entry(jane).unwrap().clone();
+    assert!(
+        jane_after.usn_changed > jane_before.usn_changed,
+        "Jane's entry changed (directReports)"
+    );
+    let (delta, _) = sync_collection(&base, "all", &token).await;
+    let got: Vec<(String, u16)> = delta.iter().map(|(h, c, _)| (h.clone(), *c)).collect();
+    assert_eq!(got, [(format!("/dav/books/all/{report}.vcf"), 404)]);
+    assert_eq!(etag(&base, &jane_href).await, etag_before);
+    let log = vsync(&bin, &config, "sync").await;
+    let updates = log.lines().filter(|l| l.contains("Copying (updating)")).count();
+    let deletes = log.lines().filter(|l| l.contains("Deleting")).count();
+    assert_eq!((updates, deletes), (0, 1), "no card fetched for nothing:\n{log}");
+
     let _ = stop.send(());
+}
+
+async fn etag(base: &str, href: &str) -> String {
+    let r = reqwest::Client::new()
+        .get(format!("{base}{href}"))
+        .basic_auth("pbx", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{href}");
+    r.headers()["etag"].to_str().unwrap().to_string()
 }

@@ -22,6 +22,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub struct CardData {
     pub entry: Arc<Entry>,
     pub card: Card,
+    /// The directory version in which this card's content last changed: the entry's version, unless the entry
+    /// changed only in what no card shows (a manager's `directReports` when a report leaves) since the card
+    /// was last built. The ETag and sync-collection follow it, so clients do not fetch a card that is the same.
+    pub changed: u64,
     v3: OnceLock<Bytes>,
     v4: OnceLock<Bytes>,
     /// The renderings escaped for XML text (`CARDDAV:address-data`), made once as well.
@@ -54,7 +58,7 @@ impl CardData {
     /// the same data, and a client sticks to one, so a version-independent tag keeps ctag/etag-comparing clients
     /// from refetching after switching PROPFIND/REPORT.
     pub fn etag(&self) -> String {
-        format!("\"{}\"", CardTag(self.entry.usn_changed))
+        format!("\"{}\"", CardTag(self.changed))
     }
 }
 
@@ -174,14 +178,22 @@ pub struct Caches {
 impl Caches {
     /// The card of an entry, built on first use and whenever the entry changed.
     pub fn card(&self, entry: &Arc<Entry>, snap: &Snapshot) -> Arc<CardData> {
-        if let Some(c) = self.cards.get(&entry.id) {
+        let prev = self.cards.get(&entry.id).map(|c| c.clone());
+        if let Some(c) = &prev {
             if Arc::ptr_eq(&c.entry, entry) || c.entry.usn_changed == entry.usn_changed {
                 return c.clone();
             }
         }
+        let card = vcard::build(entry, &snap.phones);
+        let changed = match &prev {
+            // The entry changed since, but nothing its card shows: the card keeps its version.
+            Some(p) if p.entry.usn_changed < entry.usn_changed && p.card == card => p.changed,
+            _ => entry.usn_changed,
+        };
         let data = Arc::new(CardData {
             entry: entry.clone(),
-            card: vcard::build(entry, &snap.phones),
+            card,
+            changed,
             v3: OnceLock::new(),
             v4: OnceLock::new(),
             xml3: OnceLock::new(),
@@ -474,5 +486,11 @@ mod tests {
             .unwrap()
             .contains("FN:Anna Neu"));
         assert_eq!(c2.etag(), "\"6-2\"");
+        // A change the card does not show (a report joined) keeps the card's version and ETag; the next real
+        // change takes the entry's.
+        let reports = Arc::new(person("a", 7, &[("cn", "Anna Neu"), ("directReports", "CN=Bert,DC=x")]));
+        assert_eq!(caches.card(&reports, &snap).etag(), "\"6-2\"");
+        let renamed = Arc::new(person("a", 8, &[("cn", "Anna Alt"), ("directReports", "CN=Bert,DC=x")]));
+        assert_eq!(caches.card(&renamed, &snap).etag(), "\"8-2\"");
     }
 }

@@ -8,9 +8,10 @@
 //! content-changing reload is refused instead of misread. `n` is the book's getctag as well, so it changes only
 //! when the book does; a token at or past the book's change version gets an empty answer without consulting the
 //! history. A page cut short by `DAV:limit` ends with a 507 for the book and a continuation token
-//! `urn:entradir:sync:<base>:<usn>:<id>` (`<base>` offset like `<n>`): the client's state is `<base>` plus every
-//! member up to position (`usn`, `id`) in change order. The next page reports members after that position (from
-//! the current snapshot, so changes in between are not lost) and again every removal since `<base>`;
+//! `urn:entradir:sync:<base>:<usn>:<id>` (`<base>` offset like `<n>`): the client's state is every member up to
+//! position (`usn`, `id`) in change order, and, when the position is written `+<usn>` (an incremental sync's
+//! page), the book as of `<base>` too. The next page reports members after that position (from the current
+//! snapshot, so changes in between are not lost) and again every removal since `<base>`;
 //! re-reporting a removal the client already applied is harmless, skipping one would not be. A token the
 //! snapshot history cannot answer (too old, from the future, malformed) gets 403 `DAV:valid-sync-token`, and the
 //! client starts over.
@@ -234,6 +235,10 @@ fn query(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Response<Body> 
 pub struct Token {
     pub base: u64,
     pub position: Option<(u64, String)>,
+    /// A continuation of an incremental sync (`<base>:+<usn>:<id>`): the client has every card as of `<base>`,
+    /// so a member whose card did not change since is not sent. An initial sync's continuation (`+` absent)
+    /// has nothing beyond the position.
+    pub incremental: bool,
 }
 
 impl Token {
@@ -242,11 +247,22 @@ impl Token {
         let mut parts = rest.splitn(3, ':');
         let base = parts.next()?.parse().ok()?;
         match (parts.next(), parts.next()) {
-            (None, _) => Some(Token { base, position: None }),
-            (Some(u), Some(id)) if !id.is_empty() => Some(Token {
+            (None, _) => Some(Token {
                 base,
-                position: Some((u.parse().ok()?, id.into())),
+                position: None,
+                incremental: true,
             }),
+            (Some(u), Some(id)) if !id.is_empty() => {
+                let (incremental, u) = match u.strip_prefix('+') {
+                    Some(u) => (true, u),
+                    None => (false, u),
+                };
+                Some(Token {
+                    base,
+                    position: Some((u.parse().ok()?, id.into())),
+                    incremental,
+                })
+            }
             _ => None,
         }
     }
@@ -254,6 +270,7 @@ impl Token {
     pub fn format(&self) -> String {
         match &self.position {
             None => format!("{TOKEN_PREFIX}{}", self.base),
+            Some((u, id)) if self.incremental => format!("{TOKEN_PREFIX}{}:+{u}:{id}", self.base),
             Some((u, id)) => format!("{TOKEN_PREFIX}{}:{u}:{id}", self.base),
         }
     }
@@ -283,12 +300,14 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
     let mut gone: Vec<Arc<str>> = Vec::new();
     // Members to send although their entries are older than the token (they joined through a nested group).
     let mut joined: Vec<Arc<Entry>> = Vec::new();
-    let (base, present): (u64, &[Arc<Entry>]) = if raw.is_empty() {
-        (view.changed, &view.by_change[..])
+    let mut incremental = false;
+    let (base, present): (u64, Cow<'_, [Arc<Entry>]>) = if raw.is_empty() {
+        (view.changed, Cow::Borrowed(&view.by_change[..]))
     } else {
         let Some(token) = Token::parse(raw) else {
             return stale_token(ctx);
         };
+        incremental = token.incremental;
         // Token numbers are epoch + version; a smaller one is from an earlier instance or configuration.
         let Some(base) = token.base.checked_sub(epoch).filter(|b| *b <= ctx.snap.version) else {
             return stale_token(ctx);
@@ -296,7 +315,7 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
         if token.position.is_none() && base >= view.changed {
             // Nothing in this book changed since the token: no need for the history, which may no longer reach
             // back to the token of a book that has been quiet for long.
-            (base, &[][..])
+            (base, Cow::Borrowed(&[][..]))
         } else {
             let Some(changes) = ctx.snap.changes_since(base) else {
                 return stale_token(ctx);
@@ -311,9 +330,16 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
                     gone.push(id.clone());
                 }
             }
-            let present = match &token.position {
+            let after = match &token.position {
                 None => view.changed_after(base, None),
                 Some((u, id)) => view.changed_after(*u, Some(id)),
+            };
+            // Members changed since the token whose card did not (a manager whose report left) are not news to
+            // a client that has the book as of `base`.
+            let present: Vec<Arc<Entry>> = if token.incremental {
+                after.iter().filter(|e| ctx.card(e).changed > base).cloned().collect()
+            } else {
+                after.to_vec()
             };
             // People who joined or left with their own entry unchanged (a nested group added or taken out).
             let Some(moved) = view.moved_after(base) else {
@@ -330,13 +356,14 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
             }
             gone.sort();
             gone.dedup();
-            (base, present)
+            (base, Cow::Owned(present))
         }
     };
     let take = match limit {
         Some(l) if gone.len() + present.len() > l => Some(l.saturating_sub(gone.len()).max(1).min(present.len())),
         _ => None,
     };
+    let present: &[Arc<Entry>] = &present;
     let mut ms = Multistatus::with_capacity(estimate(present, w) + gone.len() * 200);
     for id in &gone {
         ms.status(
@@ -363,11 +390,13 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
             Token {
                 base: epoch + base,
                 position: Some((last.usn_changed, last.id.to_string())),
+                incremental,
             }
         }
         _ => Token {
             base: epoch + view.changed,
             position: None,
+            incremental: true,
         },
     };
     ms.sync_token(&next.format());
@@ -482,7 +511,7 @@ mod tests {
             "{first:?}"
         );
         assert!(!first.iter().any(|(h, _)| h == "e.vcf"));
-        assert_eq!(token, "urn:entradir:sync:4:5:d");
+        assert_eq!(token, "urn:entradir:sync:4:+5:d", "an incremental sync's continuation");
         let (_, second, token) = sync(two_versions(), &token, Some(1)).await;
         assert!(second.contains(&("e.vcf".into(), 200)), "{second:?}");
         assert!(!second.iter().any(|(_, c)| *c == 507));
@@ -494,13 +523,17 @@ mod tests {
         let t = Token {
             base: 42,
             position: None,
+            incremental: true,
         };
         assert_eq!(Token::parse(&t.format()), Some(t));
-        let c = Token {
-            base: 7,
-            position: Some((5, "id:with:colons".into())),
-        };
-        assert_eq!(Token::parse(&c.format()), Some(c));
+        for incremental in [false, true] {
+            let c = Token {
+                base: 7,
+                position: Some((5, "id:with:colons".into())),
+                incremental,
+            };
+            assert_eq!(Token::parse(&c.format()), Some(c));
+        }
         for bad in [
             "",
             "42",

@@ -139,6 +139,8 @@ pub struct LdapSection {
     pub idle_timeout: Duration,
     #[serde(default = "default_write_timeout", deserialize_with = "de_duration")]
     pub write_timeout: Duration,
+    #[serde(default = "default_paged_search_ttl", deserialize_with = "de_duration")]
+    pub paged_search_ttl: Duration,
     #[serde(default = "default_page")]
     pub max_page_size: usize,
     #[serde(default = "default_page")]
@@ -280,6 +282,10 @@ fn default_idle() -> Duration {
 
 fn default_write_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_paged_search_ttl() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_page() -> usize {
     1000

@@ -90,6 +90,7 @@ fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
         max_connections_per_source: s.max_connections_per_source,
         idle_timeout: s.idle_timeout,
         write_timeout: s.write_timeout,
+        paged_search_ttl: s.paged_search_ttl,
         max_page_size: s.max_page_size,
         size_limit: s.size_limit,
         accounts: cfg.service_accounts()?,

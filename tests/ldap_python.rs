@@ -102,3 +102,55 @@ async fn python_ldap3_client_works() {
     assert_eq!(v["bad_result"], 49);
     stop.cancel();
 }
+
+const PAGING_SCRIPT: &str = r#"
+import json, sys, time
+from ldap3 import Server, Connection, SUBTREE
+port, base, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+c = Connection(Server('127.0.0.1', port=port), user='pbx@contoso.example', password=password, auto_bind=True)
+out = {}
+def page(cookie):
+    c.search(base, '(objectCategory=person)', SUBTREE, attributes=['cn'], paged_size=3, paged_cookie=cookie)
+    ctl = c.result.get('controls', {}).get('1.2.840.113556.1.4.319', {}).get('value', {})
+    return c.result['result'], c.result['message'], len(c.entries), ctl.get('cookie', b'')
+code, _, n, cookie = page(None)
+out['first'] = [code, n, len(cookie)]
+code, _, n, cookie = page(cookie)
+out['continued'] = [code, n]
+time.sleep(1.5)
+code, message, n, _ = page(cookie)
+out['stale'] = [code, message, n]
+print(json.dumps(out))
+"#;
+
+/// A paged search not continued within `ldap.paged_search_ttl` is forgotten: its cookie is refused the way AD
+/// refuses an unknown one (unwillingToPerform), while a prompt next page works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_paged_search_expires() {
+    let py = python();
+    let sim = sim(20, 2, 0, 5).await;
+    let mut engine = engine(&sim, settings(), None);
+    engine.round().await.unwrap();
+    let (port, stop) = ldap_server_with(engine.dir.published(), PASSWORD, |c| {
+        c.paged_search_ttl = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(py)
+            .args(["-c", PAGING_SCRIPT, &port.to_string(), BASE_DN, PASSWORD])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["first"], json!([0, 3, 16]), "a page and a cookie");
+    assert_eq!(v["continued"], json!([0, 3]));
+    assert_eq!(v["stale"][0], 53, "{v}");
+    assert!(
+        v["stale"][1].as_str().unwrap().contains("invalid paged results cookie"),
+        "{v}"
+    );
+    stop.cancel();
+}

@@ -48,6 +48,8 @@ pub struct LdapConfig {
     /// A connection that takes longer than this to take one response (it stopped reading) is closed, so it
     /// does not hold the response's memory forever.
     pub write_timeout: Duration,
+    /// A paged search not continued for this long is forgotten (its cookie is then refused).
+    pub paged_search_ttl: Duration,
     /// Largest page for the paged results control (AD's MaxPageSize, 1000).
     pub max_page_size: usize,
     /// Most entries returned by a non-paged search; 0 = unlimited. AD applies MaxPageSize here too (1000).
@@ -73,6 +75,7 @@ impl Default for LdapConfig {
             max_connections_per_source: 64,
             idle_timeout: Duration::from_secs(900),
             write_timeout: Duration::from_secs(60),
+            paged_search_ttl: Duration::from_secs(300),
             max_page_size: 1000,
             size_limit: 1000,
             accounts: Vec::new(),

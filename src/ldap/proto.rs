@@ -27,6 +27,7 @@ pub enum Code {
     CompareFalse = 5,
     CompareTrue = 6,
     AuthMethodNotSupported = 7,
+    AdminLimitExceeded = 11,
     UnavailableCriticalExtension = 12,
     NoSuchAttribute = 16,
     NoSuchObject = 32,

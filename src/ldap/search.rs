@@ -437,7 +437,23 @@ fn paged_search(
     };
     let total = i64::try_from(total).unwrap_or(i64::MAX);
     let next_cookie = if more {
-        env.pages.lock().map(|mut p| p.put(st)).unwrap_or_default()
+        let kept = match env.pages.lock() {
+            Ok(mut p) => p.put(st),
+            Err(poisoned) => poisoned.into_inner().put(st),
+        };
+        match kept {
+            Ok(cookie) => cookie,
+            Err(e) => {
+                // The page went out, but there is no next one: say so rather than end the search as if complete.
+                tracing::warn!(error = %e, "paged search refused");
+                let mut ctl = vec![RespControl {
+                    oid: proto::OID_PAGED,
+                    value: proto::paged_value(0, &[]),
+                }];
+                ctl.extend(sort_ctl);
+                return done(out, ctx.id, Code::AdminLimitExceeded, "", &e.to_string(), &ctl);
+            }
+        }
     } else {
         Vec::new()
     };

@@ -9,7 +9,7 @@ use super::ber::{peek_header, BerError};
 use super::bind::{self, MSG_BAD_CREDENTIALS, MSG_BAD_WORKSTATION};
 use super::encode::EntryCache;
 use super::filter::{Compiled, Filter};
-use super::paging::Pages;
+use super::paging::{Budget, Pages};
 use super::proto::{self, decode_request, put_extended, put_result, BindAuth, Code, Op, Request, Scope};
 use super::search::{search, Limits, SearchEnv};
 use super::LdapConfig;
@@ -172,6 +172,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let max_pdu = shared.cfg.load().max_pdu_size;
+    let page_ttl = shared.cfg.load().paged_search_ttl;
     let mut framed = FramedRead::with_capacity(io, FrameCodec { max_pdu }, 8 * 1024);
     let mut s = Session {
         shared,
@@ -179,7 +180,10 @@ pub(crate) async fn run(
         peer,
         tls_active,
         bound: None,
-        pages: Arc::new(Mutex::new(Pages::default())),
+        pages: Arc::new(Mutex::new(Pages::new(Budget {
+            ttl: page_ttl,
+            ..Budget::default()
+        }))),
         abandon: HashMap::new(),
         inflight: FuturesUnordered::new(),
     };

@@ -229,9 +229,17 @@ pub async fn ldap_server(
     password: &str,
     allow_anonymous: bool,
 ) -> (u16, tokio_util::sync::CancellationToken) {
-    let cfg = entradir::ldap::LdapConfig {
+    ldap_server_with(dir, password, |c| c.allow_anonymous = allow_anonymous).await
+}
+
+/// [`ldap_server`] with the configuration changed by `tweak`.
+pub async fn ldap_server_with(
+    dir: entradir::directory::Published,
+    password: &str,
+    tweak: impl FnOnce(&mut entradir::ldap::LdapConfig),
+) -> (u16, tokio_util::sync::CancellationToken) {
+    let mut cfg = entradir::ldap::LdapConfig {
         listen: Some("127.0.0.1:0".parse().expect("loopback address")),
-        allow_anonymous,
         accounts: vec![entradir::ldap::Account {
             name: "pbx".into(),
             password_hash: entradir::accounts::hash_password(password).expect("hash"),
@@ -239,6 +247,7 @@ pub async fn ldap_server(
         }],
         ..entradir::ldap::LdapConfig::default()
     };
+    tweak(&mut cfg);
     let server = entradir::ldap::Server::bind(cfg, dir)
         .await
         .expect("bind the LDAP listener");

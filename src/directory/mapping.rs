@@ -3,7 +3,7 @@
 
 use crate::directory::change::GraphKind;
 use crate::directory::phone::PhoneNormalizer;
-use serde_json::Value;
+use crate::directory::props::{Props, Val};
 use std::collections::BTreeMap;
 
 /// The default mapping shipped in `schema/mapping.toml`.
@@ -125,13 +125,8 @@ impl Expr {
     }
 
     /// The string values this expression yields for a Graph object (empty strings dropped).
-    pub fn eval(
-        &self,
-        props: &serde_json::Map<String, Value>,
-        phones: &PhoneNormalizer,
-        stats: &mut EvalStats,
-    ) -> Vec<String> {
-        let mut cur: Vec<&Value> = Vec::new();
+    pub fn eval(&self, props: &Props, phones: &PhoneNormalizer, stats: &mut EvalStats) -> Vec<String> {
+        let mut cur: Vec<&Val> = Vec::new();
         let mut first = true;
         for step in &self.steps {
             let mut next = Vec::new();
@@ -142,8 +137,8 @@ impl Expr {
                     } else {
                         for v in &cur {
                             match v {
-                                Value::Object(m) => next.extend(m.get(name)),
-                                Value::Array(a) => next.extend(a.iter().filter_map(|x| x.get(name))),
+                                Val::Obj(m) => next.extend(m.get(name)),
+                                Val::Arr(a) => next.extend(a.iter().filter_map(|x| x.get(name))),
                                 _ => {}
                             }
                         }
@@ -157,7 +152,7 @@ impl Expr {
                         .flat_map(|a| a.iter())
                         .filter(|x| {
                             x.get(field)
-                                .and_then(Value::as_str)
+                                .and_then(Val::as_str)
                                 .is_some_and(|s| s.eq_ignore_ascii_case(value))
                         }),
                 ),
@@ -168,10 +163,10 @@ impl Expr {
         let mut out = Vec::new();
         for v in cur {
             match v {
-                Value::String(s) => out.push(s.clone()),
-                Value::Number(n) => out.push(n.to_string()),
-                Value::Bool(b) => out.push(if *b { "TRUE" } else { "FALSE" }.to_string()),
-                Value::Array(a) => out.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string))),
+                Val::Str(s) => out.push(s.to_string()),
+                Val::Num(n) => out.push(n.to_string()),
+                Val::Bool(b) => out.push(if *b { "TRUE" } else { "FALSE" }.to_string()),
+                Val::Arr(a) => out.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string))),
                 _ => {}
             }
         }
@@ -284,13 +279,13 @@ impl Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn eval(expr: &str, v: Value) -> Vec<String> {
         let n = PhoneNormalizer::new("DE").unwrap();
         Expr::parse(expr)
             .unwrap()
-            .eval(v.as_object().unwrap(), &n, &mut EvalStats::default())
+            .eval(&Props::from_map(v.as_object().unwrap()), &n, &mut EvalStats::default())
     }
 
     #[test]

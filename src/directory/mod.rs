@@ -14,6 +14,7 @@ pub mod mapping;
 pub mod names;
 pub mod phone;
 pub mod project;
+pub mod props;
 pub mod query;
 pub mod snapshot;
 pub mod state;

@@ -4,14 +4,14 @@
 //! scope re-project the directory without asking Graph again, and what the state file persists.
 
 use crate::directory::change::{Change, GraphKind, MemberRef, PhotoState, Round};
+use crate::directory::props::{Props, Val};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One Graph object with the relationships delta tracks separately.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Object {
-    pub props: Map<String, Value>,
+    pub props: Props,
     /// Direct members (groups only).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub members: BTreeSet<MemberRef>,
@@ -28,7 +28,7 @@ pub struct Object {
 
 impl Object {
     pub fn str(&self, prop: &str) -> Option<&str> {
-        self.props.get(prop).and_then(Value::as_str)
+        self.props.get(prop).and_then(Val::as_str)
     }
 }
 
@@ -66,29 +66,6 @@ pub struct Touched {
     pub member_diffs: Vec<(String, String, bool)>,
     /// (user, old manager, new manager).
     pub manager_diffs: Vec<(String, Option<String>, Option<String>)>,
-}
-
-/// A property value as stored: without the members of objects that are null, and `None` for a null or an
-/// object of nothing but nulls. A missing member and a null one read the same to the mapping, and Graph sends
-/// objects such as `onPremisesExtensionAttributes` with fifteen nulls for nearly every user: kept, they were a
-/// quarter of the store's memory. Array elements stay as they are, since a mapping may index them.
-fn compact(v: &Value) -> Option<Value> {
-    match v {
-        Value::Null => None,
-        Value::Object(m) => {
-            let kept: Map<String, Value> = m.iter().filter_map(|(k, v)| Some((k.clone(), compact(v)?))).collect();
-            (!kept.is_empty()).then_some(Value::Object(kept))
-        }
-        Value::Array(a) => Some(Value::Array(
-            a.iter()
-                .map(|x| match x {
-                    Value::Object(_) => compact(x).unwrap_or(Value::Null),
-                    _ => x.clone(),
-                })
-                .collect(),
-        )),
-        _ => Some(v.clone()),
-    }
 }
 
 /// Members are ordered by (id, type), so lookups by id are range queries: a large group's member list is never
@@ -147,15 +124,9 @@ impl Store {
         self.len() == 0
     }
 
-    /// Rebuild the reverse maps (not persisted) after loading, and hold the loaded properties as a sync
-    /// round would (older state files kept nested nulls).
+    /// Rebuild the reverse maps (not persisted) after loading. (Loading already held the properties as a sync
+    /// round would: older state files kept nested nulls, [`Props`] drops them.)
     pub fn rebuild_links(&mut self) {
-        for kind in GraphKind::ALL {
-            for obj in self.objects_mut(kind).values_mut() {
-                let props = std::mem::take(&mut obj.props);
-                obj.props = props.into_iter().filter_map(|(k, v)| Some((k, compact(&v)?))).collect();
-            }
-        }
         self.member_of.clear();
         self.reports.clear();
         for (gid, g) in &self.groups {
@@ -326,21 +297,12 @@ impl Store {
                         ..Object::default()
                     });
                     let upn_before = obj.str("userPrincipalName").map(str::to_string);
-                    let mut changed = false;
-                    for (k, v) in props {
-                        if k == "id" {
-                            continue;
-                        }
-                        match compact(v) {
-                            None => changed |= obj.props.remove(k).is_some(),
-                            Some(v) => {
-                                if obj.props.get(k) != Some(&v) {
-                                    obj.props.insert(k.clone(), v);
-                                    changed = true;
-                                }
-                            }
-                        }
-                    }
+                    let changed = obj.props.merge(
+                        props
+                            .iter()
+                            .filter(|(k, _)| *k != "id")
+                            .map(|(k, v)| (k.as_str(), Val::from_json(v))),
+                    );
                     if changed {
                         obj.changed_at = now;
                     }
@@ -412,7 +374,7 @@ impl Store {
             }
         }
         if kind == GraphKind::User {
-            self.count_upn(obj.props.get("userPrincipalName").and_then(Value::as_str), false);
+            self.count_upn(obj.props.get("userPrincipalName").and_then(Val::as_str), false);
             self.photos.remove(id);
             if let Some(m) = obj.manager {
                 if let Some(set) = self.reports.get_mut(&m) {
@@ -445,7 +407,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::directory::change::{Change, GraphKind, Round};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn upsert(id: &str, props: Value) -> Round {
         Round {
@@ -473,7 +435,7 @@ mod tests {
         store.apply(&upsert("u1", user.clone()), 100);
         let stored = &store.users["u1"];
         assert_eq!(
-            Value::Object(stored.props.clone()),
+            stored.props.to_json(),
             json!({
                 "displayName": "Jane Doe",
                 "employeeOrgData": {"division": "R&D"},

@@ -86,7 +86,7 @@ pub fn engine(sim: &SimHandle, settings: Settings, state_dir: Option<std::path::
 /// The Store the tenant's current truth corresponds to.
 pub fn store_from_export(x: &TenantExport) -> Store {
     let obj = |m: &serde_json::Map<String, serde_json::Value>| Object {
-        props: without_id(m),
+        props: entradir::directory::props::Props::from_map(&without_id(m)),
         ..Object::default()
     };
     let mut s = Store::default();

@@ -141,6 +141,8 @@ pub struct LdapSection {
     pub write_timeout: Duration,
     #[serde(default = "default_paged_search_ttl", deserialize_with = "de_duration")]
     pub paged_search_ttl: Duration,
+    #[serde(default = "default_encoding_cache_mib")]
+    pub encoding_cache_mib: u64,
     #[serde(default = "default_page")]
     pub max_page_size: usize,
     #[serde(default = "default_page")]
@@ -282,6 +284,10 @@ fn default_idle() -> Duration {
 
 fn default_write_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_encoding_cache_mib() -> u64 {
+    crate::ldap::encode::DEFAULT_CACHE_BYTES >> 20
 }
 
 fn default_paged_search_ttl() -> Duration {

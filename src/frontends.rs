@@ -91,6 +91,7 @@ fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
         idle_timeout: s.idle_timeout,
         write_timeout: s.write_timeout,
         paged_search_ttl: s.paged_search_ttl,
+        encoding_cache_mib: s.encoding_cache_mib,
         max_page_size: s.max_page_size,
         size_limit: s.size_limit,
         accounts: cfg.service_accounts()?,

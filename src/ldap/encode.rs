@@ -9,7 +9,6 @@ use super::ber::{header_len, int_octets, put_len, put_tlv};
 use crate::directory::entry::Entry;
 use crate::directory::{EntryId, Snapshot};
 use bytes::{BufMut, Bytes, BytesMut};
-use dashmap::DashMap;
 use std::sync::Arc;
 
 /// AD's MaxValRange: attributes with more values are returned in ranges (`member;range=0-1499`).
@@ -234,10 +233,44 @@ impl EncodedEntry {
     }
 }
 
-/// Pre-encoded entries by dense entry id, valid while the entry `Arc` is the same.
-#[derive(Default)]
+impl EncodedEntry {
+    /// Heap bytes this encoding holds, for the cache's budget.
+    fn weight(&self) -> u64 {
+        (self.buf.len() + self.names.len() + self.attrs.len() * size_of::<EncAttr>() + 96) as u64
+    }
+}
+
+/// What the cache keeps per entry: the entry it was made from (an encoding is valid while that `Arc` is the
+/// entry's) and the encoding.
+#[derive(Clone)]
+struct Cached(Arc<Entry>, Arc<EncodedEntry>);
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl quick_cache::Weighter<EntryId, Cached> for ByBytes {
+    fn weight(&self, _: &EntryId, v: &Cached) -> u64 {
+        v.1.weight()
+    }
+}
+
+/// The default budget of [`EntryCache`]: every entry of a 20k-user tenant, the most-used fifth of a 100k one.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
+/// Pre-encoded entries by dense entry id, valid while the entry `Arc` is the same, within a byte budget.
+///
+/// Encoding is a few microseconds per entry, holding every encoding a third of the entries' own memory again;
+/// so the cache keeps the entries that searches return (the callers that ring, the surnames people type),
+/// evicting by quick_cache's CLOCK-PRO, and encodes the others when a search needs them.
 pub struct EntryCache {
-    map: DashMap<EntryId, (Arc<Entry>, Arc<EncodedEntry>)>,
+    map: quick_cache::sync::Cache<EntryId, Cached, ByBytes>,
+    budget: u64,
+}
+
+impl Default for EntryCache {
+    fn default() -> EntryCache {
+        EntryCache::with_budget(DEFAULT_CACHE_BYTES)
+    }
 }
 
 impl EntryCache {
@@ -245,12 +278,22 @@ impl EntryCache {
         EntryCache::default()
     }
 
+    /// A cache of at most `bytes` of encodings (0: none kept).
+    pub fn with_budget(bytes: u64) -> EntryCache {
+        // quick_cache sizes its tables from an item estimate; a synced entry encodes to about 2.5 KiB.
+        let items = usize::try_from(bytes / 2500).unwrap_or(usize::MAX).clamp(16, 1 << 22);
+        EntryCache {
+            map: quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes),
+            budget: bytes,
+        }
+    }
+
     /// The encoding of `e` (the entry with dense id `id`), built now if the cache holds none or an older
     /// version.
     pub fn get(&self, id: EntryId, e: &Arc<Entry>) -> Arc<EncodedEntry> {
         if let Some(hit) = self.map.get(&id) {
             if Arc::ptr_eq(&hit.0, e) {
-                return hit.1.clone();
+                return hit.1;
             }
         }
         self.put(id, e)
@@ -258,22 +301,28 @@ impl EntryCache {
 
     fn put(&self, id: EntryId, e: &Arc<Entry>) -> Arc<EncodedEntry> {
         let enc = Arc::new(EncodedEntry::new(e));
-        self.map.insert(id, (e.clone(), enc.clone()));
+        self.map.insert(id, Cached(e.clone(), enc.clone()));
         enc
     }
 
-    /// Bring the cache from snapshot `prev` (which it was last brought to) to `snap`: re-encode what changed
-    /// and drop what was removed, in proportion to the change. Without a usable `prev` (the first snapshot, a
-    /// renamed base DN, history older than `snap` keeps) every entry is checked.
+    /// Bring the cache from snapshot `prev` (which it was last brought to) to `snap`, in proportion to the
+    /// change: drop what was removed, re-encode what changed and was cached (so a lookup of a busy caller never
+    /// pays for a change), leave the rest to be encoded when asked for. Without a usable `prev` (the first
+    /// snapshot, a renamed base DN, history older than `snap` keeps) every entry is checked, and entries are
+    /// encoded ahead while the budget has room.
     pub fn advance(&self, prev: Option<&Snapshot>, snap: &Snapshot) {
         let changes = prev
             .filter(|p| Arc::ptr_eq(&p.naming, &snap.naming))
             .and_then(|p| snap.changes_since(p.version).map(|c| (p, c)));
         let Some((prev, changes)) = changes else {
             self.map
-                .retain(|id, (e, _)| snap.get(*id).is_some_and(|cur| Arc::ptr_eq(cur, e)));
+                .retain(|id, c| snap.get(*id).is_some_and(|cur| Arc::ptr_eq(cur, &c.0)));
+            let room = self.budget / 10 * 9;
             for (id, e) in snap.entries_with_ids() {
-                if !self.map.get(&id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {
+                if self.map.weight() >= room {
+                    break;
+                }
+                if !self.map.peek(&id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {
                     self.put(id, e);
                 }
             }
@@ -288,8 +337,12 @@ impl EntryCache {
         }
         for e in changes.changed {
             if let Some(id) = snap.id_of(&e.id) {
-                if !self.map.get(&id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {
-                    self.put(id, e);
+                match self.map.peek(&id) {
+                    Some(hit) if Arc::ptr_eq(&hit.0, e) => {}
+                    Some(_) => {
+                        self.put(id, e);
+                    }
+                    None => {}
                 }
             }
         }
@@ -301,6 +354,11 @@ impl EntryCache {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// Bytes of encodings held.
+    pub fn weight(&self) -> u64 {
+        self.map.weight()
     }
 }
 
@@ -419,6 +477,31 @@ mod tests {
             LdapOp::SearchResultEntry(e) => e,
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// A cache smaller than the directory keeps within its budget and still serves every entry (encoded when
+    /// asked for); one of no bytes keeps nothing.
+    #[test]
+    fn the_cache_stays_within_its_budget() {
+        let s1 = sample();
+        let one = EncodedEntry::new(s1.entries().next().unwrap()).weight();
+        let cache = EntryCache::with_budget(one * 2);
+        cache.advance(None, &s1);
+        assert!(
+            cache.weight() <= one * 2 && cache.len() < s1.len(),
+            "{} entries",
+            cache.len()
+        );
+        for (id, e) in s1.entries_with_ids() {
+            let enc = cache.get(id, e);
+            assert_eq!(enc.dn(), EncodedEntry::new(e).dn());
+            assert!(cache.weight() <= one * 3, "{}", cache.weight());
+        }
+        let none = EntryCache::with_budget(0);
+        none.advance(None, &s1);
+        let (id, e) = s1.entries_with_ids().next().unwrap();
+        none.get(id, e);
+        assert_eq!(none.len(), 0);
     }
 
     /// After a publish the cache re-encodes what changed and drops what was removed, and nothing else.

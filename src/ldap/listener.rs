@@ -59,6 +59,9 @@ impl ServerHandle {
         if cfg.max_connections != self.shared.cfg.load().max_connections {
             warn!("ldap.max_connections changed; the new limit takes effect after a restart");
         }
+        if cfg.encoding_cache_mib != self.shared.cfg.load().encoding_cache_mib {
+            warn!("ldap.encoding_cache_mib changed; the new size takes effect after a restart");
+        }
         self.shared.cfg.store(Arc::new(cfg));
         for (change, socket, name) in [
             (listeners.plain, &self.plain, "listen"),
@@ -112,10 +115,11 @@ impl Server {
         let plain = Rebindable::new(cfg.listen, net::bind(cfg.listen).await?);
         let ldaps = Rebindable::new(cfg.ldaps_listen, net::bind(cfg.ldaps_listen).await?);
         let max_connections = cfg.max_connections.max(1);
+        let cache = EntryCache::with_budget(cfg.encoding_cache_mib.saturating_mul(1 << 20));
         let shared = Arc::new(Shared {
             dir,
             cfg: ArcSwap::from_pointee(cfg),
-            cache: EntryCache::new(),
+            cache,
             throttle: Default::default(),
             per_source: Default::default(),
         });
@@ -284,9 +288,8 @@ async fn refuse_busy(mut stream: TcpStream, tls: bool, _shared: Arc<Shared>) {
     let _ = stream.shutdown().await;
 }
 
-/// Keep the encoding cache in step with the published snapshot: at start and after every publish, drop
-/// encodings of entries that changed or vanished and encode the rest ahead of the first request, so each entry
-/// is encoded once per version and no PBX lookup pays for it. Bursts of versions are coalesced.
+/// Keep the encoding cache in step with the published snapshot: at start and after every publish (bursts are
+/// coalesced), off the async workers; see [`EntryCache::advance`].
 async fn maintain_cache(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut rx = shared.dir.subscribe();
     let mut prev: Option<Arc<crate::directory::Snapshot>> = None;

@@ -50,6 +50,8 @@ pub struct LdapConfig {
     pub write_timeout: Duration,
     /// A paged search not continued for this long is forgotten (its cookie is then refused).
     pub paged_search_ttl: Duration,
+    /// Memory for cached entry encodings, in MiB (read at start).
+    pub encoding_cache_mib: u64,
     /// Largest page for the paged results control (AD's MaxPageSize, 1000).
     pub max_page_size: usize,
     /// Most entries returned by a non-paged search; 0 = unlimited. AD applies MaxPageSize here too (1000).
@@ -76,6 +78,7 @@ impl Default for LdapConfig {
             idle_timeout: Duration::from_secs(900),
             write_timeout: Duration::from_secs(60),
             paged_search_ttl: Duration::from_secs(300),
+            encoding_cache_mib: encode::DEFAULT_CACHE_BYTES >> 20,
             max_page_size: 1000,
             size_limit: 1000,
             accounts: Vec::new(),

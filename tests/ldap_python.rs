@@ -43,9 +43,25 @@ fn python() -> PathBuf {
     venv_bin("python")
 }
 
+/// Run a script with the venv's Python and parse what it prints as JSON.
+async fn run_script(script: &'static str, args: Vec<String>) -> Value {
+    let py = python();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_ldap3_client_works() {
-    let py = python();
     let sim = sim(20, 2, 2, 11).await;
     let ctl = sim.control();
     let jane = "00112233-4455-6677-8899-aabbccddeeff";
@@ -74,16 +90,8 @@ async fn python_ldap3_client_works() {
 
     let (port, stop) = ldap_server(published.clone(), PASSWORD, false).await;
 
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(py)
-            .args(["-c", SCRIPT, &port.to_string(), BASE_DN, PASSWORD, &jane_dn])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = vec![port.to_string(), BASE_DN.into(), PASSWORD.into(), jane_dn];
+    let v = run_script(SCRIPT, args).await;
     assert_eq!(v["naming"], BASE_DN);
     let mut paged: Vec<String> = serde_json::from_value(v["paged"].clone()).unwrap();
     let mut expected = people.clone();
@@ -127,7 +135,6 @@ print(json.dumps(out))
 /// refuses an unknown one (unwillingToPerform), while a prompt next page works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_paged_search_expires() {
-    let py = python();
     let sim = sim(20, 2, 0, 5).await;
     let mut engine = engine(&sim, settings(), None);
     engine.round().await.unwrap();
@@ -135,16 +142,7 @@ async fn an_abandoned_paged_search_expires() {
         c.paged_search_ttl = std::time::Duration::from_secs(1)
     })
     .await;
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(py)
-            .args(["-c", PAGING_SCRIPT, &port.to_string(), BASE_DN, PASSWORD])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_script(PAGING_SCRIPT, vec![port.to_string(), BASE_DN.into(), PASSWORD.into()]).await;
     assert_eq!(v["first"], json!([0, 3, 16]), "a page and a cookie");
     assert_eq!(v["continued"], json!([0, 3]));
     assert_eq!(v["stale"][0], 53, "{v}");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every fuzz target for a bounded time from the committed seeds; fails on the first crash, leaving the
-# input under fuzz/artifacts/<target>/ (add it to fuzz/corpus/<target>/ and a regression test once fixed).
+# Run every fuzz target for a bounded time from the committed seeds; fails on the first crash (or any other
+# failure of the fuzzer), leaving the input under fuzz/artifacts/<target>/ (add it to fuzz/corpus/<target>/
+# and a regression test once fixed).
 #
 #   fuzz/run.sh                 # each target for FUZZ_SECONDS (default 20)
 #   FUZZ_SECONDS=600 fuzz/run.sh ldap_request     # one target, longer
@@ -20,13 +21,16 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for t in "${targets[@]}"; do
   echo "== fuzz $t for ${seconds}s"
-  # New inputs go to a scratch corpus, not into the committed seeds.
-  mkdir -p "$work/$t"
-  cargo fuzz run -s none --fuzz-dir fuzz "$t" "$work/$t" fuzz/corpus/"$t" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 2>&1 | grep -E "^(==|INFO: seed|stat::number_of_executed_units|#.*DONE|SUMMARY|.*panicked|thread)" || true
-  # cargo fuzz exits non-zero on a crash, but the pipe above hides it: look for the artifact instead.
-  if compgen -G "fuzz/artifacts/$t/*" >/dev/null; then
-    echo "fuzz target $t found a crash: $(ls fuzz/artifacts/"$t")" >&2
+  # New inputs go to a scratch corpus, not into the committed seeds; a crash's input is copied out below.
+  mkdir -p "$work/$t" "$work/artifacts/$t"
+  if ! cargo fuzz run -s none --fuzz-dir fuzz "$t" "$work/$t" fuzz/corpus/"$t" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+    -artifact_prefix="$work/artifacts/$t/" >"$work/$t.log" 2>&1; then
+    tail -40 "$work/$t.log" >&2
+    mkdir -p fuzz/artifacts/"$t"
+    cp "$work/artifacts/$t/"* fuzz/artifacts/"$t"/ 2>/dev/null || true
+    echo "fuzz target $t failed; its input (if any) is in fuzz/artifacts/$t/" >&2
     exit 1
   fi
+  grep -E "^#[0-9]+.*DONE" "$work/$t.log" || true
 done

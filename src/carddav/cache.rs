@@ -54,9 +54,9 @@ impl CardData {
         })
     }
 
-    /// Strong ETag: the entry's version and the rendering's generation ([`CardTag`]). Both vCard versions carry
-    /// the same data, and a client sticks to one, so a version-independent tag keeps ctag/etag-comparing clients
-    /// from refetching after switching PROPFIND/REPORT.
+    /// Strong ETag: the card's version ([`CardData::changed`]) and the rendering's generation ([`CardTag`]).
+    /// Both vCard versions carry the same data, and a client sticks to one, so a version-independent tag keeps
+    /// ctag/etag-comparing clients from refetching after switching PROPFIND/REPORT.
     pub fn etag(&self) -> String {
         format!("\"{}\"", CardTag(self.changed))
     }
@@ -67,7 +67,7 @@ impl CardData {
 /// keeping the old one until the person's entry next changes.
 const CARD_FORMAT: u32 = 2;
 
-/// The inside of a card's ETag (without quotes): `<entry version>-<rendering generation>`.
+/// The inside of a card's ETag (without quotes): `<card version>-<rendering generation>`.
 pub struct CardTag(pub u64);
 
 impl std::fmt::Display for CardTag {
@@ -95,9 +95,10 @@ pub struct BookView {
     /// Members ordered by (usn_changed, id): the order sync-collection pages through.
     pub by_change: Vec<Arc<Entry>>,
     ids: HashSet<Arc<str>>,
-    /// People who joined or left the book while their own entry stayed the same (a nested group added to or
-    /// taken out of the book's group, a member disabled under `include_disabled = false`), with the version
-    /// the change was seen at. The directory's change history cannot tell sync-collection about these.
+    /// People who joined the book, and people who left it while their own entry stayed the same (a nested
+    /// group added to or taken out of the book's group, a member disabled under `include_disabled = false`),
+    /// with the version the change was seen at. The directory's change history cannot tell sync-collection
+    /// about these.
     moves: Vec<(u64, Arc<str>)>,
     /// `moves` is complete for changes after this version (0 until the record is cut at `MAX_MOVES`); an older
     /// sync token must start over.
@@ -153,10 +154,13 @@ fn next_moves(prev: Option<&BookView>, ids: &HashSet<Arc<str>>, snap: &Snapshot)
     let mut moves = prev.moves.clone();
     let mut moves_from = prev.moves_from;
     let unchanged_since_prev = |id: &Arc<str>| snap.entry(id).is_some_and(|e| e.usn_changed <= prev.version);
+    // Every join is recorded: sync-collection leaves out members whose card did not change since the token,
+    // and a member who joined must be sent even then (its entry may have changed in what no card shows). A
+    // leave with a changed entry is in the directory's history already.
     let mut moved: Vec<Arc<str>> = prev
         .ids
         .symmetric_difference(ids)
-        .filter(|id| unchanged_since_prev(id))
+        .filter(|id| ids.contains(*id) || unchanged_since_prev(id))
         .cloned()
         .collect();
     moved.sort();
@@ -178,29 +182,47 @@ pub struct Caches {
 impl Caches {
     /// The card of an entry, built on first use and whenever the entry changed.
     pub fn card(&self, entry: &Arc<Entry>, snap: &Snapshot) -> Arc<CardData> {
-        let prev = self.cards.get(&entry.id).map(|c| c.clone());
-        if let Some(c) = &prev {
+        if let Some(c) = self.cards.get(&entry.id) {
             if Arc::ptr_eq(&c.entry, entry) || c.entry.usn_changed == entry.usn_changed {
                 return c.clone();
             }
         }
+        // Built outside the map's lock; the version is decided under it, against whatever is cached by then
+        // (another request may have cached a newer or an in-between version meanwhile).
         let card = vcard::build(entry, &snap.phones);
-        let changed = match &prev {
-            // The entry changed since, but nothing its card shows: the card keeps its version.
-            Some(p) if p.entry.usn_changed < entry.usn_changed && p.card == card => p.changed,
-            _ => entry.usn_changed,
+        let data = |changed: u64, card: Card| {
+            Arc::new(CardData {
+                entry: entry.clone(),
+                card,
+                changed,
+                v3: OnceLock::new(),
+                v4: OnceLock::new(),
+                xml3: OnceLock::new(),
+                xml4: OnceLock::new(),
+            })
         };
-        let data = Arc::new(CardData {
-            entry: entry.clone(),
-            card,
-            changed,
-            v3: OnceLock::new(),
-            v4: OnceLock::new(),
-            xml3: OnceLock::new(),
-            xml4: OnceLock::new(),
-        });
-        self.cards.insert(entry.id.clone(), data.clone());
-        data
+        match self.cards.entry(entry.id.clone()) {
+            dashmap::Entry::Occupied(mut cached) => {
+                let newest = cached.get().clone();
+                if newest.entry.usn_changed == entry.usn_changed {
+                    return newest;
+                }
+                if newest.entry.usn_changed > entry.usn_changed {
+                    // A request on an older snapshot: its card, not cached over the newer one.
+                    return data(entry.usn_changed, card);
+                }
+                // The entry changed since the cached card, but nothing the card shows: it keeps its version.
+                let changed = if newest.card == card {
+                    newest.changed
+                } else {
+                    entry.usn_changed
+                };
+                let d = data(changed, card);
+                cached.insert(d.clone());
+                d
+            }
+            dashmap::Entry::Vacant(slot) => slot.insert(data(entry.usn_changed, card)).clone(),
+        }
     }
 
     /// The members of `book` in `snap`, computed once per snapshot version.
@@ -410,6 +432,44 @@ mod tests {
 
         // A book whose group is missing follows the snapshot version, and its group's return is newer still.
         assert_eq!(changed(&v10, Some("nope")), 10);
+    }
+
+    /// A member who joins a book (here through a nested group) in the same round as a change of their entry that
+    /// no card shows is recorded as a move: sync-collection, which leaves out unchanged cards, still sends it.
+    #[test]
+    fn a_join_is_recorded_even_when_the_entry_changed_too() {
+        let a = person("a", 2, &[("cn", "Anna")]);
+        let c = person("c", 3, &[("cn", "Cleo")]);
+        let inner = group("g2", "Inner", &[&c]);
+        let outer = group("g1", "Outer", &[&a]);
+        let v5 = Snapshot::from_entries(
+            Naming::new("DC=contoso,DC=example").unwrap(),
+            phones(),
+            5,
+            vec![a.clone(), c.clone(), inner.clone(), outer],
+        );
+        let book = BookConfig {
+            name: "o".into(),
+            display_name: "O".into(),
+            group: Some("g1".into()),
+        };
+        let caches = Caches::default();
+        assert_eq!(caches.book(&book, false, &v5).members.len(), 1);
+        let card_before = caches.card(v5.entry("c").unwrap(), &v5);
+        let mut v6 = v5.next();
+        let mut outer6 = group("g1", "Outer", &[&a, &inner]);
+        outer6.usn_changed = 6;
+        v6.upsert(Arc::new(outer6));
+        v6.upsert(Arc::new(person(
+            "c",
+            6,
+            &[("cn", "Cleo"), ("manager", "CN=New Boss,DC=x")],
+        )));
+        let view = caches.book(&book, false, &v6);
+        let moved: Vec<&str> = view.moved_after(5).unwrap().map(|id| id.as_ref()).collect();
+        assert_eq!(moved, ["c"]);
+        let card_after = caches.card(v6.entry("c").unwrap(), &v6);
+        assert_eq!(card_after.etag(), card_before.etag(), "the card itself did not change");
     }
 
     #[test]

@@ -284,6 +284,7 @@ fn key(ctx: &Ctx<'_>, book: usize) -> Key {
         cfg: ctx.cfg.clone(),
         book,
         version: ctx.snap.version,
+        collation: ctx.snap.collation.clone(),
     }
 }
 
@@ -503,17 +504,22 @@ pub(crate) struct Cache {
     slots: Mutex<Vec<(Key, Arc<OnceLock<Prepared>>)>>,
 }
 
-/// What a prepared book depends on: the configuration (books, number format, `include_disabled`), the book and
-/// the snapshot. The configuration is held, so its address cannot be reused by another one while cached.
+/// What a prepared book depends on: the configuration (books, number format, `include_disabled`), the book,
+/// the snapshot and its collation (a reload that changes only the order keeps the version). The configuration
+/// and collation are held, so their addresses cannot be reused by others while cached.
 struct Key {
     cfg: Arc<CardDavConfig>,
     book: usize,
     version: u64,
+    collation: Arc<crate::directory::collation::Collation>,
 }
 
 impl PartialEq for Key {
     fn eq(&self, o: &Key) -> bool {
-        Arc::ptr_eq(&self.cfg, &o.cfg) && self.book == o.book && self.version == o.version
+        Arc::ptr_eq(&self.cfg, &o.cfg)
+            && self.book == o.book
+            && self.version == o.version
+            && Arc::ptr_eq(&self.collation, &o.collation)
     }
 }
 

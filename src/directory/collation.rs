@@ -43,10 +43,15 @@ impl Collation {
     /// otherwise they are equal (AD's default, `caseIgnoreOrderingMatch`). Accents always count, but only
     /// after the letters: `Schafer` < `Schäfer` < `Schulz`.
     pub fn with_case(tag: &str, case_sensitive: bool) -> Result<Collation, CollationError> {
-        let locale: icu_locale_core::Locale = tag.trim().parse().map_err(|e| CollationError::BadTag {
-            tag: tag.to_string(),
-            message: format!("{e}"),
-        })?;
+        // POSIX-style `de_DE` is what admins often know; BCP 47 spells it `de-DE`.
+        let locale: icu_locale_core::Locale =
+            tag.trim()
+                .replace('_', "-")
+                .parse()
+                .map_err(|e| CollationError::BadTag {
+                    tag: tag.to_string(),
+                    message: format!("{e}"),
+                })?;
         let mut options = CollatorOptions::default();
         options.strength = Some(if case_sensitive {
             Strength::Tertiary
@@ -190,7 +195,15 @@ impl Ordering {
         if is("2.5.13.18", "octetStringOrderingMatch") || is("2.5.13.28", "generalizedTimeOrderingMatch") {
             return Some(Ordering::Octets);
         }
-        let tag = AD_ORDERING_RULES.iter().find(|(oid, _)| *oid == rule)?.1;
+        let Some(&(_, tag)) = AD_ORDERING_RULES.iter().find(|(oid, _)| *oid == rule) else {
+            // AD's other per-language rules (1.2.840.113556.1.4.1461 to .1620): the directory's order is closer
+            // to what the client wants than an error.
+            let ad_locale = rule
+                .strip_prefix("1.2.840.113556.1.4.")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| (1461..=1620).contains(&n));
+            return ad_locale.then(|| Ordering::Collated(default.clone()));
+        };
         if tag == default.tag() && !default.case_sensitive() {
             return Some(Ordering::Collated(default.clone()));
         }
@@ -283,6 +296,7 @@ mod tests {
 
     #[test]
     fn bad_tags_are_named() {
+        assert_eq!(Collation::new("de_DE").expect("POSIX spelling").tag(), "de-DE");
         let e = Collation::new("de_DE!").expect_err("not a tag");
         assert!(e.to_string().contains("\"de_DE!\""), "{e}");
     }
@@ -303,6 +317,14 @@ mod tests {
             Some(Ordering::Collated(c)) => assert_eq!(c.tag(), "sv"),
             other => panic!("Swedish: {other:?}"),
         }
+        assert!(
+            matches!(
+                Ordering::of_rule(Some("1.2.840.113556.1.4.1530"), &root),
+                Some(Ordering::Collated(c)) if Arc::ptr_eq(&c, &root)
+            ),
+            "another of AD's languages: the directory's order"
+        );
         assert!(Ordering::of_rule(Some("1.2.3.4"), &root).is_none());
+        assert!(Ordering::of_rule(Some("1.2.840.113556.1.4.1700"), &root).is_none());
     }
 }

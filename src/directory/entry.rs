@@ -31,6 +31,9 @@ pub enum EntryKind {
 pub(crate) fn attr_name(name: &str) -> Arc<str> {
     static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
         std::sync::OnceLock::new();
+    // Names also come from Graph's JSON (property names, nested ones too): past this many, garbage from Graph
+    // would only grow the table, so further names are not shared.
+    const MAX_SHARED: usize = 4096;
     let mut names = NAMES
         .get_or_init(Default::default)
         .lock()
@@ -39,7 +42,9 @@ pub(crate) fn attr_name(name: &str) -> Arc<str> {
         return n.clone();
     }
     let n: Arc<str> = name.into();
-    names.insert(n.clone());
+    if names.len() < MAX_SHARED {
+        names.insert(n.clone());
+    }
     n
 }
 
@@ -72,8 +77,7 @@ pub struct Entry {
 
 /// The collation keys of an entry's [`SORTED`] attributes, packed into one allocation: for each attribute in
 /// [`SORTED`]'s order a little-endian `u16` length and the key (`u16::MAX` for none). Only single-valued
-/// attributes get a key; a sort over several values (RFC 2891: the least, or the greatest when reversed) keys
-/// them when it runs. Empty (`None`) for entries made without a collation, such as the root DSE.
+/// attributes get a key; a sort over several values (RFC 2891: by the least) keys them when it runs. Empty (`None`) for entries made without a collation, such as the root DSE.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SortKeys(Option<Box<[u8]>>);
 

@@ -4,9 +4,9 @@
 //! The store holds every synced object for as long as the process runs (a reload re-projects from it), so its
 //! shape is the server's largest memory cost after the entries. `serde_json::Map` spends a `String` key, a
 //! 32-byte `Value` and B-tree node slack on every property of every object; here a property costs a shared
-//! name (16 bytes) and a 24-byte value, with strings boxed to their length. It reads and writes the same JSON
-//! as before, so state files stay compatible, and it keeps `serde_json`'s accessors (`get`, `as_str`, …) so
-//! the mapping reads it as it read JSON.
+//! name (16 bytes) and a 24-byte value, with strings boxed to their length. It serialises as a plain JSON
+//! object (the state file's format), and keeps `serde_json`'s accessor names (`get`, `as_str`, …) for the
+//! mapping, which walks it as JSON.
 
 use crate::directory::entry::attr_name;
 use serde::de::{MapAccess, Visitor};

@@ -124,8 +124,7 @@ impl Store {
         self.len() == 0
     }
 
-    /// Rebuild the reverse maps (not persisted) after loading. (Loading already held the properties as a sync
-    /// round would: older state files kept nested nulls, [`Props`] drops them.)
+    /// Rebuild the reverse maps (not persisted) after loading.
     pub fn rebuild_links(&mut self) {
         self.member_of.clear();
         self.reports.clear();

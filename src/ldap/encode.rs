@@ -282,10 +282,18 @@ impl EntryCache {
     pub fn with_budget(bytes: u64) -> EntryCache {
         // quick_cache sizes its tables from an item estimate; a synced entry encodes to about 2.5 KiB.
         let items = usize::try_from(bytes / 2500).unwrap_or(usize::MAX).clamp(16, 1 << 22);
-        EntryCache {
-            map: quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes),
-            budget: bytes,
-        }
+        // Each shard gets its part of the budget: a fixed few (not quick_cache's four per CPU) so that on a
+        // large host a big group's encoding still fits one.
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(bytes)
+            .shards(8)
+            .build();
+        let map = match options {
+            Ok(o) => quick_cache::sync::Cache::with_options(o, ByBytes, Default::default(), Default::default()),
+            Err(_) => quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes),
+        };
+        EntryCache { map, budget: bytes }
     }
 
     /// The encoding of `e` (the entry with dense id `id`), built now if the cache holds none or an older
@@ -308,18 +316,20 @@ impl EntryCache {
     /// Bring the cache from snapshot `prev` (which it was last brought to) to `snap`, in proportion to the
     /// change: drop what was removed, re-encode what changed and was cached (so a lookup of a busy caller never
     /// pays for a change), leave the rest to be encoded when asked for. Without a usable `prev` (the first
-    /// snapshot, a renamed base DN, history older than `snap` keeps) every entry is checked, and entries are
-    /// encoded ahead while the budget has room.
+    /// snapshot, a renamed base DN or a new collation, history older than `snap` keeps) every entry is checked,
+    /// and entries are encoded ahead while the budget has room.
     pub fn advance(&self, prev: Option<&Snapshot>, snap: &Snapshot) {
+        // A new naming context or collation made every entry anew (without a change of version).
         let changes = prev
-            .filter(|p| Arc::ptr_eq(&p.naming, &snap.naming))
+            .filter(|p| Arc::ptr_eq(&p.naming, &snap.naming) && Arc::ptr_eq(&p.collation, &snap.collation))
             .and_then(|p| snap.changes_since(p.version).map(|c| (p, c)));
         let Some((prev, changes)) = changes else {
             self.map
                 .retain(|id, c| snap.get(*id).is_some_and(|cur| Arc::ptr_eq(cur, &c.0)));
             let room = self.budget / 10 * 9;
-            for (id, e) in snap.entries_with_ids() {
-                if self.map.weight() >= room {
+            for (n, (id, e)) in snap.entries_with_ids().enumerate() {
+                // (The weight is summed over the shards' locks: looked at now and then.)
+                if n % 64 == 0 && self.map.weight() >= room {
                     break;
                 }
                 if !self.map.peek(&id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {

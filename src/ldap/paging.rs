@@ -34,7 +34,7 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Budget {
-        // A sorted state of every entry of a 1M-user tenant is 4 MB; 16 of them fit a connection.
+        // A sorted state of every entry of a 1M-user tenant is 4 MB: MAX_OPEN of them fit a connection.
         Budget {
             ttl: Duration::from_secs(300),
             per_connection: 64 << 20,
@@ -131,17 +131,16 @@ impl Pages {
     pub fn put(&mut self, st: PageState) -> Result<Vec<u8>, OverBudget> {
         self.expire(Instant::now());
         let weight = st.cursor.weight();
-        while self.open.len() >= MAX_OPEN
-            || (!self.open.is_empty() && self.held() + weight > self.budget.per_connection)
-        {
-            self.open.pop_first();
-        }
-        let available = self
-            .budget
-            .per_connection
-            .min(self.budget.total.saturating_sub(HELD.load(Ordering::Relaxed)));
+        // What this connection could free by dropping its older states counts as available; a state that does
+        // not fit even so is refused before anything is dropped. (The server-wide sum is read without a lock:
+        // connections storing at the same moment may overshoot it by a state each.)
+        let others = HELD.load(Ordering::Relaxed).saturating_sub(self.held());
+        let available = self.budget.per_connection.min(self.budget.total.saturating_sub(others));
         if weight > available {
             return Err(OverBudget { weight, available });
+        }
+        while self.open.len() >= MAX_OPEN || (!self.open.is_empty() && self.held() + weight > available) {
+            self.open.pop_first();
         }
         let charge = Charge::new(weight);
         self.next += 1;
@@ -173,6 +172,12 @@ impl Pages {
 
     fn held(&self) -> usize {
         self.open.values().map(|h| h.charge.0).sum()
+    }
+
+    /// Forget the states not continued within the TTL (on every search, so a connection that stopped paging
+    /// does not keep them until it closes).
+    pub fn expire_stale(&mut self) {
+        self.expire(Instant::now());
     }
 
     fn expire(&mut self, now: Instant) {

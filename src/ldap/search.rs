@@ -77,6 +77,9 @@ pub fn search(
     out: &mut BytesMut,
 ) -> Option<Code> {
     let snap = env.snap;
+    if let Ok(mut pages) = env.pages.lock() {
+        pages.expire_stale();
+    }
     for c in controls {
         if c.critical && !rootdse::SUPPORTED_CONTROLS.contains(&c.oid.as_str()) {
             let msg = format!(

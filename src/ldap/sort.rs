@@ -68,8 +68,8 @@ impl Sorter {
         Ok(Sorter { keys })
     }
 
-    /// Sort `v` in place. Entries without a value for a key sort after those with one, in either direction,
-    /// as AD does; ties keep their order.
+    /// Sort `v` in place. Entries without a value for a key sort after those with one, in either direction, as
+    /// AD does (RFC 2891 would put them first when reversed); ties keep their order.
     pub(crate) fn sort(&self, v: &mut Vec<(EntryId, Arc<Entry>)>) {
         let mut keyed: Vec<(Vec<Option<Value<'_>>>, usize)> = v
             .iter()
@@ -98,10 +98,9 @@ impl Sorter {
 }
 
 impl Key {
-    /// An entry's value for this key: of several values the least, or the greatest when the key is reversed
-    /// (RFC 2891 §2.2).
+    /// An entry's value for this key: of several values the least (RFC 2891 §2.2), in either direction.
     fn value<'e>(&self, e: &'e Entry) -> Option<Value<'e>> {
-        let pick = |it: &mut dyn Iterator<Item = Value<'e>>| if self.reverse { it.max() } else { it.min() };
+        let pick = |it: &mut dyn Iterator<Item = Value<'e>>| it.min();
         match &self.order {
             Ordering::Collated(c) => {
                 if let Some(key) = self.slot.and_then(|s| e.sort_keys.get(s)) {

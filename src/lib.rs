@@ -16,6 +16,7 @@ pub mod graph;
 pub mod ldap;
 pub mod metrics;
 pub mod net;
+pub mod panics;
 pub mod server;
 pub mod sync;
 pub mod time;

@@ -89,6 +89,7 @@ fn init_logging(json: bool, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    entradir::panics::install_hook();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -208,19 +208,21 @@ struct Registry {
     panics: [AtomicU64; PanicArea::ALL.len()],
 }
 
-/// Where a caught panic happened, for the `area` label of `entradir_panics_total`. Only LDAP requests are
-/// guarded so far; a panic in an HTTP request ends just that connection (hyper's task).
+/// Where a caught panic happened, for the `area` label of `entradir_panics_total` (see [`crate::panics`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PanicArea {
     Ldap,
+    /// CardDAV, phone books and the other HTTP requests of that listener.
+    Http,
 }
 
 impl PanicArea {
-    const ALL: [PanicArea; 1] = [PanicArea::Ldap];
+    const ALL: [PanicArea; 2] = [PanicArea::Ldap, PanicArea::Http];
 
     fn name(self) -> &'static str {
         match self {
             PanicArea::Ldap => "ldap",
+            PanicArea::Http => "http",
         }
     }
 }

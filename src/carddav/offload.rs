@@ -17,6 +17,9 @@ pub(crate) enum OffloadError {
     Busy(usize),
     #[error("the request's task failed: {0}")]
     Failed(#[from] tokio::task::JoinError),
+    /// The work panicked (a bug); counted in `entradir_panics_total`.
+    #[error("internal error (a bug: please report it): {0}")]
+    Panicked(crate::panics::Caught),
 }
 
 /// A bound on running and waiting blocking work.
@@ -62,12 +65,12 @@ impl Offload {
             return Err(OffloadError::Busy(self.max_admitted));
         };
         let task = tokio::task::spawn_blocking(move || {
-            let out = work();
+            let out = crate::panics::catch(crate::metrics::PanicArea::Http, work);
             drop(permit);
             drop(admitted);
             out
         });
-        Ok(task.await?)
+        task.await?.map_err(OffloadError::Panicked)
     }
 
     /// Requests running or waiting now.
@@ -99,6 +102,25 @@ impl Drop for Admitted {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    /// A panic in the work is that request's error; the slot is free again for the next one.
+    #[tokio::test]
+    async fn a_panic_in_the_work_is_an_error_and_frees_its_slot() {
+        crate::panics::install_hook();
+        let offload = Offload::new(1, 0);
+        let r = offload
+            .run(|| -> u32 {
+                let v: Vec<u32> = Vec::new();
+                v[std::hint::black_box(3)]
+            })
+            .await;
+        match r {
+            Err(OffloadError::Panicked(c)) => assert!(c.message.contains("index out of bounds"), "{c}"),
+            other => panic!("expected a caught panic, got {other:?}"),
+        }
+        assert_eq!(offload.admitted(), 0);
+        assert_eq!(offload.run(|| 7).await.ok(), Some(7));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_at_most_its_threads_queues_the_next_and_refuses_beyond_the_queue() {

@@ -198,7 +198,7 @@ where
     } else {
         crate::metrics::Listener::Http
     });
-    let svc = service_fn(move |req| handle(state.clone(), peer, secure, req));
+    let svc = service_fn(move |req| guarded(handle(state.clone(), peer, secure, req), peer));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -324,8 +324,54 @@ impl CardDavHandle {
     }
 }
 
+/// One request, with a panic in it (a bug) answered 500 for that request only, logged once and counted; the
+/// connection and every other one go on.
+async fn guarded(
+    request: impl std::future::Future<
+        Output = Result<hyper::Response<crate::carddav::service::Body>, std::convert::Infallible>,
+    >,
+    peer: std::net::SocketAddr,
+) -> Result<hyper::Response<crate::carddav::service::Body>, std::convert::Infallible> {
+    match crate::panics::catch_async(crate::metrics::PanicArea::Http, request).await {
+        Ok(answer) => answer,
+        Err(caught) => {
+            tracing::error!(%peer, panic = %caught, "internal error answering an HTTP request (a bug: please report it); answered 500");
+            Ok(crate::carddav::service::text(
+                hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    /// A panic while answering one HTTP request is a 500 for it, counted in `entradir_panics_total`.
+    #[tokio::test]
+    async fn a_panicking_request_is_answered_500() {
+        crate::panics::install_hook();
+        let count = || {
+            let mut out = String::new();
+            crate::metrics::render(&mut out);
+            out.lines()
+                .find_map(|l| l.strip_prefix("entradir_panics_total{area=\"http\"} "))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let before = count();
+        let peer: std::net::SocketAddr = "192.0.2.1:1234".parse().unwrap();
+        let boom = async {
+            if std::hint::black_box(true) {
+                panic!("a bug");
+            }
+            Ok(crate::carddav::service::text(hyper::StatusCode::OK, "never"))
+        };
+        let r = guarded(boom, peer).await.unwrap();
+        assert_eq!(r.status(), hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(count() > before);
+    }
+
     use super::*;
     use crate::carddav::config::BookConfig;
     use crate::carddav::offload::Offload;

@@ -724,8 +724,8 @@ async fn offload(
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             r
         }
-        Err(e @ OffloadError::Failed(_)) => {
-            tracing::error!(error = %e, "CardDAV: request failed");
+        Err(e @ (OffloadError::Failed(_) | OffloadError::Panicked(_))) => {
+            tracing::error!(error = %e, "CardDAV: request failed; answered 500");
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
     }

@@ -577,16 +577,10 @@ fn guarded(
     started: Instant,
     work: impl FnOnce() -> BytesMut,
 ) -> BytesMut {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+    match crate::panics::catch(metrics::PanicArea::Ldap, work) {
         Ok(out) => out,
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            error!(%peer, ?op, id, panic = %what, "internal error answering an LDAP request (a bug: please report it); answered operationsError");
-            metrics::panic_caught(metrics::PanicArea::Ldap);
+        Err(caught) => {
+            error!(%peer, ?op, id, panic = %caught, "internal error answering an LDAP request (a bug: please report it); answered operationsError");
             metrics::ldap_op(op, Some(Code::OperationsError as u8), started.elapsed());
             let mut out = BytesMut::new();
             put_result(

@@ -162,10 +162,16 @@ impl Verifier {
         let pw = password.to_vec();
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            std::str::from_utf8(&pw).is_ok_and(|p| verify_password(p, &hash))
+            crate::panics::catch(crate::metrics::PanicArea::Auth, || {
+                std::str::from_utf8(&pw).is_ok_and(|p| verify_password(p, &hash))
+            })
         })
         .await
-        .unwrap_or(false);
+        .unwrap_or(Ok(false))
+        .unwrap_or_else(|caught| {
+            tracing::error!(panic = %caught, "internal error checking a password (a bug: please report it); refused");
+            false
+        });
         match key {
             Some(k) if ok => {
                 self.remember(k);

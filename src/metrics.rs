@@ -214,15 +214,18 @@ pub enum PanicArea {
     Ldap,
     /// CardDAV, phone books and the other HTTP requests of that listener.
     Http,
+    /// A password check (LDAP bind or HTTP login), which is then refused.
+    Auth,
 }
 
 impl PanicArea {
-    const ALL: [PanicArea; 2] = [PanicArea::Ldap, PanicArea::Http];
+    const ALL: [PanicArea; 3] = [PanicArea::Ldap, PanicArea::Http, PanicArea::Auth];
 
     fn name(self) -> &'static str {
         match self {
             PanicArea::Ldap => "ldap",
             PanicArea::Http => "http",
+            PanicArea::Auth => "auth",
         }
     }
 }

@@ -418,9 +418,12 @@ impl Session {
                         .min()
                         .unwrap_or(usize::MAX);
                     let first_page = controls.iter().any(|c| c.oid == proto::OID_PAGED) && !continues_paging(&controls);
+                    // A sorted search collects and orders every match (collation keys for attributes without
+                    // precomputed ones): work for a blocking thread, not for the workers caller-ID lookups use.
+                    let sorted = controls.iter().any(|c| c.oid == proto::OID_SORT_REQUEST);
                     let cheap = sr.scope == Scope::Base
                         || continues_paging(&controls)
-                        || (sr.scope == Scope::Sub && !first_page && limit <= 1000 && sr.filter.indexable());
+                        || (sr.scope == Scope::Sub && !first_page && !sorted && limit <= 1000 && sr.filter.indexable());
                     let peer = self.peer;
                     let run = move || {
                         guarded(peer, id, 0x65, LdapOp::Search, started, || {

@@ -16,7 +16,6 @@ use crate::directory::dn::parent_norm;
 use crate::directory::entry::{Entry, EntryKind, SortKeys};
 use crate::directory::phone::{is_phone_attr, PhoneNormalizer};
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use imbl::{HashMap as IHashMap, OrdMap, Vector};
 use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
@@ -177,9 +176,13 @@ pub struct Snapshot {
     pub(super) children: IHashMap<Arc<str>, Bits>,
     /// Lower-cased attribute name → entries that have it.
     pub(super) present: IHashMap<Arc<str>, Bits>,
-    /// Ordered rather than hashed: most values belong to one entry, and a persistent hash map's nodes cost
-    /// several times the keys they hold.
-    pub(super) eq: IHashMap<Arc<str>, OrdMap<Bytes, Bits>>,
+    /// (attribute, normalised value) → entries, keyed by the pair's 128-bit [`EqKeys`] hash rather than the
+    /// value: most values (DNs, GUIDs, mail addresses) belong to one entry, so the keys would otherwise hold the
+    /// directory's strings a second time, and every insert and lookup would compare them byte by byte. Ordered
+    /// rather than hashed, because a persistent hash map's nodes cost several times the keys they hold.
+    pub(super) eq: OrdMap<u128, Bits>,
+    /// The keyed hash behind `eq`.
+    eq_keys: Arc<EqKeys>,
     /// `objectCategory` by its first RDN value, lower-cased (`person`, `computer`): the short form filters use.
     pub(super) category: IHashMap<Arc<str>, Bits>,
     /// `userAccountControl` bit → entries with it set (CUCM's and Jabber's `:1.2.840.113556.1.4.803:=2`).
@@ -229,7 +232,8 @@ impl Snapshot {
             by_dn: OrdMap::new(),
             children: IHashMap::new(),
             present: IHashMap::new(),
-            eq: IHashMap::new(),
+            eq: OrdMap::new(),
+            eq_keys: Arc::new(EqKeys::new()),
             category: IHashMap::new(),
             uac_bits: IHashMap::new(),
             phone_fwd: OrdMap::new(),
@@ -339,9 +343,8 @@ impl Snapshot {
     /// The posting of an equality lookup: `None` when the attribute is not indexed, `Some(None)` when no entry
     /// has the value.
     pub(super) fn eq_posting(&self, attr: &str, value: &[u8]) -> Option<Option<&Bits>> {
-        let canon = EQ_INDEXED.iter().find(|a| a.eq_ignore_ascii_case(attr))?;
-        let key = index_key(canon, value);
-        Some(self.eq.get(&*canon.to_ascii_lowercase()).and_then(|m| m.get(&key)))
+        let canon = EQ_INDEXED.iter().position(|a| a.eq_ignore_ascii_case(attr))?;
+        Some(self.eq.get(&self.eq_keys.key(canon, value)))
     }
 
     /// Ids of entries that may have a phone number matching `q` in any phone attribute (candidates: the caller
@@ -476,18 +479,11 @@ impl Snapshot {
         }
         self.by_usn.remove(&(e.usn_changed, slot));
         self.count(e.kind, -1);
-        for k in IndexKeys::of(e, &self.phones) {
+        for k in IndexKeys::of(e, &self.phones, &self.eq_keys) {
             match k {
                 Key::Child(p) => drop_id(&mut self.children, &p, slot),
                 Key::Present(a) => drop_id(&mut self.present, &a, slot),
-                Key::Eq(a, v) => {
-                    if let Some(m) = self.eq.get_mut(&a) {
-                        drop_id(m, &v, slot);
-                        if m.is_empty() {
-                            self.eq.remove(&a);
-                        }
-                    }
-                }
+                Key::Eq(k) => drop_id(&mut self.eq, &k, slot),
                 Key::Category(c) => drop_id(&mut self.category, &c, slot),
                 Key::Uac(b) => drop_id(&mut self.uac_bits, &b, slot),
                 Key::Phone(k) => {
@@ -568,7 +564,7 @@ struct Pending {
     slots: RoaringBitmap,
     children: Adds<Arc<str>>,
     present: Adds<Arc<str>>,
-    eq: FxHashMap<Arc<str>, Adds<Bytes>>,
+    eq: Adds<u128>,
     category: Adds<Arc<str>>,
     uac_bits: Adds<u8>,
     phones: Adds<String>,
@@ -629,11 +625,11 @@ impl Batch<'_> {
         snap.count(e.kind, 1);
         let p = &mut self.pending;
         p.slots.insert(slot);
-        for k in IndexKeys::of(e, &snap.phones) {
+        for k in IndexKeys::of(e, &snap.phones, &snap.eq_keys) {
             match k {
                 Key::Child(c) => p.children.entry(c).or_default().push(slot),
                 Key::Present(a) => p.present.entry(a).or_default().push(slot),
-                Key::Eq(a, v) => p.eq.entry(a).or_default().entry(v).or_default().push(slot),
+                Key::Eq(k) => p.eq.entry(k).or_default().push(slot),
                 Key::Category(c) => p.category.entry(c).or_default().push(slot),
                 Key::Uac(b) => p.uac_bits.entry(b).or_default().push(slot),
                 Key::Phone(k) => p.phones.entry(k).or_default().push(slot),
@@ -660,9 +656,7 @@ impl Batch<'_> {
         let snap = &mut *self.snap;
         merge(&mut snap.children, p.children);
         merge(&mut snap.present, p.present);
-        for (attr, adds) in p.eq {
-            merge(snap.eq.entry(attr).or_default(), adds);
-        }
+        merge(&mut snap.eq, p.eq);
         merge(&mut snap.category, p.category);
         merge(&mut snap.uac_bits, p.uac_bits);
         let rev: Adds<String> = p
@@ -709,7 +703,7 @@ fn merge<K: Ord>(map: &mut impl PostingMap<K>, adds: Adds<K>) {
 enum Key {
     Child(Arc<str>),
     Present(Arc<str>),
-    Eq(Arc<str>, Bytes),
+    Eq(u128),
     Category(Arc<str>),
     Uac(u8),
     Phone(String),
@@ -721,12 +715,12 @@ enum Key {
 struct IndexKeys;
 
 impl IndexKeys {
-    fn of(e: &Entry, phones: &PhoneNormalizer) -> Vec<Key> {
+    fn of(e: &Entry, phones: &PhoneNormalizer, eq_keys: &EqKeys) -> Vec<Key> {
         let mut out = Vec::new();
         if let Some(p) = parent_norm(&e.dn_norm) {
             out.push(Key::Child(p.into()));
         }
-        let mut eq: Vec<(Arc<str>, Bytes)> = Vec::new();
+        let mut eq: Vec<u128> = Vec::new();
         let mut phone: Vec<String> = Vec::new();
         let mut grams: Vec<[char; 3]> = Vec::new();
         let mut heads: Vec<(u8, [char; 3])> = Vec::new();
@@ -735,9 +729,8 @@ impl IndexKeys {
                 continue;
             }
             out.push(Key::Present(a.name.to_ascii_lowercase().into()));
-            if let Some(canon) = EQ_INDEXED.iter().find(|c| c.eq_ignore_ascii_case(&a.name)) {
-                let attr: Arc<str> = canon.to_ascii_lowercase().into();
-                eq.extend(a.values.iter().map(|v| (attr.clone(), index_key(canon, v))));
+            if let Some(canon) = EQ_INDEXED.iter().position(|c| c.eq_ignore_ascii_case(&a.name)) {
+                eq.extend(a.values.iter().map(|v| eq_keys.key(canon, v)));
             }
             if a.name.eq_ignore_ascii_case("objectCategory") {
                 if let Some(short) = a.values.first().and_then(|v| category_short(v)) {
@@ -775,7 +768,7 @@ impl IndexKeys {
         grams.dedup();
         heads.sort();
         heads.dedup();
-        out.extend(eq.into_iter().map(|(a, v)| Key::Eq(a, v)));
+        out.extend(eq.into_iter().map(Key::Eq));
         out.extend(phone.into_iter().map(Key::Phone));
         out.extend(grams.into_iter().map(Key::Trigram));
         out.extend(heads.into_iter().map(Key::Head));
@@ -796,14 +789,44 @@ pub(crate) fn parse_uac(v: &[u8]) -> Option<u32> {
     s.parse::<i64>().ok().map(|n| n as u32)
 }
 
-/// The key under which a value is indexed for equality.
-pub fn index_key(attr: &str, value: &[u8]) -> Bytes {
-    if is_binary_attr(attr) {
-        return Bytes::copy_from_slice(value);
+/// The equality index's key of an (attribute, value) pair: a 128-bit hash of the attribute and the value as
+/// equality compares it (lower-cased for strings, as is for binary attributes and invalid UTF-8). Keyed with
+/// random keys per process, so no value can be chosen to collide with another; among the few million keys of
+/// a tenant, the chance that any two collide is below 10^-25, so a posting is taken as exact.
+pub(crate) struct EqKeys {
+    k0: std::hash::RandomState,
+    k1: std::hash::RandomState,
+}
+
+impl EqKeys {
+    fn new() -> EqKeys {
+        EqKeys {
+            k0: std::hash::RandomState::new(),
+            k1: std::hash::RandomState::new(),
+        }
     }
-    match std::str::from_utf8(value) {
-        Ok(s) => Bytes::from(s.to_lowercase()),
-        Err(_) => Bytes::copy_from_slice(value),
+
+    /// `attr` is the attribute's position in [`EQ_INDEXED`].
+    fn key(&self, attr: usize, value: &[u8]) -> u128 {
+        use std::hash::{BuildHasher, Hasher};
+        let lowered;
+        let bytes = match std::str::from_utf8(value) {
+            Ok(s)
+                if (!s.is_ascii() || s.bytes().any(|b| b.is_ascii_uppercase()))
+                    && !is_binary_attr(EQ_INDEXED[attr]) =>
+            {
+                lowered = s.to_lowercase();
+                lowered.as_bytes()
+            }
+            _ => value,
+        };
+        let half = |st: &std::hash::RandomState| {
+            let mut h = st.build_hasher();
+            h.write_usize(attr);
+            h.write(bytes);
+            h.finish()
+        };
+        (u128::from(half(&self.k0)) << 64) | u128::from(half(&self.k1))
     }
 }
 
@@ -854,6 +877,7 @@ impl Published {
 mod tests {
     use super::*;
     use crate::carddav::sample::{person, person_id};
+    use bytes::Bytes;
 
     /// Every posting of every index, as sorted text, to compare two snapshots' indexes.
     fn dump(s: &Snapshot) -> Vec<String> {
@@ -863,9 +887,7 @@ mod tests {
         let mut out: Vec<String> = Vec::new();
         out.extend(s.children.iter().map(|(k, b)| format!("child {k} {:?}", ids(b))));
         out.extend(s.present.iter().map(|(k, b)| format!("present {k} {:?}", ids(b))));
-        for (a, m) in &s.eq {
-            out.extend(m.iter().map(|(k, b)| format!("eq {a} {k:?} {:?}", ids(b))));
-        }
+        out.extend(s.eq.iter().map(|(k, b)| format!("eq {k:x} {:?}", ids(b))));
         out.extend(s.category.iter().map(|(k, b)| format!("cat {k} {:?}", ids(b))));
         out.extend(s.uac_bits.iter().map(|(k, b)| format!("uac {k} {:?}", ids(b))));
         out.extend(s.phone_fwd.iter().map(|(k, b)| format!("fwd {k} {:?}", ids(b))));

@@ -3,6 +3,7 @@
 
 use crate::directory::change::{DeltaLinks, GraphKind, Round};
 use crate::directory::collation::Collation;
+use crate::directory::entry::Entry;
 use crate::directory::mapping::{EvalStats, Mapping};
 use crate::directory::names::{Assigned, NameBook, Wanted};
 use crate::directory::phone::PhoneNormalizer;
@@ -14,6 +15,20 @@ use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Projections of at least this many objects (a restart, a resync, a reload with a new mapping) make entries
+/// on helper threads while the sync thread indexes them; smaller ones are not worth the threads.
+const PIPELINE_MIN: usize = 4096;
+/// Objects a helper projects before handing them over.
+const PIPELINE_CHUNK: usize = 512;
+
+/// One object to project, with what was decided for it in order.
+struct Job<'a> {
+    id: &'a str,
+    kind: GraphKind,
+    assigned: &'a Assigned,
+    created_version: u64,
+}
 
 /// How Graph objects are turned into entries: everything a reload may change without a resync.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +97,8 @@ pub struct ApplyReport {
 
 pub struct Directory {
     settings: Arc<Settings>,
+    /// Threads that make entries while this one indexes, in large projections.
+    helpers: usize,
     store: Store,
     names: NameBook,
     links: DeltaLinks,
@@ -115,6 +132,7 @@ impl Directory {
         let published = Published::new(empty.clone());
         let mut d = Directory {
             settings: Arc::new(settings),
+            helpers: std::thread::available_parallelism().map_or(0, |n| n.get().saturating_sub(1).min(3)),
             store,
             names: NameBook::from_persisted(names),
             links,
@@ -411,16 +429,15 @@ impl Directory {
                 affected.insert(m);
             }
         }
-        // 3. Project. A group's members and a user's groups are named by DN: each referenced object's DN is
-        // worked out once per projection, not once per reference (a group of everybody lists every user).
-        let mut stats = EvalStats::default();
+        // 3. Project: removals and creation versions first, in order (cheap, and they change `self`), then
+        // the entries themselves, which only read the store and the names.
         let mut report = ApplyReport {
             version: next.version,
             ..ApplyReport::default()
         };
-        let mut dns: FxHashMap<String, Option<String>> = FxHashMap::default();
         let version = next.version;
         let mut batch = next.batch();
+        let mut jobs: Vec<Job<'_>> = Vec::with_capacity(affected.len());
         for id in &affected {
             let Some(kind) = self.is_published(id) else {
                 if batch.remove(id).is_some() {
@@ -430,57 +447,35 @@ impl Directory {
                 continue;
             };
             let Some(assigned) = self.names.get(id) else { continue };
-            let obj = &self.store.objects(kind)[id];
-            let mut dn_of = |other: &str| -> Option<String> {
-                if let Some(dn) = dns.get(other) {
-                    return dn.clone();
-                }
-                let dn = self
-                    .is_published(other)
-                    .and_then(|_| self.names.get(other))
-                    .map(|a| project::object_dn(&a.cn, &a.container));
-                dns.insert(other.to_string(), dn.clone());
-                dn
-            };
-            let mut member_of: Vec<String> = self.store.groups_of(id).filter_map(|g| dn_of(g)).collect();
-            member_of.sort();
-            let members: Vec<String> = obj.members.iter().filter_map(|m| dn_of(&m.id)).collect();
-            let manager = obj.manager.as_deref().and_then(&mut dn_of);
-            let direct_reports: Vec<String> = self.store.reports_of(id).filter_map(|u| dn_of(u)).collect();
-            let upn = obj
-                .str("userPrincipalName")
-                .map(|u| settings.upn_map.local_for(u).filter(|l| l.contains('@')).unwrap_or(u));
             let created_version = *self.created.entry(id.clone()).or_insert(version);
-            let r = Resolved {
+            jobs.push(Job {
                 id,
                 kind,
-                obj,
-                cn: &assigned.cn,
-                container_dn: &assigned.container,
-                sam: &assigned.sam,
-                upn,
-                member_of,
-                members,
-                manager,
-                direct_reports,
-                photo: self.store.photos.get(id),
-                version,
+                assigned,
                 created_version,
-            };
-            let mut cx = Context {
-                naming: &settings.naming,
-                mapping: &settings.mapping,
-                phones: &settings.phones,
-                collation: &settings.collation,
-                stats: &mut stats,
-            };
-            let entry = project::project(&r, &mut cx);
-            let before = batch.entry(id).map(|e| e.usn_changed);
-            batch.upsert(Arc::new(entry));
-            if batch.entry(id).map(|e| e.usn_changed) != before {
-                report.entries_changed += 1;
-            }
+            });
         }
+        let this = &*self;
+        let mut stats = EvalStats::default();
+        let mut changed = 0usize;
+        let mut apply = |entry: Entry| {
+            let id = entry.id.clone();
+            let before = batch.entry(&id).map(|e| e.usn_changed);
+            batch.upsert(Arc::new(entry));
+            if batch.entry(&id).map(|e| e.usn_changed) != before {
+                changed += 1;
+            }
+        };
+        let helpers = self.helpers;
+        if jobs.len() < PIPELINE_MIN || helpers == 0 {
+            let mut dns = FxHashMap::default();
+            for job in &jobs {
+                apply(this.project_one(job, version, &mut dns, &mut stats));
+            }
+        } else {
+            stats.unparsable_phones += this.project_pipelined(&jobs, version, helpers, apply);
+        }
+        report.entries_changed = changed;
         drop(batch);
         report.unparsable_phones = stats.unparsable_phones;
         let store = &self.store;
@@ -502,6 +497,106 @@ impl Directory {
         self.snapshot = next.clone();
         self.published.publish(next.clone());
         report
+    }
+
+    /// The entry for one object. `dns` remembers the DNs of the objects it names: a group's members and a
+    /// user's groups are named by DN, and a group of everybody lists every user.
+    fn project_one(
+        &self,
+        job: &Job<'_>,
+        version: u64,
+        dns: &mut FxHashMap<String, Option<String>>,
+        stats: &mut EvalStats,
+    ) -> Entry {
+        let settings = &*self.settings;
+        let id = job.id;
+        let obj = &self.store.objects(job.kind)[id];
+        let mut dn_of = |other: &str| -> Option<String> {
+            if let Some(dn) = dns.get(other) {
+                return dn.clone();
+            }
+            let dn = self
+                .is_published(other)
+                .and_then(|_| self.names.get(other))
+                .map(|a| project::object_dn(&a.cn, &a.container));
+            dns.insert(other.to_string(), dn.clone());
+            dn
+        };
+        let mut member_of: Vec<String> = self.store.groups_of(id).filter_map(|g| dn_of(g)).collect();
+        member_of.sort();
+        let members: Vec<String> = obj.members.iter().filter_map(|m| dn_of(&m.id)).collect();
+        let manager = obj.manager.as_deref().and_then(&mut dn_of);
+        let direct_reports: Vec<String> = self.store.reports_of(id).filter_map(|u| dn_of(u)).collect();
+        let upn = obj
+            .str("userPrincipalName")
+            .map(|u| settings.upn_map.local_for(u).filter(|l| l.contains('@')).unwrap_or(u));
+        let assigned = job.assigned;
+        let r = Resolved {
+            id,
+            kind: job.kind,
+            obj,
+            cn: &assigned.cn,
+            container_dn: &assigned.container,
+            sam: &assigned.sam,
+            upn,
+            member_of,
+            members,
+            manager,
+            direct_reports,
+            photo: self.store.photos.get(id),
+            version,
+            created_version: job.created_version,
+        };
+        let mut cx = Context {
+            naming: &settings.naming,
+            mapping: &settings.mapping,
+            phones: &settings.phones,
+            collation: &settings.collation,
+            stats,
+        };
+        project::project(&r, &mut cx)
+    }
+
+    /// Project `jobs` on `helpers` threads while this one indexes what they made, chunk by chunk in the jobs'
+    /// order (so dense ids come out as they would one by one). A full projection is about as much work making
+    /// entries as indexing them: overlapped, a restart or a resync takes little more than the indexing.
+    /// Returns the unparsable phone numbers the helpers counted.
+    fn project_pipelined(&self, jobs: &[Job<'_>], version: u64, helpers: usize, mut apply: impl FnMut(Entry)) -> u64 {
+        let chunks: Vec<&[Job<'_>]> = jobs.chunks(PIPELINE_CHUNK).collect();
+        std::thread::scope(|scope| {
+            let mut queues = Vec::with_capacity(helpers);
+            let mut workers = Vec::with_capacity(helpers);
+            for first in 0..helpers {
+                // Two chunks ahead at most: enough to keep the indexer busy, little memory held.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(2);
+                queues.push(rx);
+                let chunks = &chunks;
+                workers.push(scope.spawn(move || {
+                    let mut dns = FxHashMap::default();
+                    let mut stats = EvalStats::default();
+                    for chunk in chunks.iter().skip(first).step_by(helpers) {
+                        let entries = chunk
+                            .iter()
+                            .map(|job| self.project_one(job, version, &mut dns, &mut stats))
+                            .collect();
+                        if tx.send(entries).is_err() {
+                            break;
+                        }
+                    }
+                    stats.unparsable_phones
+                }));
+            }
+            for i in 0..chunks.len() {
+                // A helper that panicked closed its queue; its panic is raised below, when it is joined.
+                let Ok(entries) = queues[i % helpers].recv() else { break };
+                entries.into_iter().for_each(&mut apply);
+            }
+            drop(queues);
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .sum()
+        })
     }
 }
 
@@ -575,5 +670,108 @@ mod tests {
             );
         }
         assert!(dir.photos_known().contains_key("gone"));
+    }
+
+    /// A projection large enough for helper threads gives the same entries, under the same dense ids, as one
+    /// made object by object: groups naming members, managers, disabled accounts, a group of everybody,
+    /// colliding names, unparsable numbers.
+    #[test]
+    fn pipelined_projection_equals_one_by_one() {
+        use crate::directory::change::{Change, MemberRef, Round};
+        let n = PIPELINE_MIN + PIPELINE_CHUNK * 3 + 17;
+        let user = |i: usize| format!("{:08x}-0000-4000-8000-{:012x}", i * 2654435761 % (1 << 32), i);
+        let mut changes = Vec::new();
+        for i in 0..n {
+            let phone = if i % 97 == 0 {
+                "n/a".to_string()
+            } else {
+                format!("+49 30 {:07}", 1_000_000 + i)
+            };
+            let props = serde_json::json!({
+                "displayName": format!("Person {}", i % 1000), // collisions: numbered names
+                "userPrincipalName": format!("p{i}@contoso.example"),
+                "businessPhones": [phone],
+                "accountEnabled": i % 11 != 0,
+            });
+            changes.push(Change::Upsert {
+                kind: GraphKind::User,
+                id: user(i),
+                props: props.as_object().cloned().unwrap_or_default(),
+            });
+            if i % 10 != 0 {
+                changes.push(Change::Manager {
+                    user: user(i),
+                    manager: Some(user(i - i % 10)),
+                });
+            }
+        }
+        for (g, members) in [
+            ("everybody", (0..n).collect::<Vec<_>>()),
+            ("tens", (0..n).step_by(10).collect()),
+        ] {
+            let id = format!("{g}-0000-4000-8000-000000000000");
+            changes.push(Change::Upsert {
+                kind: GraphKind::Group,
+                id: id.clone(),
+                props: serde_json::json!({"displayName": g, "securityEnabled": true})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            });
+            changes.push(Change::Members {
+                group: id,
+                added: members
+                    .into_iter()
+                    .map(|i| MemberRef {
+                        id: user(i),
+                        odata_type: "user".into(),
+                    })
+                    .collect(),
+                removed: Vec::new(),
+            });
+        }
+        let mut store = Store::default();
+        store.apply(
+            &Round {
+                changes,
+                ..Round::default()
+            },
+            1_000,
+        );
+        let build = |helpers: usize| {
+            let naming = Naming::new("DC=contoso,DC=example").unwrap();
+            let phones = PhoneNormalizer::new("DE").unwrap();
+            let mut dir = Directory::new(
+                Settings::new(naming.clone(), phones.clone()),
+                Store::default(),
+                BTreeMap::new(),
+                Default::default(),
+            );
+            dir.helpers = helpers;
+            dir.store = store.clone();
+            dir.store.rebuild_links();
+            let report = dir.rebuild();
+            (dir, report)
+        };
+        let (one, one_report) = build(0);
+        let (piped, piped_report) = build(2);
+        assert_eq!(one_report, piped_report);
+        assert!(one_report.unparsable_phones > 0, "{one_report:?}");
+        let a: Vec<_> = one.snapshot().entries_with_ids().collect();
+        let b: Vec<_> = piped.snapshot().entries_with_ids().collect();
+        assert_eq!(a.len(), n + 2 + 4, "users, groups, domain and containers");
+        for ((ia, ea), (ib, eb)) in a.iter().zip(&b) {
+            assert_eq!((ia, &ea.id, &ea.dn, &ea.attrs), (ib, &eb.id, &eb.dn, &eb.attrs));
+        }
+        let everybody = piped
+            .snapshot()
+            .entry("everybody-0000-4000-8000-000000000000")
+            .expect("group");
+        let members = everybody
+            .attrs
+            .iter()
+            .find(|a| &*a.name == "member")
+            .map_or(0, |a| a.values.len());
+        assert_eq!(members, n, "a member DN for every user, disabled ones too");
     }
 }

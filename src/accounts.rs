@@ -6,7 +6,7 @@
 //! [`CONCURRENT_VERIFICATIONS`] at a time on the blocking pool, a short-lived cache of verified secrets, and
 //! equal work for names that are no account. Failed logins are slowed down per source by [`LoginThrottle`].
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -104,10 +104,42 @@ pub fn hash_password(password: &str) -> Result<String, HashError> {
 
 /// Whether `password` matches the PHC string. A malformed hash never matches.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
-        Err(_) => false,
+    verify_in(password.as_bytes(), phc, &mut Vec::new())
+}
+
+/// [`verify_password`] in working memory the caller keeps (grown to the hash's memory cost when needed). The
+/// verifier reuses a few such buffers: argon2 allocating 19 MiB per check on whichever blocking thread runs
+/// it leaves that much behind in each thread's allocator arena, and a burst of failed logins then holds
+/// hundreds of MiB long after it ended.
+fn verify_in(password: &[u8], phc: &str, memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else { return false };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(h.algorithm) else {
+        return false;
+    };
+    let version = match h.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = argon2::Params::try_from(&h) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::new());
     }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        && bool::from(subtle::ConstantTimeEq::ct_eq(out.as_slice(), expected.as_bytes()))
 }
 
 /// Argon2 verifications running at once, LDAP and CardDAV together: bounds their memory (19 MiB each with the
@@ -122,10 +154,16 @@ const VERIFIED_MAX: usize = 4096;
 /// Checks passwords for LDAP and CardDAV alike; one per process ([`verifier`]).
 pub struct Verifier {
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Argon2 working memory, at most one buffer per permit, allocated on first use and reused.
+    memory: std::sync::Arc<std::sync::Mutex<Vec<Vec<argon2::Block>>>>,
     /// SHA-256 of (account, password, stored hash) → when it verified. Never the password itself.
     ok: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
     /// A hash of a random password with the default parameters, verified for unknown names.
     dummy: std::sync::OnceLock<String>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The process's verifier, shared by the LDAP and CardDAV front ends.
@@ -138,6 +176,7 @@ impl Default for Verifier {
     fn default() -> Self {
         Verifier {
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS)),
+            memory: Default::default(),
             ok: Default::default(),
             dummy: std::sync::OnceLock::new(),
         }
@@ -160,11 +199,16 @@ impl Verifier {
             None => self.dummy_hash(),
         };
         let pw = password.to_vec();
+        let pool = self.memory.clone();
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            crate::panics::catch(crate::metrics::PanicArea::Auth, || {
-                std::str::from_utf8(&pw).is_ok_and(|p| verify_password(p, &hash))
-            })
+            // One buffer per permit: holding a permit means one is free or none was made yet.
+            let mut memory = lock(&pool).pop().unwrap_or_default();
+            let ok = crate::panics::catch(crate::metrics::PanicArea::Auth, || {
+                std::str::from_utf8(&pw).is_ok() && verify_in(&pw, &hash, &mut memory)
+            });
+            lock(&pool).push(memory);
+            ok
         })
         .await
         .unwrap_or(Ok(false))
@@ -327,6 +371,36 @@ mod tests {
         assert!(verify_password("s3cret", &h));
         assert!(!verify_password("S3cret", &h));
         assert!(!verify_password("s3cret", "not a hash"));
+    }
+
+    /// Verifying in reused memory agrees with argon2's own verification, for other algorithms, versions and
+    /// costs than the default too, and a buffer grown for a large cost serves a smaller one.
+    #[test]
+    fn verification_in_reused_memory_agrees_with_argon2() {
+        use argon2::password_hash::PasswordVerifier;
+        use argon2::{Algorithm, Params, Version};
+        let mut memory = Vec::new();
+        for (alg, ver, m, t, p) in [
+            (Algorithm::Argon2id, Version::V0x13, 4096, 2, 1),
+            (Algorithm::Argon2i, Version::V0x13, 512, 3, 2),
+            (Algorithm::Argon2d, Version::V0x10, 256, 1, 4),
+            (Algorithm::Argon2id, Version::V0x13, 19456, 2, 1),
+        ] {
+            let hasher = Argon2::new(alg, ver, Params::new(m, t, p, None).unwrap());
+            let salt = SaltString::generate(&mut OsRng);
+            let phc = hasher.hash_password(b"pbx-Secret", &salt).unwrap().to_string();
+            let parsed = PasswordHash::new(&phc).unwrap();
+            for pw in [&b"pbx-Secret"[..], b"pbx-secret", b""] {
+                let theirs = Argon2::default().verify_password(pw, &parsed).is_ok();
+                assert_eq!(verify_in(pw, &phc, &mut memory), theirs, "{phc} with {pw:?}");
+                assert_eq!(theirs, pw == b"pbx-Secret");
+            }
+        }
+        assert_eq!(memory.len(), 19456, "grown to the largest cost seen, not shrunk");
+        assert!(
+            !verify_in(b"x", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$", &mut memory),
+            "no hash part"
+        );
     }
 }
 

@@ -11,31 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_entradir");
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::binary::{free_port, start_sim, wait_for, Proc, BIN};
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -130,25 +106,6 @@ for _ in sys.stdin:
     c.search(sys.argv[2], '(objectCategory=person)', SUBTREE, attributes=['sAMAccountName'])
     print(len(c.entries), flush=True)
 "#;
-
-/// `entradir graph-sim` on a free port with a tenant of `users` users; waits until it listens.
-fn start_sim(users: usize, groups: usize, devices: usize, seed: u64) -> (Proc, u16) {
-    let port = free_port();
-    let sim = Proc(
-        Command::new(BIN)
-            .args(["graph-sim", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--users", &users.to_string(), "--groups", &groups.to_string()])
-            .args(["--devices", &devices.to_string(), "--seed", &seed.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("graph-sim", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (sim, port)
-}
 
 #[test]
 fn run_reload_sync_and_stop_like_an_admin_would() {

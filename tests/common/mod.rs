@@ -1,6 +1,7 @@
 //! Shared set-up for integration tests: a Graph simulator, a Syncer pointed at it, and a Directory.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod vcard;
 pub mod xml;
 

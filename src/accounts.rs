@@ -295,14 +295,14 @@ mod tests {
     async fn verified_secrets_are_cached_and_unknown_names_cost_the_same() {
         let v = Verifier::default();
         let a = account("pbx", "right");
-        let t = std::time::Instant::now();
         assert!(v.check(Some(&a), b"right").await);
-        let first = t.elapsed();
         let t = std::time::Instant::now();
         assert!(v.check(Some(&a), b"right").await);
         let cached = t.elapsed();
-        assert!(cached * 20 < first, "cached {cached:?} against argon2 {first:?}");
+        let t = std::time::Instant::now();
         assert!(!v.check(Some(&a), b"wrong").await);
+        let known = t.elapsed();
+        assert!(cached * 5 < known, "cached {cached:?} against argon2 {known:?}");
         assert!(
             !v.check(Some(&a), b"wrong").await,
             "failures are not cached as successes"
@@ -320,9 +320,9 @@ mod tests {
         assert!(!v.check(None, b"right").await);
         let unknown = t.elapsed();
         assert!(
-            // Loose bounds: this machine's load varies; a cached or skipped check would be 100x faster.
-            unknown * 10 > first && unknown > cached * 20,
-            "unknown {unknown:?} against known {first:?} and cached {cached:?}"
+            // Loose bounds: this machine's load varies; a skipped check would be a hundred times faster.
+            unknown * 4 > known && unknown < known * 4,
+            "unknown {unknown:?} against known {known:?}"
         );
     }
 

@@ -11,7 +11,7 @@ use super::{rootdse, schema};
 use crate::directory::dn::parent_norm;
 use crate::directory::entry::{normalize_dn, Entry};
 use crate::directory::{Candidates, EntryId, Query, Snapshot};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use roaring::RoaringBitmap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +36,14 @@ pub struct SearchEnv<'a> {
     /// `dnsHostName` for the RootDSE, computed only when a RootDSE is asked for.
     pub host: &'a dyn Fn() -> String,
     pub abandoned: &'a AtomicBool,
+    /// Where the response goes while it is being made: every [`STREAM_CHUNK`] bytes of entries are handed to
+    /// this (false: the connection is gone, stop) instead of piling up until the search ends. `None` writes
+    /// everything into the buffer.
+    pub stream: Option<&'a dyn Fn(Bytes) -> bool>,
 }
+
+/// How many bytes of entries a streamed search hands to its connection at once.
+pub const STREAM_CHUNK: usize = 64 * 1024;
 
 /// How often (in entries) long loops look at the clock and the abandon flag.
 const CHECK_EVERY: usize = 256;
@@ -218,6 +225,14 @@ impl Ctx<'_, '_> {
     fn write(&self, out: &mut BytesMut, id: EntryId, e: &Arc<Entry>) {
         let enc = self.env.cache.get(id, e);
         write_entry(out, self.id, e, &enc, self.sel, self.subschema_dn, Some(self.env.snap));
+        if out.len() >= STREAM_CHUNK && !self.env.abandoned.load(Ordering::Relaxed) {
+            if let Some(stream) = self.env.stream {
+                if !stream(out.split().freeze()) {
+                    // Nobody to answer: stop as if abandoned (the loops look at the flag).
+                    self.env.abandoned.store(true, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
@@ -496,6 +511,7 @@ mod tests {
             },
             host: &|| "dc1.contoso.example".to_string(),
             abandoned: &abandoned,
+            stream: None,
         };
         let req = SearchRequest {
             base: base.into(),
@@ -662,6 +678,7 @@ mod tests {
             },
             host: &String::new,
             abandoned: &abandoned,
+            stream: None,
         };
         let req = SearchRequest {
             base: BASE.into(),
@@ -703,5 +720,80 @@ mod tests {
             dns(&run(&snap, &p, BASE, Scope::Sub, "(objectClass=*)", 0, vec![c])).len(),
             7
         );
+    }
+
+    /// A streamed search hands its entries over in chunks of about STREAM_CHUNK bytes, which together with the
+    /// rest are exactly the unstreamed answer; when the connection is gone it stops.
+    #[test]
+    fn streamed_searches_come_in_chunks_and_stop_when_nobody_listens() {
+        use crate::carddav::sample::person;
+        use crate::directory::phone::PhoneNormalizer;
+        use crate::directory::Naming;
+        let naming = Naming::new(BASE).unwrap();
+        let phones = PhoneNormalizer::new("DE").unwrap();
+        let mut entries: Vec<Entry> = (0..3000).map(|i| person(i, 1)).collect();
+        for dn in [BASE, "CN=Users,DC=contoso,DC=example"] {
+            entries.extend(crate::directory::project::structural(dn, &naming, 1));
+        }
+        let snap = Arc::new(Snapshot::from_entries(naming, phones, 1, entries));
+        let cache = EntryCache::new();
+        let pages = Mutex::new(Pages::default());
+        let req = SearchRequest {
+            base: BASE.into(),
+            scope: Scope::Sub,
+            size_limit: 0,
+            time_limit: 0,
+            types_only: false,
+            filter: Filter::parse("(objectClass=*)").unwrap(),
+            attrs: vec!["*".into()],
+        };
+        let answer = |stream: Option<&dyn Fn(Bytes) -> bool>| {
+            let abandoned = AtomicBool::new(false);
+            let env = SearchEnv {
+                snap: &snap,
+                cache: &cache,
+                pages: &pages,
+                limits: Limits {
+                    size_limit: 0,
+                    max_page_size: 1000,
+                },
+                host: &String::new,
+                abandoned: &abandoned,
+                stream,
+            };
+            let mut out = BytesMut::new();
+            let code = search(&env, 7, &req, &[], &mut out);
+            (code, out)
+        };
+        let (code, whole) = answer(None);
+        assert_eq!(code, Some(Code::Success));
+        let chunks = std::sync::Mutex::new(Vec::new());
+        let collect = |b: Bytes| {
+            chunks.lock().unwrap().push(b);
+            true
+        };
+        let (code, rest) = answer(Some(&collect));
+        assert_eq!(code, Some(Code::Success));
+        let chunks = chunks.into_inner().unwrap();
+        assert!(chunks.len() > 10, "{} chunks for {} bytes", chunks.len(), whole.len());
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.len() >= STREAM_CHUNK && c.len() < 2 * STREAM_CHUNK),
+            "one entry more at most"
+        );
+        assert!(rest.len() < STREAM_CHUNK);
+        let streamed: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).chain(rest).collect();
+        assert_eq!(streamed, whole.to_vec(), "the same messages in the same order");
+        // The connection went away after the first chunk: the search stops and says nothing more.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let gone = |_: Bytes| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        let (code, rest) = answer(Some(&gone));
+        assert_eq!(code, None);
+        assert!(rest.is_empty());
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "stopped before the next chunk");
     }
 }

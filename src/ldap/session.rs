@@ -123,7 +123,14 @@ struct Session {
     pages: Arc<Mutex<Pages>>,
     abandon: HashMap<i64, Arc<AtomicBool>>,
     inflight: InFlight,
+    /// Searches on the blocking pool send their answers here in chunks as they make them, and wait when it is
+    /// full: a client that reads slowly holds a few chunks per connection, not whole answers.
+    streamed_tx: tokio::sync::mpsc::Sender<Bytes>,
+    streamed: tokio::sync::mpsc::Receiver<Bytes>,
 }
+
+/// Chunks of streamed answers ([`crate::ldap::search::STREAM_CHUNK`] bytes each) waiting per connection.
+const STREAMED_CHUNKS: usize = 8;
 
 /// How the delay of a failed bind ended.
 enum Delayed {
@@ -174,6 +181,7 @@ pub(crate) async fn run(
     let max_pdu = shared.cfg.load().max_pdu_size;
     let page_ttl = shared.cfg.load().paged_search_ttl;
     let mut framed = FramedRead::with_capacity(io, FrameCodec { max_pdu }, 8 * 1024);
+    let (streamed_tx, streamed) = tokio::sync::mpsc::channel(STREAMED_CHUNKS);
     let mut s = Session {
         shared,
         slot,
@@ -186,6 +194,8 @@ pub(crate) async fn run(
         }))),
         abandon: HashMap::new(),
         inflight: FuturesUnordered::new(),
+        streamed_tx,
+        streamed,
     };
     loop {
         let cfg = s.shared.cfg.load_full();
@@ -197,6 +207,12 @@ pub(crate) async fn run(
                 s.drain(&mut framed).await;
                 let _ = send(&mut framed, &proto::notice_of_disconnection(Code::Unavailable, "server shutting down"), s.write_timeout()).await;
                 break;
+            }
+            Some(chunk) = s.streamed.recv() => {
+                if send(&mut framed, &chunk, s.write_timeout()).await.is_err() {
+                    break;
+                }
+                Next::Continue
             }
             Some((id, out)) = s.inflight.next(), if !s.inflight.is_empty() => {
                 s.abandon.remove(&id);
@@ -262,9 +278,23 @@ impl Session {
 
     /// Finish everything in flight, writing results, before a request that changes connection state.
     async fn drain(&mut self, framed: &mut FramedRead<BoxIo, FrameCodec>) {
-        while let Some((id, out)) = self.inflight.next().await {
-            self.abandon.remove(&id);
-            if !out.is_empty() && send(framed, &out, self.write_timeout()).await.is_err() {
+        let deadline = self.write_timeout();
+        while !self.inflight.is_empty() {
+            let out = tokio::select! {
+                biased;
+                Some(chunk) = self.streamed.recv() => chunk,
+                Some((id, out)) = self.inflight.next() => {
+                    self.abandon.remove(&id);
+                    out.freeze()
+                }
+            };
+            if !out.is_empty() && send(framed, &out, deadline).await.is_err() {
+                return;
+            }
+        }
+        // Every search has finished: what it streamed is all here.
+        while let Ok(chunk) = self.streamed.try_recv() {
+            if send(framed, &chunk, deadline).await.is_err() {
                 return;
             }
         }
@@ -425,8 +455,10 @@ impl Session {
                         || continues_paging(&controls)
                         || (sr.scope == Scope::Sub && !first_page && !sorted && limit <= 1000 && sr.filter.indexable());
                     let peer = self.peer;
-                    let run = move || {
+                    // `stream`: on the blocking pool, where waiting for the connection to take a chunk is fine.
+                    let run = move |stream: Option<&tokio::sync::mpsc::Sender<Bytes>>| {
                         guarded(peer, id, 0x65, LdapOp::Search, started, || {
+                            let send_chunk = |chunk: Bytes| stream.is_some_and(|tx| tx.blocking_send(chunk).is_ok());
                             let snap = shared.dir.load();
                             let env = SearchEnv {
                                 snap: &snap,
@@ -438,6 +470,7 @@ impl Session {
                                 },
                                 host: &|| shared.host(&cfg),
                                 abandoned: &flag,
+                                stream: stream.is_some().then_some(&send_chunk as &dyn Fn(Bytes) -> bool),
                             };
                             let mut out = BytesMut::new();
                             let code = search(&env, id, &sr, &controls, &mut out);
@@ -446,14 +479,22 @@ impl Session {
                         })
                     };
                     if cheap {
-                        out = run();
+                        out = run(None);
                         self.abandon.remove(&id);
                         if send(framed, &out, self.write_timeout()).await.is_err() {
                             return Next::Close;
                         }
                         return Next::Continue;
                     }
-                    let task = tokio::task::spawn_blocking(run);
+                    let tx = self.streamed_tx.clone();
+                    let task = tokio::task::spawn_blocking(move || {
+                        // The rest goes the same way as the chunks, so it cannot overtake them.
+                        let rest = run(Some(&tx));
+                        if !rest.is_empty() {
+                            let _ = tx.blocking_send(rest.freeze());
+                        }
+                        BytesMut::new()
+                    });
                     self.inflight.push(Box::pin(async move {
                         match task.await {
                             Ok(out) => (id, out),

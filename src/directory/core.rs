@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Projections of at least this many objects (a restart, a resync, a reload with a new mapping) make entries
-/// on helper threads while the sync thread indexes them; smaller ones are not worth the threads.
+/// Projections of at least this many objects made before anything is served (a restart, the first sync) make
+/// entries on helper threads while the sync thread indexes them; smaller ones are not worth the threads.
 const PIPELINE_MIN: usize = 4096;
 /// Objects a helper projects before handing them over.
 const PIPELINE_CHUNK: usize = 512;
@@ -97,7 +97,7 @@ pub struct ApplyReport {
 
 pub struct Directory {
     settings: Arc<Settings>,
-    /// Threads that make entries while this one indexes, in large projections.
+    /// Threads that make entries while this one indexes, in large projections before anything is served.
     helpers: usize,
     store: Store,
     names: NameBook,
@@ -466,7 +466,11 @@ impl Directory {
                 changed += 1;
             }
         };
-        let helpers = self.helpers;
+        // Helpers only while nothing is served yet (a restart, the first sync): once the front ends answer,
+        // a re-projection leaves them a core rather than finishing sooner (README: caller-ID during reloads).
+        let c = self.snapshot.counts();
+        let serving = c.users + c.groups + c.computers + c.contacts > 0;
+        let helpers = if serving { 0 } else { self.helpers };
         if jobs.len() < PIPELINE_MIN || helpers == 0 {
             let mut dns = FxHashMap::default();
             for job in &jobs {
@@ -559,7 +563,7 @@ impl Directory {
 
     /// Project `jobs` on `helpers` threads while this one indexes what they made, chunk by chunk in the jobs'
     /// order (so dense ids come out as they would one by one). A full projection is about as much work making
-    /// entries as indexing them: overlapped, a restart or a resync takes little more than the indexing.
+    /// entries as indexing them: overlapped, a restart takes little more than the indexing.
     /// Returns the unparsable phone numbers the helpers counted.
     fn project_pipelined(&self, jobs: &[Job<'_>], version: u64, helpers: usize, mut apply: impl FnMut(Entry)) -> u64 {
         let chunks: Vec<&[Job<'_>]> = jobs.chunks(PIPELINE_CHUNK).collect();

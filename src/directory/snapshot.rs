@@ -249,12 +249,17 @@ impl Snapshot {
     }
 
     /// A snapshot holding exactly `entries` at `version` (every entry's `usn_changed` is kept as given). The
-    /// sync path builds snapshots incrementally instead; this is for tools, tests and benchmarks.
+    /// sync path builds snapshots incrementally instead; this is for tools, tests and benchmarks. Users,
+    /// groups, computers and contacts made without sort keys get them, as projected entries have them.
     pub fn from_entries(naming: Naming, phones: PhoneNormalizer, version: u64, entries: Vec<Entry>) -> Snapshot {
         let mut s = Snapshot::empty(naming, phones);
         s.version = version;
+        let collation = s.collation.clone();
         let mut batch = s.batch();
-        for e in entries {
+        for mut e in entries {
+            if e.sort_keys == SortKeys::default() && !matches!(e.kind, EntryKind::Domain | EntryKind::Container) {
+                e.sort_keys = SortKeys::of(&e.attrs, &collation);
+            }
             batch.upsert(Arc::new(e));
         }
         drop(batch);

@@ -16,12 +16,18 @@ use bytes::BytesMut;
 use entradir::ldap::filter::Filter;
 use entradir::ldap::proto::{encode_search, take_response, Scope};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+// The tests' child-process helpers (killed when dropped, free ports).
+#[allow(dead_code)]
+#[path = "../tests/common/binary.rs"]
+mod binary;
+use binary::{free_port, Proc};
 
 const BASE: &str = "DC=contoso,DC=example";
 const PHASES: [&str; 4] = ["quiet", "phones", "reloads", "phones+reloads"];
@@ -67,22 +73,6 @@ fn opts() -> Opts {
         o.bins.push(("this".into(), env!("CARGO_BIN_EXE_entradir").into()));
     }
     o
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn config(dir: &Path, sim: u16, ldap: u16, dav: u16, admin: u16, include_disabled: bool) -> String {

@@ -76,22 +76,10 @@ fn opts() -> Opts {
 }
 
 fn config(dir: &Path, sim: u16, ldap: u16, dav: u16, admin: u16, include_disabled: bool) -> String {
-    format!(
-        r#"[entra]
-tenant_id = "00000000-0000-4000-8000-000000000001"
-client_id = "entradir-demo"
-client_secret_file = "{secret}"
-authority = "http://127.0.0.1:{sim}"
-graph_url = "http://127.0.0.1:{sim}"
-sync_interval = "1h"
-include_disabled = {include_disabled}
-
-[directory]
-base_dn = "{BASE}"
-state_dir = "{state}"
-default_country = "DE"
-
-[ldap]
+    let entra = format!("include_disabled = {include_disabled}\n");
+    binary::config_head(dir, sim, &entra, "")
+        + &format!(
+            r#"[ldap]
 listen = "127.0.0.1:{ldap}"
 allow_anonymous = true
 
@@ -101,10 +89,8 @@ anonymous_networks = ["127.0.0.0/8"]
 
 [admin]
 listen = "127.0.0.1:{admin}"
-"#,
-        secret = dir.join("secret").display(),
-        state = dir.join("state").display(),
-    )
+"#
+        )
 }
 
 /// Lookup latencies (µs) of one phase, and whether every lookup found its person.

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::binary::{free_port, password_hash, rss_kib, start_sim, wait_for, Proc, BIN};
+use common::binary::{config_head, free_port, password_hash, rss_kib, start_sim, wait_for, Proc, BIN};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -233,27 +233,7 @@ struct Server {
 }
 
 fn ldapsearch(port: u16, args: &[&str]) -> String {
-    let out = Command::new("ldapsearch")
-        .args([
-            "-x",
-            "-LLL",
-            "-o",
-            "ldif-wrap=no",
-            "-H",
-            &format!("ldap://127.0.0.1:{port}"),
-            "-b",
-            BASE,
-        ])
-        .args(["-D", "pbx", "-w", PASSWORD])
-        .args(args)
-        .output()
-        .expect("ldapsearch (ldap-utils) must be installed: scripts/test installs it");
-    assert!(
-        out.status.success(),
-        "ldapsearch {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::binary::ldapsearch(port, Some(("pbx", PASSWORD)), args)
 }
 
 impl Server {
@@ -263,21 +243,9 @@ impl Server {
         std::fs::write(dir.path().join("token"), "admin-t0ken\n").unwrap();
         let (sim, sim_port) = start_sim(300, 12, 20, 5);
         let (ldap, http, admin) = (free_port(), free_port(), free_port());
-        let cfg = format!(
-            r#"[entra]
-tenant_id = "00000000-0000-4000-8000-000000000001"
-client_id = "entradir-demo"
-client_secret_file = "{secret}"
-authority = "http://127.0.0.1:{sim_port}"
-graph_url = "http://127.0.0.1:{sim_port}"
-sync_interval = "1h"
-
-[directory]
-base_dn = "{BASE}"
-state_dir = "{state}"
-default_country = "DE"
-
-[ldap]
+        let cfg = config_head(dir.path(), sim_port, "", "")
+            + &format!(
+                r#"[ldap]
 listen = "127.0.0.1:{ldap}"
 max_connections = 1500
 write_timeout = "3s"
@@ -293,11 +261,9 @@ token_file = "{token}"
 name = "pbx"
 password_hash = "{hash}"
 "#,
-            secret = dir.path().join("secret").display(),
-            state = dir.path().join("state").display(),
-            token = dir.path().join("token").display(),
-            hash = password_hash(PASSWORD),
-        );
+                token = dir.path().join("token").display(),
+                hash = password_hash(PASSWORD),
+            );
         let cfg_path = dir.path().join("entradir.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let proc = Proc(

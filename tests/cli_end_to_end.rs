@@ -27,26 +27,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 fn ldapsearch(port: u16, args: &[&str]) -> String {
-    let out = Command::new("ldapsearch")
-        .args([
-            "-x",
-            "-LLL",
-            "-o",
-            "ldif-wrap=no",
-            "-H",
-            &format!("ldap://127.0.0.1:{port}"),
-            "-b",
-            "DC=contoso,DC=example",
-        ])
-        .args(args)
-        .output()
-        .expect("ldapsearch (ldap-utils) must be installed: scripts/test installs it");
-    assert!(
-        out.status.success(),
-        "ldapsearch {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::binary::ldapsearch(port, None, args)
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -68,32 +49,17 @@ fn secret_expiry() -> String {
 }
 
 fn config(dir: &Path, sim: u16, ldap: u16, admin: u16, extra: &str) -> String {
-    format!(
-        r#"[entra]
-tenant_id = "00000000-0000-4000-8000-000000000001"
-client_id = "entradir-demo"
-client_secret_file = "{secret}"
-client_secret_expires = {expires}
-authority = "http://127.0.0.1:{sim}"
-graph_url = "http://127.0.0.1:{sim}"
-sync_interval = "1h"
-
-[directory]
-base_dn = "DC=contoso,DC=example"
-state_dir = "{state}"
-default_country = "DE"
-{extra}
-[ldap]
+    let entra = format!("client_secret_expires = {}\n", secret_expiry());
+    common::binary::config_head(dir, sim, &entra, extra)
+        + &format!(
+            r#"[ldap]
 listen = "127.0.0.1:{ldap}"
 allow_anonymous = true
 
 [admin]
 listen = "127.0.0.1:{admin}"
-"#,
-        secret = dir.join("secret").display(),
-        state = dir.join("state").display(),
-        expires = secret_expiry(),
-    )
+"#
+        )
 }
 
 /// A CTI-style client (Python ldap3) that binds once and then searches on the same connection for every line

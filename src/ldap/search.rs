@@ -662,33 +662,50 @@ mod tests {
         assert_eq!(result(&m[0]).0, LdapResultCode::UnwillingToPerform);
     }
 
-    #[test]
-    fn abandoned_searches_send_nothing() {
-        let snap = Arc::new(sample());
-        let cache = EntryCache::new();
-        let pages = Mutex::new(Pages::default());
-        let abandoned = AtomicBool::new(true);
-        let env = SearchEnv {
-            snap: &snap,
-            cache: &cache,
-            pages: &pages,
+    /// An environment without server-side limits.
+    fn unlimited<'a>(
+        snap: &'a Arc<Snapshot>,
+        cache: &'a EntryCache,
+        pages: &'a Mutex<Pages>,
+        abandoned: &'a AtomicBool,
+        stream: Option<&'a dyn Fn(Bytes) -> bool>,
+    ) -> SearchEnv<'a> {
+        SearchEnv {
+            snap,
+            cache,
+            pages,
             limits: Limits {
                 size_limit: 0,
                 max_page_size: 1000,
             },
             host: &String::new,
-            abandoned: &abandoned,
-            stream: None,
-        };
-        let req = SearchRequest {
+            abandoned,
+            stream,
+        }
+    }
+
+    /// Every entry under the base, with every attribute.
+    fn everything() -> SearchRequest {
+        SearchRequest {
             base: BASE.into(),
             scope: Scope::Sub,
             size_limit: 0,
             time_limit: 0,
             types_only: false,
             filter: Filter::parse("(objectClass=*)").unwrap(),
-            attrs: vec![],
-        };
+            attrs: vec!["*".into()],
+        }
+    }
+
+    #[test]
+    fn abandoned_searches_send_nothing() {
+        let snap = Arc::new(sample());
+        let cache = EntryCache::new();
+        let pages = Mutex::new(Pages::default());
+        let abandoned = AtomicBool::new(true);
+        let env = unlimited(&snap, &cache, &pages, &abandoned, None);
+        let mut req = everything();
+        req.attrs.clear();
         let mut out = BytesMut::new();
         let _ = search(&env, 9, &req, &[], &mut out);
         assert!(
@@ -738,29 +755,10 @@ mod tests {
         let snap = Arc::new(Snapshot::from_entries(naming, phones, 1, entries));
         let cache = EntryCache::new();
         let pages = Mutex::new(Pages::default());
-        let req = SearchRequest {
-            base: BASE.into(),
-            scope: Scope::Sub,
-            size_limit: 0,
-            time_limit: 0,
-            types_only: false,
-            filter: Filter::parse("(objectClass=*)").unwrap(),
-            attrs: vec!["*".into()],
-        };
+        let req = everything();
         let answer = |stream: Option<&dyn Fn(Bytes) -> bool>| {
             let abandoned = AtomicBool::new(false);
-            let env = SearchEnv {
-                snap: &snap,
-                cache: &cache,
-                pages: &pages,
-                limits: Limits {
-                    size_limit: 0,
-                    max_page_size: 1000,
-                },
-                host: &String::new,
-                abandoned: &abandoned,
-                stream,
-            };
+            let env = unlimited(&snap, &cache, &pages, &abandoned, stream);
             let mut out = BytesMut::new();
             let code = search(&env, 7, &req, &[], &mut out);
             (code, out)

@@ -1,5 +1,6 @@
 //! The shipped binary as a child process: `entradir graph-sim` and `entradir run`, free ports, waiting.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,4 +85,55 @@ pub fn password_hash(password: &str) -> String {
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(hash.starts_with("$argon2"), "{hash}");
     hash
+}
+
+/// The `[entra]` and `[directory]` sections of a config for the simulator on `sim`, with the secret at
+/// `dir/secret` and the state in `dir/state`; `entra` and `directory` are extra lines for each section.
+pub fn config_head(dir: &Path, sim: u16, entra: &str, directory: &str) -> String {
+    format!(
+        r#"[entra]
+tenant_id = "00000000-0000-4000-8000-000000000001"
+client_id = "entradir-demo"
+client_secret_file = "{secret}"
+authority = "http://127.0.0.1:{sim}"
+graph_url = "http://127.0.0.1:{sim}"
+sync_interval = "1h"
+{entra}
+[directory]
+base_dn = "DC=contoso,DC=example"
+state_dir = "{state}"
+default_country = "DE"
+{directory}
+"#,
+        secret = dir.join("secret").display(),
+        state = dir.join("state").display(),
+    )
+}
+
+/// `ldapsearch` on loopback under the test tenant's base DN, optionally bound (`-D`/`-w`); its LDIF output.
+/// Fails the test when ldapsearch fails.
+pub fn ldapsearch(port: u16, bind: Option<(&str, &str)>, args: &[&str]) -> String {
+    let mut cmd = Command::new("ldapsearch");
+    cmd.args([
+        "-x",
+        "-LLL",
+        "-o",
+        "ldif-wrap=no",
+        "-H",
+        &format!("ldap://127.0.0.1:{port}"),
+    ])
+    .args(["-b", "DC=contoso,DC=example"]);
+    if let Some((name, password)) = bind {
+        cmd.args(["-D", name, "-w", password]);
+    }
+    let out = cmd
+        .args(args)
+        .output()
+        .expect("ldapsearch (ldap-utils) must be installed: scripts/test installs it");
+    assert!(
+        out.status.success(),
+        "ldapsearch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

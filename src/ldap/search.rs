@@ -200,7 +200,10 @@ pub fn search(
     let ctl: Vec<RespControl> = sort_ctl.into_iter().collect();
     if let Some(sorter) = &sort {
         let mut all: Vec<(EntryId, Arc<Entry>)> = matching.map(|(id, e)| (id, e.clone())).collect();
-        sorter.sort(&mut all);
+        match limit {
+            Some(n) => sorter.sort_first(&mut all, n),
+            None => sorter.sort(&mut all),
+        }
         let mut it = all.iter().map(|(id, e)| (*id, e));
         return emit(&ctx, &mut it, limit, deadline, out, &ctl);
     }

@@ -71,12 +71,20 @@ impl Sorter {
     /// Sort `v` in place. Entries without a value for a key sort after those with one, in either direction, as
     /// AD does (RFC 2891 would put them first when reversed); ties keep their order.
     pub(crate) fn sort(&self, v: &mut Vec<(EntryId, Arc<Entry>)>) {
+        self.sort_first(v, usize::MAX);
+    }
+
+    /// Like [`Sorter::sort`] for the first `n` entries only: `v` becomes the `n` first in order, then (when
+    /// there were more) one of the rest, so a size-limited search can tell that more would follow. Selecting
+    /// them costs time linear in the matches, not a sort of all of them.
+    pub(crate) fn sort_first(&self, v: &mut Vec<(EntryId, Arc<Entry>)>, n: usize) {
         let mut keyed: Vec<(Vec<Option<Value<'_>>>, usize)> = v
             .iter()
             .enumerate()
             .map(|(i, (_, e))| (self.keys.iter().map(|k| k.value(e)).collect(), i))
             .collect();
-        keyed.sort_by(|(a, _), (b, _)| {
+        // Ties broken by position: the order a stable sort gives, whichever way the entries are picked.
+        let order = |(a, ia): &(Vec<Option<Value<'_>>>, usize), (b, ib): &(Vec<Option<Value<'_>>>, usize)| {
             for (i, k) in self.keys.iter().enumerate() {
                 let ord = match (&a[i], &b[i]) {
                     (Some(x), Some(y)) if k.reverse => y.cmp(x),
@@ -89,8 +97,15 @@ impl Sorter {
                     return ord;
                 }
             }
-            Cmp::Equal
-        });
+            ia.cmp(ib)
+        };
+        if n < keyed.len() {
+            keyed.select_nth_unstable_by(n, order);
+            keyed.truncate(n + 1);
+            keyed[..n].sort_unstable_by(order);
+        } else {
+            keyed.sort_unstable_by(order);
+        }
         let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
         let mut taken: Vec<Option<(EntryId, Arc<Entry>)>> = std::mem::take(v).into_iter().map(Some).collect();
         v.extend(order.into_iter().filter_map(|i| taken[i].take()));
@@ -120,6 +135,50 @@ impl Key {
                     .iter()
                     .map(|b| Value::Bytes(Cow::Borrowed(b.as_ref()))),
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carddav::sample::person;
+    use crate::directory::phone::PhoneNormalizer;
+    use crate::directory::Naming;
+
+    /// The first n of a partial sort are the first n of the full sort, ties in id order, for keys with many
+    /// ties (surnames) and without, both directions, and any n; one more entry follows when there are more.
+    #[test]
+    fn the_first_n_are_those_a_full_sort_puts_first() {
+        let naming = Naming::new("DC=contoso,DC=example").unwrap();
+        let phones = PhoneNormalizer::new("DE").unwrap();
+        let snap = Snapshot::from_entries(naming, phones, 1, (0..500).map(|i| person(i * 7 % 500, 1)).collect());
+        let all: Vec<(EntryId, Arc<Entry>)> = snap.entries_with_ids().map(|(i, e)| (i, e.clone())).collect();
+        for (attr, reverse) in [("sn", false), ("sn", true), ("cn", false), ("telephoneNumber", true)] {
+            let keys = [SortKey {
+                attr: attr.into(),
+                rule: None,
+                reverse,
+            }];
+            let sorter = Sorter::new(&keys, &snap).unwrap();
+            let mut full = all.clone();
+            sorter.sort(&mut full);
+            let ids = |v: &[(EntryId, Arc<Entry>)]| v.iter().map(|(i, _)| *i).collect::<Vec<_>>();
+            for n in [0, 1, 2, 49, 50, 499, 500, 600] {
+                let mut first = all.clone();
+                sorter.sort_first(&mut first, n);
+                let shown = n.min(all.len());
+                assert_eq!(
+                    ids(&first[..shown]),
+                    ids(&full[..shown]),
+                    "{attr} reverse {reverse}, first {n}"
+                );
+                assert_eq!(
+                    first.len(),
+                    (n + 1).min(all.len()),
+                    "{attr}, first {n}: one more when there is"
+                );
+            }
         }
     }
 }

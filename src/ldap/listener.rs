@@ -122,6 +122,7 @@ impl Server {
             cache,
             throttle: Default::default(),
             per_source: Default::default(),
+            offloaded: Arc::new(tokio::sync::Semaphore::new(super::session::OFFLOADED_SEARCHES)),
         });
         Ok(Server {
             shared,

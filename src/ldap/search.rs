@@ -1,6 +1,7 @@
 //! Search execution: base resolution (RootDSE, subschema, noSuchObject with matchedDN), scope, index-planned
-//! filtering, size and time limits, paging, server-side sorting, and encoding results into one buffer that
-//! the session writes with a single flush.
+//! filtering, size and time limits, paging, server-side sorting, and encoding results into a buffer that the
+//! session writes, or hands over in chunks as it fills ([`SearchEnv::stream`]). After an Abandon, chunks
+//! already handed over still go out (RFC 4511 §4.11 allows it); nothing after them does.
 
 use super::encode::{write_entry, EncodedEntry, EntryCache, Selection};
 use super::filter::Compiled;

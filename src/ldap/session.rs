@@ -1,9 +1,11 @@
 //! One client connection: framing, per-connection limits, dispatch, pipelined searches, bind state and the
 //! StartTLS upgrade.
 //!
-//! Requests are read as raw BER frames; searches run as tasks (several in flight per connection, up to
-//! `max_ops_per_connection`) and each answers with one buffer — all its entries and the final result — that is
-//! written and flushed once. Bind, StartTLS and other state-changing requests first let in-flight work finish.
+//! Requests are read as raw BER frames. Indexed searches with small results are answered inline with one
+//! buffer; the others run on the blocking pool (several in flight per connection, up to
+//! `max_ops_per_connection`, at most [`OFFLOADED_SEARCHES`] in the server) and stream their answer to the
+//! connection in chunks as they make it. Bind, StartTLS and other state-changing requests first let in-flight
+//! work finish.
 
 use super::ber::{peek_header, BerError};
 use super::bind::{self, MSG_BAD_CREDENTIALS, MSG_BAD_WORKSTATION};
@@ -45,7 +47,14 @@ pub(crate) struct Shared {
     pub throttle: crate::accounts::LoginThrottle,
     /// Open connections per source address, for `max_connections_per_source`.
     pub per_source: super::listener::PerSource,
+    /// Places for searches on the blocking pool ([`OFFLOADED_SEARCHES`]): a search waiting for a slow client
+    /// to take its answer holds a blocking thread, and the pool also serves argon2, CardDAV and the sync.
+    pub offloaded: Arc<Semaphore>,
 }
+
+/// Searches running on the blocking pool at once, all connections together; more wait for a place without
+/// holding a thread.
+pub(crate) const OFFLOADED_SEARCHES: usize = 64;
 
 impl Shared {
     fn host(&self, cfg: &LdapConfig) -> String {
@@ -287,6 +296,7 @@ impl Session {
                     self.abandon.remove(&id);
                     out.freeze()
                 }
+                else => break,
             };
             if !out.is_empty() && send(framed, &out, deadline).await.is_err() {
                 return;
@@ -458,7 +468,16 @@ impl Session {
                     // `stream`: on the blocking pool, where waiting for the connection to take a chunk is fine.
                     let run = move |stream: Option<&tokio::sync::mpsc::Sender<Bytes>>| {
                         guarded(peer, id, 0x65, LdapOp::Search, started, || {
-                            let send_chunk = |chunk: Bytes| stream.is_some_and(|tx| tx.blocking_send(chunk).is_ok());
+                            // A chunk the connection does not take within write_timeout ends the search, as the
+                            // session's own write deadline ends the connection.
+                            let wait = cfg.write_timeout;
+                            let send_chunk = |chunk: Bytes| {
+                                stream.is_some_and(|tx| {
+                                    let sent = tokio::runtime::Handle::current()
+                                        .block_on(tokio::time::timeout(wait, tx.send(chunk)));
+                                    matches!(sent, Ok(Ok(())))
+                                })
+                            };
                             let snap = shared.dir.load();
                             let env = SearchEnv {
                                 snap: &snap,
@@ -487,15 +506,19 @@ impl Session {
                         return Next::Continue;
                     }
                     let tx = self.streamed_tx.clone();
-                    let task = tokio::task::spawn_blocking(move || {
-                        // The rest goes the same way as the chunks, so it cannot overtake them.
-                        let rest = run(Some(&tx));
-                        if !rest.is_empty() {
-                            let _ = tx.blocking_send(rest.freeze());
-                        }
-                        BytesMut::new()
-                    });
+                    let places = self.shared.offloaded.clone();
                     self.inflight.push(Box::pin(async move {
+                        let Ok(_place) = places.acquire_owned().await else {
+                            return (id, BytesMut::new());
+                        };
+                        let task = tokio::task::spawn_blocking(move || {
+                            // The rest goes the same way as the chunks, so it cannot overtake them.
+                            let rest = run(Some(&tx));
+                            if !rest.is_empty() {
+                                let _ = tx.blocking_send(rest.freeze());
+                            }
+                            BytesMut::new()
+                        });
                         match task.await {
                             Ok(out) => (id, out),
                             Err(e) => {

@@ -303,9 +303,33 @@ password_hash = "{hash}"
         s.caller = s.caller_id();
         s.users = s.paged_count();
         assert!(s.users > 200, "{} users", s.users);
-        // Settle: the encodings of a full read are cached, the allocator has its arenas.
+        // Settle: the encodings of a full read are cached, the allocator has its arenas, and the password
+        // check has made all of its working buffers (eight wrong passwords at once, from other hosts).
         for _ in 0..3 {
             s.paged_count();
+        }
+        let ldap = s.ldap;
+        let warm: Vec<_> = (0..8u8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let Ok(mut c) = connect_from([127, 0, 3, 1 + i], ldap).await else {
+                            return;
+                        };
+                        let _ = c.write_all(&bind(1, "pbx", "not-the-password")).await;
+                        let mut buf = [0u8; 256];
+                        let _ = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await;
+                    })
+                })
+            })
+            .collect();
+        for w in warm {
+            let _ = w.join();
         }
         s.rss_settled = rss_kib(s.proc.0.id()) / 1024;
         s

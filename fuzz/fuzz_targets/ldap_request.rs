@@ -82,7 +82,9 @@ fn check(mut out: BytesMut) -> Option<Vec<u8>> {
         let Some((_, hl, len)) = ber::peek_header(&out).ok().flatten() else {
             panic!("the server wrote a response that does not decode");
         };
-        let frame = out[..hl + len].to_vec();
+        let Some(frame) = out.get(..hl + len).map(<[u8]>::to_vec) else {
+            panic!("the server wrote a truncated response");
+        };
         match proto::take_response(&mut out) {
             Ok(Some(r)) if r.tag == 0x65 => cookie = paged_cookie(&frame),
             Ok(Some(_)) => {}

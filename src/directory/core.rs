@@ -573,9 +573,8 @@ impl Directory {
             for first in 0..helpers {
                 // Two chunks ahead at most: enough to keep the indexer busy, little memory held.
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(2);
-                queues.push(rx);
                 let chunks = &chunks;
-                workers.push(scope.spawn(move || {
+                let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
                     let mut dns = FxHashMap::default();
                     let mut stats = EvalStats::default();
                     for chunk in chunks.iter().skip(first).step_by(helpers) {
@@ -588,18 +587,40 @@ impl Directory {
                         }
                     }
                     stats.unparsable_phones
-                }));
+                });
+                // A thread the system refuses (a pids limit): this thread makes that helper's chunks itself.
+                match spawned {
+                    Ok(w) => {
+                        queues.push(Some(rx));
+                        workers.push(w);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no helper thread for the projection; making its share here");
+                        queues.push(None);
+                    }
+                }
             }
-            for i in 0..chunks.len() {
-                // A helper that panicked closed its queue; its panic is raised below, when it is joined.
-                let Ok(entries) = queues[i % helpers].recv() else { break };
-                entries.into_iter().for_each(&mut apply);
+            let (mut dns, mut stats) = (FxHashMap::default(), EvalStats::default());
+            for (i, chunk) in chunks.iter().enumerate() {
+                match &queues[i % helpers] {
+                    // A helper that panicked closed its queue; its panic is raised below, when it is joined.
+                    Some(rx) => {
+                        let Ok(entries) = rx.recv() else { break };
+                        entries.into_iter().for_each(&mut apply);
+                    }
+                    None => {
+                        for job in chunk.iter() {
+                            apply(self.project_one(job, version, &mut dns, &mut stats));
+                        }
+                    }
+                }
             }
             drop(queues);
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .sum()
+            stats.unparsable_phones
+                + workers
+                    .into_iter()
+                    .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .sum::<u64>()
         })
     }
 }

@@ -795,9 +795,10 @@ pub(crate) fn parse_uac(v: &[u8]) -> Option<u32> {
 }
 
 /// The equality index's key of an (attribute, value) pair: a 128-bit hash of the attribute and the value as
-/// equality compares it (lower-cased for strings, as is for binary attributes and invalid UTF-8). Keyed with
-/// random keys per process, so no value can be chosen to collide with another; among the few million keys of
-/// a tenant, the chance that any two collide is below 10^-25, so a posting is taken as exact.
+/// equality compares it (lower-cased for strings, as is for binary attributes and invalid UTF-8): two 64-bit
+/// hashes keyed from the process's random seed, so nobody outside can choose values that collide. Taken as
+/// exact: for hashes that behave as random, any collision among a tenant's few million keys has a chance far
+/// below 10^-20.
 pub(crate) struct EqKeys {
     k0: std::hash::RandomState,
     k1: std::hash::RandomState,

@@ -119,6 +119,8 @@ pub fn ldapsearch(port: u16, bind: Option<(&str, &str)>, args: &[&str]) -> Strin
         "-LLL",
         "-o",
         "ldif-wrap=no",
+        "-o",
+        "nettimeout=30",
         "-H",
         &format!("ldap://127.0.0.1:{port}"),
     ])

@@ -164,6 +164,10 @@ pub struct CardDavSection {
     pub anonymous_networks: Vec<String>,
     #[serde(default = "default_number_format")]
     pub phonebook_number_format: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_http_per_source")]
+    pub max_connections_per_source: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +281,10 @@ fn default_max_delete_percent() -> u32 {
 }
 fn default_max_connections_per_source() -> usize {
     64
+}
+/// Higher than LDAP's: a branch office's desk phones often reach the server from one NAT address.
+fn default_http_per_source() -> usize {
+    256
 }
 fn default_idle() -> Duration {
     Duration::from_secs(900)

@@ -109,6 +109,10 @@ pub fn check(cfg: &Config) -> anyhow::Result<()> {
 }
 
 pub async fn start(cfg: &Config, dir: Published, shutdown: CancellationToken) -> anyhow::Result<FrontEnds> {
+    let connections = cfg.ldap.as_ref().map_or(0, |l| l.max_connections)
+        + cfg.carddav.as_ref().map_or(0, |c| c.max_connections)
+        + crate::admin::MAX_CONNECTIONS;
+    crate::net::ensure_fd_limit(connections as u64);
     let mut tasks = JoinSet::new();
     let mut ldap_handle = None;
     if let Some(lc) = ldap_config(cfg)? {

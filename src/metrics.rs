@@ -178,10 +178,17 @@ pub enum Listener {
     Ldaps,
     Http,
     Https,
+    Admin,
 }
 
 impl Listener {
-    const ALL: [Listener; 4] = [Listener::Ldap, Listener::Ldaps, Listener::Http, Listener::Https];
+    const ALL: [Listener; 5] = [
+        Listener::Ldap,
+        Listener::Ldaps,
+        Listener::Http,
+        Listener::Https,
+        Listener::Admin,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -189,6 +196,7 @@ impl Listener {
             Listener::Ldaps => "ldaps",
             Listener::Http => "http",
             Listener::Https => "https",
+            Listener::Admin => "admin",
         }
     }
 }
@@ -206,6 +214,8 @@ struct Registry {
     expiry: Mutex<BTreeMap<(String, String), u64>>,
     /// Panics caught in one request and answered as an error, by [`PanicArea`].
     panics: [AtomicU64; PanicArea::ALL.len()],
+    /// (service, reason) → connections closed at accept.
+    refused: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// Where a caught panic happened, for the `area` label of `entradir_panics_total` (see [`crate::panics`]).
@@ -245,7 +255,14 @@ static REGISTRY: Registry = Registry {
     graph: Mutex::new(BTreeMap::new()),
     expiry: Mutex::new(BTreeMap::new()),
     panics: [const { AtomicU64::new(0) }; PanicArea::ALL.len()],
+    refused: Mutex::new(BTreeMap::new()),
 };
+
+/// Count a connection closed at accept because a cap was reached (see [`crate::net::listen`]).
+pub fn connection_refused(service: &'static str, reason: &'static str) {
+    let mut m = REGISTRY.refused.lock().unwrap_or_else(|e| e.into_inner());
+    *m.entry((service, reason)).or_insert(0) += 1;
+}
 
 fn op_index(op: LdapOp) -> usize {
     LdapOp::ALL.iter().position(|o| *o == op).unwrap_or(0)
@@ -421,6 +438,18 @@ pub fn render(out: &mut String) {
             "entradir_open_connections{{listener=\"{}\"}} {}",
             l.name(),
             r.connections[i].load(Ordering::Relaxed).max(0)
+        );
+    }
+    header(
+        out,
+        "entradir_connections_refused_total",
+        "Connections closed at accept because a cap was reached, by service and the setting that capped them.",
+        "counter",
+    );
+    for ((service, reason), n) in r.refused.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(
+            out,
+            "entradir_connections_refused_total{{service=\"{service}\",reason=\"{reason}\"}} {n}"
         );
     }
     header(

@@ -8,6 +8,7 @@
 //! arrive within [`HEADER_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at once.
 
 use crate::directory::{Published, Snapshot};
+use crate::net::listen::{self, Conn, Limits, Refusal, Socket};
 use crate::net::Rebindable;
 use crate::sync::{Command, SyncStatus};
 use anyhow::Context as _;
@@ -16,7 +17,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_BODY: usize = 4096;
 /// Time a client has to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait to be accepted.
+/// Connections served at once; more are answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 32;
 
 /// What the admin endpoint reads.
@@ -384,33 +384,41 @@ async fn post_sync(st: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
 
 /// Serve until `shutdown`, from whichever socket `listener` holds (a reload may move it).
 pub async fn serve(listener: Arc<Rebindable>, st: AdminState, shutdown: CancellationToken) {
-    if let Some(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin endpoint listening");
+    let sockets = vec![Socket {
+        listener,
+        tls: false,
+        metric: crate::metrics::Listener::Admin,
+    }];
+    let limits = Limits {
+        max_connections: MAX_CONNECTIONS,
+        drain: Duration::from_secs(2),
+    };
+    listen::run(Arc::new(Admin(st)), sockets, limits, shutdown).await;
+}
+
+/// The admin endpoint as the shared accept loop sees it: loopback by default, so no per-source cap.
+struct Admin(AdminState);
+
+impl listen::Service for Admin {
+    const NAME: &'static str = "admin";
+    const METRIC: &'static str = "admin";
+
+    fn per_source(&self) -> usize {
+        0
     }
-    let mut acceptor = listener.acceptor();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        // At the cap, stop accepting (the kernel's backlog holds the rest) rather than accept and drop.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = acceptor.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        }
+
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
+
+    fn refusal(&self, why: Refusal) -> Bytes {
+        listen::http_busy(why)
+    }
+
+    async fn serve(self: Arc<Self>, conn: Conn) {
+        let st = self.0.clone();
+        let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
+        listen::serve_http(conn, HEADER_TIMEOUT, svc, "admin").await;
     }
 }
 

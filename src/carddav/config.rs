@@ -75,6 +75,10 @@ pub struct CardDavConfig {
     pub include_disabled: bool,
     /// Largest accepted request body; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Open connections at most, HTTP and HTTPS together (fixed at start).
+    pub max_connections: usize,
+    /// Open connections at most from one address (IPv6: one /64); 0 = no limit.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for CardDavConfig {
@@ -90,6 +94,8 @@ impl Default for CardDavConfig {
             phonebook_number_format: NumberFormat::E164,
             include_disabled: false,
             max_body_bytes: 1 << 20,
+            max_connections: 4096,
+            max_connections_per_source: 256,
         }
     }
 }
@@ -198,6 +204,8 @@ impl CardDavConfig {
             accounts,
             anonymous_networks,
             phonebook_number_format,
+            max_connections: c.max_connections.max(1),
+            max_connections_per_source: c.max_connections_per_source,
             ..CardDavConfig::default()
         };
         out.validate()?;

@@ -2,32 +2,29 @@
 //!
 //! The configuration lives in an `ArcSwap`: a reload (SIGHUP) swaps books, accounts, networks, formats and even
 //! the TLS certificate for new connections without touching open ones; a changed listen address is bound anew
-//! ([`crate::net`]) while open connections stay on the old one. Each connection has a header-read timeout
-//! (slow-loris) and TLS handshakes a deadline.
+//! ([`crate::net`]) while open connections stay on the old one. The shared accept loop
+//! ([`crate::net::listen`]) caps connections and bounds TLS handshakes; each connection has a header-read
+//! timeout (slow-loris).
 
 use crate::carddav::config::CardDavConfig;
 use crate::carddav::service::{handle, State};
 use crate::carddav::CardDavError;
 use crate::directory::Published;
+use crate::metrics::Listener;
+use crate::net::listen::{self, Conn, Limits, Refusal, Socket};
 use crate::net::{self, Rebind, Rebindable};
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
+use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections beyond this are closed at once, so a flood cannot exhaust file descriptors.
-const MAX_CONNECTIONS: usize = 4096;
 
 /// Serve until `shutdown` resolves, then let in-flight requests finish (up to 10 s).
 pub async fn serve(
@@ -94,56 +91,59 @@ impl CardDavServer {
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), CardDavError> {
-        for (l, scheme) in [(&self.plain, "http"), (&self.tls, "https")] {
-            if let Some(addr) = l.local_addr() {
-                tracing::info!(%addr, "CardDAV listening on {scheme}://{addr}/dav/ (phone books under /phonebook/)");
-            }
-        }
         let warmer = tokio::spawn(prewarm(self.state.clone()));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut conns = JoinSet::new();
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        let (mut plain, mut tls) = (self.plain.acceptor(), self.tls.acceptor());
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                r = plain.accept() => match r {
-                    Ok((tcp, peer)) => {
-                        let Ok(slot) = slots.clone().try_acquire_owned() else { too_many(peer); continue };
-                        let (state, stop) = (self.state.clone(), stop_rx.clone());
-                        conns.spawn(async move {
-                            connection(tcp, peer, false, state, stop).await;
-                            drop(slot);
-                        });
-                    }
-                    Err(e) => accept_failed(e).await,
-                },
-                r = tls.accept() => match r {
-                    Ok((tcp, peer)) => {
-                        let Ok(slot) = slots.clone().try_acquire_owned() else { too_many(peer); continue };
-                        let (state, stop) = (self.state.clone(), stop_rx.clone());
-                        conns.spawn(async move {
-                            tls_connection(tcp, peer, state, stop).await;
-                            drop(slot);
-                        });
-                    }
-                    Err(e) => accept_failed(e).await,
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
-        }
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.cancel();
+        });
+        let sockets = vec![
+            Socket {
+                listener: self.plain,
+                tls: false,
+                metric: Listener::Http,
+            },
+            Socket {
+                listener: self.tls,
+                tls: true,
+                metric: Listener::Https,
+            },
+        ];
+        let limits = Limits {
+            max_connections: self.state.cfg.load().max_connections,
+            drain: DRAIN_TIMEOUT,
+        };
+        listen::run(Arc::new(CardDav(self.state)), sockets, limits, stop).await;
         warmer.abort();
-        let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!(
-                open = conns.len(),
-                "CardDAV: closing connections that did not finish in time"
-            );
-            conns.abort_all();
-        }
         Ok(())
+    }
+}
+
+/// CardDAV and the phone books as the shared accept loop sees them.
+struct CardDav(Arc<State>);
+
+impl listen::Service for CardDav {
+    const NAME: &'static str = "CardDAV";
+    const METRIC: &'static str = "carddav";
+    const HINT: &'static str = " (address books under /dav/, phone books under /phonebook/)";
+
+    fn per_source(&self) -> usize {
+        self.0.cfg.load().max_connections_per_source
+    }
+
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.0.cfg.load().tls.clone()
+    }
+
+    fn refusal(&self, why: Refusal) -> Bytes {
+        listen::http_busy(why)
+    }
+
+    async fn serve(self: Arc<Self>, conn: Conn) {
+        let (state, peer, secure) = (self.0.clone(), conn.peer, conn.tls);
+        let svc = service_fn(move |req| guarded(handle(state.clone(), peer, secure, req), peer));
+        listen::serve_http(conn, HEADER_TIMEOUT, svc, "CardDAV").await;
     }
 }
 
@@ -162,64 +162,6 @@ async fn prewarm(state: Arc<State>) {
         );
         if versions.changed().await.is_err() {
             return;
-        }
-    }
-}
-
-fn too_many(peer: SocketAddr) {
-    tracing::warn!(%peer, "CardDAV: {MAX_CONNECTIONS} connections open; closing a new one");
-}
-
-/// Accept errors are mostly resource exhaustion (EMFILE); back off instead of spinning.
-async fn accept_failed(e: std::io::Error) {
-    tracing::warn!(error = %e, "CardDAV: accept failed");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
-async fn tls_connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, stop: watch::Receiver<bool>) {
-    let Some(tls) = state.cfg.load().tls.clone() else {
-        tracing::warn!(%peer, "CardDAV: TLS connection but no certificate configured");
-        return;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => connection(stream, peer, true, state, stop).await,
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "CardDAV: TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "CardDAV: TLS handshake timed out"),
-    }
-}
-
-async fn connection<I>(io: I, peer: SocketAddr, secure: bool, state: Arc<State>, mut stop: watch::Receiver<bool>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let _open = crate::metrics::connection(if secure {
-        crate::metrics::Listener::Https
-    } else {
-        crate::metrics::Listener::Http
-    });
-    let svc = service_fn(move |req| guarded(handle(state.clone(), peer, secure, req), peer));
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let stopped = async move {
-        while !*stop.borrow_and_update() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "CardDAV connection ended with an error");
-            }
-        }
-        _ = stopped => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
         }
     }
 }
@@ -295,6 +237,9 @@ impl CardDavHandle {
     /// request, and listeners move as prepared; open connections stay.
     pub fn reload(&self, next: CardDavConfig, listeners: ListenerChange) -> Result<(), CardDavError> {
         self.check(&next)?;
+        if next.max_connections != self.config.load().max_connections {
+            tracing::warn!("carddav.max_connections changed; the new limit takes effect after a restart");
+        }
         self.config.store(Arc::new(next));
         // A configuration that changes what the books hold drops every rendered card and book: free them and
         // render the books anew on a blocking thread now, rather than in the first request after the reload.

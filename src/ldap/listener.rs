@@ -1,21 +1,20 @@
-//! Listeners: accept loops for LDAP and LDAPS with a connection cap, the cache maintenance task, and the
+//! LDAP and LDAPS on the shared accept loop ([`crate::net::listen`]), the cache maintenance task, and the
 //! handle that swaps configuration at runtime.
 
 use super::encode::EntryCache;
-use super::session::{self, BoxIo, Shared};
+use super::session::{self, Shared};
 use super::{proto, LdapConfig, LdapError};
 use crate::directory::Published;
-use crate::metrics::{self, Listener};
-use crate::net::{self, Acceptor, Rebind, Rebindable};
+use crate::metrics::Listener;
+use crate::net::listen::{self, Conn, Limits, Refusal, Socket};
+use crate::net::{self, Rebind, Rebindable};
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Bound listeners, ready to [`Server::run`].
 pub struct Server {
@@ -121,7 +120,6 @@ impl Server {
             cfg: ArcSwap::from_pointee(cfg),
             cache,
             throttle: Default::default(),
-            per_source: Default::default(),
             offloaded: Arc::new(tokio::sync::Semaphore::new(super::session::OFFLOADED_SEARCHES)),
         });
         Ok(Server {
@@ -151,29 +149,24 @@ impl Server {
     /// Serve until `shutdown` is cancelled, then tell open connections (Notice of Disconnection) and wait up
     /// to five seconds for them to close.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), LdapError> {
-        let slots = Arc::new(Semaphore::new(self.max_connections));
-        for (l, tls) in [(&self.plain, false), (&self.ldaps, true)] {
-            if let Some(addr) = l.local_addr() {
-                info!(%addr, tls, "LDAP listening");
-            }
-        }
-        // One accept loop per listener kind, even when unset now: a reload may add the address.
-        let mut tasks = Vec::new();
-        for (listener, tls) in [(&self.plain, false), (&self.ldaps, true)] {
-            tasks.push(tokio::spawn(accept_loop(
-                listener.acceptor(),
-                tls,
-                self.shared.clone(),
-                slots.clone(),
-                shutdown.clone(),
-            )));
-        }
         tokio::spawn(maintain_cache(self.shared.clone(), shutdown.clone()));
-        for t in tasks {
-            let _ = t.await;
-        }
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(all)).await;
+        let sockets = vec![
+            Socket {
+                listener: self.plain,
+                tls: false,
+                metric: Listener::Ldap,
+            },
+            Socket {
+                listener: self.ldaps,
+                tls: true,
+                metric: Listener::Ldaps,
+            },
+        ];
+        let limits = Limits {
+            max_connections: self.max_connections,
+            drain: Duration::from_secs(5),
+        };
+        listen::run(Arc::new(Ldap(self.shared)), sockets, limits, shutdown).await;
         Ok(())
     }
 }
@@ -183,110 +176,32 @@ pub async fn serve(cfg: LdapConfig, dir: Published, shutdown: CancellationToken)
     Server::bind(cfg, dir).await?.run(shutdown).await
 }
 
-async fn accept_loop(
-    mut listener: Acceptor,
-    tls: bool,
-    shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    warn!(error = %e, "LDAP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let per_source = shared.cfg.load().max_connections_per_source;
-        let Some(counted) = SourceCount::take(&shared.per_source, peer, per_source) else {
-            debug!(%peer, limit = per_source, "refused: too many connections from this source");
-            tokio::spawn(refuse_busy(stream, tls, shared.clone()));
-            continue;
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_busy(stream, tls, shared.clone()));
-            continue;
-        };
-        let slot = session::Slot {
-            slots: slots.clone(),
-            permit: Some(permit),
-        };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _counted = counted;
-            let _open = metrics::connection(if tls { Listener::Ldaps } else { Listener::Ldap });
-            let io: BoxIo = if tls {
-                let Some(cfg) = shared.cfg.load().tls.clone() else {
-                    return;
-                };
-                let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => Box::new(s),
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "LDAPS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                }
-            } else {
-                Box::new(stream)
-            };
-            session::run(shared, io, peer, tls, slot, shutdown).await;
-        });
+/// LDAP as the shared accept loop sees it.
+struct Ldap(Arc<Shared>);
+
+impl listen::Service for Ldap {
+    const NAME: &'static str = "LDAP";
+    const METRIC: &'static str = "ldap";
+
+    fn per_source(&self) -> usize {
+        self.0.cfg.load().max_connections_per_source
     }
-}
 
-/// Open connections per source ([`crate::accounts::source`]), beside the global cap.
-pub(crate) type PerSource = Arc<dashmap::DashMap<std::net::IpAddr, usize>>;
-
-/// One connection counted against its source until dropped.
-struct SourceCount {
-    map: PerSource,
-    key: std::net::IpAddr,
-}
-
-impl SourceCount {
-    /// Count a connection from `peer`, or `None` when its source has `limit` open already (0 = no limit).
-    fn take(map: &PerSource, peer: SocketAddr, limit: usize) -> Option<SourceCount> {
-        let key = crate::accounts::source(peer.ip());
-        let mut n = map.entry(key).or_insert(0);
-        if limit > 0 && *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(SourceCount { map: map.clone(), key })
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.0.cfg.load().tls.clone()
     }
-}
 
-impl Drop for SourceCount {
-    fn drop(&mut self) {
-        // Remove the source when its last connection closes, so the table holds only sources with connections.
-        self.map.remove_if_mut(&self.key, |_, n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
+    fn refusal(&self, why: Refusal) -> Bytes {
+        let message = match why {
+            Refusal::Full => "too many connections",
+            Refusal::PerSource => "too many connections from this address",
+        };
+        proto::notice_of_disconnection(proto::Code::Busy, message)
     }
-}
 
-/// Over the connection cap: tell the client we are busy (plain only) and close.
-async fn refuse_busy(mut stream: TcpStream, tls: bool, _shared: Arc<Shared>) {
-    if !tls {
-        let _ = stream
-            .write_all(&proto::notice_of_disconnection(
-                proto::Code::Busy,
-                "too many connections",
-            ))
-            .await;
+    async fn serve(self: Arc<Self>, conn: Conn) {
+        session::run(self.0.clone(), conn).await;
     }
-    let _ = stream.shutdown().await;
 }
 
 /// Keep the encoding cache in step with the published snapshot: at start and after every publish (bursts are

@@ -18,6 +18,7 @@ use super::LdapConfig;
 use crate::directory::entry::normalize_dn;
 use crate::directory::Published;
 use crate::metrics::{self, LdapOp};
+use crate::net::listen::{BoxIo, Conn, Slot};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -28,10 +29,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio_util::codec::{Decoder, FramedRead};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 /// What AD answers to a search before a successful bind.
@@ -45,8 +45,6 @@ pub(crate) struct Shared {
     pub cache: EntryCache,
     /// Failed binds per source address: each answer waits longer (password guessing).
     pub throttle: crate::accounts::LoginThrottle,
-    /// Open connections per source address, for `max_connections_per_source`.
-    pub per_source: super::listener::PerSource,
     /// Places for searches on the blocking pool ([`OFFLOADED_SEARCHES`]): a search waiting for a slow client
     /// to take its answer holds a blocking thread, and the pool also serves argon2, CardDAV and the sync.
     pub offloaded: Arc<Semaphore>,
@@ -63,10 +61,6 @@ impl Shared {
             .unwrap_or_else(|| format!("entradir.{}", self.dir.load().naming.dns_domain))
     }
 }
-
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-pub(crate) type BoxIo = Box<dyn Io>;
 
 /// Why the byte stream could not be split into LDAP messages.
 #[derive(Debug, thiserror::Error)]
@@ -111,13 +105,6 @@ impl Decoder for FrameCodec {
 }
 
 type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = (i64, BytesMut)> + Send>>>;
-
-/// The connection's place under `ldap.max_connections`. It is given back while a failed bind waits out its
-/// delay, so clients sitting in the password-guessing penalty do not lock PBXs out.
-pub(crate) struct Slot {
-    pub slots: Arc<Semaphore>,
-    pub permit: Option<OwnedSemaphorePermit>,
-}
 
 /// Bytes read at most while a failed bind is delayed (watching for the client to go away); more waits.
 const READ_WHILE_DELAYED: usize = 64 * 1024;
@@ -179,14 +166,15 @@ async fn send(framed: &mut FramedRead<BoxIo, FrameCodec>, bytes: &[u8], deadline
 }
 
 /// Serve one connection until it closes, errs, idles out or the server shuts down.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    io: BoxIo,
-    peer: SocketAddr,
-    tls_active: bool,
-    slot: Slot,
-    shutdown: CancellationToken,
-) {
+pub(crate) async fn run(shared: Arc<Shared>, conn: Conn) {
+    let Conn {
+        io,
+        peer,
+        tls: tls_active,
+        slot,
+        stop: shutdown,
+        ..
+    } = conn;
     let max_pdu = shared.cfg.load().max_pdu_size;
     let page_ttl = shared.cfg.load().paged_search_ttl;
     let mut framed = FramedRead::with_capacity(io, FrameCodec { max_pdu }, 8 * 1024);
@@ -600,7 +588,7 @@ impl Session {
     /// a client that hangs up ends the wait (and the connection) at once. Bytes it sends meanwhile are kept for
     /// the next read.
     async fn delay_failure(&mut self, framed: &mut FramedRead<BoxIo, FrameCodec>) -> Delayed {
-        drop(self.slot.permit.take());
+        self.slot.release();
         let mut early = BytesMut::new();
         let gone = {
             let io = framed.get_mut();
@@ -623,12 +611,10 @@ impl Session {
             return Delayed::Gone;
         }
         framed.read_buffer_mut().extend_from_slice(&early);
-        match self.slot.slots.clone().try_acquire_owned() {
-            Ok(p) => {
-                self.slot.permit = Some(p);
-                Delayed::Answer
-            }
-            Err(_) => Delayed::Busy,
+        if self.slot.retake() {
+            Delayed::Answer
+        } else {
+            Delayed::Busy
         }
     }
 }

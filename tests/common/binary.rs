@@ -16,7 +16,29 @@ impl Drop for Proc {
     }
 }
 
+/// A port free now, below the kernel's ephemeral range: a port from that range (what binding `:0` gives) can
+/// be taken meanwhile by any outgoing connection of any process, and then a server told to listen there (a
+/// reload that moves a listener, a restart) finds it in use.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Spread test processes running at once over the range; within one, count up.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(low.saturating_sub(10_000).max(1));
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
+        let port = 10_000 + offset as u16;
+        let free = ["127.0.0.1", "0.0.0.0"]
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok());
+        if free {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

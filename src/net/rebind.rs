@@ -205,6 +205,7 @@ impl Rebindable {
     pub fn acceptor(&self) -> Acceptor {
         Acceptor {
             rx: self.current.subscribe(),
+            settled: false,
         }
     }
 }
@@ -212,6 +213,8 @@ impl Rebindable {
 /// Accepts from whichever socket is current; waits (accepting nothing) while no address is configured.
 pub struct Acceptor {
     rx: watch::Receiver<Option<Arc<TcpListener>>>,
+    /// The [`Rebindable`] is gone: the current socket stays the last one.
+    settled: bool,
 }
 
 impl Acceptor {
@@ -219,9 +222,10 @@ impl Acceptor {
         loop {
             let current = self.rx.borrow_and_update().clone();
             match current {
+                Some(l) if self.settled => return l.accept().await,
                 Some(l) => tokio::select! {
                     r = l.accept() => return r,
-                    changed = self.rx.changed() => if changed.is_err() { std::future::pending::<()>().await },
+                    changed = self.rx.changed() => self.settled = changed.is_err(),
                 },
                 None => {
                     if self.rx.changed().await.is_err() {

@@ -1,7 +1,7 @@
 //! LDAP load tool: N connections run a PBX-like query mix for a fixed time and report searches/s and
 //! p50/p99 latency per query kind.
 //!
-//! The data is as unkind as a real company's: names drawn with real-world skew (`graph::sim::names`: Müller
+//! The data is as unkind as a real company's: names drawn with real-world skew (`graph_sim::names`: Müller
 //! and Schmidt a few percent each, "Sch" a seventh of everyone), numbers in DDI blocks whose last digits repeat
 //! across offices, two groups of which one holds everybody. The queries are what PBXs and phones send, with a
 //! size limit of 50 and an attribute list: caller-ID `(|(telephoneNumber=…)(mobile=…))` (a third of them for
@@ -22,10 +22,10 @@ use bytes::{Bytes, BytesMut};
 use entradir::directory::entry::{normalize_dn, Attribute, Entry};
 use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::{EntryKind, Naming, Published, Snapshot};
-use entradir::graph::sim::names;
 use entradir::ldap::filter::Filter;
 use entradir::ldap::proto::{encode_bind, encode_search, take_response, Scope};
 use entradir::ldap::{CancellationToken, LdapConfig, Server};
+use graph_sim::names;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ struct Person {
 }
 
 /// The same people in every process (the server and each load client generate them from the same seed):
-/// skewed real-world names ([`entradir::graph::sim::names`]), cn made unique the way AD admins do it.
+/// skewed real-world names ([`graph_sim::names`]), cn made unique the way AD admins do it.
 fn people(users: usize) -> Vec<Person> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::SmallRng::seed_from_u64(42);

@@ -6,11 +6,11 @@
 //!    directory itself spends applying it. The two should be nearly equal: applying costs in proportion to the
 //!    change, not to the directory.
 
-use entradir::directory::change::GraphKind;
 use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::{Directory, Naming, Settings};
-use entradir::graph::sim::{self, SimOptions};
 use entradir::graph::{PhotoPlan, Syncer};
+use graph_sim::GraphKind;
+use graph_sim::{self as sim, SimOptions};
 use serde_json::json;
 use std::time::Instant;
 
@@ -44,7 +44,7 @@ async fn run(users: usize, groups: usize, devices: usize, photos: bool) {
     })
     .await
     .expect("simulator");
-    let mut g = sim.graph_config();
+    let mut g = entradir::demo::graph_config(&sim);
     g.photos = photos;
     let mut syncer = Syncer::new(g).expect("syncer");
     let settings = Settings::new(

@@ -4,7 +4,7 @@
 //! `entradir run`, so the demo exercises the real code.
 
 use crate::config::Config;
-use crate::graph::sim::{self, SimOptions};
+use graph_sim::{self as sim, SimOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -92,6 +92,19 @@ password_hash = "{hash}"
     )
 }
 
+/// A Graph client configuration for a running simulator: its login and Graph URL and its client secret, the
+/// defaults for everything else (callers adjust photos, retries and the like).
+pub fn graph_config(sim: &sim::SimHandle) -> crate::graph::GraphConfig {
+    let mut g = crate::graph::GraphConfig::new(
+        sim.tenant_id(),
+        sim.client_id(),
+        crate::graph::Credential::Secret(sim.client_secret().to_string()),
+    );
+    g.authority = sim.base_url();
+    g.graph_url = sim.base_url();
+    g
+}
+
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let sim = sim::start(SimOptions {
         users: opts.users,
@@ -172,7 +185,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 }
 
 /// A phone-number suffix and a name fragment that exist in the generated tenant, for the printed examples.
-fn example_user(x: &crate::graph::sim::TenantExport) -> (String, String) {
+fn example_user(x: &sim::TenantExport) -> (String, String) {
     for u in &x.users {
         let phone = u
             .get("businessPhones")

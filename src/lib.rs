@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod admin;
 pub mod carddav;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod directory;
 pub mod expiry;

@@ -36,9 +36,11 @@ enum Cmd {
     ///
     /// Prints what is listening (LDAP on 127.0.0.1:10389 with anonymous read and a demo service account) and
     /// example queries. Stop with Ctrl-C.
+    #[cfg(feature = "demo")]
     Demo(entradir::demo::DemoOptions),
     /// Run the Microsoft Graph simulator on its own (for tests, or to point `entradir run` at it).
-    GraphSim(entradir::graph::sim::SimOptions),
+    #[cfg(feature = "demo")]
+    GraphSim(graph_sim::SimOptions),
     /// Run one sync round (resuming from state_dir when there is state) and print the directory.
     ///
     /// Talks to Graph exactly like the server (same client, same mapping) and persists the state, so a second
@@ -118,13 +120,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(cfg.log.format == "json", &cfg.log.level);
             entradir::server::run(cfg, Some(config)).await
         }
+        #[cfg(feature = "demo")]
         Cmd::Demo(opts) => {
             init_logging(false, "info");
             entradir::demo::run(opts).await
         }
+        #[cfg(feature = "demo")]
         Cmd::GraphSim(opts) => {
             init_logging(false, "info");
-            entradir::graph::sim::run(opts).await
+            graph_sim::run(opts).await
         }
         Cmd::Export { config, format, output } => {
             let cfg = Config::load(&config)?;

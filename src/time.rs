@@ -1,5 +1,5 @@
 //! Calendar conversion of Unix seconds (UTC) without a date crate: LDAP GeneralizedTime for AD attributes and
-//! the RootDSE, ISO 8601 for the Graph simulator, and days from a date for HTTP dates and certificate expiry.
+//! the RootDSE, ISO 8601 for expiry dates in logs, and days from a date for HTTP dates and certificate expiry.
 
 /// (year, month, day, hour, minute, second) for Unix seconds, by Howard Hinnant's civil-from-days algorithm.
 pub fn civil(unix: u64) -> (i64, i64, i64, u64, u64, u64) {

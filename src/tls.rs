@@ -96,8 +96,7 @@ pub fn certificate_not_after(cert_pem: &str) -> Option<u64> {
     Some(crate::time::days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
-/// One DER TLV: (tag, contents, what follows). `None` on anything malformed. Shared by the Graph client and the
-/// simulator, which read the same certificates.
+/// One DER TLV: (tag, contents, what follows). `None` on anything malformed.
 pub fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;

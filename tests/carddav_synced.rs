@@ -252,8 +252,7 @@ async fn synced_tenant_books_follow_new_rounds() {
     vsync(&bin, &config, "sync").await;
     let jane_before = published.load().entry(jane).unwrap().clone();
     let etag_before = etag(&base, &jane_href).await;
-    ctl.delete(entradir::directory::change::GraphKind::User, &report, false)
-        .unwrap();
+    ctl.delete(graph_sim::GraphKind::User, &report, false).unwrap();
     engine.round().await.unwrap();
     let jane_after = published.load().entry(jane).unwrap().clone();
     assert!(

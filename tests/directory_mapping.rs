@@ -3,9 +3,9 @@
 mod common;
 
 use common::*;
-use entradir::directory::change::GraphKind;
 use entradir::directory::entry::normalize_dn;
 use entradir::directory::snapshot::PhoneQuery;
+use graph_sim::GraphKind;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use entradir::directory::change::GraphKind;
-use entradir::graph::sim::{self, Endpoint, Fault, FaultScope, SimHandle, SimOptions};
+use graph_sim::{self as sim, Endpoint, Fault, FaultScope, GraphKind, SimHandle, SimOptions};
 use serde_json::{json, Map, Value};
 
 async fn small_sim() -> SimHandle {

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use entradir::directory::change::{Change, DeltaLink, DeltaLinks, GraphKind, PhotoState, Round};
 use entradir::graph::delta::{CONTACT_SELECT, DEVICE_SELECT, GROUP_SELECT, USER_SELECT};
-use entradir::graph::sim::{self, Endpoint, ExpiryStyle, Fault, FaultScope, SimHandle, SimOptions};
 use entradir::graph::{Credential, CredentialProblem, GraphConfig, PhotoPlan, RetryPolicy, SyncError, Syncer};
+use graph_sim::GraphKind as SimKind;
+use graph_sim::{self as sim, Endpoint, ExpiryStyle, Fault, FaultScope, SimHandle, SimOptions};
 use serde_json::{json, Map, Value};
 
 fn options() -> SimOptions {
@@ -42,7 +43,7 @@ fn fast_retry() -> RetryPolicy {
 }
 
 fn config(sim: &SimHandle) -> GraphConfig {
-    let mut cfg = sim.graph_config();
+    let mut cfg = entradir::demo::graph_config(sim);
     cfg.photo_size = Some("96x96".into());
     cfg.org_contacts = true;
     cfg.retry = fast_retry();
@@ -234,7 +235,7 @@ async fn incremental_round_reads_only_the_change() {
     let sim = start(options()).await;
     let (mut syncer, mut model, _) = full_sync(&sim).await;
     let control = sim.control();
-    let user = control.ids(GraphKind::User)[3].clone();
+    let user = control.ids(SimKind::User)[3].clone();
     control
         .update_user(&user, obj(json!({"jobTitle": "Head of Telephony"})))
         .unwrap();
@@ -273,23 +274,23 @@ async fn deletions_memberships_managers_and_new_objects_arrive_incrementally() {
     let sim = start(options()).await;
     let (mut syncer, mut model, _) = full_sync(&sim).await;
     let control = sim.control();
-    let users = control.ids(GraphKind::User);
-    let groups = control.ids(GraphKind::Group);
-    control.delete(GraphKind::User, &users[0], true).unwrap();
-    control.delete(GraphKind::User, &users[1], false).unwrap();
+    let users = control.ids(SimKind::User);
+    let groups = control.ids(SimKind::Group);
+    control.delete(SimKind::User, &users[0], true).unwrap();
+    control.delete(SimKind::User, &users[1], false).unwrap();
     control.set_manager(&users[2], Some(&users[5])).unwrap();
     control.set_manager(&users[6], None).unwrap();
     control.add_member(&groups[0], &users[7]).unwrap();
     control
         .add_member_ref(
             &groups[0],
-            entradir::directory::change::MemberRef {
+            graph_sim::MemberRef {
                 id: "sp-77".into(),
                 odata_type: "servicePrincipal".into(),
             },
         )
         .unwrap();
-    let device = control.ids(GraphKind::Device)[0].clone();
+    let device = control.ids(SimKind::Device)[0].clone();
     control.add_member(&groups[1], &device).unwrap();
     let new_user = control
         .add_user(obj(
@@ -300,7 +301,7 @@ async fn deletions_memberships_managers_and_new_objects_arrive_incrementally() {
         .set_photo(&new_user, Some(vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 0xFF, 0xD9]))
         .unwrap();
     control
-        .delete(GraphKind::Device, &control.ids(GraphKind::Device)[1], true)
+        .delete(SimKind::Device, &control.ids(SimKind::Device)[1], true)
         .unwrap();
 
     let round = syncer
@@ -335,8 +336,8 @@ async fn expired_delta_state_restarts_from_scratch_in_the_same_round() {
         let sim = start(options()).await;
         let (mut syncer, mut model, _) = full_sync(&sim).await;
         let control = sim.control();
-        let user = control.ids(GraphKind::User)[10].clone();
-        control.delete(GraphKind::User, &user, true).unwrap();
+        let user = control.ids(SimKind::User)[10].clone();
+        control.delete(SimKind::User, &user, true).unwrap();
         control.fault(Fault::ExpireDeltaTokens { style });
 
         let round = syncer
@@ -379,7 +380,7 @@ async fn links_older_than_seven_days_are_not_tried() {
         .control()
         .request_log()
         .into_iter()
-        .filter(|r| r.endpoint == Endpoint::Delta(GraphKind::Group))
+        .filter(|r| r.endpoint == Endpoint::Delta(SimKind::Group))
         .map(|r| r.path)
         .collect();
     assert!(
@@ -414,7 +415,7 @@ async fn throttling_honours_retry_after() {
     let (mut syncer, mut model, _) = full_sync(&sim).await;
     let control = sim.control();
     control
-        .update_user(&control.ids(GraphKind::User)[0], obj(json!({"department": "Sales"})))
+        .update_user(&control.ids(SimKind::User)[0], obj(json!({"department": "Sales"})))
         .unwrap();
     control.clear_request_log();
     control.fault(Fault::Throttle {
@@ -466,7 +467,7 @@ async fn unavailable_and_gateway_timeouts_are_retried() {
     model.assert_matches(&sim);
     assert_eq!(
         round.photos.len(),
-        control.ids(GraphKind::User).len(),
+        control.ids(SimKind::User).len(),
         "the retried photo is not lost"
     );
 }
@@ -489,7 +490,7 @@ async fn a_round_that_cannot_finish_fails_as_a_whole() {
     let (mut syncer, model, _) = full_sync(&sim).await;
     let control = sim.control();
     control
-        .update_user(&control.ids(GraphKind::User)[0], obj(json!({"department": "Sales"})))
+        .update_user(&control.ids(SimKind::User)[0], obj(json!({"department": "Sales"})))
         .unwrap();
     control.fault(Fault::Unavailable {
         requests: 100,
@@ -555,7 +556,7 @@ async fn photo_failures_skip_the_user_but_keep_the_round() {
     );
     let plan = PhotoPlan {
         known: &HashSet::new(),
-        recheck: control.ids(GraphKind::User),
+        recheck: control.ids(SimKind::User),
     };
     let retried = syncer(&sim)
         .round(&model.links, &plan)
@@ -576,7 +577,7 @@ async fn photo_rechecks_see_new_and_removed_photos() {
     .await;
     let (mut syncer, mut model, _) = full_sync(&sim).await;
     let control = sim.control();
-    let users = control.ids(GraphKind::User);
+    let users = control.ids(SimKind::User);
     let jpeg = vec![0xFF, 0xD8, 0xFF, 0xDB, 9, 9, 9, 0xFF, 0xD9];
     control.set_photo(&users[0], Some(jpeg.clone())).unwrap();
     control.set_photo(&users[1], None).unwrap();
@@ -627,7 +628,7 @@ async fn an_expired_secret_is_a_clear_error_and_no_round() {
         !message.contains(sim.client_secret()),
         "the secret must not appear in errors"
     );
-    assert_eq!(sim.control().request_count(Endpoint::Delta(GraphKind::User)), 0);
+    assert_eq!(sim.control().request_count(Endpoint::Delta(SimKind::User)), 0);
 }
 
 #[tokio::test]
@@ -751,7 +752,7 @@ async fn page_size_hint_and_extra_properties_are_sent() {
         .control()
         .request_log()
         .into_iter()
-        .find(|r| r.endpoint == Endpoint::Delta(GraphKind::User))
+        .find(|r| r.endpoint == Endpoint::Delta(SimKind::User))
         .expect("users were read");
     assert!(
         first_user_request.path.contains("employeeType"),
@@ -784,14 +785,14 @@ async fn random_mutations_and_faults_keep_the_model_equal_to_the_tenant() {
         let (mut syncer, mut model, _) = full_sync(&sim).await;
         model.assert_matches(&sim);
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut soft_deleted: Vec<(GraphKind, String)> = Vec::new();
+        let mut soft_deleted: Vec<(SimKind, String)> = Vec::new();
 
         for round_no in 0..8 {
             let mut recheck = Vec::new();
             for _ in 0..rng.gen_range(0..15) {
-                let users = control.ids(GraphKind::User);
-                let groups = control.ids(GraphKind::Group);
-                let devices = control.ids(GraphKind::Device);
+                let users = control.ids(SimKind::User);
+                let groups = control.ids(SimKind::Group);
+                let devices = control.ids(SimKind::Device);
                 let pick = |rng: &mut SmallRng, ids: &[String]| ids[rng.gen_range(0..ids.len())].clone();
                 // Refusals (a group containing itself, a duplicate) are fine: the tenant just stays as it is.
                 match rng.gen_range(0..12) {
@@ -815,8 +816,8 @@ async fn random_mutations_and_faults_keep_the_model_equal_to_the_tenant() {
                     2 => {
                         let id = pick(&mut rng, &users);
                         let permanent = rng.gen_bool(0.4);
-                        if control.delete(GraphKind::User, &id, permanent).is_ok() && !permanent {
-                            soft_deleted.push((GraphKind::User, id));
+                        if control.delete(SimKind::User, &id, permanent).is_ok() && !permanent {
+                            soft_deleted.push((SimKind::User, id));
                         }
                     }
                     3 if !soft_deleted.is_empty() => {
@@ -845,12 +846,12 @@ async fn random_mutations_and_faults_keep_the_model_equal_to_the_tenant() {
                     8 => {
                         let id = pick(&mut rng, &groups);
                         let permanent = rng.gen_bool(0.3);
-                        if control.delete(GraphKind::Group, &id, permanent).is_ok() && !permanent {
-                            soft_deleted.push((GraphKind::Group, id));
+                        if control.delete(SimKind::Group, &id, permanent).is_ok() && !permanent {
+                            soft_deleted.push((SimKind::Group, id));
                         }
                     }
                     9 => {
-                        let _ = control.delete(GraphKind::Device, &pick(&mut rng, &devices), true);
+                        let _ = control.delete(SimKind::Device, &pick(&mut rng, &devices), true);
                         let _ = control.add_device(obj(json!({"displayName": format!("PC-{}", rng.gen::<u16>())})));
                     }
                     10 => {
@@ -860,9 +861,9 @@ async fn random_mutations_and_faults_keep_the_model_equal_to_the_tenant() {
                         recheck.push(user);
                     }
                     _ => {
-                        let contacts = control.ids(GraphKind::Contact);
+                        let contacts = control.ids(SimKind::Contact);
                         let _ = control.update(
-                            GraphKind::Contact,
+                            SimKind::Contact,
                             &pick(&mut rng, &contacts),
                             obj(json!({"jobTitle": format!("Partner {}", rng.gen::<u16>())})),
                         );

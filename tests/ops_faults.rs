@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use entradir::graph::sim::Fault;
+use graph_sim::Fault;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -52,7 +52,7 @@ async fn restart_serves_from_state_while_graph_is_down() {
     assert_eq!(offline.status.lock().unwrap().failures, 1);
 }
 
-fn graph_config_for(url: &str, _x: &entradir::graph::sim::TenantExport) -> entradir::graph::GraphConfig {
+fn graph_config_for(url: &str, _x: &graph_sim::TenantExport) -> entradir::graph::GraphConfig {
     let mut g = entradir::graph::GraphConfig::new(
         "00000000-0000-4000-8000-000000000001",
         "entradir-demo",
@@ -75,7 +75,7 @@ async fn a_second_run_from_state_fetches_only_the_delta() {
     let st = state::load(dir.path(), sim.tenant_id()).unwrap().unwrap();
     let mut second = engine(&sim, settings(), Some(dir.path().to_path_buf()));
     second.dir = Directory::new(settings(), st.store, st.names, st.delta_links);
-    let u = ctl.ids(entradir::directory::change::GraphKind::User)[0].clone();
+    let u = ctl.ids(graph_sim::GraphKind::User)[0].clone();
     ctl.update_user(
         &u,
         serde_json::json!({"jobTitle": "Changed"}).as_object().cloned().unwrap(),

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use entradir::directory::change::GraphKind;
-use entradir::graph::sim::Fault;
+use graph_sim::Fault;
+use graph_sim::GraphKind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
@@ -17,7 +17,7 @@ fn props(v: Value) -> Map<String, Value> {
 /// One random mutation of the tenant; returns a description for failure messages.
 /// `photos`: whether photos may change too (only where every photo is re-checked each round: a round re-checks at
 /// most 200, so at thousands of users a changed photo shows up rounds later, by design).
-fn mutate(ctl: &entradir::graph::sim::Control, rng: &mut StdRng, n: u32, photos: bool) -> String {
+fn mutate(ctl: &graph_sim::Control, rng: &mut StdRng, n: u32, photos: bool) -> String {
     let users = ctl.ids(GraphKind::User);
     let groups = ctl.ids(GraphKind::Group);
     let pick = |rng: &mut StdRng, v: &Vec<String>| v[rng.gen_range(0..v.len())].clone();
@@ -94,7 +94,7 @@ fn mutate(ctl: &entradir::graph::sim::Control, rng: &mut StdRng, n: u32, photos:
             let photo = if rng.gen_bool(0.5) {
                 None
             } else {
-                Some(entradir::graph::sim::jpeg::photo(u64::from(n) + 1000))
+                Some(graph_sim::jpeg::photo(u64::from(n) + 1000))
             };
             ctl.set_photo(&u, photo.clone()).expect("photo");
             format!("photo of {u}: {}", if photo.is_some() { "new" } else { "removed" })

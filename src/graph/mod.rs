@@ -21,7 +21,6 @@ pub mod auth;
 pub mod delta;
 pub mod http;
 pub mod photos;
-pub mod sim;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;

@@ -10,9 +10,9 @@ use entradir::directory::names::Assigned;
 use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::store::{Object, PhotoRecord, Store};
 use entradir::directory::{Directory, Entry, Naming, Settings, Snapshot};
-use entradir::graph::sim::{self, SimHandle, SimOptions, TenantExport};
 use entradir::graph::{GraphConfig, RetryPolicy, Syncer};
 use entradir::sync::{SyncEngine, SyncStatus};
+use graph_sim::{self as sim, SimHandle, SimOptions, TenantExport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +65,7 @@ pub fn fast_retry() -> RetryPolicy {
 }
 
 pub fn graph_config(sim: &SimHandle) -> GraphConfig {
-    let mut g = sim.graph_config();
+    let mut g = entradir::demo::graph_config(sim);
     g.photo_size = Some("96x96".into());
     g.retry = fast_retry();
     g
@@ -102,7 +102,10 @@ pub fn store_from_export(x: &TenantExport) -> Store {
         o.members = g
             .members
             .iter()
-            .cloned()
+            .map(|m| MemberRef {
+                id: m.id.clone(),
+                odata_type: m.odata_type.clone(),
+            })
             .collect::<std::collections::BTreeSet<MemberRef>>();
         s.groups.insert(id_of(&g.props), o);
     }
@@ -208,7 +211,7 @@ pub fn assert_same_directory(actual: &Snapshot, expected: &Snapshot, context: &s
 pub const JANE: &str = "00112233-4455-6677-8899-aabbccddeeff";
 
 /// Add [`JANE`] to the simulated tenant, with `extra` properties on top.
-pub fn add_jane(ctl: &entradir::graph::sim::Control, extra: serde_json::Value) {
+pub fn add_jane(ctl: &graph_sim::Control, extra: serde_json::Value) {
     let mut props = serde_json::json!({
         "id": JANE, "displayName": "Doe, Jane", "givenName": "Jane", "surname": "Doe",
         "userPrincipalName": "jane.doe@contoso.example", "mail": "jane.doe@contoso.example",
@@ -374,7 +377,7 @@ pub const TINY_JPEG: &[u8] = &[
 ];
 
 /// Add a security group named `name` to the simulated tenant; returns its id.
-pub fn add_security_group(ctl: &entradir::graph::sim::Control, name: &str) -> String {
+pub fn add_security_group(ctl: &graph_sim::Control, name: &str) -> String {
     ctl.add_group(props(serde_json::json!({
         "displayName": name, "securityEnabled": true, "mailEnabled": false, "groupTypes": []
     })))

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::directory::change::{GraphKind, MemberRef};
+use crate::model::{GraphKind, MemberRef};
 
 /// Why a control call on the tenant was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! Errors follow Entra's shape (`error`, `error_description` starting with an AADSTS code, `error_codes`) so the
 //! client's error reporting can be tested against what operators will really see.
 
-use crate::tls::der_tlv as der;
+use crate::der::tlv as der;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -347,9 +347,9 @@ pub fn rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::sim::control::Credentials;
-    use crate::graph::sim::delta::Paging;
-    use crate::graph::sim::tenant::Tenant;
+    use crate::control::Credentials;
+    use crate::delta::Paging;
+    use crate::tenant::Tenant;
 
     fn shared() -> Shared {
         let creds = Credentials {
@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn certificate_parsing_finds_rsa_keys_and_never_panics() {
-        let key_pem = include_str!("../testdata/test-rsa-pkcs8.pem");
+        let key_pem = include_str!("../../../src/graph/testdata/test-rsa-pkcs8.pem");
         let rsa = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(key_pem, &rcgen::PKCS_RSA_SHA256)
             .and_then(|k| rcgen::CertificateParams::new(vec!["x".into()])?.self_signed(&k));
         let Ok(rsa) = rsa else {

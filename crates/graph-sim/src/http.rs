@@ -21,7 +21,7 @@ use super::faults::{Endpoint, ExpiryStyle, Fault, Injected, RequestRecord};
 use super::gen::iso8601;
 use super::tenant::SimError;
 use super::{auth, jpeg};
-use crate::directory::change::{GraphKind, MemberRef};
+use crate::model::{GraphKind, MemberRef};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 

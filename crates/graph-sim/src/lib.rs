@@ -1,4 +1,7 @@
-//! The Graph simulator: a stand-in for Microsoft's cloud used by tests, `entradir demo` and `entradir graph-sim`.
+//! The Graph simulator: a stand-in for Microsoft's cloud used by entradir's tests, `entradir demo` and
+//! `entradir graph-sim`. A crate of its own so that a production build of the server (`--no-default-features`)
+//! contains none of it, and so that it cannot lean on the server's code: it speaks Graph as documented, with
+//! its own types ([`model`]).
 //!
 //! It serves the token endpoint (`POST /{tenant}/oauth2/v2.0/token`), the Graph v1.0 delta endpoints for users,
 //! groups, devices and org contacts, and the user photo endpoints, over plain HTTP on one port, so the
@@ -7,8 +10,7 @@
 //! process) or `/_sim/...` (HTTP); faults ([`Fault`]) make it behave as badly as the real service can.
 //!
 //! ```no_run
-//! use entradir::directory::change::GraphKind;
-//! use entradir::graph::sim::{self, Fault, FaultScope, SimOptions};
+//! use graph_sim::{self as sim, Fault, FaultScope, GraphKind, SimOptions};
 //!
 //! # async fn example() -> std::io::Result<()> {
 //! let sim = sim::start(SimOptions { users: 50, ..SimOptions::default() }).await?; // 127.0.0.1:0
@@ -29,10 +31,12 @@
 mod auth;
 pub mod control;
 pub mod delta;
+mod der;
 pub mod faults;
 pub mod gen;
 mod http;
 pub mod jpeg;
+pub mod model;
 pub mod names;
 pub mod tenant;
 
@@ -41,12 +45,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 pub use control::{Control, GroupExport, TenantExport};
 pub use delta::Paging;
 pub use faults::{Endpoint, ExpiryStyle, Fault, FaultScope, RequestRecord};
+pub use model::{GraphKind, MemberRef};
 pub use tenant::SimError;
 
 /// How to start the simulator (also the `entradir graph-sim` flags).
@@ -176,19 +181,6 @@ impl SimHandle {
         &self.shared.creds.client_secret
     }
 
-    /// A Graph client configuration for this simulator: its login and Graph URL and its client secret, the
-    /// defaults for everything else (callers adjust photos, retries and the like).
-    pub fn graph_config(&self) -> crate::graph::GraphConfig {
-        let mut g = crate::graph::GraphConfig::new(
-            self.tenant_id(),
-            self.client_id(),
-            crate::graph::Credential::Secret(self.client_secret().to_string()),
-        );
-        g.authority = self.base_url();
-        g.graph_url = self.base_url();
-        g
-    }
-
     pub fn control(&self) -> Control {
         Control::new(self.shared.clone())
     }
@@ -263,10 +255,10 @@ pub async fn run(opts: SimOptions) -> anyhow::Result<()> {
     let counts = {
         let c = sim.control();
         GraphKindCounts {
-            users: c.ids(crate::directory::change::GraphKind::User).len(),
-            groups: c.ids(crate::directory::change::GraphKind::Group).len(),
-            devices: c.ids(crate::directory::change::GraphKind::Device).len(),
-            contacts: c.ids(crate::directory::change::GraphKind::Contact).len(),
+            users: c.ids(GraphKind::User).len(),
+            groups: c.ids(GraphKind::Group).len(),
+            devices: c.ids(GraphKind::Device).len(),
+            contacts: c.ids(GraphKind::Contact).len(),
         }
     };
     println!("entradir graph-sim listening on {base}");

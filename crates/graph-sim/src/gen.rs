@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::tenant::Tenant;
 use super::{jpeg, names};
-use crate::directory::change::{GraphKind, MemberRef};
+use crate::model::{GraphKind, MemberRef};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -875,7 +875,8 @@ impl<'a> Generator<'a> {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (UTC), as Graph writes timestamps.
 pub fn iso8601(secs: u64) -> String {
-    crate::time::iso8601(secs)
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]

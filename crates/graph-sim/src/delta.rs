@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::faults::ExpiryStyle;
 use super::tenant::{Deletion, Object, Tenant};
-use crate::directory::change::GraphKind;
+use crate::model::GraphKind;
 
 /// Paging behaviour, fixed at start but adjustable through the control API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,7 +491,7 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::change::MemberRef;
+    use crate::model::MemberRef;
     use std::collections::{BTreeMap, BTreeSet};
 
     const BASE: &str = "http://sim";

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::delta::{Paging, TokenPolicy};
 use super::faults::{Endpoint, Fault, FaultState, RequestRecord};
 use super::tenant::{SimError, Tenant};
-use crate::directory::change::{GraphKind, MemberRef};
+use crate::model::{GraphKind, MemberRef};
 
 /// Credentials and identity the token endpoint checks.
 #[derive(Debug, Clone)]

@@ -161,7 +161,7 @@ pub struct Verifier {
     /// A hash of a random password with the default parameters, verified for unknown names.
     dummy: std::sync::OnceLock<String>,
     /// Argon2 verifications run (not answered from the cache), known and unknown names alike.
-    runs: std::sync::atomic::AtomicU64,
+    runs: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,13 +203,16 @@ impl Verifier {
         };
         let pw = password.to_vec();
         let pool = self.memory.clone();
-        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let runs = self.runs.clone();
         let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             // One buffer per permit: holding a permit means one is free or none was made yet.
             let mut memory = lock(&pool).pop().unwrap_or_default();
             let ok = crate::panics::catch(crate::metrics::PanicArea::Auth, || {
-                std::str::from_utf8(&pw).is_ok() && verify_in(&pw, &hash, &mut memory)
+                std::str::from_utf8(&pw).is_ok() && {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    verify_in(&pw, &hash, &mut memory)
+                }
             });
             lock(&pool).push(memory);
             ok

@@ -147,6 +147,8 @@ pub struct LdapSection {
     pub max_page_size: usize,
     #[serde(default = "default_page")]
     pub size_limit: usize,
+    #[serde(default = "default_time_limit", deserialize_with = "de_duration")]
+    pub time_limit: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +287,10 @@ fn default_max_connections_per_source() -> usize {
 /// Higher than LDAP's: a branch office's desk phones often reach the server from one NAT address.
 fn default_http_per_source() -> usize {
     256
+}
+/// AD's MaxQueryDuration.
+fn default_time_limit() -> Duration {
+    Duration::from_secs(120)
 }
 fn default_idle() -> Duration {
     Duration::from_secs(900)

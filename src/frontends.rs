@@ -94,6 +94,7 @@ fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
         encoding_cache_mib: s.encoding_cache_mib,
         max_page_size: s.max_page_size,
         size_limit: s.size_limit,
+        time_limit: s.time_limit,
         accounts: cfg.service_accounts()?,
         ..ldap::LdapConfig::default()
     }))
@@ -109,10 +110,14 @@ pub fn check(cfg: &Config) -> anyhow::Result<()> {
 }
 
 pub async fn start(cfg: &Config, dir: Published, shutdown: CancellationToken) -> anyhow::Result<FrontEnds> {
-    let connections = cfg.ldap.as_ref().map_or(0, |l| l.max_connections)
-        + cfg.carddav.as_ref().map_or(0, |c| c.max_connections)
-        + crate::admin::MAX_CONNECTIONS;
-    crate::net::ensure_fd_limit(connections as u64);
+    let connections = [
+        cfg.ldap.as_ref().map_or(0, |l| l.max_connections),
+        cfg.carddav.as_ref().map_or(0, |c| c.max_connections),
+        crate::admin::MAX_CONNECTIONS,
+    ]
+    .into_iter()
+    .fold(0u64, |n, c| n.saturating_add(c as u64));
+    crate::net::ensure_fd_limit(connections);
     let mut tasks = JoinSet::new();
     let mut ldap_handle = None;
     if let Some(lc) = ldap_config(cfg)? {

@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
         limits: Limits {
             size_limit: 1000,
             max_page_size: 1000,
+            time_limit: std::time::Duration::from_secs(10),
         },
         host: &host,
         abandoned: &abandoned,

@@ -126,7 +126,11 @@ struct CardDav(Arc<State>);
 impl listen::Service for CardDav {
     const NAME: &'static str = "CardDAV";
     const METRIC: &'static str = "carddav";
-    const HINT: &'static str = " (address books under /dav/, phone books under /phonebook/)";
+
+    fn listening(addr: SocketAddr, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("CardDAV listening on {scheme}://{addr}/dav/ (phone books under /phonebook/)")
+    }
 
     fn per_source(&self) -> usize {
         self.0.cfg.load().max_connections_per_source

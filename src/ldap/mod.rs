@@ -56,6 +56,9 @@ pub struct LdapConfig {
     pub max_page_size: usize,
     /// Most entries returned by a non-paged search; 0 = unlimited. AD applies MaxPageSize here too (1000).
     pub size_limit: usize,
+    /// Longest a search (or one page) runs before it ends with timeLimitExceeded and the entries so far, also
+    /// when the client asked for more time or none (AD's MaxQueryDuration, 120 s). Zero: no bound.
+    pub time_limit: Duration,
     pub accounts: Vec<Account>,
     /// Largest request PDU in bytes.
     pub max_pdu_size: usize,
@@ -81,6 +84,7 @@ impl Default for LdapConfig {
             encoding_cache_mib: encode::DEFAULT_CACHE_BYTES >> 20,
             max_page_size: 1000,
             size_limit: 1000,
+            time_limit: Duration::from_secs(120),
             accounts: Vec::new(),
             max_pdu_size: 256 * 1024,
             max_ops_per_connection: 16,

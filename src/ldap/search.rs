@@ -26,6 +26,9 @@ pub struct Limits {
     pub size_limit: usize,
     /// Largest page a paged search gets, whatever it asks for.
     pub max_page_size: usize,
+    /// Longest a search (one page of a paged one) may run, whatever its own time limit; zero: no bound of the
+    /// server's. Also bounds how long a client that reads slowly keeps a search producing.
+    pub time_limit: Duration,
 }
 
 /// What a search needs besides the request.
@@ -168,9 +171,14 @@ pub fn search(
         return done(out, id, Code::NoSuchObject, &matched, &msg, &[]);
     };
 
-    let deadline = (req.time_limit > 0)
-        .then(|| Instant::now().checked_add(Duration::from_secs(req.time_limit.unsigned_abs())))
+    let now = Instant::now();
+    let asked = (req.time_limit > 0)
+        .then(|| now.checked_add(Duration::from_secs(req.time_limit.unsigned_abs())))
         .flatten();
+    let bound = (!env.limits.time_limit.is_zero())
+        .then(|| now.checked_add(env.limits.time_limit))
+        .flatten();
+    let deadline = asked.into_iter().chain(bound).min();
     let ctx = Ctx {
         env,
         id,
@@ -512,6 +520,7 @@ mod tests {
             limits: Limits {
                 size_limit: 1000,
                 max_page_size: 2,
+                time_limit: Duration::ZERO,
             },
             host: &|| "dc1.contoso.example".to_string(),
             abandoned: &abandoned,
@@ -681,6 +690,7 @@ mod tests {
             limits: Limits {
                 size_limit: 0,
                 max_page_size: 1000,
+                time_limit: Duration::ZERO,
             },
             host: &String::new,
             abandoned,
@@ -797,5 +807,27 @@ mod tests {
         assert_eq!(code, None);
         assert!(rest.is_empty());
         assert_eq!(calls.load(Ordering::Relaxed), 1, "stopped before the next chunk");
+
+        // A client that takes each chunk slowly (a trickling reader) cannot keep the search going past the
+        // server's time limit, whatever it asked for itself: it gets timeLimitExceeded after part of the entries.
+        let slow = |_: Bytes| {
+            std::thread::sleep(Duration::from_millis(40));
+            true
+        };
+        let abandoned = AtomicBool::new(false);
+        let mut env = unlimited(&snap, &cache, &pages, &abandoned, Some(&slow));
+        env.limits.time_limit = Duration::from_millis(100);
+        let mut asks_for_an_hour = everything();
+        asks_for_an_hour.time_limit = 3600;
+        let mut out = BytesMut::new();
+        let started = std::time::Instant::now();
+        let code = search(&env, 8, &asks_for_an_hour, &[], &mut out);
+        assert_eq!(code, Some(Code::TimeLimitExceeded));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "all {} chunks would take {} ms",
+            chunks.len(),
+            40 * chunks.len()
+        );
     }
 }

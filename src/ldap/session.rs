@@ -474,6 +474,7 @@ impl Session {
                                 limits: Limits {
                                     size_limit: cfg.size_limit,
                                     max_page_size: cfg.max_page_size,
+                                    time_limit: cfg.time_limit,
                                 },
                                 host: &|| shared.host(&cfg),
                                 abandoned: &flag,

@@ -9,7 +9,8 @@
 //! - a back-off when accepting fails (file descriptors exhausted), instead of a busy loop;
 //! - refusals logged at most every ten seconds per service and reason (a flood must not flood the log), and
 //!   counted in `entradir_connections_refused_total`;
-//! - at shutdown, no new connections, and up to a drain period for open ones to finish.
+//! - at shutdown, no new connections, up to a drain period for open ones to finish, then the rest are closed.
+//!   Dropping the loop (its task aborted) stops it the same way.
 //!
 //! A front end supplies what is its own through [`Service`]: its TLS settings and per-source limit now (a
 //! reload changes them for the next connection), the bytes that refuse a connection, and how to serve one.
@@ -64,8 +65,11 @@ pub(crate) trait Service: Send + Sync + 'static {
     const NAME: &'static str;
     /// The `service` label of `entradir_connections_refused_total`: "ldap", "carddav", "admin".
     const METRIC: &'static str;
-    /// Added to the "listening" log line: where to start.
-    const HINT: &'static str = "";
+    /// The "listening" log line for one socket: where to start.
+    fn listening(addr: SocketAddr, tls: bool) -> String {
+        let _ = tls;
+        format!("{} listening on {addr}", Self::NAME)
+    }
     /// Connections one source may hold open now (0: no limit).
     fn per_source(&self) -> usize;
     /// The TLS settings for a new connection on a TLS socket (the reloaded ones, after a SIGHUP).
@@ -170,6 +174,12 @@ struct Gate {
     per_source: PerSource,
     /// Per [`Refusal`]: when it was last logged, and how many since.
     refused: Mutex<[(Option<Instant>, u64); 2]>,
+    /// [`Limits::max_connections`].
+    max: usize,
+    /// No new connections; open ones say goodbye ([`Conn::stop`]).
+    stop: CancellationToken,
+    /// The drain period is over: close what is still open.
+    closing: CancellationToken,
 }
 
 impl Gate {
@@ -208,6 +218,12 @@ impl Gate {
 
 /// Serve `sockets` until `stop` is cancelled, then wait up to `limits.drain` for open connections to end.
 pub(crate) async fn run<S: Service>(service: Arc<S>, sockets: Vec<Socket>, limits: Limits, stop: CancellationToken) {
+    // Our own token under the caller's: cancelled with it, and when this future is dropped.
+    let stop = stop.child_token();
+    let _stop_when_dropped = stop.clone().drop_guard();
+    // Cancelled when the drain period is over: whatever is still open is closed.
+    let closing = CancellationToken::new();
+    let _close_when_dropped = closing.clone().drop_guard();
     let max = limits.max_connections.max(1);
     let gate = Arc::new(Gate {
         name: S::NAME,
@@ -215,12 +231,15 @@ pub(crate) async fn run<S: Service>(service: Arc<S>, sockets: Vec<Socket>, limit
         slots: Arc::new(Semaphore::new(max)),
         per_source: Default::default(),
         refused: Mutex::new([(None, 0); 2]),
+        max,
+        stop: stop.clone(),
+        closing: closing.clone(),
     });
     let mut loops = Vec::new();
     // One loop per socket, also for an address unset now: a reload may set it.
     for socket in sockets {
         if let Some(addr) = socket.listener.local_addr() {
-            tracing::info!(%addr, tls = socket.tls, "{} listening on {addr}{}", S::NAME, S::HINT);
+            tracing::info!(%addr, tls = socket.tls, "{}", S::listening(addr, socket.tls));
         }
         loops.push(tokio::spawn(accept_loop(
             service.clone(),
@@ -228,8 +247,6 @@ pub(crate) async fn run<S: Service>(service: Arc<S>, sockets: Vec<Socket>, limit
             socket.listener.acceptor(),
             socket.tls,
             socket.metric,
-            max,
-            stop.clone(),
         )));
     }
     for l in loops {
@@ -246,6 +263,9 @@ pub(crate) async fn run<S: Service>(service: Arc<S>, sockets: Vec<Socket>, limit
             S::NAME,
             limits.drain
         );
+        closing.cancel();
+        // Each closes as soon as its task next runs; wait for that (briefly) so their places are free on return.
+        let _ = tokio::time::timeout(Duration::from_secs(1), gate.slots.acquire_many(all)).await;
     }
 }
 
@@ -255,12 +275,10 @@ async fn accept_loop<S: Service>(
     mut acceptor: Acceptor,
     tls: bool,
     metric: Listener,
-    max: usize,
-    stop: CancellationToken,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = gate.stop.cancelled() => return,
             r = acceptor.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -279,7 +297,7 @@ async fn accept_loop<S: Service>(
         };
         let Ok(permit) = gate.slots.clone().try_acquire_owned() else {
             drop(source);
-            gate.note_refusal(peer, Refusal::Full, max);
+            gate.note_refusal(peer, Refusal::Full, gate.max);
             refuse(stream, tls, service.refusal(Refusal::Full));
             continue;
         };
@@ -287,7 +305,7 @@ async fn accept_loop<S: Service>(
             slots: gate.slots.clone(),
             permit: Some(permit),
         };
-        let (service, stop) = (service.clone(), stop.clone());
+        let (service, stop, closing) = (service.clone(), gate.stop.clone(), gate.closing.clone());
         tokio::spawn(async move {
             let open = metrics::connection(metric);
             let io: BoxIo = if tls {
@@ -319,7 +337,10 @@ async fn accept_loop<S: Service>(
                 _source: source,
                 _open: open,
             };
-            service.serve(conn).await;
+            tokio::select! {
+                _ = service.serve(conn) => {}
+                _ = closing.cancelled() => tracing::debug!(%peer, "{}: closed at the end of the drain", S::NAME),
+            }
         });
     }
 }
@@ -488,5 +509,58 @@ mod tests {
             .await
             .expect("run ends")
             .expect("no panic");
+    }
+
+    /// Holds its connection and never listens to `stop`.
+    struct Stubborn;
+
+    impl Service for Stubborn {
+        const NAME: &'static str = "stubborn";
+        const METRIC: &'static str = "test";
+
+        fn per_source(&self) -> usize {
+            0
+        }
+
+        fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+            None
+        }
+
+        fn refusal(&self, _: Refusal) -> Bytes {
+            Bytes::new()
+        }
+
+        async fn serve(self: Arc<Self>, mut conn: Conn) {
+            let _ = conn.io.write_all(b"hello\n").await;
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_still_open_after_the_drain_period_are_closed() {
+        let listener = Rebindable::new(
+            None,
+            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind")),
+        );
+        let addr = listener.local_addr().expect("bound");
+        let stop = CancellationToken::new();
+        let sockets = vec![Socket {
+            listener,
+            tls: false,
+            metric: Listener::Ldap,
+        }];
+        let limits = Limits {
+            max_connections: 8,
+            drain: Duration::from_millis(200),
+        };
+        let server = tokio::spawn(run(Arc::new(Stubborn), sockets, limits, stop.clone()));
+        let mut c = connect("127.0.0.1", addr).await;
+        assert_eq!(greeting(&mut c).await, "hello\n");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("run ends")
+            .expect("no panic");
+        assert_eq!(greeting(&mut c).await, "", "the server closed the connection");
     }
 }

@@ -21,17 +21,23 @@ impl Drop for Proc {
 /// reload that moves a listener, a restart) finds it in use.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    // Spread test processes running at once over the range; within one, count up.
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = range.split_whitespace().filter_map(|p| p.parse::<u32>().ok());
+    let (low, high) = (bounds.next().unwrap_or(32768), bounds.next().unwrap_or(60999));
+    // Below the range when there is room, else above it; with neither, what the kernel gives.
+    let (first, span) = if low >= 12_000 {
+        (10_000, low - 10_000)
+    } else if high <= 63_000 {
+        (high + 1, 65_535 - high)
+    } else {
+        (0, 0)
+    };
+    // Spread test processes running at once over the span; within one, count up.
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let span = u32::from(low.saturating_sub(10_000).max(1));
-    let start = std::process::id().wrapping_mul(7919) % span;
+    let start = std::process::id().wrapping_mul(7919) % span.max(1);
     for _ in 0..span {
-        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
-        let port = 10_000 + offset as u16;
+        let port = first + (start + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
+        let Ok(port) = u16::try_from(port) else { continue };
         let free = ["127.0.0.1", "0.0.0.0"]
             .iter()
             .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok());

@@ -171,12 +171,14 @@ impl Expr {
             }
         }
         out.retain(|s| !s.trim().is_empty());
+        // A number written nationally belongs to the person's country (Graph's usageLocation, ISO 3166).
+        let region = props.get("usageLocation").and_then(Val::as_str);
         for f in &self.filters {
             for s in out.iter_mut() {
                 *s = match f {
                     Filter::Lower => s.to_lowercase(),
                     Filter::Upper => s.to_uppercase(),
-                    Filter::Phone => match phones.to_e164(s) {
+                    Filter::Phone => match phones.to_e164_in(s, region) {
                         Some(e) => e,
                         None => {
                             stats.unparsable_phones += 1;

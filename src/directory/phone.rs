@@ -91,13 +91,24 @@ impl PhoneNormalizer {
     /// `None` when it is not a valid number for its country (or the default country): such values are kept as
     /// typed rather than rewritten into a number that belongs to nobody (`ext. 1234` is not `+491234`).
     pub fn to_e164(&self, raw: &str) -> Option<String> {
-        self.normal(raw).map(|n| match &n.extension {
+        self.to_e164_in(raw, None)
+    }
+
+    /// Like [`PhoneNormalizer::to_e164`], with a number written nationally read as one of `region` (an ISO 3166
+    /// alpha-2 code: a user's `usageLocation`) rather than of the default country, so that `(425) 555-0100`
+    /// typed by someone in the Redmond office is +14255550100 and not a German number. A missing or unknown
+    /// region means the default country, and so does a number that is no valid one of the region.
+    pub fn to_e164_in(&self, raw: &str, region: Option<&str>) -> Option<String> {
+        let region = region
+            .and_then(|r| Country::from_str(&r.trim().to_ascii_uppercase()).ok())
+            .unwrap_or(self.country);
+        self.normal(raw, region).map(|n| match &n.extension {
             Some(ext) => format!("{} ext. {ext}", n.e164),
             None => n.e164.to_string(),
         })
     }
 
-    fn normal(&self, raw: &str) -> Option<Normal> {
+    fn normal(&self, raw: &str, region: Country) -> Option<Normal> {
         let raw = raw.trim();
         if let Some(e) = plain_international(raw) {
             return Some(Normal {
@@ -105,22 +116,34 @@ impl PhoneNormalizer {
                 extension: None,
             });
         }
-        if let Some(hit) = self.memo.get(raw) {
+        // The memo is keyed by the raw text, and by the region too when it is not the default one.
+        let key = if region == self.country {
+            std::borrow::Cow::Borrowed(raw)
+        } else {
+            std::borrow::Cow::Owned(format!("{}\u{1}{raw}", region.as_ref()))
+        };
+        if let Some(hit) = self.memo.get(key.as_ref()) {
             return hit.clone();
         }
-        let result = self.parse(raw);
+        // What does not read as a number of the person's country may still read as one of the default country
+        // (`0049 151 …` typed in the US office).
+        let result = self.parse(raw, region).or_else(|| {
+            (region != self.country)
+                .then(|| self.parse(raw, self.country))
+                .flatten()
+        });
         if self.memo.len() >= MEMO_MAX {
             self.memo.clear();
         }
-        self.memo.insert(raw.to_string(), result.clone());
+        self.memo.insert(key.into_owned(), result.clone());
         result
     }
 
-    fn parse(&self, raw: &str) -> Option<Normal> {
+    fn parse(&self, raw: &str, region: Country) -> Option<Normal> {
         if raw.is_empty() || raw.chars().filter(|c| c.is_ascii_digit()).count() < 3 {
             return None;
         }
-        let parsed = phonenumber::parse(Some(self.country), raw).ok()?;
+        let parsed = phonenumber::parse(Some(region), raw).ok()?;
         if parsed.national().value() == 0 || !parsed.is_valid() {
             return None;
         }
@@ -138,7 +161,7 @@ impl PhoneNormalizer {
     /// (so `+49 30 1234567 x89` is found by a call from `+49301234567`), or the bare digits when the value is
     /// not a valid number.
     pub fn key(&self, raw: &str) -> String {
-        match self.normal(raw) {
+        match self.normal(raw, self.country) {
             Some(n) => n.e164.trim_start_matches('+').to_string(),
             None => digits(raw),
         }
@@ -184,6 +207,39 @@ mod tests {
             assert_eq!(n.key(s), "49301234567", "{s}");
         }
         assert_eq!(n.to_e164("030 1234567").as_deref(), Some("+49301234567"));
+    }
+
+    /// A number written nationally is read in the person's country (usageLocation); what is no number there is
+    /// read in the default country; no region, an unknown one or a malformed one means the default.
+    #[test]
+    fn national_numbers_are_read_in_the_persons_country() {
+        let n = PhoneNormalizer::new("DE").unwrap();
+        assert_eq!(
+            n.to_e164_in("(425) 555-0100", Some("US")).as_deref(),
+            Some("+14255550100")
+        );
+        assert_eq!(
+            n.to_e164_in("0664 1234567", Some("at")).as_deref(),
+            Some("+436641234567")
+        );
+        assert_eq!(n.to_e164_in("030 1234567", Some("DE")).as_deref(), Some("+49301234567"));
+        assert_eq!(
+            n.to_e164_in("0049 151 12345678", Some("US")).as_deref(),
+            Some("+4915112345678"),
+            "not dialable from the US, but plainly German"
+        );
+        for region in [None, Some(""), Some("XX"), Some("Germany")] {
+            assert_eq!(
+                n.to_e164_in("030 1234567", region).as_deref(),
+                Some("+49301234567"),
+                "{region:?}"
+            );
+        }
+        // The memo keeps the two readings apart.
+        assert_ne!(
+            n.to_e164_in("0664 1234567", None),
+            n.to_e164_in("0664 1234567", Some("AT"))
+        );
     }
 
     #[test]

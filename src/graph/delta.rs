@@ -40,6 +40,7 @@ pub const USER_SELECT: &[&str] = &[
     "state",
     "postalCode",
     "country",
+    "usageLocation",
     "employeeId",
     "proxyAddresses",
     "accountEnabled",

@@ -205,6 +205,10 @@ pub struct AdminSection {
     pub token_file: Option<PathBuf>,
     #[serde(default = "default_stale", deserialize_with = "de_duration")]
     pub stale_after: Duration,
+    /// On SIGTERM, `/readyz` answers 503 this long while everything keeps serving, so a load balancer moves
+    /// clients away before the listeners close.
+    #[serde(default = "default_drain", deserialize_with = "de_duration")]
+    pub drain_period: Duration,
 }
 
 impl Default for AdminSection {
@@ -213,6 +217,7 @@ impl Default for AdminSection {
             listen: default_admin_listen(),
             token_file: None,
             stale_after: default_stale(),
+            drain_period: default_drain(),
         }
     }
 }
@@ -287,6 +292,10 @@ fn default_max_connections_per_source() -> usize {
 /// Higher than LDAP's: a branch office's desk phones often reach the server from one NAT address.
 fn default_http_per_source() -> usize {
     256
+}
+/// Long enough for a load balancer checking every second or two to mark the replica down.
+fn default_drain() -> Duration {
+    Duration::from_secs(5)
 }
 /// AD's MaxQueryDuration.
 fn default_time_limit() -> Duration {

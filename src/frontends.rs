@@ -109,6 +109,22 @@ pub fn check(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bind the front ends' listen addresses and let them go again: that they are free now (a start that has to
+/// wait for the first sync before it listens still fails at once on a taken port).
+pub async fn check_addresses(cfg: &Config) -> anyhow::Result<()> {
+    let mut addrs = Vec::new();
+    if let Some(l) = &cfg.ldap {
+        addrs.extend([("ldap.listen", l.listen), ("ldap.ldaps_listen", l.ldaps_listen)]);
+    }
+    if let Some(c) = &cfg.carddav {
+        addrs.extend([("carddav.listen", c.listen), ("carddav.tls_listen", c.tls_listen)]);
+    }
+    for (key, addr) in addrs {
+        crate::net::bind(addr).await.context(key)?;
+    }
+    Ok(())
+}
+
 pub async fn start(cfg: &Config, dir: Published, shutdown: CancellationToken) -> anyhow::Result<FrontEnds> {
     let connections = [
         cfg.ldap.as_ref().map_or(0, |l| l.max_connections),

@@ -147,7 +147,6 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     // An early return (a listener that cannot bind) stops whatever was already started.
     let _stop_on_return = shutdown.clone().drop_guard();
     let (tx, rx) = mpsc::channel(16);
-    let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
     let admin = Admin {
         listener: Rebindable::new(
             cfg.admin.listen,
@@ -156,25 +155,60 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
         settings: Arc::new(ArcSwap::from_pointee(AdminSettings::from_config(&cfg.admin)?)),
     };
     admin.settings.load().log_trigger_state(&cfg.admin);
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let st = crate::admin::AdminState {
         dir: published.clone(),
         status: status.clone(),
         commands: tx.clone(),
         settings: admin.settings.clone(),
         started: std::time::SystemTime::now(),
+        draining: draining.clone(),
     };
-    tokio::spawn(crate::admin::serve(admin.listener.clone(), st, shutdown.clone()));
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (fronts, sync_task) = if has_directory(&published.load()) {
+        // Served from the state file: listen now; the sync starts last, so a failed start never leaves a
+        // sync round writing state behind it.
+        let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
+        tokio::spawn(crate::admin::serve(admin.listener.clone(), st, shutdown.clone()));
+        let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
+        (fronts, sync_task)
+    } else {
+        // Nothing to serve yet. Answering "nobody has this number" would be a wrong answer, so the LDAP and
+        // CardDAV ports refuse connections until the first sync is in: a PBX tries its second server, a load
+        // balancer another replica. Their addresses are checked now, so a taken port still fails the start.
+        crate::frontends::check_addresses(&cfg).await?;
+        tokio::spawn(crate::admin::serve(admin.listener.clone(), st, shutdown.clone()));
+        let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
+        tracing::info!("no directory yet (no state file): LDAP and CardDAV listen once the first sync is in");
+        let mut published_versions = published.subscribe();
+        while !has_directory(&published.load()) {
+            tokio::select! {
+                r = published_versions.changed() => if r.is_err() { break },
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM before the first sync: stopping");
+                    shutdown.cancel();
+                    let _ = tokio::time::timeout(GRACE, sync_task).await;
+                    return Ok(());
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("SIGINT before the first sync: stopping");
+                    shutdown.cancel();
+                    let _ = tokio::time::timeout(GRACE, sync_task).await;
+                    return Ok(());
+                }
+            }
+        }
+        let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
+        (fronts, sync_task)
+    };
     let mut expiries = crate::expiry::collect(&cfg);
     crate::expiry::publish(&expiries);
     crate::expiry::warn_soon(&expiries, unix_now());
     // Expiry warnings repeat twice a day, so they reach whoever reads today's log.
     let mut expiry_check = tokio::time::interval_at(tokio::time::Instant::now() + EXPIRY_CHECK, EXPIRY_CHECK);
 
-    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1())?;
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    // Last, so a failed start never leaves a sync round writing state behind it.
-    let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
     loop {
         tokio::select! {
             _ = hup.recv() => match &config_path {
@@ -194,6 +228,21 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
         }
     }
+    // Not ready first, still serving: a load balancer checking /readyz moves new clients to another replica
+    // before the listeners close. A second signal ends the wait.
+    let drain = admin.settings.load().drain_period;
+    if !drain.is_zero() {
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            drain_period = ?drain,
+            "/readyz now answers 503; serving on until the drain period ends (a second SIGTERM stops now)"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(drain) => {}
+            _ = term.recv() => tracing::info!("SIGTERM again: stopping now"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT again: stopping now"),
+        }
+    }
     shutdown.cancel();
     let _ = tokio::time::timeout(GRACE, async {
         if let Ok(Some(engine)) = sync_task.await {
@@ -205,6 +254,13 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
     })
     .await;
     Ok(())
+}
+
+/// Whether a snapshot is worth serving: tenant objects (from the state file or a sync), or a completed sync of
+/// a tenant that has none.
+fn has_directory(s: &crate::directory::Snapshot) -> bool {
+    let c = s.counts();
+    s.synced_at.is_some() || c.users + c.groups + c.computers + c.contacts > 0
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {

@@ -288,6 +288,8 @@ impl SyncEngine {
 
     /// Run until `shutdown`: a round at start, then every `interval` and whenever asked. Returns the engine
     /// after persisting its state, or `None` when a round's thread failed and the engine is gone.
+    /// Rounds every `interval`, each wait drawn from ±10 % of it: replicas of one tenant started together
+    /// drift apart instead of polling Graph in lockstep.
     pub async fn run(
         mut self,
         mut interval: Duration,
@@ -301,7 +303,7 @@ impl SyncEngine {
                 _ = tokio::time::sleep_until(next) => {
                     let (engine, _) = until_shutdown(self.logged_round(), &shutdown).await?;
                     self = engine;
-                    next = tokio::time::Instant::now() + interval;
+                    next = tokio::time::Instant::now() + jittered(interval);
                 }
                 cmd = commands.recv() => match cmd {
                     None => break,
@@ -311,7 +313,7 @@ impl SyncEngine {
                         if let Some(reply) = reply {
                             let _ = reply.send(r);
                         }
-                        next = tokio::time::Instant::now() + interval;
+                        next = tokio::time::Instant::now() + jittered(interval);
                     }
                     Some(Command::AllowDeletes(n)) => self.allow_deletes = Some(n),
                     Some(Command::Reconfigure(reconfig, reply)) => {
@@ -324,7 +326,7 @@ impl SyncEngine {
                         self.photo_recheck = photo_recheck;
                         if every != interval {
                             interval = every;
-                            next = tokio::time::Instant::now() + interval;
+                            next = tokio::time::Instant::now() + jittered(interval);
                         }
                         let reprojected = self.off_workers(move |engine| {
                             let report = engine.dir.reconfigure(settings);
@@ -383,8 +385,28 @@ impl SyncEngine {
     }
 }
 
+/// `interval` give or take up to 10 %, at random.
+fn jittered(interval: Duration) -> Duration {
+    use rand::Rng;
+    interval.mul_f64(rand::thread_rng().gen_range(0.9..=1.1))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rounds_are_spread_around_the_interval() {
+        let every = Duration::from_secs(300);
+        let waits: Vec<Duration> = (0..200).map(|_| super::jittered(every)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w >= Duration::from_secs(270) && *w <= Duration::from_secs(330)));
+        let spread = waits.iter().max().unwrap().saturating_sub(*waits.iter().min().unwrap());
+        assert!(
+            spread > Duration::from_secs(30),
+            "replicas would still poll together: {spread:?}"
+        );
+    }
+
     use super::*;
     use crate::directory::change::{Change, GraphKind};
     use crate::directory::store::{Object, Store};

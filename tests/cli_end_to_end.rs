@@ -58,6 +58,7 @@ allow_anonymous = true
 
 [admin]
 listen = "127.0.0.1:{admin}"
+drain_period = "3s"
 "#
         )
 }
@@ -303,8 +304,18 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
     });
     assert!(metric("entradir_sync_failures_total 1\n"), "the fourth round succeeded");
     let mut server = server;
+    // SIGTERM: not ready at once, while LDAP keeps answering through the drain period; then it stops.
     signal(&server.0, "-TERM");
     let start = Instant::now();
+    wait_for("/readyz to turn 503", Duration::from_secs(2), || {
+        http_get(admin_port, "/readyz").is_some_and(|r| r.0 == 503 && r.1.contains("draining"))
+    });
+    let found = ldapsearch(ldap_port, &["(sAMAccountName=local.hero)", "1.1"]);
+    assert_eq!(
+        found.lines().filter(|l| l.starts_with("dn:")).count(),
+        1,
+        "served while draining"
+    );
     let status = loop {
         if let Some(s) = server.0.try_wait().unwrap() {
             break s;
@@ -316,6 +327,10 @@ fn run_reload_sync_and_stop_like_an_admin_would() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "exit status {status:?}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "stopped before the drain period ended"
+    );
     assert!(dir.path().join("state").join("entradir-state.json").exists());
 
     // export resumes from that state: only the delta is fetched, and LDIF comes out.
@@ -458,13 +473,16 @@ fn reloads_under_load_drop_nothing_and_kill_9_during_a_state_write_loses_nothing
         before,
         "served from the state file with Graph down, nothing lost"
     );
-    // Its sync round is still retrying the unreachable Graph; SIGTERM does not wait for that.
+    // Its sync round is still retrying the unreachable Graph; SIGTERM does not wait for that, and a second one
+    // ends the drain period at once.
+    signal(&server.0, "-TERM");
+    std::thread::sleep(Duration::from_millis(300));
     signal(&server.0, "-TERM");
     let stopping = Instant::now();
     while server.0.try_wait().unwrap().is_none() {
         assert!(
-            stopping.elapsed() < Duration::from_secs(5),
-            "SIGTERM waited for a sync round against an unreachable Graph"
+            stopping.elapsed() < Duration::from_secs(2),
+            "SIGTERM waited for a sync round against an unreachable Graph, or the second one for the drain period"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

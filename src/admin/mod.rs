@@ -39,6 +39,8 @@ pub struct AdminState {
     /// The settings a reload may change.
     pub settings: Arc<ArcSwap<AdminSettings>>,
     pub started: SystemTime,
+    /// Set on SIGTERM: `/readyz` says 503 from then on while the server drains.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Admin settings from the config, swapped on reload.
@@ -48,6 +50,8 @@ pub struct AdminSettings {
     pub token: Option<String>,
     /// `/readyz` reports stale (503) when the last good sync is older than this.
     pub stale_after: Duration,
+    /// How long SIGTERM keeps serving with `/readyz` at 503 before the listeners close.
+    pub drain_period: Duration,
 }
 
 impl AdminSettings {
@@ -67,6 +71,7 @@ impl AdminSettings {
         Ok(AdminSettings {
             token,
             stale_after: a.stale_after,
+            drain_period: a.drain_period,
         })
     }
 }
@@ -226,7 +231,7 @@ pub fn metrics(st: &AdminState) -> String {
 }
 
 /// `/readyz`: whether the directory is worth serving. A fresh start without a state file holds only the base DN
-/// and its containers until the first sync: not ready, although the LDAP listener already answers for them.
+/// and its containers until the first sync: not ready (and LDAP and CardDAV do not listen yet).
 fn readiness(snap: &Snapshot, stale_after: Duration, now: SystemTime) -> (StatusCode, String) {
     let c = snap.counts();
     let tenant_objects = c.users + c.groups + c.computers + c.contacts;
@@ -262,7 +267,14 @@ async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<
         (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(&st)),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
-            let (code, text) = readiness(&st.dir.load(), st.settings.load().stale_after, SystemTime::now());
+            let (code, text) = if st.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "draining: shutting down; still serving until the drain period ends\n".to_string(),
+                )
+            } else {
+                readiness(&st.dir.load(), st.settings.load().stale_after, SystemTime::now())
+            };
             reply(code, "text/plain", text)
         }
         (&Method::GET, "/status") => {

@@ -62,12 +62,18 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// `entradir graph-sim` on a free port with a tenant of `users` users; waits until it listens.
 pub fn start_sim(users: usize, groups: usize, devices: usize, seed: u64) -> (Proc, u16) {
+    start_sim_with(users, groups, devices, seed, &[])
+}
+
+/// [`start_sim`] with more `entradir graph-sim` flags.
+pub fn start_sim_with(users: usize, groups: usize, devices: usize, seed: u64, flags: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let sim = Proc(
         Command::new(BIN)
             .args(["graph-sim", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--users", &users.to_string(), "--groups", &groups.to_string()])
             .args(["--devices", &devices.to_string(), "--seed", &seed.to_string()])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

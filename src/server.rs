@@ -22,10 +22,13 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(12 * 3600);
 
 /// Warn when a file holding a secret or private key can be read by other users.
 pub fn warn_if_exposed(path: &Path, what: &str) {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
+        // Group bits are fine when the group is our own primary group (a Kubernetes Secret mounted with fsGroup
+        // is 0440 root:<fsGroup>; a host's `entradir` group holds entradir alone).
+        let risky = if own_gid() == Some(meta.gid()) { 0o007 } else { 0o077 };
+        if mode & risky != 0 {
             tracing::warn!(
                 file = %path.display(),
                 mode = format!("{:o}", mode & 0o777),
@@ -34,6 +37,18 @@ pub fn warn_if_exposed(path: &Path, what: &str) {
             );
         }
     }
+}
+
+/// The process's real group id (Linux: from /proc).
+fn own_gid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Gid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Every configured file that holds a secret or a private key.
@@ -137,7 +152,7 @@ pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
 
 /// Run the server until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP (None: reload not available, as in
 /// the demo).
-pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     check_secret_files(&cfg);
     let _state_lock = lock_state(&cfg)?;
     let engine = engine(&cfg)?;
@@ -178,14 +193,31 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
         // Nothing to serve yet. Answering "nobody has this number" would be a wrong answer, so the LDAP and
         // CardDAV ports refuse connections until the first sync is in: a PBX tries its second server, a load
         // balancer another replica. Their addresses are checked now, so a taken port still fails the start.
+        crate::frontends::check(&cfg)?;
         crate::frontends::check_addresses(&cfg).await?;
         tokio::spawn(crate::admin::serve(admin.listener.clone(), st, shutdown.clone()));
-        let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
+        let mut sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
         tracing::info!("no directory yet (no state file): LDAP and CardDAV listen once the first sync is in");
         let mut published_versions = published.subscribe();
         while !has_directory(&published.load()) {
             tokio::select! {
-                r = published_versions.changed() => if r.is_err() { break },
+                _ = published_versions.changed() => {}
+                _ = &mut sync_task => anyhow::bail!("the sync engine stopped before the first sync (see above)"),
+                // A fixed secret or config must not wait for a sync that cannot succeed without it.
+                _ = hup.recv() => match &config_path {
+                    Some(p) => {
+                        if let Some((_, next)) = reload(p, &cfg.entra.tenant_id, &tx, None, &admin).await {
+                            cfg = next;
+                            tracing::info!("SIGHUP before the first sync: syncing now with the new configuration");
+                            let _ = tx.try_send(Command::SyncNow(None));
+                        }
+                    }
+                    None => tracing::warn!("SIGHUP ignored: no config file to reload"),
+                },
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: syncing now");
+                    let _ = tx.try_send(Command::SyncNow(None));
+                }
                 _ = term.recv() => {
                     tracing::info!("SIGTERM before the first sync: stopping");
                     shutdown.cancel();
@@ -213,7 +245,7 @@ pub async fn run(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()
         tokio::select! {
             _ = hup.recv() => match &config_path {
                 Some(p) => {
-                    if let Some(next) = reload(p, &cfg.entra.tenant_id, &tx, &fronts, &admin).await {
+                    if let Some((next, _)) = reload(p, &cfg.entra.tenant_id, &tx, Some(&fronts), &admin).await {
                         expiries = next;
                     }
                 }
@@ -280,14 +312,15 @@ fn unix_now() -> u64 {
 }
 
 /// SIGHUP: validate everything and bind changed listen addresses first; apply only if all of it is good.
-/// Returns the credential expiry dates of the applied config.
+/// Returns the credential expiry dates of the applied config, and the config. `fronts` is `None` before the
+/// front ends are started (they start from the returned config then).
 async fn reload(
     path: &Path,
     tenant_id: &str,
     tx: &mpsc::Sender<Command>,
-    fronts: &crate::frontends::FrontEnds,
+    fronts: Option<&crate::frontends::FrontEnds>,
     admin: &Admin,
-) -> Option<Vec<crate::expiry::Expiry>> {
+) -> Option<(Vec<crate::expiry::Expiry>, Config)> {
     let prepared = async {
         let cfg = Config::load(path)?;
         anyhow::ensure!(
@@ -298,7 +331,13 @@ async fn reload(
         let settings = cfg.directory_settings()?;
         let syncer = Syncer::new(graph_config(&cfg)?).context("entra")?;
         let admin_settings = AdminSettings::from_config(&cfg.admin)?;
-        let fe = fronts.prepare_reload(&cfg).await?;
+        let fe = match fronts {
+            Some(f) => Some(f.prepare_reload(&cfg).await?),
+            None => {
+                crate::frontends::check(&cfg)?;
+                None
+            }
+        };
         let admin_listener = admin.listener.prepare(cfg.admin.listen).await.context("admin.listen")?;
         let reconfig = Reconfig {
             settings,
@@ -319,7 +358,9 @@ async fn reload(
         }
     };
     check_secret_files(&cfg);
-    fronts.apply_reload(fe);
+    if let (Some(f), Some(fe)) = (fronts, fe) {
+        f.apply_reload(fe);
+    }
     admin_settings.log_trigger_state(&cfg.admin);
     admin.settings.store(Arc::new(admin_settings));
     if let Some(change) = admin_listener {
@@ -329,15 +370,22 @@ async fn reload(
     let expiries = crate::expiry::collect(&cfg);
     crate::expiry::publish(&expiries);
     crate::expiry::warn_soon(&expiries, unix_now());
+    // The engine takes the new settings between rounds; a round can take long (a large tenant, a retrying
+    // Graph), and SIGTERM must not wait behind it, so the reply is awaited on the side.
     let (rtx, rrx) = oneshot::channel();
-    if tx.send(Command::Reconfigure(Box::new(reconfig), rtx)).await.is_ok() {
-        if let Ok(report) = rrx.await {
-            crate::frontends::count_reload(true);
-            tracing::info!(version = report.version, "reload applied");
-            return Some(expiries);
+    // A failed send drops the reply sender with the command: the reply below is then an error.
+    let _ = tx.send(Command::Reconfigure(Box::new(reconfig), rtx)).await;
+    tokio::spawn(async move {
+        match rrx.await {
+            Ok(report) => {
+                crate::frontends::count_reload(true);
+                tracing::info!(version = report.version, "reload applied");
+            }
+            Err(_) => {
+                crate::frontends::count_reload(false);
+                tracing::error!("reload not applied: the sync engine has stopped");
+            }
         }
-    }
-    crate::frontends::count_reload(false);
-    tracing::error!("reload not applied: the sync engine has stopped");
-    Some(expiries)
+    });
+    Some((expiries, cfg))
 }

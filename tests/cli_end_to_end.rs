@@ -627,3 +627,44 @@ fn a_second_writer_is_refused_and_mass_deletions_wait_for_confirmation() {
         .unwrap();
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
 }
+
+/// A first start with a wrong client secret: nothing to serve, so LDAP refuses connections (rather than answer
+/// that nobody has the number) and /readyz says why; fixing the secret file and sending SIGHUP syncs at once,
+/// and LDAP then listens and answers.
+#[test]
+fn a_first_start_without_state_listens_once_a_reload_fixes_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "not-the-secret\n").unwrap();
+    let (_sim, sim_port) = start_sim(40, 3, 3, 4);
+    let (ldap_port, admin_port) = (free_port(), free_port());
+    let cfg_path = dir.path().join("entradir.toml");
+    std::fs::write(&cfg_path, config(dir.path(), sim_port, ldap_port, admin_port, "")).unwrap();
+    let server = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg_path)
+            .env("ENTRADIR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the failed first round", Duration::from_secs(30), || {
+        http_get(admin_port, "/metrics").is_some_and(|m| m.1.contains("entradir_sync_failures_total 1"))
+    });
+    let ready = http_get(admin_port, "/readyz").unwrap();
+    assert_eq!(ready.0, 503, "{ready:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ldap_port)).is_err(),
+        "LDAP refuses while there is nothing to serve"
+    );
+
+    std::fs::write(dir.path().join("secret"), "demo-secret\n").unwrap();
+    signal(&server.0, "-HUP");
+    wait_for("LDAP after the reload's sync", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", ldap_port)).is_ok()
+    });
+    let found = ldapsearch(ldap_port, &["(objectCategory=person)", "1.1"]);
+    assert!(found.lines().filter(|l| l.starts_with("dn:")).count() >= 20, "{found}");
+    assert_eq!(http_get(admin_port, "/readyz").unwrap().0, 200);
+}

@@ -446,6 +446,26 @@ mod tests {
         socket.connect(to).await.expect("connect")
     }
 
+    /// Run `service` on a loopback port: its address, the stop token, the task.
+    async fn serve<S: Service>(
+        service: S,
+        max_connections: usize,
+        drain: Duration,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let bound = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = Rebindable::new(None, Some(bound));
+        let addr = listener.local_addr().expect("bound");
+        let stop = CancellationToken::new();
+        let sockets = vec![Socket {
+            listener,
+            tls: false,
+            metric: Listener::Ldap,
+        }];
+        let limits = Limits { max_connections, drain };
+        let task = tokio::spawn(run(Arc::new(service), sockets, limits, stop.clone()));
+        (addr, stop, task)
+    }
+
     async fn greeting(s: &mut TcpStream) -> String {
         let mut buf = vec![0u8; 64];
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
@@ -457,22 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn caps_refuse_in_the_services_words_and_free_places_when_connections_close() {
-        let listener = Rebindable::new(
-            None,
-            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind")),
-        );
-        let addr = listener.local_addr().expect("bound");
-        let stop = CancellationToken::new();
-        let sockets = vec![Socket {
-            listener,
-            tls: false,
-            metric: Listener::Ldap,
-        }];
-        let limits = Limits {
-            max_connections: 3,
-            drain: Duration::from_secs(1),
-        };
-        let server = tokio::spawn(run(Arc::new(Hello), sockets, limits, stop.clone()));
+        let (addr, stop, server) = serve(Hello, 3, Duration::from_secs(1)).await;
 
         // Two from one source are let in; the third from it is refused, in the service's words.
         let mut a1 = connect("127.0.0.1", addr).await;
@@ -538,22 +543,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_still_open_after_the_drain_period_are_closed() {
-        let listener = Rebindable::new(
-            None,
-            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind")),
-        );
-        let addr = listener.local_addr().expect("bound");
-        let stop = CancellationToken::new();
-        let sockets = vec![Socket {
-            listener,
-            tls: false,
-            metric: Listener::Ldap,
-        }];
-        let limits = Limits {
-            max_connections: 8,
-            drain: Duration::from_millis(200),
-        };
-        let server = tokio::spawn(run(Arc::new(Stubborn), sockets, limits, stop.clone()));
+        let (addr, stop, server) = serve(Stubborn, 8, Duration::from_millis(200)).await;
         let mut c = connect("127.0.0.1", addr).await;
         assert_eq!(greeting(&mut c).await, "hello\n");
         stop.cancel();

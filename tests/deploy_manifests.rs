@@ -81,9 +81,20 @@ fn the_kubernetes_config_is_a_valid_entradir_config() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
+    // The LDAPS certificate the pods get from the Secret entradir-tls.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["ldap.contoso.com".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let tls = tmp.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::write(tls.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(tls.join("tls.key"), key.serialize_pem()).unwrap();
     let shipped = std::fs::read_to_string(Path::new(DEPLOY).join("kubernetes/entradir.toml")).unwrap();
     // The pod's paths, moved into the test's directory; everything else as shipped.
     let cfg = shipped
+        .replace("/run/secrets/entradir-tls", &tls.display().to_string())
         .replace("/run/secrets/entradir/client-secret", &secret.display().to_string())
         .replace("/var/lib/entradir", &tmp.path().join("state").display().to_string());
     assert_ne!(cfg, shipped);

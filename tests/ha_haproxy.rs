@@ -2,9 +2,9 @@
 //! for loopback: replica 1 on 127.0.0.11, replica 2 on 127.0.0.12, the proxy on 127.0.0.1). Caller-ID lookups
 //! (`ldapsearch`, one new connection each, retried once when the connection fails, as a PBX reconnects) run
 //! through the proxy without pause while one replica is killed with `kill -9` and restarted, killed again and
-//! started without its state (listening, but empty and not ready until its first sync), and then while both are
-//! restarted one after the other with SIGTERM: every lookup finds the caller, none fails after its retry, none
-//! is answered by a replica that is not ready.
+//! started without its state (nothing to serve until its first sync, which is slowed down), and then while both
+//! are restarted one after the other with SIGTERM: every lookup finds the caller, none fails after its retry,
+//! none is answered by a replica that is not ready (an empty answer counts as wrong).
 
 mod common;
 
@@ -304,12 +304,22 @@ fn lookups_through_haproxy_survive_kill_9_and_rolling_restarts() {
     );
     settle();
 
-    // A rolling restart with SIGTERM: each drains (/readyz 503, serving on) before it stops.
+    // A rolling restart with SIGTERM: each drains (/readyz 503, serving on) before it stops, and the next one
+    // goes only when the proxy has the restarted one back (as an admin would check).
+    let ups = |name: &str| proxy_log().matches(&format!("Server ldap/{name} is UP")).count();
+    let back = |name: &str, before: usize| {
+        wait_for("the proxy to take the replica back", Duration::from_secs(20), || {
+            ups(name) > before
+        })
+    };
+    let before = ups("r1");
     r1.terminate();
     r1.start(&ports);
-    settle();
+    back("r1", before);
+    let before = ups("r2");
     r2.terminate();
     r2.start(&ports);
+    back("r2", before);
     settle();
 
     stop.store(true, Ordering::Relaxed);

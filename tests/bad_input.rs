@@ -10,10 +10,9 @@
 
 mod common;
 
-use common::binary::{config_head, free_port, password_hash, rss_kib, start_sim, wait_for, Proc, BIN};
+use common::binary::{config_head, free_port, password_hash, rss_kib, run_server, start_sim, wait_for, Proc};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How far above its settled size the server's RSS may stay after a stage (glibc keeps some freed memory).
@@ -266,16 +265,7 @@ password_hash = "{hash}"
             );
         let cfg_path = dir.path().join("entradir.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let proc = Proc(
-            Command::new(BIN)
-                .args(["run", "--config"])
-                .arg(&cfg_path)
-                .env("ENTRADIR_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let proc = run_server(&cfg_path);
         wait_for("first sync", Duration::from_secs(60), || {
             http_status(admin, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == Some(200)
         });

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::binary::{free_port, start_sim, wait_for, Proc, BIN};
+use common::binary::{free_port, run_server, start_sim, wait_for, Proc, BIN};
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -639,16 +639,7 @@ fn a_first_start_without_state_listens_once_a_reload_fixes_the_secret() {
     let (ldap_port, admin_port) = (free_port(), free_port());
     let cfg_path = dir.path().join("entradir.toml");
     std::fs::write(&cfg_path, config(dir.path(), sim_port, ldap_port, admin_port, "")).unwrap();
-    let server = Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&cfg_path)
-            .env("ENTRADIR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let server = run_server(&cfg_path);
     wait_for("the failed first round", Duration::from_secs(30), || {
         http_get(admin_port, "/metrics").is_some_and(|m| m.1.contains("entradir_sync_failures_total 1"))
     });

@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::binary::{config_head, free_port, start_sim_with, wait_for, Proc, BIN};
+use common::binary::{config_head, free_port, run_server, start_sim_with, wait_for, Proc};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,16 +66,7 @@ drain_period = "3s"
     }
 
     fn spawn(&mut self) {
-        self.proc = Some(Proc(
-            Command::new(BIN)
-                .args(["run", "--config"])
-                .arg(self.dir.join("entradir.toml"))
-                .env("ENTRADIR_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        ));
+        self.proc = Some(run_server(&self.dir.join("entradir.toml")));
     }
 
     fn kill9(&mut self) {

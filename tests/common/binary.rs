@@ -85,6 +85,20 @@ pub fn start_sim_with(users: usize, groups: usize, devices: usize, seed: u64, fl
     (sim, port)
 }
 
+/// `entradir run --config <config>`, its output discarded, logging at `warn`.
+pub fn run_server(config: &Path) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("ENTRADIR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Resident memory of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

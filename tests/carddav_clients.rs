@@ -304,10 +304,7 @@ async fn ios_style_discovery_and_multiget() {
         .parse()
         .expect("ctag is an integer");
     // The book's ctag, collection ETag and sync token are one number.
-    assert_eq!(
-        book.prop(DAV, "sync-token").unwrap().text,
-        format!("urn:entradir:sync:{ctag}")
-    );
+    assert_eq!(token_number(&book.prop(DAV, "sync-token").unwrap().text), ctag);
     let versions: Vec<&str> = book
         .prop(CARDDAV, "supported-address-data")
         .unwrap()
@@ -433,7 +430,7 @@ async fn sync_collection_like_davx5_and_thunderbird() {
         check_card(&address_data_of(a), "4.0");
     }
     let token = sync_token(&r.body);
-    let number = |t: &str| -> u64 { t.strip_prefix("urn:entradir:sync:").unwrap().parse().unwrap() };
+    let number = token_number;
     let first = number(&token);
 
     // Nothing changed: an empty answer with the same token.
@@ -493,10 +490,14 @@ async fn sync_collection_like_davx5_and_thunderbird() {
     assert_eq!((n, seen.len()), (41, 41));
     assert_eq!(token, token6);
 
+    // The current token as another replica (another instance) would have handed it out: refused too.
+    let (_, number_part) = token6.rsplit_once('.').unwrap();
+    let other_replica = format!("urn:entradir:sync:0ther.{number_part}");
     for bad in [
         "urn:entradir:sync:99",
         "http://example.com/other-server-token",
         "urn:entradir:sync:abc",
+        other_replica.as_str(),
     ] {
         let r = c.report("/dav/books/all/", &sync(bad, None, "3.0")).await;
         assert_eq!(r.status, 403, "{bad}");
@@ -525,10 +526,7 @@ async fn linphone_style_query_and_short_hrefs() {
     let ctag = c.propfind("/dav/books/all/", "0", "<cs:getctag/><d:sync-token/>").await;
     // Linphone keeps the ctag in a C int.
     let n: i32 = ctag[0].prop(CALSERVER, "getctag").unwrap().text.parse().unwrap();
-    assert_eq!(
-        ctag[0].prop(DAV, "sync-token").unwrap().text,
-        format!("urn:entradir:sync:{n}")
-    );
+    assert_eq!(token_number(&ctag[0].prop(DAV, "sync-token").unwrap().text), n as u64);
 
     let query = |filter: &str, limit: &str| {
         format!(
@@ -730,7 +728,7 @@ async fn ctag_and_sync_token_are_per_book() {
                 .expect("integer ctag");
             let token = b.prop(DAV, "sync-token").unwrap().text.clone();
             let etag = b.prop(DAV, "getetag").unwrap().text.clone();
-            assert_eq!(token, format!("urn:entradir:sync:{ctag}"));
+            assert_eq!(token_number(&token), ctag);
             assert_eq!(etag, format!("\"{ctag}\""));
             (ctag, token)
         };
@@ -1033,4 +1031,14 @@ async fn vendor_phone_books() {
         c.send("GET", "/phonebook/nobook/yealink.xml", &[], "").await.status,
         404
     );
+}
+
+/// The number in a sync token `urn:entradir:sync:<instance>.<n>` (the book's ctag).
+fn token_number(token: &str) -> u64 {
+    let rest = token
+        .strip_prefix("urn:entradir:sync:")
+        .expect("an entradir sync token");
+    let (instance, n) = rest.split_once('.').expect("<instance>.<n>");
+    assert!(!instance.is_empty(), "{token}");
+    n.parse().expect("a number after the instance")
 }

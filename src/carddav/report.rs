@@ -1,14 +1,16 @@
 //! REPORTs on a book: `addressbook-multiget` and `addressbook-query` (RFC 6352 §8.6/§8.7) and `sync-collection`
 //! (RFC 6578, sync-level 1).
 //!
-//! Sync tokens are `urn:entradir:sync:<n>` with `n` = epoch + the book's change version
+//! Sync tokens are `urn:entradir:sync:<instance>.<n>` with `instance` random per process (a token from another
+//! replica, or from before a restart, is refused even when its number would fit) and `n` = epoch + the book's
+//! change version
 //! ([`BookView::changed`](crate::carddav::cache::BookView::changed)): the directory version the client's copy of
 //! the book is current at, offset by the service's epoch
 //! ([`epoch_at_start`](crate::carddav::service::epoch_at_start)) so that a token from before a restart or a
 //! content-changing reload is refused instead of misread. `n` is the book's getctag as well, so it changes only
 //! when the book does; a token at or past the book's change version gets an empty answer without consulting the
 //! history. A page cut short by `DAV:limit` ends with a 507 for the book and a continuation token
-//! `urn:entradir:sync:<base>:<usn>:<id>` (`<base>` offset like `<n>`): the client's state is every member up to
+//! `urn:entradir:sync:<instance>.<base>:<usn>:<id>` (`<base>` offset like `<n>`): the client's state is every member up to
 //! position (`usn`, `id`) in change order, and, when the position is written `+<usn>` (an incremental sync's
 //! page), the book as of `<base>` too. The next page reports members after that position (from the current
 //! snapshot, so changes in between are not lost) and again every removal since `<base>`;
@@ -233,6 +235,8 @@ fn query(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Response<Body> 
 /// in change order up to which it has the members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
+    /// The process that handed the token out ([`crate::carddav::service::State::instance`]).
+    pub instance: String,
     pub base: u64,
     pub position: Option<(u64, String)>,
     /// A continuation of an incremental sync (`<base>:+<usn>:<id>`): the client has every card as of `<base>`,
@@ -245,9 +249,15 @@ impl Token {
     pub fn parse(s: &str) -> Option<Token> {
         let rest = s.trim().strip_prefix(TOKEN_PREFIX)?;
         let mut parts = rest.splitn(3, ':');
-        let base = parts.next()?.parse().ok()?;
+        let (instance, base) = parts.next()?.split_once('.')?;
+        if instance.is_empty() || !instance.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return None;
+        }
+        let instance = instance.to_string();
+        let base = base.parse().ok()?;
         match (parts.next(), parts.next()) {
             (None, _) => Some(Token {
+                instance,
                 base,
                 position: None,
                 incremental: true,
@@ -258,6 +268,7 @@ impl Token {
                     None => (false, u),
                 };
                 Some(Token {
+                    instance,
                     base,
                     position: Some((u.parse().ok()?, id.into())),
                     incremental,
@@ -268,10 +279,11 @@ impl Token {
     }
 
     pub fn format(&self) -> String {
+        let (i, b) = (&self.instance, self.base);
         match &self.position {
-            None => format!("{TOKEN_PREFIX}{}", self.base),
-            Some((u, id)) if self.incremental => format!("{TOKEN_PREFIX}{}:+{u}:{id}", self.base),
-            Some((u, id)) => format!("{TOKEN_PREFIX}{}:{u}:{id}", self.base),
+            None => format!("{TOKEN_PREFIX}{i}.{b}"),
+            Some((u, id)) if self.incremental => format!("{TOKEN_PREFIX}{i}.{b}:+{u}:{id}"),
+            Some((u, id)) => format!("{TOKEN_PREFIX}{i}.{b}:{u}:{id}"),
         }
     }
 }
@@ -304,7 +316,7 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
     let (base, present): (u64, Cow<'_, [Arc<Entry>]>) = if raw.is_empty() {
         (view.changed, Cow::Borrowed(&view.by_change[..]))
     } else {
-        let Some(token) = Token::parse(raw) else {
+        let Some(token) = Token::parse(raw).filter(|t| t.instance == ctx.state.instance) else {
             return stale_token(ctx);
         };
         incremental = token.incremental;
@@ -388,12 +400,14 @@ fn sync_collection(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Respo
         (Some(_), Some(last)) if shown < present.len() => {
             ms.status(&ctx.book_href(i), 507);
             Token {
+                instance: ctx.state.instance.clone(),
                 base: epoch + base,
                 position: Some((last.usn_changed, last.id.to_string())),
                 incremental,
             }
         }
         _ => Token {
+            instance: ctx.state.instance.clone(),
             base: epoch + view.changed,
             position: None,
             incremental: true,
@@ -414,9 +428,10 @@ mod tests {
 
     async fn sync(snap: Snapshot, token: &str, limit: Option<usize>) -> (u16, Vec<(String, u16)>, String) {
         let cfg = Arc::new(arc_swap::ArcSwap::from_pointee(CardDavConfig::default()));
-        let state = State::new(cfg.clone(), Published::new(snap));
-        // Token numbers below are plain versions.
+        let mut state = State::new(cfg.clone(), Published::new(snap));
+        // Token numbers below are plain versions, from instance `t`.
         state.epoch.store(0, std::sync::atomic::Ordering::SeqCst);
+        state.instance = "t".into();
         let ctx = Ctx::for_test(&state, token.ends_with("thunderbird"));
         let limit = limit
             .map(|n| format!("<D:limit><D:nresults>{n}</D:nresults></D:limit>"))
@@ -479,7 +494,7 @@ mod tests {
 
     #[tokio::test]
     async fn incremental_sync_reports_removed_and_disabled_people_as_gone() {
-        let (status, items, token) = sync(two_versions(), "urn:entradir:sync:5", None).await;
+        let (status, items, token) = sync(two_versions(), "urn:entradir:sync:t.5", None).await;
         assert_eq!(status, 207);
         let mut items = items;
         items.sort();
@@ -487,7 +502,7 @@ mod tests {
             items,
             [("b.vcf".into(), 404), ("c.vcf".into(), 404), ("e.vcf".into(), 200)]
         );
-        assert_eq!(token, "urn:entradir:sync:6");
+        assert_eq!(token, "urn:entradir:sync:t.6");
 
         let (_, items, _) = sync(two_versions(), "", None).await;
         let hrefs: Vec<&str> = items.iter().map(|(h, _)| h.as_str()).collect();
@@ -497,30 +512,44 @@ mod tests {
             "initial sync in change order, only current members"
         );
 
-        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:7", None).await;
+        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:t.7", None).await;
         assert_eq!(status, 403, "a token from the future is refused");
-        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:7:x:thunderbird", None).await;
+        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:u.5", None).await;
+        assert_eq!(
+            status, 403,
+            "a token of another replica is refused, though its number fits"
+        );
+        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:5", None).await;
+        assert_eq!(
+            status, 403,
+            "a token of an earlier release is refused: the client starts over"
+        );
+        let (status, _, _) = sync(two_versions(), "urn:entradir:sync:t.7:x:thunderbird", None).await;
         assert_eq!(status, 400, "Thunderbird only starts over on 400");
     }
 
     #[tokio::test]
     async fn truncated_sync_continues_without_losing_changes() {
-        let (_, first, token) = sync(two_versions(), "urn:entradir:sync:4", Some(1)).await;
+        let (_, first, token) = sync(two_versions(), "urn:entradir:sync:t.4", Some(1)).await;
         assert!(
             first.contains(&("d.vcf".into(), 200)) && first.contains(&("".into(), 507)),
             "{first:?}"
         );
         assert!(!first.iter().any(|(h, _)| h == "e.vcf"));
-        assert_eq!(token, "urn:entradir:sync:4:+5:d", "an incremental sync's continuation");
+        assert_eq!(
+            token, "urn:entradir:sync:t.4:+5:d",
+            "an incremental sync's continuation"
+        );
         let (_, second, token) = sync(two_versions(), &token, Some(1)).await;
         assert!(second.contains(&("e.vcf".into(), 200)), "{second:?}");
         assert!(!second.iter().any(|(_, c)| *c == 507));
-        assert_eq!(token, "urn:entradir:sync:6");
+        assert_eq!(token, "urn:entradir:sync:t.6");
     }
 
     #[test]
     fn tokens_round_trip_and_reject_junk() {
         let t = Token {
+            instance: "1a2b".into(),
             base: 42,
             position: None,
             incremental: true,
@@ -528,6 +557,7 @@ mod tests {
         assert_eq!(Token::parse(&t.format()), Some(t));
         for incremental in [false, true] {
             let c = Token {
+                instance: "1a2b".into(),
                 base: 7,
                 position: Some((5, "id:with:colons".into())),
                 incremental,
@@ -540,11 +570,15 @@ mod tests {
             "urn:entradir:sync:",
             "urn:entradir:sync:x",
             "urn:entradir:sync:1:2",
+            "urn:entradir:sync:42",
+            "urn:entradir:sync:.42",
+            "urn:entradir:sync:a-b.42",
+            "urn:entradir:sync:t.1:2",
             "urn:other:1",
         ] {
             assert_eq!(Token::parse(bad), None, "{bad}");
         }
-        assert_eq!(Token::parse("urn:entradir:sync:1:x:y"), None);
+        assert_eq!(Token::parse("urn:entradir:sync:t.1:x:y"), None);
     }
 
     #[test]

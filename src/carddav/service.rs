@@ -145,6 +145,10 @@ pub struct State {
     /// Added to directory versions in getctag and sync tokens (see [`epoch_at_start`]); raised when a
     /// configuration change alters what the books contain.
     pub epoch: AtomicU64,
+    /// Random per process, in every sync token: replicas started in the same second share an epoch, and a token
+    /// from another replica must be refused rather than read against this one's history. (ctags cannot carry it:
+    /// Linphone reads them into a 32-bit int.)
+    pub instance: String,
     /// The configuration the caches were built for; a swap that changes book content clears them.
     cfg_seen: Mutex<Option<Arc<CardDavConfig>>>,
 }
@@ -187,6 +191,7 @@ impl State {
             phonebooks: phonebook::Cache::default(),
             offload: Offload::for_this_machine(),
             epoch: AtomicU64::new(epoch_at_start()),
+            instance: format!("{:08x}", rand::random::<u32>()),
             cfg_seen: Mutex::new(None),
         }
     }
@@ -318,7 +323,13 @@ impl Ctx<'_> {
     }
 
     pub fn sync_token(&self, i: usize) -> String {
-        format!("{}{}", report::TOKEN_PREFIX, self.ctag(i))
+        report::Token {
+            instance: self.state.instance.clone(),
+            base: self.ctag(i),
+            position: None,
+            incremental: true,
+        }
+        .format()
     }
 
     /// Resolve a decoded absolute path.

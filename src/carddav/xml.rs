@@ -418,7 +418,7 @@ mod tests {
             &[PropName::new("urn:x", "nope"), PropName::new("", "bare")],
         );
         m.status("/dav/books/all/x.vcf", 404);
-        m.sync_token("urn:entradir:sync:5");
+        m.sync_token("urn:entradir:sync:t.5");
         let doc = m.finish();
         let root = parse(doc.as_bytes()).unwrap();
         assert!(root.is(DAV, "multistatus"));
@@ -429,6 +429,6 @@ mod tests {
         assert_eq!(stats[1].child(DAV, "status").unwrap().text, "HTTP/1.1 404 Not Found");
         assert!(stats[1].child(DAV, "prop").unwrap().child("urn:x", "nope").is_some());
         assert!(stats[1].child(DAV, "prop").unwrap().child("", "bare").is_some());
-        assert_eq!(root.child(DAV, "sync-token").unwrap().text, "urn:entradir:sync:5");
+        assert_eq!(root.child(DAV, "sync-token").unwrap().text, "urn:entradir:sync:t.5");
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::binary::BIN;
+use common::binary::{haproxy, BIN};
 use common::venv_bin;
 use std::path::Path;
 use std::process::Command;
@@ -105,7 +105,7 @@ fn the_kubernetes_config_is_a_valid_entradir_config() {
 
 #[test]
 fn the_haproxy_config_is_accepted_by_haproxy() {
-    run(Command::new("haproxy")
+    run(haproxy()
         .args(["-c", "-f"])
         .arg(Path::new(DEPLOY).join("haproxy/haproxy.cfg")));
 }

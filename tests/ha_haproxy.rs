@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::binary::{config_head, free_port, run_server, start_sim_with, wait_for, Proc};
+use common::binary::{config_head, free_port, haproxy, run_server, start_sim_with, wait_for, Proc};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -179,7 +179,7 @@ fn lookups_through_haproxy_survive_kill_9_and_rolling_restarts() {
     let log_path = root.path().join("haproxy.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let _haproxy = Proc(
-        Command::new("haproxy")
+        haproxy()
             .args(["-db", "-f"])
             .arg(&cfg_path)
             .stdout(log.try_clone().unwrap())

@@ -85,6 +85,12 @@ pub fn start_sim_with(users: usize, groups: usize, devices: usize, seed: u64, fl
     (sim, port)
 }
 
+/// HAProxy from Debian's package: in /usr/sbin, which a non-root user's PATH may not hold.
+pub fn haproxy() -> Command {
+    let sbin = Path::new("/usr/sbin/haproxy");
+    Command::new(if sbin.exists() { sbin } else { Path::new("haproxy") })
+}
+
 /// `entradir run --config <config>`, its output discarded, logging at `warn`.
 pub fn run_server(config: &Path) -> Proc {
     Proc(

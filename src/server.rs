@@ -291,8 +291,7 @@ pub async fn run(mut cfg: Config, config_path: Option<PathBuf>) -> anyhow::Resul
 /// Whether a snapshot is worth serving: tenant objects (from the state file or a sync), or a completed sync of
 /// a tenant that has none.
 fn has_directory(s: &crate::directory::Snapshot) -> bool {
-    let c = s.counts();
-    s.synced_at.is_some() || c.users + c.groups + c.computers + c.contacts > 0
+    s.synced_at.is_some() || s.counts().tenant_objects() > 0
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> anyhow::Result<tokio::signal::unix::Signal> {

@@ -234,7 +234,7 @@ pub fn metrics(st: &AdminState) -> String {
 /// and its containers until the first sync: not ready (and LDAP and CardDAV do not listen yet).
 fn readiness(snap: &Snapshot, stale_after: Duration, now: SystemTime) -> (StatusCode, String) {
     let c = snap.counts();
-    let tenant_objects = c.users + c.groups + c.computers + c.contacts;
+    let tenant_objects = c.tenant_objects();
     match snap.synced_at {
         None if tenant_objects == 0 => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -469,7 +469,7 @@ impl Directory {
         // Helpers only while nothing is served yet (a restart, the first sync): once the front ends answer,
         // a re-projection leaves them a core rather than finishing sooner (README: caller-ID during reloads).
         let c = self.snapshot.counts();
-        let serving = c.users + c.groups + c.computers + c.contacts > 0;
+        let serving = c.tenant_objects() > 0;
         let helpers = if serving { 0 } else { self.helpers };
         if jobs.len() < PIPELINE_MIN || helpers == 0 {
             let mut dns = FxHashMap::default();

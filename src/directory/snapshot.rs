@@ -107,6 +107,13 @@ pub struct KindCounts {
     pub other: usize,
 }
 
+impl KindCounts {
+    /// Objects from the tenant (not the base DN and containers every snapshot has).
+    pub fn tenant_objects(&self) -> usize {
+        self.users + self.groups + self.computers + self.contacts
+    }
+}
+
 /// A phone-number query; every form is matched against the normalised digits of all phone attributes.
 #[derive(Debug, Clone, Copy)]
 pub enum PhoneQuery<'a> {

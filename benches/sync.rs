@@ -51,7 +51,7 @@ async fn run(users: usize, groups: usize, devices: usize, photos: bool) {
         Naming::new("DC=contoso,DC=example").unwrap(),
         PhoneNormalizer::new("DE").unwrap(),
     );
-    let mut dir = Directory::new(settings, Default::default(), Default::default(), Default::default());
+    let mut dir = Directory::new(settings, Default::default(), Default::default());
 
     let t = Instant::now();
     let round = syncer

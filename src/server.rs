@@ -128,14 +128,14 @@ pub fn engine(cfg: &Config) -> anyhow::Result<SyncEngine> {
     };
     let dir = match loaded {
         Some(st) => {
-            let d = Directory::resume(settings, st.store, st.names, st.delta_links, st.version);
+            let d = Directory::resume(settings, st.store, st.delta_links, st.version);
             tracing::info!(
                 entries = d.snapshot().len(),
                 "serving the directory from the state file"
             );
             d
         }
-        None => Directory::new(settings, Default::default(), Default::default(), Default::default()),
+        None => Directory::new(settings, Default::default(), Default::default()),
     };
     let syncer = Syncer::new(graph_config(cfg)?)?;
     Ok(SyncEngine {

@@ -277,7 +277,6 @@ impl SyncEngine {
             dir,
             &self.tenant_id,
             self.dir.store(),
-            self.dir.names(),
             self.dir.delta_links(),
             self.dir.snapshot().version,
         ) {

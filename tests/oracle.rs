@@ -3,8 +3,9 @@
 //! as the README states them, and compared with the directory entradir serves:
 //!
 //! - `sAMAccountName`: from onPremisesSamAccountName, else mailNickname, else the UPN's local part; AD's illegal
-//!   characters dropped, at most 20 characters, unique without regard to case, a collision numbered (`jdoe`,
-//!   `jdoe1`, …) within the 20;
+//!   characters dropped, at most 20 characters, unique without regard to case; of the users that want one name,
+//!   the earliest created (then the lowest id) keeps it, the others carry four digits within the 20
+//!   (`jdoe4821`);
 //! - `memberOf`: exactly the DNs of the groups that list the user as a direct member;
 //! - `mobile` in E.164 (German mobiles in every spelling the generator uses); business numbers either in E.164
 //!   with the digits the person typed, a national number read in the person's country (usageLocation), or kept
@@ -48,9 +49,8 @@ fn wanted_sam(u: &Map<String, Value>) -> String {
     }
 }
 
-/// The name with collision number `n` (0: none), fitted into 20 characters.
-fn numbered(base: &str, n: usize) -> String {
-    let suffix = if n == 0 { String::new() } else { n.to_string() };
+/// The name with a collision suffix (empty: none), fitted into 20 characters.
+fn numbered(base: &str, suffix: &str) -> String {
     let stem: String = base.chars().take(20 - suffix.chars().count()).collect();
     format!("{}{suffix}", stem.trim_end_matches([' ', '.', '-']))
 }
@@ -146,7 +146,7 @@ async fn what_a_pbx_relies_on_matches_rules_worked_out_from_the_tenant() {
         if let Some(other) = taken.insert(sam.to_lowercase(), id.to_string()) {
             panic!("{sam:?} given to both {other} and {id}");
         }
-        let base = numbered(&wanted_sam(u), 0);
+        let base = numbered(&wanted_sam(u), "");
         by_base
             .entry(base.to_lowercase())
             .or_default()
@@ -157,6 +157,13 @@ async fn what_a_pbx_relies_on_matches_rules_worked_out_from_the_tenant() {
         let uac = e.first_str("userAccountControl");
         assert_eq!(uac, Some(if enabled { "512" } else { "514" }), "{id}");
     }
+    // Who ranks first among users that want one name: the earliest createdDateTime (Graph's format sorts as
+    // text; none at all comes last), then the id.
+    let rank = |id: &str| {
+        let u = x.users.iter().find(|u| s(u, "id") == Some(id)).expect("user");
+        (s(u, "createdDateTime").unwrap_or("~").to_string(), id.to_string())
+    };
+    let mut collisions = 0;
     for (lower, holders) in &by_base {
         let base = wanted_sam(
             x.users
@@ -164,25 +171,32 @@ async fn what_a_pbx_relies_on_matches_rules_worked_out_from_the_tenant() {
                 .find(|u| s(u, "id") == Some(&holders[0].0))
                 .expect("user"),
         );
-        for (id, sam) in holders {
-            let fits = (0..=holders.len() + 20).any(|n| numbered(&base, n).eq_ignore_ascii_case(sam));
-            assert!(fits, "{id}: {sam:?} is {base:?} or {base:?} numbered ({lower})");
-        }
-        let plain = holders
-            .iter()
-            .filter(|(_, sam)| sam.eq_ignore_ascii_case(&numbered(&base, 0)));
-        assert!(plain.count() <= 1, "at most one of {holders:?} keeps the plain name");
-        if holders.len() == 1
-            && !by_base
-                .keys()
-                .any(|k| k != lower && holders[0].1.eq_ignore_ascii_case(k))
-        {
-            assert!(
-                holders[0].1.eq_ignore_ascii_case(&numbered(&base, 0)),
-                "{holders:?}: without a collision the name is the wanted one"
-            );
+        let plain = numbered(&base, "");
+        let mut ranked = holders.clone();
+        ranked.sort_by_key(|(id, _)| rank(id));
+        let (first, first_sam) = &ranked[0];
+        let plain_owner = taken.get(&plain.to_lowercase());
+        let taken_before = plain_owner.is_some_and(|o| o != first && rank(o) < rank(first));
+        assert!(
+            first_sam.eq_ignore_ascii_case(&plain) || taken_before,
+            "{first}: the earliest of {ranked:?} has {plain:?} ({lower})"
+        );
+        for (id, sam) in &ranked[1..] {
+            collisions += 1;
+            let digits: String = sam
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let numbered_ok = digits.parse::<u32>().is_ok_and(|n| (1000..=9999).contains(&n))
+                && numbered(&base, &digits).eq_ignore_ascii_case(sam);
+            assert!(numbered_ok, "{id}: {sam:?} is {base:?} with four digits ({ranked:?})");
         }
     }
+    assert!(collisions >= 4, "the awkward users collide: {collisions}");
     let sam_of = |nick: &str| {
         let u = x
             .users

@@ -20,7 +20,7 @@ async fn restart_serves_from_state_while_graph_is_down() {
         .unwrap()
         .expect("state was written");
     assert_eq!(st.version, before.version, "the state remembers the published version");
-    let restored = Directory::resume(settings(), st.store, st.names, st.delta_links, st.version);
+    let restored = Directory::resume(settings(), st.store, st.delta_links, st.version);
     assert_same_directory(&restored.published().load(), &before, "restored from state");
     let after = restored.published().load();
     assert!(
@@ -74,7 +74,7 @@ async fn a_second_run_from_state_fetches_only_the_delta() {
     let full_requests = ctl.request_log().len();
     let st = state::load(dir.path(), sim.tenant_id()).unwrap().unwrap();
     let mut second = engine(&sim, settings(), Some(dir.path().to_path_buf()));
-    second.dir = Directory::new(settings(), st.store, st.names, st.delta_links);
+    second.dir = Directory::new(settings(), st.store, st.delta_links);
     let u = ctl.ids(graph_sim::GraphKind::User)[0].clone();
     ctl.update_user(
         &u,

@@ -125,7 +125,7 @@ async fn run_model(seed: u64, users: usize, groups: usize, rounds: u32) {
         engine.dir.snapshot().counts().users > 50,
         "the initial sync published the users"
     );
-    let fresh = expected(&x, settings(), engine.dir.names());
+    let fresh = expected(&x, settings());
     assert_same_directory(engine.dir.snapshot(), &fresh, "initial sync");
     assert_same_indexes(engine.dir.snapshot(), &fresh, "initial sync");
 
@@ -165,7 +165,7 @@ async fn run_model(seed: u64, users: usize, groups: usize, rounds: u32) {
             .await
             .unwrap_or_else(|e| panic!("round {round} after {log:?}: {e}"));
         let x = ctl.export();
-        let fresh = expected(&x, settings(), engine.dir.names());
+        let fresh = expected(&x, settings());
         let context = format!("seed {seed} round {round} after {log:?}");
         assert_same_directory(engine.dir.snapshot(), &fresh, &context);
         // Every few rounds (and the last): the incremental indexes against the rebuilt ones, filter by filter.

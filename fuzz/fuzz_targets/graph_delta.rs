@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         Naming::new("DC=contoso,DC=example").expect("base DN"),
         PhoneNormalizer::new("DE").expect("country"),
     );
-    let mut dir = Directory::new(settings, Default::default(), Default::default(), Default::default());
+    let mut dir = Directory::new(settings, Default::default(), Default::default());
     dir.apply(&round);
     // The same round again changes nothing.
     let v = dir.snapshot().version;

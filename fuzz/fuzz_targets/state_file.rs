@@ -15,5 +15,5 @@ fuzz_target!(|data: &[u8]| {
         Naming::new("DC=contoso,DC=example").expect("base DN"),
         PhoneNormalizer::new("DE").expect("country"),
     );
-    let _ = Directory::resume(settings, state.store, state.names, state.delta_links, state.version);
+    let _ = Directory::resume(settings, state.store, state.delta_links, state.version);
 });

@@ -486,12 +486,7 @@ mod tests {
         let naming = Naming::new("DC=contoso,DC=example").unwrap();
         let phones = PhoneNormalizer::new("DE").unwrap();
         // What a first start without a state file publishes: the base DN and its containers.
-        let fresh = Directory::new(
-            Settings::new(naming, phones),
-            Default::default(),
-            Default::default(),
-            Default::default(),
-        );
+        let fresh = Directory::new(Settings::new(naming, phones), Default::default(), Default::default());
         let skeleton = fresh.snapshot();
         assert!(
             !skeleton.is_empty(),

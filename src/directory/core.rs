@@ -112,20 +112,14 @@ pub struct Directory {
 
 impl Directory {
     /// A directory from persisted state (or empty), fully projected and published at once.
-    pub fn new(settings: Settings, store: Store, names: BTreeMap<String, Assigned>, links: DeltaLinks) -> Directory {
-        Directory::resume(settings, store, names, links, 0)
+    pub fn new(settings: Settings, store: Store, links: DeltaLinks) -> Directory {
+        Directory::resume(settings, store, links, 0)
     }
 
     /// Like [`Directory::new`], continuing after `version` (from the state file), so published versions never
     /// go back across a restart: LDAP clients comparing `uSNChanged` and CardDAV clients comparing ctags see
     /// the restart as newer, not older, data.
-    pub fn resume(
-        settings: Settings,
-        mut store: Store,
-        names: BTreeMap<String, Assigned>,
-        links: DeltaLinks,
-        version: u64,
-    ) -> Directory {
+    pub fn resume(settings: Settings, mut store: Store, links: DeltaLinks, version: u64) -> Directory {
         store.rebuild_links();
         let mut empty = Snapshot::resumed(settings.naming.clone(), settings.phones.clone(), version);
         empty.collation = settings.collation.clone();
@@ -134,7 +128,7 @@ impl Directory {
             settings: Arc::new(settings),
             helpers: std::thread::available_parallelism().map_or(0, |n| n.get().saturating_sub(1).min(3)),
             store,
-            names: NameBook::from_persisted(names),
+            names: NameBook::default(),
             links,
             snapshot: empty,
             published,
@@ -155,10 +149,6 @@ impl Directory {
 
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub fn names(&self) -> &BTreeMap<String, Assigned> {
-        self.names.persisted()
     }
 
     pub fn delta_links(&self) -> &DeltaLinks {
@@ -298,7 +288,7 @@ impl Directory {
             .iter()
             .flat_map(|k| self.store.objects(*k).keys().cloned())
             .collect();
-        ids.extend(self.names.persisted().keys().cloned());
+        ids.extend(self.names.ids().map(str::to_string));
         ids.extend(
             next.entries()
                 .filter(|e| {
@@ -357,7 +347,7 @@ impl Directory {
         Some(kind)
     }
 
-    fn wanted_names(&self, id: &str, kind: GraphKind) -> (String, String, String) {
+    fn wanted_names(&self, id: &str, kind: GraphKind) -> Wanted {
         let obj = &self.store.objects(kind)[id];
         let display = obj.str("displayName").unwrap_or("").trim().to_string();
         let upn = obj.str("userPrincipalName").unwrap_or("");
@@ -382,40 +372,35 @@ impl Directory {
                 .unwrap_or_else(|| display.clone()),
         };
         let cn = if display.is_empty() { upn.to_string() } else { display };
-        (sam, cn, self.settings.container_dn(kind))
+        // Graph's own creation time ranks colliding wishes the same on every replica (names.rs).
+        let created = ["createdDateTime", "registrationDateTime"]
+            .iter()
+            .find_map(|p| obj.str(p).and_then(crate::time::parse_iso8601));
+        Wanted {
+            sam,
+            cn,
+            container: self.settings.container_dn(kind),
+            computer: kind == GraphKind::Device,
+            created,
+        }
     }
 
     /// Re-project `ids` and everything whose attributes name them, into `next`, and publish it.
     fn project_ids(&mut self, next: &mut Snapshot, ids: BTreeSet<String>) -> ApplyReport {
         let settings = self.settings.clone();
-        // 1. Names: release what left, assign what is (still) there; note whose DN moved.
-        let mut present: BTreeMap<String, GraphKind> = BTreeMap::new();
+        // 1. Names: what each object now wants (nothing, when it left); settling them may rename objects
+        // outside `ids` (the next holder of a freed name), whose entries must be re-projected as well.
+        let wishes: Vec<(String, Option<Wanted>)> = ids
+            .iter()
+            .map(|id| (id.clone(), self.is_published(id).map(|k| self.wanted_names(id, k))))
+            .collect();
+        let mut ids = ids;
         let mut moved: Vec<String> = Vec::new();
-        for id in &ids {
-            match self.is_published(id) {
-                Some(k) => {
-                    present.insert(id.clone(), k);
-                }
-                None => {
-                    if self.names.get(id).is_some() {
-                        self.names.release(id);
-                        moved.push(id.clone());
-                    }
-                }
+        for renamed in self.names.update(wishes) {
+            if renamed.dn_changed {
+                moved.push(renamed.id.clone());
             }
-        }
-        for (id, kind) in &present {
-            let (sam, cn, container) = self.wanted_names(id, *kind);
-            let want = Wanted {
-                sam: &sam,
-                cn: &cn,
-                container: &container,
-                computer: *kind == GraphKind::Device,
-            };
-            let (_, dn_changed) = self.names.assign(id, &want);
-            if dn_changed {
-                moved.push(id.clone());
-            }
+            ids.insert(renamed.id);
         }
         // 2. Whatever refers to a moved DN must be re-projected too.
         let mut affected: BTreeSet<String> = ids;
@@ -681,12 +666,7 @@ mod tests {
         };
         let naming = Naming::new("DC=contoso,DC=example").unwrap();
         let phones = PhoneNormalizer::new("DE").unwrap();
-        let dir = Directory::new(
-            Settings::new(naming, phones),
-            store.clone(),
-            BTreeMap::new(),
-            Default::default(),
-        );
+        let dir = Directory::new(Settings::new(naming, phones), store.clone(), Default::default());
         for (before, max) in [(0, 10), (1_060, 25), (1_100, 0), (u64::MAX, 50), (u64::MAX, 10_000)] {
             assert_eq!(
                 dir.photo_rechecks(before, max),
@@ -769,7 +749,6 @@ mod tests {
             let mut dir = Directory::new(
                 Settings::new(naming.clone(), phones.clone()),
                 Store::default(),
-                BTreeMap::new(),
                 Default::default(),
             );
             dir.helpers = helpers;

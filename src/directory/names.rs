@@ -1,11 +1,30 @@
-//! Stable, unique names: `sAMAccountName` and the RDN (`CN=`) of every published object.
+//! Unique names, `sAMAccountName` and the RDN (`CN=`) of every published object, as a function of the tenant.
 //!
-//! PBXs store sAMAccountNames and DNs in their own user tables, so a name once given must not move to another
-//! object or change behind the admin's back. Assignments are persisted in the state file; collisions get a
-//! deterministic suffix, and a name is only recomputed when what it is derived from changes.
+//! Two replicas synced from one tenant must hand out the same names whatever each has seen before (a PBX moved
+//! between them by a load balancer must find `jdoe2` where it left it), so names depend on the current tenant
+//! only, never on the order in which a process learned of objects. The rule is a serial dictatorship: objects
+//! are ranked by Graph's `createdDateTime` (`registrationDateTime` for devices; objects without one, such as
+//! organisational contacts, come after all dated ones), then by id; in that order, each takes the first of its
+//! candidate names that no object ranked before it holds.
+//!
+//! - The first candidate is the bare wish (the UPN's local part, a CSV name, the display name). The next ones
+//!   carry a four-digit number drawn from the object's own id (`jdoe4821`), not a counter: a counter would make
+//!   every later holder move up when one leaves; a number of its own moves nobody.
+//! - A new object ranks after every existing one (it was created last), so an arrival never renames anyone.
+//!   When the first holder of a name leaves, the next in rank takes the bare name: the one rename this rule
+//!   makes, and the price of being the same on every replica (a history-keeping rule would let a replica started
+//!   after the departure disagree for good). README: "Names and identity".
+//! - A CN collision inside a container is settled the same way, with the candidates `Name`, `Name (sam)` and
+//!   `Name (id)`.
+//!
+//! [`NameBook::update`] keeps the assignment equal to a from-scratch computation while touching only the
+//! objects a change concerns: each key remembers who passed it over, and a freed key is offered to them in rank
+//! order.
 
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Characters AD does not allow in a sAMAccountName.
 const SAM_ILLEGAL: &[char] = &[
@@ -15,149 +34,350 @@ const SAM_ILLEGAL: &[char] = &[
 /// AD's limit for user and group sAMAccountNames.
 pub const SAM_MAX: usize = 20;
 
-/// One object's assigned names, with what they were derived from (so a rename can be detected).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One object's names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Assigned {
-    /// The wanted sAMAccountName before collision handling.
-    pub sam_base: String,
     pub sam: String,
-    /// The wanted CN before collision handling (normally the displayName) and the container DN.
-    pub cn_base: String,
     pub cn: String,
     pub container: String,
 }
 
-/// All assignments; the uniqueness maps are rebuilt from `by_id` on load.
-#[derive(Debug, Clone, Default)]
-pub struct NameBook {
-    by_id: BTreeMap<String, Assigned>,
-    sam_owner: HashMap<String, String>,
-    dn_owner: HashMap<String, String>,
-}
-
-/// What an object would like to be called.
-#[derive(Debug, Clone)]
-pub struct Wanted<'a> {
-    pub sam: &'a str,
-    pub cn: &'a str,
-    pub container: &'a str,
+/// What an object would like to be called, and its rank among objects that want the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub sam: String,
+    pub cn: String,
+    pub container: String,
     /// Computer accounts end in `$` and have a 15-character NetBIOS limit before it.
     pub computer: bool,
+    /// Unix seconds of the object's creation as Graph reports it; `None` ranks after every dated object.
+    pub created: Option<u64>,
 }
+
+/// Who goes first when objects want the same name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    created: u64,
+    id: Arc<str>,
+}
+
+/// One published object's wish and what it holds in each name space.
+#[derive(Debug, Clone)]
+struct Holder {
+    rank: Rank,
+    /// The sanitised wish (`sam`) and the trimmed CN wish.
+    sam_base: String,
+    cn_base: String,
+    computer: bool,
+    names: Assigned,
+    /// The keys of the candidates tried in each space, the held one last (empty: nothing held). Kept rather
+    /// than recomputed because a CN candidate carries the sAMAccountName, which may have moved since.
+    sam_keys: Vec<String>,
+    cn_keys: Vec<String>,
+}
+
+/// The two name spaces: sAMAccountNames are unique in the domain, CNs within their container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    Sam,
+    Dn,
+}
+
+/// Who holds each key of one space, and who passed each key over because someone ranked before held it.
+#[derive(Debug, Clone, Default)]
+struct Keys {
+    owner: FxHashMap<String, Rank>,
+    skipped: FxHashMap<String, BTreeSet<Rank>>,
+}
+
+/// All objects' names.
+#[derive(Debug, Clone, Default)]
+pub struct NameBook {
+    holders: FxHashMap<Arc<str>, Holder>,
+    sams: Keys,
+    dns: Keys,
+}
+
+/// One object whose names changed in an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renamed {
+    pub id: String,
+    /// Its DN changed, it appeared, or it left: entries naming it must be re-projected too.
+    pub dn_changed: bool,
+}
+
+/// What each touched object was called before an update (`None`: it had no names).
+type Before = FxHashMap<Arc<str>, Option<Assigned>>;
 
 impl NameBook {
-    pub fn from_persisted(by_id: BTreeMap<String, Assigned>) -> NameBook {
-        let mut book = NameBook::default();
-        for (id, a) in by_id {
-            let sam_key = a.sam.to_lowercase();
-            let dn_key = dn_key(&a.cn, &a.container);
-            // A corrupt or hand-edited state file must not make two objects share a name: first come, first kept.
-            if book.sam_owner.contains_key(&sam_key) || book.dn_owner.contains_key(&dn_key) {
-                continue;
-            }
-            book.sam_owner.insert(sam_key, id.clone());
-            book.dn_owner.insert(dn_key, id.clone());
-            book.by_id.insert(id, a);
-        }
-        book
-    }
-
-    pub fn persisted(&self) -> &BTreeMap<String, Assigned> {
-        &self.by_id
-    }
-
     pub fn get(&self, id: &str) -> Option<&Assigned> {
-        self.by_id.get(id)
+        self.holders.get(id).map(|h| &h.names)
     }
 
-    /// Drop an object's names (it left the directory); they become free for others.
-    pub fn release(&mut self, id: &str) {
-        if let Some(a) = self.by_id.remove(id) {
-            self.sam_owner.remove(&a.sam.to_lowercase());
-            self.dn_owner.remove(&dn_key(&a.cn, &a.container));
-        }
+    /// The ids that hold names.
+    pub fn ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.holders.keys().map(|k| &**k)
     }
 
-    /// Give `id` names for what it wants, keeping its current names where the wish did not change. Returns the
-    /// assignment and whether the DN changed.
-    pub fn assign(&mut self, id: &str, want: &Wanted<'_>) -> (&Assigned, bool) {
-        let sam_base = sanitize_sam(want.sam, want.computer);
-        let cn_base = if want.cn.trim().is_empty() {
-            id.to_string()
-        } else {
-            want.cn.trim().to_string()
-        };
-        let old = self.by_id.get(id).cloned();
-        let keep_sam = old.as_ref().is_some_and(|o| o.sam_base == sam_base);
-        let keep_cn = old
-            .as_ref()
-            .is_some_and(|o| o.cn_base == cn_base && o.container == want.container);
-        if old.is_some() {
-            if keep_sam && keep_cn {
-                return (&self.by_id[id], false);
+    /// Apply what objects now want (`None`: the object left), and settle every name this moves, including
+    /// those of objects not in `changes` (the next holder of a name that was freed). Returns every object whose
+    /// names are not what they were.
+    pub fn update(&mut self, changes: impl IntoIterator<Item = (String, Option<Wanted>)>) -> Vec<Renamed> {
+        let mut before: Before = FxHashMap::default();
+        let mut dirty_sam: BTreeSet<Rank> = BTreeSet::new();
+        let mut dirty_dn: BTreeSet<Rank> = BTreeSet::new();
+        for (id, want) in changes {
+            let id: Arc<str> = id.into();
+            let want = want.map(|w| Holder::new(id.clone(), w));
+            if let (Some(old), Some(new)) = (self.holders.get(&id), &want) {
+                if old.same_wish(new) {
+                    continue;
+                }
             }
-            self.release(id);
+            if let Some(mut old) = self.holders.remove(&id) {
+                before.entry(id.clone()).or_insert_with(|| Some(old.names.clone()));
+                unclaim(&mut self.sams, &mut old, Space::Sam, &mut dirty_sam);
+                unclaim(&mut self.dns, &mut old, Space::Dn, &mut dirty_dn);
+            } else {
+                before.entry(id.clone()).or_insert(None);
+            }
+            if let Some(h) = want {
+                dirty_sam.insert(h.rank.clone());
+                dirty_dn.insert(h.rank.clone());
+                self.holders.insert(id, h);
+            }
         }
-        let sam = match (&old, keep_sam) {
-            (Some(o), true) => o.sam.clone(),
-            _ => self.free_sam(&sam_base, want.computer),
-        };
-        let cn = match (&old, keep_cn) {
-            (Some(o), true) => o.cn.clone(),
-            _ => self.free_cn(&cn_base, &sam, want.container, id),
-        };
-        let dn_changed = old.as_ref().is_none_or(|o| o.cn != cn || o.container != want.container);
-        self.sam_owner.insert(sam.to_lowercase(), id.to_string());
-        self.dn_owner.insert(dn_key(&cn, want.container), id.to_string());
-        self.by_id.insert(
-            id.to_string(),
-            Assigned {
-                sam_base,
-                sam,
-                cn_base,
-                cn,
-                container: want.container.to_string(),
-            },
-        );
-        (&self.by_id[id], dn_changed)
+        // sAMAccountNames first: a CN's second candidate carries the sAMAccountName.
+        for (id, old_sam) in self.settle(Space::Sam, dirty_sam, &mut before) {
+            if let Some(h) = self.holders.get(&id) {
+                if h.names.sam != old_sam {
+                    dirty_dn.insert(h.rank.clone());
+                }
+            }
+        }
+        self.settle(Space::Dn, dirty_dn, &mut before);
+        let mut out: Vec<Renamed> = before
+            .into_iter()
+            .filter_map(|(id, old)| {
+                let now = self.get(&id);
+                if now == old.as_ref() {
+                    return None;
+                }
+                let dn_changed = match (&old, now) {
+                    (Some(o), Some(n)) => o.cn != n.cn || o.container != n.container,
+                    _ => true,
+                };
+                Some(Renamed {
+                    id: id.to_string(),
+                    dn_changed,
+                })
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
-    fn free_sam(&self, base: &str, computer: bool) -> String {
-        let (stem, tail, max) = if computer {
-            (base.trim_end_matches('$'), "$", NETBIOS_MAX)
-        } else {
-            (base, "", SAM_MAX)
+    /// Re-decide the given objects' names in one space, in rank order, and whoever that displaces or frees a
+    /// key for. Returns (id, name before) for every object whose claim was re-decided.
+    fn settle(&mut self, space: Space, mut dirty: BTreeSet<Rank>, before: &mut Before) -> Vec<(Arc<str>, String)> {
+        let NameBook { holders, sams, dns } = self;
+        let keys = match space {
+            Space::Sam => sams,
+            Space::Dn => dns,
         };
-        let candidate = |suffix: &str| -> String {
-            let room = max.saturating_sub(suffix.chars().count());
-            let s: String = stem.chars().take(room).collect();
-            format!("{}{}{}", s.trim_end_matches([' ', '.', '-']), suffix, tail)
-        };
-        let first = candidate("");
-        if !self.sam_owner.contains_key(&first.to_lowercase()) {
-            return first;
+        let mut touched = Vec::new();
+        // Everything added to `dirty` while settling ranks after the object being settled (it was displaced by
+        // it, or passed over a key it held), so each object is settled at most once and everyone ranked before
+        // it is final when it chooses.
+        while let Some(rank) = dirty.pop_first() {
+            let Some(h) = holders.get_mut(&rank.id) else { continue };
+            before.entry(rank.id.clone()).or_insert_with(|| Some(h.names.clone()));
+            let old_name = h.name(space).to_string();
+            let old_key = h.keys(space).last().cloned();
+            release_claim(keys, h, space);
+            let mut tried = Vec::new();
+            let mut i = 0usize;
+            let displaced = loop {
+                let name = h.candidate(space, i);
+                let k = key(space, h, &name);
+                match keys.owner.get(&k) {
+                    Some(q) if *q < rank => {
+                        keys.skipped.entry(k.clone()).or_default().insert(rank.clone());
+                        tried.push(k);
+                        i += 1;
+                    }
+                    held => {
+                        // Someone ranked after may hold what this one should have: it chooses again.
+                        let displaced = held.cloned();
+                        keys.owner.insert(k.clone(), rank.clone());
+                        let moved = old_key.as_ref().filter(|o| **o != k).cloned();
+                        tried.push(k);
+                        h.set(space, tried, name);
+                        if let Some(o) = moved {
+                            wake(keys, &o, &mut dirty);
+                        }
+                        break displaced;
+                    }
+                }
+            };
+            touched.push((rank.id.clone(), old_name));
+            if let Some(q) = displaced {
+                if let Some(qh) = holders.get_mut(&q.id) {
+                    before.entry(q.id.clone()).or_insert_with(|| Some(qh.names.clone()));
+                    release_claim(keys, qh, space);
+                }
+                dirty.insert(q);
+            }
         }
-        (1u64..)
-            .map(|n| candidate(&n.to_string()))
-            .find(|c| !self.sam_owner.contains_key(&c.to_lowercase()))
-            .unwrap_or(first)
-    }
-
-    fn free_cn(&self, base: &str, sam: &str, container: &str, id: &str) -> String {
-        let first = base.to_string();
-        if !self.dn_owner.contains_key(&dn_key(&first, container)) {
-            return first;
-        }
-        let with_sam = format!("{base} ({})", sam.trim_end_matches('$'));
-        if !self.dn_owner.contains_key(&dn_key(&with_sam, container)) {
-            return with_sam;
-        }
-        format!("{base} ({id})")
+        touched
     }
 }
 
-fn dn_key(cn: &str, container: &str) -> String {
-    format!("{}\u{0}{}", cn.to_lowercase(), container.to_lowercase())
+/// Give up `h`'s claim in `space` (its key, unless someone else holds it by now, and the keys it passed over),
+/// without waking anyone: the caller decides whether the key stays with `h`.
+fn release_claim(keys: &mut Keys, h: &mut Holder, space: Space) {
+    let tried = h.take_keys(space);
+    if let Some((held, passed)) = tried.split_last() {
+        if keys.owner.get(held) == Some(&h.rank) {
+            keys.owner.remove(held);
+        }
+        for k in passed {
+            if let Some(set) = keys.skipped.get_mut(k) {
+                set.remove(&h.rank);
+                if set.is_empty() {
+                    keys.skipped.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// `h` leaves `space` (it left the directory or wants something else): its key is free for whoever passed it
+/// over.
+fn unclaim(keys: &mut Keys, h: &mut Holder, space: Space, dirty: &mut BTreeSet<Rank>) {
+    let Some(k) = h.keys(space).last().cloned() else { return };
+    release_claim(keys, h, space);
+    wake(keys, &k, dirty);
+}
+
+/// A key became free: everyone who passed it over may want it now.
+fn wake(keys: &Keys, k: &str, dirty: &mut BTreeSet<Rank>) {
+    if keys.owner.contains_key(k) {
+        return;
+    }
+    if let Some(set) = keys.skipped.get(k) {
+        dirty.extend(set.iter().cloned());
+    }
+}
+
+/// The key a name occupies: sAMAccountNames compare without case across the domain, CNs without case within
+/// their container.
+fn key(space: Space, h: &Holder, name: &str) -> String {
+    match space {
+        Space::Sam => name.to_lowercase(),
+        Space::Dn => format!("{}\u{0}{}", name.to_lowercase(), h.names.container.to_lowercase()),
+    }
+}
+
+impl Holder {
+    fn new(id: Arc<str>, w: Wanted) -> Holder {
+        let cn_base = if w.cn.trim().is_empty() {
+            id.to_string()
+        } else {
+            w.cn.trim().to_string()
+        };
+        Holder {
+            rank: Rank {
+                created: w.created.unwrap_or(u64::MAX),
+                id,
+            },
+            sam_base: sanitize_sam(&w.sam, w.computer),
+            cn_base,
+            computer: w.computer,
+            names: Assigned {
+                sam: String::new(),
+                cn: String::new(),
+                container: w.container,
+            },
+            sam_keys: Vec::new(),
+            cn_keys: Vec::new(),
+        }
+    }
+
+    fn same_wish(&self, other: &Holder) -> bool {
+        self.rank == other.rank
+            && self.sam_base == other.sam_base
+            && self.cn_base == other.cn_base
+            && self.computer == other.computer
+            && self.names.container == other.names.container
+    }
+
+    fn keys(&self, space: Space) -> &[String] {
+        match space {
+            Space::Sam => &self.sam_keys,
+            Space::Dn => &self.cn_keys,
+        }
+    }
+
+    fn take_keys(&mut self, space: Space) -> Vec<String> {
+        match space {
+            Space::Sam => std::mem::take(&mut self.sam_keys),
+            Space::Dn => std::mem::take(&mut self.cn_keys),
+        }
+    }
+
+    fn name(&self, space: Space) -> &str {
+        match space {
+            Space::Sam => &self.names.sam,
+            Space::Dn => &self.names.cn,
+        }
+    }
+
+    fn set(&mut self, space: Space, tried: Vec<String>, name: String) {
+        match space {
+            Space::Sam => (self.sam_keys, self.names.sam) = (tried, name),
+            Space::Dn => (self.cn_keys, self.names.cn) = (tried, name),
+        }
+    }
+
+    /// The `i`-th name this object would take in `space`.
+    fn candidate(&self, space: Space, i: usize) -> String {
+        match space {
+            Space::Sam => {
+                let (stem, tail, max) = if self.computer {
+                    (self.sam_base.trim_end_matches('$'), "$", NETBIOS_MAX)
+                } else {
+                    (self.sam_base.as_str(), "", SAM_MAX)
+                };
+                let suffix = if i == 0 {
+                    String::new()
+                } else {
+                    own_number(&self.rank.id, i).to_string()
+                };
+                let room = max.saturating_sub(suffix.chars().count());
+                let s: String = stem.chars().take(room).collect();
+                format!("{}{}{}", s.trim_end_matches([' ', '.', '-']), suffix, tail)
+            }
+            Space::Dn => match i {
+                0 => self.cn_base.clone(),
+                1 => format!("{} ({})", self.cn_base, self.names.sam.trim_end_matches('$')),
+                2 => format!("{} ({})", self.cn_base, self.rank.id),
+                n => format!("{} ({} {n})", self.cn_base, self.rank.id),
+            },
+        }
+    }
+}
+
+/// The `i`-th suffix number of an object (1000–9999): a fixed function of its id, the same in every process
+/// and release.
+fn own_number(id: &str, i: usize) -> u64 {
+    let mut h = Sha256::new();
+    h.update(id.as_bytes());
+    h.update((i as u64).to_be_bytes());
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    1000 + u64::from_be_bytes(first) % 9000
 }
 
 /// Make a string a legal sAMAccountName stem: illegal and control characters dropped, no leading/trailing
@@ -252,50 +472,128 @@ pub fn host_label(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
 
-    fn want<'a>(sam: &'a str, cn: &'a str) -> Wanted<'a> {
+    fn want(sam: &str, cn: &str, created: u64) -> Wanted {
         Wanted {
-            sam,
-            cn,
-            container: "CN=Users,DC=x",
+            sam: sam.into(),
+            cn: cn.into(),
+            container: "CN=Users,DC=x".into(),
             computer: false,
+            created: Some(created),
         }
     }
 
+    fn all(b: &NameBook) -> BTreeMap<String, Assigned> {
+        b.holders
+            .iter()
+            .map(|(id, h)| (id.to_string(), h.names.clone()))
+            .collect()
+    }
+
+    fn sam(b: &NameBook, id: &str) -> String {
+        b.get(id).map(|a| a.sam.clone()).unwrap_or_default()
+    }
+
     #[test]
-    fn collisions_get_deterministic_suffixes() {
+    fn the_earliest_created_holder_gets_the_bare_name_whatever_the_order_seen() {
+        let objects = [("b", "jdoe", 300), ("c", "JDoe", 100), ("a", "jdoe", 200)];
+        let mut one_go = NameBook::default();
+        one_go.update(
+            objects
+                .iter()
+                .map(|(id, s, t)| (id.to_string(), Some(want(s, "John Doe", *t)))),
+        );
+        let mut one_by_one = NameBook::default();
+        for (id, s, t) in objects.iter().rev() {
+            one_by_one.update([(id.to_string(), Some(want(s, "John Doe", *t)))]);
+        }
+        assert_eq!(all(&one_go), all(&one_by_one));
+        assert_eq!(sam(&one_go, "c"), "JDoe");
+        for id in ["a", "b"] {
+            let s = sam(&one_go, id);
+            assert!(
+                s.starts_with("jdoe") && s.len() == 8 && s[4..].parse::<u32>().is_ok(),
+                "{s}"
+            );
+        }
+        assert_eq!(one_go.get("c").unwrap().cn, "John Doe");
+        let a = one_go.get("a").unwrap();
+        assert_eq!(a.cn, format!("John Doe ({})", a.sam));
+    }
+
+    #[test]
+    fn arrivals_rename_nobody_and_only_the_first_holder_leaving_renames_one() {
         let mut b = NameBook::default();
-        assert_eq!(b.assign("1", &want("jdoe", "John Doe")).0.sam, "jdoe");
-        assert_eq!(b.assign("2", &want("JDoe", "John Doe")).0.sam, "JDoe1");
-        let a3 = b.assign("3", &want("jdoe", "John Doe")).0.clone();
-        assert_eq!(a3.sam, "jdoe2");
-        assert_eq!(b.get("2").unwrap().cn, "John Doe (JDoe1)");
-        assert_eq!(a3.cn, "John Doe (jdoe2)");
+        for (i, id) in ["p", "q", "r", "s"].iter().enumerate() {
+            let changed = b.update([(id.to_string(), Some(want("jdoe", "John Doe", 10 + i as u64)))]);
+            assert_eq!(changed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [*id]);
+        }
+        let before = all(&b);
+        // A later holder leaves: nobody else moves.
+        let changed = b.update([("r".to_string(), None)]);
+        assert_eq!(
+            changed,
+            [Renamed {
+                id: "r".into(),
+                dn_changed: true
+            }]
+        );
+        assert_eq!(before["q"], b.get("q").unwrap().clone());
+        assert_eq!(before["s"], b.get("s").unwrap().clone());
+        // The first leaves: the next in rank takes the bare names, the last keeps its own.
+        let changed = b.update([("p".to_string(), None)]);
+        let ids: Vec<&str> = changed.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["p", "q"]);
+        assert_eq!(
+            b.get("q").unwrap(),
+            &Assigned {
+                sam: "jdoe".into(),
+                cn: "John Doe".into(),
+                container: "CN=Users,DC=x".into()
+            }
+        );
+        assert_eq!(before["s"], b.get("s").unwrap().clone());
+    }
+
+    #[test]
+    fn the_hard_case_agrees_with_a_replica_that_never_saw_the_first_holder() {
+        let mut long_running = NameBook::default();
+        long_running.update([("first".to_string(), Some(want("jdoe", "John Doe", 1)))]);
+        long_running.update([("second".to_string(), Some(want("jdoe", "John Doe", 2)))]);
+        assert_ne!(sam(&long_running, "second"), "jdoe");
+        long_running.update([("first".to_string(), None)]);
+        let mut started_later = NameBook::default();
+        started_later.update([("second".to_string(), Some(want("jdoe", "John Doe", 2)))]);
+        assert_eq!(all(&long_running), all(&started_later));
+        assert_eq!(sam(&started_later, "second"), "jdoe");
     }
 
     #[test]
     fn names_are_legal_and_at_most_20_characters() {
         let mut b = NameBook::default();
-        let a = b.assign("1", &want("averyveryverylongname.withdots@x", "A")).0.clone();
-        assert!(a.sam.chars().count() <= 20, "{}", a.sam);
-        assert!(!a.sam.contains('@'));
-        for n in 2..15 {
-            let a = b
-                .assign(&n.to_string(), &want("averyveryverylongname.withdots@x", "A"))
-                .0
-                .clone();
-            assert!(a.sam.chars().count() <= 20, "{}", a.sam);
+        let long = "averyveryverylongname.withdots@x";
+        b.update((0..15).map(|n| (n.to_string(), Some(want(long, "A", n)))));
+        let sams: BTreeSet<String> = b.holders.values().map(|h| h.names.sam.to_lowercase()).collect();
+        assert_eq!(sams.len(), 15, "{sams:?}");
+        for s in &sams {
+            assert!(s.chars().count() <= SAM_MAX, "{s}");
+            assert!(!s.contains('@'));
         }
-        let c = b.assign(
-            "pc",
-            &Wanted {
-                sam: "DESKTOP-VERYLONGNAME01",
-                cn: "pc",
-                container: "c",
-                computer: true,
-            },
-        );
-        assert_eq!(c.0.sam, "DESKTOP-VERYLON$");
+        let pc = |sam: &str| Wanted {
+            sam: sam.into(),
+            cn: "pc".into(),
+            container: "c".into(),
+            computer: true,
+            created: None,
+        };
+        b.update([("pc".to_string(), Some(pc("DESKTOP-VERYLONGNAME01")))]);
+        assert_eq!(sam(&b, "pc"), "DESKTOP-VERYLON$");
+        b.update([("pc2".to_string(), Some(pc("DESKTOP-VERYLONGNAME01")))]);
+        let s = sam(&b, "pc2");
+        assert!(s.len() == 16 && s.starts_with("DESKTOP-VER") && s.ends_with('$'), "{s}");
     }
 
     #[test]
@@ -314,40 +612,94 @@ mod tests {
             assert_eq!(got, want, "{display}");
             assert!(got.len() <= NETBIOS_MAX);
         }
-        let mut b = NameBook::default();
-        let pc = |sam| Wanted {
-            sam,
-            cn: "iPhone",
-            container: "CN=Computers,DC=x",
-            computer: true,
-        };
-        assert_eq!(b.assign("1", &pc("iPhone von Mia")).0.sam, "IPHONE-VON-MIA$");
-        assert_eq!(b.assign("2", &pc("iPhone von Mia")).0.sam, "IPHONE-VON-MIA1$");
-        assert_eq!(b.assign("3", &pc("iPhone von Maximilian")).0.sam, "IPHONE-VON-MAXI$");
-        assert_eq!(b.assign("4", &pc("iPhone von Maximiliane")).0.sam, "IPHONE-VON-MAX1$");
         assert_eq!(host_label("DESKTOP-AB12CD").as_deref(), Some("desktop-ab12cd"));
         assert_eq!(host_label("iPhone von Mia"), None);
         assert_eq!(host_label("-x"), None);
     }
 
+    /// Whatever sequence of arrivals, departures, renames and wishes that hit someone's numbered name, the
+    /// incrementally kept book equals one computed from scratch for the objects that are left.
     #[test]
-    fn a_name_stays_while_its_source_is_unchanged() {
-        let mut b = NameBook::default();
-        b.assign("1", &want("jdoe", "John Doe"));
-        b.assign("2", &want("jdoe", "John Doe"));
-        // The first owner leaves; the second keeps its suffixed name rather than taking the free one.
-        b.release("1");
-        let (a, dn_changed) = b.assign("2", &want("jdoe", "John Doe"));
-        assert_eq!(a.sam, "jdoe1");
-        assert!(!dn_changed);
-        // A rename changes the CN but not the sAMAccountName.
-        let (a, dn_changed) = b.assign("2", &want("jdoe", "John Q. Doe"));
-        assert_eq!(
-            (a.sam.as_str(), a.cn.as_str(), dn_changed),
-            ("jdoe1", "John Q. Doe", true)
-        );
-        // Persisted and reloaded, nothing moves.
-        let reloaded = NameBook::from_persisted(b.persisted().clone());
-        assert_eq!(reloaded.get("2"), b.get("2"));
+    fn incremental_updates_equal_a_computation_from_scratch() {
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut book = NameBook::default();
+            let mut wants: BTreeMap<String, Wanted> = BTreeMap::new();
+            let pool = [
+                "jdoe",
+                "JDoe",
+                "anna",
+                "averyveryverylongnameA",
+                "averyveryverylongnameB",
+                "x",
+            ];
+            let cns = ["John Doe", "john doe", "Anna", "A"];
+            let mut next_id = 0u32;
+            for step in 0..120 {
+                let mut batch: Vec<(String, Option<Wanted>)> = Vec::new();
+                for _ in 0..rng.gen_range(1..5) {
+                    let roll = rng.gen_range(0..10);
+                    if roll < 4 || wants.is_empty() {
+                        next_id += 1;
+                        let w = Wanted {
+                            sam: pool[rng.gen_range(0..pool.len())].into(),
+                            cn: cns[rng.gen_range(0..cns.len())].into(),
+                            container: if rng.gen_bool(0.8) {
+                                "CN=Users".into()
+                            } else {
+                                "CN=Other".into()
+                            },
+                            computer: false,
+                            created: if rng.gen_bool(0.9) {
+                                Some(rng.gen_range(0..50))
+                            } else {
+                                None
+                            },
+                        };
+                        batch.push((format!("id{next_id}"), Some(w)));
+                    } else {
+                        let ids: Vec<&String> = wants.keys().collect();
+                        let id = ids[rng.gen_range(0..ids.len())].clone();
+                        match roll {
+                            4..=6 => batch.push((id, None)),
+                            7 => {
+                                // Someone renamed to exactly another's numbered name.
+                                let taken: Vec<String> = book.holders.values().map(|h| h.names.sam.clone()).collect();
+                                let mut w = wants[&id].clone();
+                                w.sam = taken[rng.gen_range(0..taken.len())].clone();
+                                batch.push((id, Some(w)));
+                            }
+                            _ => {
+                                let mut w = wants[&id].clone();
+                                w.cn = cns[rng.gen_range(0..cns.len())].into();
+                                batch.push((id, Some(w)));
+                            }
+                        }
+                    }
+                }
+                for (id, w) in &batch {
+                    match w {
+                        Some(w) => wants.insert(id.clone(), w.clone()),
+                        None => wants.remove(id),
+                    };
+                }
+                let before = all(&book);
+                let changed = book.update(batch);
+                let mut fresh = NameBook::default();
+                fresh.update(wants.iter().map(|(id, w)| (id.clone(), Some(w.clone()))));
+                let now = all(&book);
+                assert_eq!(now, all(&fresh), "seed {seed} step {step}");
+                // The report names exactly the objects whose names moved.
+                let moved: BTreeSet<&String> = before
+                    .keys()
+                    .chain(now.keys())
+                    .filter(|id| before.get(*id) != now.get(*id))
+                    .collect();
+                let reported: BTreeSet<&String> = changed.iter().map(|r| &r.id).collect();
+                assert_eq!(moved, reported, "seed {seed} step {step}");
+                let unique: BTreeSet<String> = now.values().map(|a| a.sam.to_lowercase()).collect();
+                assert_eq!(unique.len(), now.len());
+            }
+        }
     }
 }

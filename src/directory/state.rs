@@ -19,10 +19,8 @@ pub mod base64_bytes {
 }
 
 use crate::directory::change::DeltaLinks;
-use crate::directory::names::Assigned;
 use crate::directory::store::Store;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -123,7 +121,6 @@ pub struct State {
     pub tenant_id: String,
     pub saved_at: u64,
     pub store: Store,
-    pub names: BTreeMap<String, Assigned>,
     pub delta_links: DeltaLinks,
     /// The directory version when saved, so versions (AD's `uSNChanged`, `highestCommittedUSN`) keep growing
     /// across restarts. Absent in older state files: 0.
@@ -138,21 +135,13 @@ struct StateRef<'a> {
     tenant_id: &'a str,
     saved_at: u64,
     store: &'a Store,
-    names: &'a BTreeMap<String, Assigned>,
     delta_links: &'a DeltaLinks,
     version: u64,
 }
 
 /// Write the state atomically: a temp file in the same directory, fsync, rename over the old file, fsync the
 /// directory. A crash at any point leaves either the old or the new state, never a torn file.
-pub fn save(
-    dir: &Path,
-    tenant_id: &str,
-    store: &Store,
-    names: &BTreeMap<String, Assigned>,
-    links: &DeltaLinks,
-    version: u64,
-) -> Result<(), StateError> {
+pub fn save(dir: &Path, tenant_id: &str, store: &Store, links: &DeltaLinks, version: u64) -> Result<(), StateError> {
     let path = dir.join(STATE_FILE);
     // Unique per process and write, so two writers (which the lock should prevent) can never interleave in one
     // temp file.
@@ -170,7 +159,6 @@ pub fn save(
         tenant_id,
         saved_at: crate::directory::core::unix_now(),
         store,
-        names,
         delta_links: links,
         version,
     };
@@ -247,15 +235,7 @@ mod tests {
                 && e.to_string().contains(&dir.path().display().to_string()),
             "{e}"
         );
-        save(
-            dir.path(),
-            "t1",
-            &Store::default(),
-            &BTreeMap::new(),
-            &DeltaLinks::default(),
-            1,
-        )
-        .unwrap();
+        save(dir.path(), "t1", &Store::default(), &DeltaLinks::default(), 1).unwrap();
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -270,10 +250,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::default();
         store.users.insert("u1".into(), Default::default());
-        save(dir.path(), "t1", &store, &BTreeMap::new(), &DeltaLinks::default(), 7).unwrap();
+        save(dir.path(), "t1", &store, &DeltaLinks::default(), 7).unwrap();
         let st = load(dir.path(), "t1").unwrap().unwrap();
         assert_eq!(st.store, store);
         assert_eq!(st.version, 7);
+        // Earlier releases also kept the names they had handed out; names are now computed from the tenant,
+        // and such a file loads with them ignored.
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(STATE_FILE)).unwrap()).unwrap();
+        v["names"] =
+            serde_json::json!({"u1": {"sam_base": "a", "sam": "a1", "cn_base": "A", "cn": "A", "container": "c"}});
+        std::fs::write(dir.path().join(STATE_FILE), serde_json::to_vec(&v).unwrap()).unwrap();
+        let st = load(dir.path(), "t1").unwrap().unwrap();
+        assert_eq!(st.store, store);
         assert!(matches!(load(dir.path(), "t2"), Err(StateError::Foreign { .. })));
         std::fs::write(dir.path().join(STATE_FILE), b"{\"format\": \"entradir-state\", trunc").unwrap();
         let e = load(dir.path(), "t1").unwrap_err();

@@ -6,7 +6,6 @@ pub mod vcard;
 pub mod xml;
 
 use entradir::directory::change::{MemberRef, PhotoState};
-use entradir::directory::names::Assigned;
 use entradir::directory::phone::PhoneNormalizer;
 use entradir::directory::store::{Object, PhotoRecord, Store};
 use entradir::directory::{Directory, Entry, Naming, Settings, Snapshot};
@@ -74,7 +73,7 @@ pub fn graph_config(sim: &SimHandle) -> GraphConfig {
 pub fn engine(sim: &SimHandle, settings: Settings, state_dir: Option<std::path::PathBuf>) -> SyncEngine {
     SyncEngine {
         syncer: Syncer::new(graph_config(sim)).expect("syncer"),
-        dir: Directory::new(settings, Store::default(), BTreeMap::new(), Default::default()),
+        dir: Directory::new(settings, Store::default(), Default::default()),
         state_dir,
         tenant_id: sim.tenant_id().to_string(),
         photo_recheck: Duration::from_secs(3600),
@@ -135,9 +134,10 @@ fn without_id(m: &serde_json::Map<String, serde_json::Value>) -> serde_json::Map
     m
 }
 
-/// The directory the tenant should project to, given the names already handed out.
-pub fn expected(x: &TenantExport, settings: Settings, names: &BTreeMap<String, Assigned>) -> Arc<Snapshot> {
-    Directory::new(settings, store_from_export(x), names.clone(), Default::default())
+/// The directory the tenant should project to, computed from scratch (names included: they are a function of
+/// the tenant).
+pub fn expected(x: &TenantExport, settings: Settings) -> Arc<Snapshot> {
+    Directory::new(settings, store_from_export(x), Default::default())
         .published()
         .load()
 }

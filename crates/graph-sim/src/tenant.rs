@@ -197,6 +197,18 @@ impl Tenant {
             return Err(SimError::Duplicate(id));
         }
         props.insert("id".into(), Value::String(id.clone()));
+        // Graph sets these read-only dates itself when an object is created (orgContacts carry none).
+        let stamp = match kind {
+            GraphKind::User | GraphKind::Group => Some("createdDateTime"),
+            GraphKind::Device => Some("registrationDateTime"),
+            GraphKind::Contact => None,
+        };
+        if let Some(stamp) = stamp.filter(|p| !props.contains_key(*p)) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            props.insert(stamp.into(), Value::String(crate::gen::iso8601(now)));
+        }
         let seq = self.next_seq();
         self.objects_mut(kind).insert(id.clone(), Object::new(props, seq));
         Ok(id)

@@ -24,8 +24,10 @@ pub struct CardData {
     pub card: Card,
     /// The directory version in which this card's content last changed: the entry's version, unless the entry
     /// changed only in what no card shows (a manager's `directReports` when a report leaves) since the card
-    /// was last built. The ETag and sync-collection follow it, so clients do not fetch a card that is the same.
+    /// was last built. sync-collection follows it, so clients do not fetch a card that is the same.
     pub changed: u64,
+    /// A hash of the card's content ([`CardTag`]): its ETag, the same on every replica and across restarts.
+    pub tag: u64,
     v3: OnceLock<Bytes>,
     v4: OnceLock<Bytes>,
     /// The renderings escaped for XML text (`CARDDAV:address-data`), made once as well.
@@ -54,25 +56,36 @@ impl CardData {
         })
     }
 
-    /// Strong ETag: the card's version ([`CardData::changed`]) and the rendering's generation ([`CardTag`]).
-    /// Both vCard versions carry the same data, and a client sticks to one, so a version-independent tag keeps
-    /// ctag/etag-comparing clients from refetching after switching PROPFIND/REPORT.
+    /// Strong ETag: the hash of the card's content ([`CardData::tag`]). Both vCard versions carry the same data,
+    /// and a client sticks to one, so a version-independent tag keeps etag-comparing clients from refetching
+    /// after switching PROPFIND/REPORT. Derived from content, not from a version, it is the same on every
+    /// replica: a client that a load balancer moves between them refetches nothing.
     pub fn etag(&self) -> String {
-        format!("\"{}\"", CardTag(self.changed))
+        format!("\"{}\"", CardTag(self.tag))
     }
 }
 
-/// Generation of the card rendering: bump it when a release writes different bytes for an unchanged entry
-/// (2: calcard became the writer), so that the ETags change and clients fetch the new rendering instead of
-/// keeping the old one until the person's entry next changes.
-const CARD_FORMAT: u32 = 2;
+/// Generation of the card rendering: bump it when a release writes different bytes for the same card model
+/// (2: calcard became the writer), so that the ETags change and clients fetch the new rendering.
+const CARD_FORMAT: u32 = 3;
 
-/// The inside of a card's ETag (without quotes): `<card version>-<rendering generation>`.
+/// The content hash of a card model and the rendering generation. `DefaultHasher::new` has fixed keys: every
+/// process of one build computes the same tags (a new Rust release may change them, which costs clients one
+/// refetch, as a new rendering does).
+fn content_tag(card: &Card) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    CARD_FORMAT.hash(&mut h);
+    card.hash(&mut h);
+    h.finish()
+}
+
+/// The inside of a card's ETag (without quotes): the content tag in hex.
 pub struct CardTag(pub u64);
 
 impl std::fmt::Display for CardTag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{CARD_FORMAT}", self.0)
+        write!(f, "{:016x}", self.0)
     }
 }
 
@@ -193,6 +206,7 @@ impl Caches {
         let data = |changed: u64, card: Card| {
             Arc::new(CardData {
                 entry: entry.clone(),
+                tag: content_tag(&card),
                 card,
                 changed,
                 v3: OnceLock::new(),
@@ -545,12 +559,21 @@ mod tests {
         assert!(std::str::from_utf8(c2.bytes(VCardVersion::V4))
             .unwrap()
             .contains("FN:Anna Neu"));
-        assert_eq!(c2.etag(), "\"6-2\"");
+        assert_ne!(c2.etag(), c1.etag());
+        assert_eq!(c2.changed, 6);
         // A change the card does not show (a report joined) keeps the card's version and ETag; the next real
         // change takes the entry's.
         let reports = Arc::new(person("a", 7, &[("cn", "Anna Neu"), ("directReports", "CN=Bert,DC=x")]));
-        assert_eq!(caches.card(&reports, &snap).etag(), "\"6-2\"");
+        let c3 = caches.card(&reports, &snap);
+        assert_eq!((c3.etag(), c3.changed), (c2.etag(), 6));
         let renamed = Arc::new(person("a", 8, &[("cn", "Anna Alt"), ("directReports", "CN=Bert,DC=x")]));
-        assert_eq!(caches.card(&renamed, &snap).etag(), "\"8-2\"");
+        let c4 = caches.card(&renamed, &snap);
+        assert_eq!(c4.changed, 8);
+        assert_ne!(c4.etag(), c2.etag());
+        // The ETag is the content's, whatever the version or process: a fresh cache (another replica) that
+        // sees the same person at another version gives the same tag.
+        let elsewhere = Arc::new(person("a", 42, &[("cn", "Anna Alt")]));
+        assert_eq!(Caches::default().card(&elsewhere, &snap).etag(), c4.etag());
+        assert_eq!(c4.etag().len(), 18, "{}", c4.etag());
     }
 }

@@ -122,7 +122,7 @@ fn card_listing(ms: &mut Multistatus, ctx: &Ctx<'_>, i: usize, members: &[Arc<En
             let found = match (n.ns.as_str(), n.name.as_str()) {
                 // Thunderbird 102's ctag path asks for getetag in the CalendarServer namespace.
                 (DAV | CALSERVER, "getetag") => {
-                    let _ = write!(value_buf, "&quot;{}&quot;", CardTag(ctx.card(e).changed));
+                    let _ = write!(value_buf, "&quot;{}&quot;", CardTag(ctx.card(e).tag));
                     true
                 }
                 (DAV, "getcontenttype") => {
@@ -292,7 +292,7 @@ fn book_value(ctx: &Ctx<'_>, i: usize, p: &PropName) -> Option<String> {
 pub fn card_value(ctx: &Ctx<'_>, e: &Arc<Entry>, p: &PropName) -> Option<String> {
     match (p.ns.as_str(), p.name.as_str()) {
         // Thunderbird 102's ctag path asks for getetag in the CalendarServer namespace.
-        (DAV | CALSERVER, "getetag") => Some(format!("&quot;{}&quot;", CardTag(ctx.card(e).changed))),
+        (DAV | CALSERVER, "getetag") => Some(format!("&quot;{}&quot;", CardTag(ctx.card(e).tag))),
         (DAV, "getcontenttype") => Some(VCARD_CT.into()),
         (DAV, "getcontentlength") => Some(ctx.card(e).bytes(ctx.cfg.vcard_version).len().to_string()),
         (DAV, "resourcetype") => Some(String::new()),

@@ -7,8 +7,8 @@
 //! ([`BookView::changed`](crate::carddav::cache::BookView::changed)): the directory version the client's copy of
 //! the book is current at, offset by the service's epoch
 //! ([`epoch_at_start`](crate::carddav::service::epoch_at_start)) so that a token from before a restart or a
-//! content-changing reload is refused instead of misread. `n` is the book's getctag as well, so it changes only
-//! when the book does; a token at or past the book's change version gets an empty answer without consulting the
+//! content-changing reload is refused instead of misread. `n` changes only when the book does (getctag is `n`
+//! hashed with the instance id); a token at or past the book's change version gets an empty answer without consulting the
 //! history. A page cut short by `DAV:limit` ends with a 507 for the book and a continuation token
 //! `urn:entradir:sync:<instance>.<base>:<usn>:<id>` (`<base>` offset like `<n>`): the client's state is every member up to
 //! position (`usn`, `id`) in change order, and, when the position is written `+<usn>` (an incremental sync's

@@ -316,16 +316,29 @@ impl Ctx<'_> {
         self.state.epoch.load(Ordering::SeqCst)
     }
 
-    /// A book's getctag: its change version plus the epoch. Also its collection ETag and sync-token number, so
-    /// all three change exactly when the book does.
-    pub fn ctag(&self, i: usize) -> u64 {
+    /// The number in a book's sync token: its change version plus the epoch, so it changes exactly when the
+    /// book does and grows across restarts.
+    pub fn token_base(&self, i: usize) -> u64 {
         self.epoch() + self.book_view(i).changed
+    }
+
+    /// A book's getctag, also its collection ETag: the sync-token number hashed with this process's instance
+    /// id into 31 bits (Linphone reads getctag into a C int). Clients only compare ctags for equality; a
+    /// replica's ctags are its own, so a client moved to another replica by a load balancer sees a new ctag and
+    /// syncs (its token is refused there anyway) instead of trusting a number that another history gave a
+    /// different book. Two replicas (or two books, or two instances) coincide with a chance of 2⁻³¹.
+    pub fn ctag(&self, i: usize) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.state.instance.hash(&mut h);
+        self.token_base(i).hash(&mut h);
+        h.finish() & 0x7fff_ffff
     }
 
     pub fn sync_token(&self, i: usize) -> String {
         report::Token {
             instance: self.state.instance.clone(),
-            base: self.ctag(i),
+            base: self.token_base(i),
             position: None,
             incremental: true,
         }

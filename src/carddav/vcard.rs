@@ -20,29 +20,20 @@ use crate::directory::phone::PhoneNormalizer;
 use crate::directory::{Entry, EntryKind};
 use base64::Engine;
 use bytes::Bytes;
-use calcard::common::{Data, PartialDateTime};
+use calcard::common::Data;
 use calcard::vcard::{
     VCard, VCardEntry, VCardParameter, VCardParameterName, VCardParameterValue, VCardProperty, VCardValue as CalValue,
     VCardVersion as CalVersion,
 };
 
 /// A property value before version-specific encoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Value {
     Text(String),
     /// `;`-separated components (N, ORG, ADR), each escaped on its own.
     Structured(Vec<String>),
     /// `,`-separated list (CATEGORIES).
     List(Vec<String>),
-    /// A timestamp, written in the version's syntax.
-    Timestamp {
-        y: u16,
-        mo: u8,
-        d: u8,
-        h: u8,
-        mi: u8,
-        s: u8,
-    },
     Uid(String),
     Photo {
         mime: &'static str,
@@ -78,7 +69,6 @@ impl Prop {
             Value::Text(t) | Value::Uid(t) => t.clone(),
             Value::Structured(c) => c.join(";"),
             Value::List(l) => l.join(","),
-            Value::Timestamp { y, mo, d, h, mi, s } => format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z"),
             Value::Photo { .. } => String::new(),
         }
     }
@@ -88,6 +78,21 @@ impl Prop {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Card {
     pub props: Vec<Prop>,
+}
+
+/// Hashed for the card's ETag: the same content gives the same tag in every process of a release.
+impl std::hash::Hash for Prop {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.name.as_str().hash(h);
+        self.types.hash(h);
+        self.value.hash(h);
+    }
+}
+
+impl std::hash::Hash for Card {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.props.hash(h);
+    }
 }
 
 impl Card {
@@ -183,27 +188,6 @@ fn group_names(e: &Entry) -> Vec<String> {
     out
 }
 
-/// `20261122103000.0Z` (generalized time) → timestamp parts.
-fn parse_generalized_time(s: &str) -> Option<Value> {
-    let d = s.get(..14)?;
-    if !d.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n = |a: usize, b: usize| d.get(a..b).and_then(|x| x.parse::<u16>().ok());
-    let (y, mo, day, h, mi, sec) = (n(0, 4)?, n(4, 6)?, n(6, 8)?, n(8, 10)?, n(10, 12)?, n(12, 14)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    Some(Value::Timestamp {
-        y,
-        mo: mo as u8,
-        d: day as u8,
-        h: h as u8,
-        mi: mi as u8,
-        s: sec.min(59) as u8,
-    })
-}
-
 fn photo(e: &Entry) -> Option<Value> {
     let data = e
         .values("thumbnailPhoto")
@@ -289,9 +273,8 @@ pub fn build(e: &Entry, phones: &PhoneNormalizer) -> Card {
         props.push(Prop::new(VCardProperty::Categories, Value::List(groups)));
     }
     props.push(Prop::new(VCardProperty::Uid, Value::Uid(uuid_string(&e.guid))));
-    if let Some(rev) = e.first_str("whenChanged").and_then(parse_generalized_time) {
-        props.push(Prop::new(VCardProperty::Rev, rev));
-    }
+    // No REV: the only date Graph could give it is when this replica saw a change (`whenChanged`), which
+    // differs between replicas and would give one person two ETags behind a load balancer.
     if let Some(p) = photo(e) {
         props.push(Prop::new(VCardProperty::Photo, p));
     }
@@ -339,17 +322,6 @@ fn to_calcard(card: &Card, v: VCardVersion) -> VCard {
         let values = match &p.value {
             Value::Text(t) => vec![text(t)],
             Value::Structured(cs) | Value::List(cs) => cs.iter().map(|c| text(c)).collect(),
-            Value::Timestamp { y, mo, d, h, mi, s } => vec![CalValue::PartialDateTime(PartialDateTime {
-                year: Some(*y),
-                month: Some(*mo),
-                day: Some(*d),
-                hour: Some(*h),
-                minute: Some(*mi),
-                second: Some(*s),
-                tz_hour: Some(0),
-                tz_minute: Some(0),
-                tz_minus: false,
-            })],
             Value::Uid(u) => vec![CalValue::Text(match v {
                 VCardVersion::V3 => clean(u),
                 VCardVersion::V4 => format!("urn:uuid:{}", clean(u)),
@@ -576,7 +548,7 @@ pub(crate) mod tests {
         let text = write(&build(&e, &phones()), VCardVersion::V4);
         assert!(text.contains("PHOTO:data:image/jpeg;base64,/9j/"), "{text}");
         assert!(text.contains("TEL;TYPE=cell,voice:+491712345678"), "{text}");
-        assert!(text.contains("REV:20261122T103000Z"), "{text}");
+        assert!(!text.contains("REV:"), "no per-replica date: {text}");
         assert!(text.contains("EMAIL;TYPE=work:jane.doe@contoso.example"), "{text}");
         let card = parse_other(&text);
         assert_eq!(card.texts("VERSION"), ["4.0"]);

@@ -3,7 +3,7 @@
 //! (`ldapsearch`, one new connection each, retried once when the connection fails, as a PBX reconnects) run
 //! through the proxy without pause while one replica is killed with `kill -9` and restarted, killed again and
 //! started without its state (nothing to serve until its first sync, which is slowed down), and then while both
-//! are restarted one after the other with SIGTERM: every lookup finds the caller, none fails after its retry,
+//! are restarted one after the other with SIGTERM, and while each reloads (SIGHUP): every lookup finds the caller, none fails after its retry,
 //! none is answered by a replica that is not ready (an empty answer counts as wrong). Alongside, a Python ldap3
 //! client keeps one connection open as a PBX does, and reconnects once when it drops.
 //!
@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::binary::{config_head, free_port, haproxy, run_server, start_sim_with, wait_for, Proc};
+use common::binary::{config_head, free_port, haproxy, ldapsearch_at, run_server, start_sim_with, wait_for, Proc};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -169,6 +169,44 @@ fn lookup(port: u16, number: &str) -> Option<Vec<String>> {
     })
 }
 
+/// The shipped HAProxy file pointed at loopback: the proxy's LDAP, LDAPS and HTTP fronts on 127.0.0.1, the
+/// replicas at 127.0.0.11 and .12 on `ports`.
+fn loopback_proxy_config(ports: &Ports, front_ldap: u16, front_ldaps: u16, front_http: u16) -> String {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg")).unwrap();
+    let cfg = shipped
+        .replace("bind :389", &format!("bind 127.0.0.1:{front_ldap}"))
+        .replace("bind :636", &format!("bind 127.0.0.1:{front_ldaps}"))
+        .replace("bind :8080", &format!("bind 127.0.0.1:{front_http}"))
+        .replace("maxconn 10000", "maxconn 1000")
+        .replace("10.0.0.", "127.0.0.")
+        .replace(":389 ", &format!(":{} ", ports.ldap))
+        .replace(":8080 ", &format!(":{} ", ports.http))
+        .replace("port 9180", &format!("port {}", ports.admin));
+    assert!(
+        cfg.contains(&format!("127.0.0.11:{} check port {}", ports.ldap, ports.admin)),
+        "{cfg}"
+    );
+    cfg
+}
+
+/// HAProxy (`haproxy -db`) on `cfg`, its output in `<root>/<name>.log`; the process and the log's path.
+fn start_haproxy(root: &Path, name: &str, cfg: &str) -> (Proc, PathBuf) {
+    let cfg_path = root.join(format!("{name}.cfg"));
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let log_path = root.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let proc = Proc(
+        haproxy()
+            .args(["-db", "-f"])
+            .arg(&cfg_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("haproxy (Debian package haproxy) is installed"),
+    );
+    (proc, log_path)
+}
+
 #[test]
 fn lookups_through_haproxy_survive_kill_9_and_rolling_restarts() {
     let root = tempfile::tempdir().unwrap();
@@ -184,33 +222,8 @@ fn lookups_through_haproxy_survive_kill_9_and_rolling_restarts() {
 
     // The shipped configuration, pointed at loopback.
     let (front_ldap, front_ldaps, front_http) = (free_port(), free_port(), free_port());
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg")).unwrap();
-    let cfg = shipped
-        .replace("bind :389", &format!("bind 127.0.0.1:{front_ldap}"))
-        .replace("bind :636", &format!("bind 127.0.0.1:{front_ldaps}"))
-        .replace("bind :8080", &format!("bind 127.0.0.1:{front_http}"))
-        .replace("maxconn 10000", "maxconn 1000")
-        .replace("10.0.0.", "127.0.0.")
-        .replace(":389 ", &format!(":{} ", ports.ldap))
-        .replace(":8080 ", &format!(":{} ", ports.http))
-        .replace("port 9180", &format!("port {}", ports.admin));
-    assert!(
-        cfg.contains(&format!("127.0.0.11:{} check port {}", ports.ldap, ports.admin)),
-        "{cfg}"
-    );
-    let cfg_path = root.path().join("haproxy.cfg");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let log_path = root.path().join("haproxy.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _haproxy = Proc(
-        haproxy()
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("haproxy (Debian package haproxy) is installed"),
-    );
+    let cfg = loopback_proxy_config(&ports, front_ldap, front_ldaps, front_http);
+    let (_haproxy, log_path) = start_haproxy(root.path(), "haproxy", &cfg);
     let proxy_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // A caller known to both replicas.
@@ -352,6 +365,13 @@ fn lookups_through_haproxy_survive_kill_9_and_rolling_restarts() {
     back("r2", before);
     settle();
 
+    // A reload (SIGHUP) on each in turn, lookups going on.
+    for r in [&r1, &r2] {
+        let p = r.proc.as_ref().expect("running");
+        let _ = Command::new("kill").args(["-HUP", &p.0.id().to_string()]).status();
+        settle();
+    }
+
     stop.store(true, Ordering::Relaxed);
     let wrong = caller.join().unwrap();
     let (done, retried, failed) = (
@@ -410,22 +430,7 @@ const PER_REPLICA: &[&str] = &["uSNCreated", "uSNChanged", "whenChanged"];
 /// One replica's LDIF export of the whole tree (ldapsearch, paged), per-replica attributes dropped: DN → the
 /// entry's lines as served.
 fn ldif_export(ip: &str, port: u16) -> std::collections::BTreeMap<String, Vec<String>> {
-    let out = Command::new("ldapsearch")
-        .args([
-            "-x",
-            "-LLL",
-            "-o",
-            "ldif-wrap=no",
-            "-o",
-            "nettimeout=30",
-            "-E",
-            "pr=200/noprompt",
-        ])
-        .args(["-H", &format!("ldap://{ip}:{port}"), "-b", BASE, "(objectClass=*)", "*"])
-        .output()
-        .expect("ldapsearch");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = ldapsearch_at(ip, port, None, &["-E", "pr=200/noprompt", "(objectClass=*)", "*"]);
     let mut entries = std::collections::BTreeMap::new();
     for block in text.split("\n\n").filter(|b| b.contains("dn")) {
         let mut lines = block.lines();
@@ -644,31 +649,10 @@ fn two_replicas_with_different_histories_present_the_same_directory() {
     // vdirsyncer through the proxy, its requests alternating between the replicas (round robin instead of the
     // shipped file's per-source stickiness, so that every sync crosses replicas).
     let front_http = free_port();
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg")).unwrap();
-    let cfg = shipped
-        .replace("bind :389", &format!("bind 127.0.0.1:{}", free_port()))
-        .replace("bind :636", &format!("bind 127.0.0.1:{}", free_port()))
-        .replace("bind :8080", &format!("bind 127.0.0.1:{front_http}"))
-        .replace("maxconn 10000", "maxconn 1000")
-        .replace("balance source", "balance roundrobin")
-        .replace("10.0.0.", "127.0.0.")
-        .replace(":389 ", &format!(":{} ", ports.ldap))
-        .replace(":8080 ", &format!(":{} ", ports.http))
-        .replace("port 9180", &format!("port {}", ports.admin));
+    let cfg = loopback_proxy_config(&ports, free_port(), free_port(), front_http)
+        .replace("balance source", "balance roundrobin");
     assert!(cfg.contains("balance roundrobin"), "{cfg}");
-    let cfg_path = root.path().join("haproxy-rr.cfg");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let log_path = root.path().join("haproxy-rr.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let _haproxy = Proc(
-        haproxy()
-            .args(["-db", "-f"])
-            .arg(&cfg_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("haproxy (Debian package haproxy) is installed"),
-    );
+    let (_haproxy, log_path) = start_haproxy(root.path(), "haproxy-rr", &cfg);
     wait_for("the proxy", Duration::from_secs(20), || {
         http(
             "127.0.0.1",

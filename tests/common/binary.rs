@@ -167,6 +167,11 @@ default_country = "DE"
 /// `ldapsearch` on loopback under the test tenant's base DN, optionally bound (`-D`/`-w`); its LDIF output.
 /// Fails the test when ldapsearch fails.
 pub fn ldapsearch(port: u16, bind: Option<(&str, &str)>, args: &[&str]) -> String {
+    ldapsearch_at("127.0.0.1", port, bind, args)
+}
+
+/// [`ldapsearch`] against another address.
+pub fn ldapsearch_at(host: &str, port: u16, bind: Option<(&str, &str)>, args: &[&str]) -> String {
     let mut cmd = Command::new("ldapsearch");
     cmd.args([
         "-x",
@@ -176,7 +181,7 @@ pub fn ldapsearch(port: u16, bind: Option<(&str, &str)>, args: &[&str]) -> Strin
         "-o",
         "nettimeout=30",
         "-H",
-        &format!("ldap://127.0.0.1:{port}"),
+        &format!("ldap://{host}:{port}"),
     ])
     .args(["-b", "DC=contoso,DC=example"]);
     if let Some((name, password)) = bind {

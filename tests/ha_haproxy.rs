@@ -297,6 +297,8 @@ fn lookups_through_haproxy_survive_kill_9_and_rolling_restarts() {
     };
     // The long-lived client (tests/clients/ldap3_caller.py).
     let stop_file = root.path().join("stop-ldap3");
+    // Written on the way out, also when an assertion fails first: the client then ends instead of looping on.
+    let _stop = StopFile(stop_file.clone());
     let python = Command::new(common::venv_bin("python3"))
         .args([
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ldap3_caller.py"),
@@ -397,6 +399,15 @@ fn lookups_through_haproxy_survive_kill_9_and_rolling_restarts() {
     // Both replicas were restarted, so its connection was dropped at least once.
     assert!(stats["reconnects"].as_u64() >= Some(1), "ldap3: {stats}");
     eprintln!("ldap3 on one connection: {stats}");
+}
+
+/// Creates its file when dropped: the stop signal of `tests/clients/ldap3_caller.py`.
+struct StopFile(PathBuf);
+
+impl Drop for StopFile {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
 }
 
 /// A request to the simulator's control API with a JSON body; the status.

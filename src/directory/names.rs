@@ -9,8 +9,10 @@
 //!
 //! - The first candidate is the bare wish (the UPN's local part, a CSV name, the display name). The next ones
 //!   carry a four-digit number drawn from the object's own id (`jdoe4821`), not a counter: a counter would make
-//!   every later holder move up when one leaves; a number of its own moves nobody.
-//! - A new object ranks after every existing one (it was created last), so an arrival never renames anyone.
+//!   every later holder move up when one leaves; a number of its own moves nobody. (After 64 numbers tried,
+//!   one digit more: a name thousands want still has room.)
+//! - A new object ranks after every existing one (it was created last), so an arrival renames nobody (except
+//!   one that comes with an old date: restored, re-enabled, added to the scope, or undated and ranked by id).
 //!   When the first holder of a name leaves, the next in rank takes the bare name: the one rename this rule
 //!   makes, and the price of being the same on every replica (a history-keeping rule would let a replica started
 //!   after the departure disagree for good). README: "Names and identity".
@@ -55,7 +57,7 @@ pub struct Wanted {
 }
 
 /// Who goes first when objects want the same name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Rank {
     created: u64,
     id: Arc<str>,
@@ -88,6 +90,9 @@ enum Space {
 struct Keys {
     owner: FxHashMap<String, Rank>,
     skipped: FxHashMap<String, BTreeSet<Rank>>,
+    /// While settling: the freed keys each woken object was offered. Only the first in rank of a key's
+    /// skippers is woken; if the key is still free once it has chosen, the next one is.
+    waking: FxHashMap<Rank, Vec<String>>,
 }
 
 /// All objects' names.
@@ -190,7 +195,11 @@ impl NameBook {
         // it, or passed over a key it held), so each object is settled at most once and everyone ranked before
         // it is final when it chooses.
         while let Some(rank) = dirty.pop_first() {
-            let Some(h) = holders.get_mut(&rank.id) else { continue };
+            // A rank can be stale: the object left, or came back with another creation date, after it was woken.
+            let Some(h) = holders.get_mut(&rank.id).filter(|h| h.rank == rank) else {
+                pass_on(keys, &rank, &mut dirty);
+                continue;
+            };
             before.entry(rank.id.clone()).or_insert_with(|| Some(h.names.clone()));
             let old_name = h.name(space).to_string();
             let old_key = h.keys(space).last().cloned();
@@ -220,6 +229,7 @@ impl NameBook {
                     }
                 }
             };
+            pass_on(keys, &rank, &mut dirty);
             touched.push((rank.id.clone(), old_name));
             if let Some(q) = displaced {
                 if let Some(qh) = holders.get_mut(&q.id) {
@@ -260,13 +270,24 @@ fn unclaim(keys: &mut Keys, h: &mut Holder, space: Space, dirty: &mut BTreeSet<R
     wake(keys, &k, dirty);
 }
 
-/// A key became free: everyone who passed it over may want it now.
-fn wake(keys: &Keys, k: &str, dirty: &mut BTreeSet<Rank>) {
+/// A key became free: the first in rank of those who passed it over may want it now.
+fn wake(keys: &mut Keys, k: &str, dirty: &mut BTreeSet<Rank>) {
     if keys.owner.contains_key(k) {
         return;
     }
-    if let Some(set) = keys.skipped.get(k) {
-        dirty.extend(set.iter().cloned());
+    if let Some(first) = keys.skipped.get(k).and_then(|set| set.first()).cloned() {
+        keys.waking.entry(first.clone()).or_default().push(k.to_string());
+        dirty.insert(first);
+    }
+}
+
+/// `rank` has chosen (or is gone): keys it was offered and did not take go to the next who passed them over
+/// (who ranks after it, so the settling order holds).
+fn pass_on(keys: &mut Keys, rank: &Rank, dirty: &mut BTreeSet<Rank>) {
+    if let Some(offered) = keys.waking.remove(rank) {
+        for k in offered {
+            wake(keys, &k, dirty);
+        }
     }
 }
 
@@ -352,7 +373,10 @@ impl Holder {
                 let suffix = if i == 0 {
                     String::new()
                 } else {
-                    own_number(&self.rank.id, i).to_string()
+                    // Four digits, and one more every 64 tries: a name wanted by thousands (every "iPhone")
+                    // still finds a free number, and the search ends.
+                    let digits = (4 + (i - 1) / 64).min(max);
+                    own_number(&self.rank.id, i, digits as u32).to_string()
                 };
                 let room = max.saturating_sub(suffix.chars().count());
                 let s: String = stem.chars().take(room).collect();
@@ -368,16 +392,17 @@ impl Holder {
     }
 }
 
-/// The `i`-th suffix number of an object (1000–9999): a fixed function of its id, the same in every process
-/// and release.
-fn own_number(id: &str, i: usize) -> u64 {
+/// The `i`-th suffix number of an object, `digits` long (at most 19): a fixed function of its id, the same in
+/// every process and release.
+fn own_number(id: &str, i: usize, digits: u32) -> u64 {
     let mut h = Sha256::new();
     h.update(id.as_bytes());
     h.update((i as u64).to_be_bytes());
     let d = h.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&d[..8]);
-    1000 + u64::from_be_bytes(first) % 9000
+    let low = 10u64.pow(digits.clamp(1, 19) - 1);
+    low + u64::from_be_bytes(first) % (low * 9)
 }
 
 /// Make a string a legal sAMAccountName stem: illegal and control characters dropped, no leading/trailing
@@ -617,6 +642,36 @@ mod tests {
         assert_eq!(host_label("-x"), None);
     }
 
+    #[test]
+    fn thousands_wanting_one_computer_name_all_get_one() {
+        let mut b = NameBook::default();
+        let pc = |t: u64| Wanted {
+            sam: "iPhone".into(),
+            cn: "iPhone".into(),
+            container: "CN=Computers".into(),
+            computer: true,
+            created: Some(t),
+        };
+        // More than the 9,000 four-digit numbers: later ones get five digits, still within NetBIOS's 15.
+        b.update((0..9_200u64).map(|i| (format!("pc{i}"), Some(pc(i)))));
+        let sams: BTreeSet<String> = b.holders.values().map(|h| h.names.sam.clone()).collect();
+        assert_eq!(sams.len(), 9_200);
+        assert!(sams.contains("IPHONE$"));
+        assert!(
+            sams.iter()
+                .all(|s| s.len() <= NETBIOS_MAX + 1 && s.starts_with("IPHONE")),
+            "{sams:?}"
+        );
+        // The first leaves: the next in rank takes the bare name, and its number goes to whoever passed it over
+        // (in a space this crowded, a few), nobody else moves; the same as computed from scratch.
+        let changed = b.update([("pc0".to_string(), None)]);
+        assert_eq!(sam(&b, "pc1"), "IPHONE$");
+        assert!((2..12).contains(&changed.len()), "{changed:?}");
+        let mut fresh = NameBook::default();
+        fresh.update((1..9_200u64).map(|i| (format!("pc{i}"), Some(pc(i)))));
+        assert_eq!(all(&b), all(&fresh));
+    }
+
     /// Whatever sequence of arrivals, departures, renames and wishes that hit someone's numbered name, the
     /// incrementally kept book equals one computed from scratch for the objects that are left.
     #[test]
@@ -663,10 +718,28 @@ mod tests {
                         match roll {
                             4..=6 => batch.push((id, None)),
                             7 => {
-                                // Someone renamed to exactly another's numbered name.
-                                let taken: Vec<String> = book.holders.values().map(|h| h.names.sam.clone()).collect();
+                                // Someone renamed to exactly another's numbered name, or to another's
+                                // `Name (sam)` CN.
+                                let taken: Vec<Assigned> = book.holders.values().map(|h| h.names.clone()).collect();
+                                let other = &taken[rng.gen_range(0..taken.len())];
                                 let mut w = wants[&id].clone();
-                                w.sam = taken[rng.gen_range(0..taken.len())].clone();
+                                if rng.gen_bool(0.5) {
+                                    w.sam = other.sam.clone();
+                                } else {
+                                    w.cn = other.cn.clone();
+                                    w.container = other.container.clone();
+                                }
+                                batch.push((id, Some(w)));
+                            }
+                            8 => {
+                                // Another creation date (a restore, or a date Graph fills in late), another
+                                // container, or a user turned computer.
+                                let mut w = wants[&id].clone();
+                                match rng.gen_range(0..3) {
+                                    0 => w.created = Some(rng.gen_range(0..50)),
+                                    1 => w.container = "CN=Other".into(),
+                                    _ => w.computer = !w.computer,
+                                }
                                 batch.push((id, Some(w)));
                             }
                             _ => {

@@ -157,11 +157,12 @@ async fn what_a_pbx_relies_on_matches_rules_worked_out_from_the_tenant() {
         let uac = e.first_str("userAccountControl");
         assert_eq!(uac, Some(if enabled { "512" } else { "514" }), "{id}");
     }
-    // Who ranks first among users that want one name: the earliest createdDateTime (Graph's format sorts as
-    // text; none at all comes last), then the id.
+    // Who ranks first among users that want one name: the earliest createdDateTime to the second (Graph's
+    // UTC format sorts as text once the fraction is cut; none at all comes last), then the id.
     let rank = |id: &str| {
         let u = x.users.iter().find(|u| s(u, "id") == Some(id)).expect("user");
-        (s(u, "createdDateTime").unwrap_or("~").to_string(), id.to_string())
+        let created = s(u, "createdDateTime").map_or("~", |t| t.get(..19).unwrap_or(t));
+        (created.to_string(), id.to_string())
     };
     let mut collisions = 0;
     for (lower, holders) in &by_base {

@@ -155,7 +155,7 @@ fn next_moves(prev: Option<&BookView>, ids: &HashSet<Arc<str>>, snap: &Snapshot)
     // Every token this cache generation hands out comes from a view built after the record started, and a move
     // raises the book's change version; so the record only needs to say where it was cut (`MAX_MOVES`). The
     // record starts with the process or with a configuration that changes book content, and both raise the
-    // ctag epoch, which refuses every older token before it gets here (`State::config` keeps the views across
+    // token epoch, which refuses every older token before it gets here (`State::config` keeps the views across
     // reloads that change nothing in the books).
     let Some(prev) = prev else {
         return (Vec::new(), 0);

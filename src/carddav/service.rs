@@ -142,21 +142,22 @@ pub struct State {
     pub(crate) phonebooks: phonebook::Cache,
     /// The blocking threads answers are computed on.
     pub(crate) offload: Offload,
-    /// Added to directory versions in getctag and sync tokens (see [`epoch_at_start`]); raised when a
+    /// Added to directory versions in sync tokens, and so in getctag (see [`epoch_at_start`]); raised when a
     /// configuration change alters what the books contain.
     pub epoch: AtomicU64,
     /// Random per process, in every sync token: replicas started in the same second share an epoch, and a token
-    /// from another replica must be refused rather than read against this one's history. (ctags cannot carry it:
-    /// Linphone reads them into a 32-bit int.)
+    /// from another replica must be refused rather than read against this one's history. getctag hashes it in
+    /// (Linphone reads ctags into a 32-bit int, too small to carry it).
     pub instance: String,
     /// The configuration the caches were built for; a swap that changes book content clears them.
     cfg_seen: Mutex<Option<Arc<CardDavConfig>>>,
 }
 
-/// 2025-01-01T00:00:00Z: keeps ctags small (Linphone parses getctag into a 32-bit int; this lasts until 2093).
+/// 2025-01-01T00:00:00Z: keeps sync-token numbers small (this lasts until 2093 in 31 bits).
 const EPOCH_ORIGIN: u64 = 1_735_689_600;
 
-/// The offset a new service instance puts on ctags and sync tokens: seconds since 2025-01-01 UTC (`EPOCH_ORIGIN`).
+/// The offset a new service instance puts on sync tokens (and so on ctags): seconds since 2025-01-01 UTC
+/// (`EPOCH_ORIGIN`).
 ///
 /// Why an offset: the book views (and the membership-move record sync-collection needs) start empty with every
 /// process, so tokens handed out by an earlier one must be refused, and without a state directory versions even
@@ -222,8 +223,8 @@ impl State {
                 // across reloads that cannot change what a book holds, such as a daily certificate reload.
                 if !same_content(old, &cfg) {
                     self.caches.clear();
-                    // Every ctag and token handed out so far is below epoch + current version: all are refused
-                    // now, as the new views have no history.
+                    // Every token handed out so far is below epoch + current version: all are refused now, as
+                    // the new views have no history (and every ctag, which hashes that number, changes).
                     let bump = self.dir.load().version + 1;
                     self.epoch.fetch_add(bump, Ordering::SeqCst);
                 }

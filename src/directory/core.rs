@@ -117,8 +117,8 @@ impl Directory {
     }
 
     /// Like [`Directory::new`], continuing after `version` (from the state file), so published versions never
-    /// go back across a restart: LDAP clients comparing `uSNChanged` and CardDAV clients comparing ctags see
-    /// the restart as newer, not older, data.
+    /// go back across a restart: LDAP clients comparing `uSNChanged` and CardDAV sync tokens see the restart
+    /// as newer, not older, data.
     pub fn resume(settings: Settings, mut store: Store, links: DeltaLinks, version: u64) -> Directory {
         store.rebuild_links();
         let mut empty = Snapshot::resumed(settings.naming.clone(), settings.phones.clone(), version);

@@ -72,10 +72,11 @@ struct Holder {
     cn_base: String,
     computer: bool,
     names: Assigned,
-    /// The keys of the candidates tried in each space, the held one last (empty: nothing held). Kept rather
-    /// than recomputed because a CN candidate carries the sAMAccountName, which may have moved since.
-    sam_keys: Vec<String>,
-    cn_keys: Vec<String>,
+    /// Per space: `None` while nothing is held, else the keys passed over before the held one (usually none).
+    /// Kept rather than recomputed because a CN candidate carries the sAMAccountName, which may have moved
+    /// since; the held key is always that of the held name.
+    sam_claim: Option<Vec<String>>,
+    cn_claim: Option<Vec<String>>,
 }
 
 /// The two name spaces: sAMAccountNames are unique in the domain, CNs within their container.
@@ -128,6 +129,9 @@ impl NameBook {
     /// those of objects not in `changes` (the next holder of a name that was freed). Returns every object whose
     /// names are not what they were.
     pub fn update(&mut self, changes: impl IntoIterator<Item = (String, Option<Wanted>)>) -> Vec<Renamed> {
+        if self.holders.is_empty() {
+            return self.build(changes);
+        }
         let mut before: Before = FxHashMap::default();
         let mut dirty_sam: BTreeSet<Rank> = BTreeSet::new();
         let mut dirty_dn: BTreeSet<Rank> = BTreeSet::new();
@@ -182,6 +186,31 @@ impl NameBook {
         out
     }
 
+    /// [`NameBook::update`] of an empty book (a start, a reload that re-projects everything): everyone is new,
+    /// so names are settled in rank order and every object is reported, without comparing with what it had.
+    fn build(&mut self, changes: impl IntoIterator<Item = (String, Option<Wanted>)>) -> Vec<Renamed> {
+        for (id, want) in changes {
+            if let Some(w) = want {
+                let id: Arc<str> = id.into();
+                self.holders.insert(id.clone(), Holder::new(id, w));
+            }
+        }
+        let ranks: BTreeSet<Rank> = self.holders.values().map(|h| h.rank.clone()).collect();
+        let mut scratch = Before::default();
+        self.settle(Space::Sam, ranks.clone(), &mut scratch);
+        self.settle(Space::Dn, ranks, &mut scratch);
+        let mut out: Vec<Renamed> = self
+            .holders
+            .keys()
+            .map(|id| Renamed {
+                id: id.to_string(),
+                dn_changed: true,
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// Re-decide the given objects' names in one space, in rank order, and whoever that displaces or frees a
     /// key for. Returns (id, name before) for every object whose claim was re-decided.
     fn settle(&mut self, space: Space, mut dirty: BTreeSet<Rank>, before: &mut Before) -> Vec<(Arc<str>, String)> {
@@ -202,9 +231,9 @@ impl NameBook {
             };
             before.entry(rank.id.clone()).or_insert_with(|| Some(h.names.clone()));
             let old_name = h.name(space).to_string();
-            let old_key = h.keys(space).last().cloned();
+            let old_key = h.held_key(space);
             release_claim(keys, h, space);
-            let mut tried = Vec::new();
+            let mut passed = Vec::new();
             let mut i = 0usize;
             let displaced = loop {
                 let name = h.candidate(space, i);
@@ -212,16 +241,15 @@ impl NameBook {
                 match keys.owner.get(&k) {
                     Some(q) if *q < rank => {
                         keys.skipped.entry(k.clone()).or_default().insert(rank.clone());
-                        tried.push(k);
+                        passed.push(k);
                         i += 1;
                     }
                     held => {
                         // Someone ranked after may hold what this one should have: it chooses again.
                         let displaced = held.cloned();
-                        keys.owner.insert(k.clone(), rank.clone());
                         let moved = old_key.as_ref().filter(|o| **o != k).cloned();
-                        tried.push(k);
-                        h.set(space, tried, name);
+                        keys.owner.insert(k, rank.clone());
+                        h.set(space, passed, name);
                         if let Some(o) = moved {
                             wake(keys, &o, &mut dirty);
                         }
@@ -246,17 +274,15 @@ impl NameBook {
 /// Give up `h`'s claim in `space` (its key, unless someone else holds it by now, and the keys it passed over),
 /// without waking anyone: the caller decides whether the key stays with `h`.
 fn release_claim(keys: &mut Keys, h: &mut Holder, space: Space) {
-    let tried = h.take_keys(space);
-    if let Some((held, passed)) = tried.split_last() {
-        if keys.owner.get(held) == Some(&h.rank) {
-            keys.owner.remove(held);
-        }
-        for k in passed {
-            if let Some(set) = keys.skipped.get_mut(k) {
-                set.remove(&h.rank);
-                if set.is_empty() {
-                    keys.skipped.remove(k);
-                }
+    let Some(held) = h.held_key(space) else { return };
+    if keys.owner.get(&held) == Some(&h.rank) {
+        keys.owner.remove(&held);
+    }
+    for k in h.take_claim(space).unwrap_or_default() {
+        if let Some(set) = keys.skipped.get_mut(&k) {
+            set.remove(&h.rank);
+            if set.is_empty() {
+                keys.skipped.remove(&k);
             }
         }
     }
@@ -265,7 +291,7 @@ fn release_claim(keys: &mut Keys, h: &mut Holder, space: Space) {
 /// `h` leaves `space` (it left the directory or wants something else): its key is free for whoever passed it
 /// over.
 fn unclaim(keys: &mut Keys, h: &mut Holder, space: Space, dirty: &mut BTreeSet<Rank>) {
-    let Some(k) = h.keys(space).last().cloned() else { return };
+    let Some(k) = h.held_key(space) else { return };
     release_claim(keys, h, space);
     wake(keys, &k, dirty);
 }
@@ -294,10 +320,18 @@ fn pass_on(keys: &mut Keys, rank: &Rank, dirty: &mut BTreeSet<Rank>) {
 /// The key a name occupies: sAMAccountNames compare without case across the domain, CNs without case within
 /// their container.
 fn key(space: Space, h: &Holder, name: &str) -> String {
-    match space {
-        Space::Sam => name.to_lowercase(),
-        Space::Dn => format!("{}\u{0}{}", name.to_lowercase(), h.names.container.to_lowercase()),
+    // One allocation: this runs for every object of a full projection.
+    let container = match space {
+        Space::Sam => None,
+        Space::Dn => Some(h.names.container.as_str()),
+    };
+    let mut k = String::with_capacity(name.len() + container.map_or(0, |c| c.len() + 1));
+    k.extend(name.chars().flat_map(char::to_lowercase));
+    if let Some(c) = container {
+        k.push('\u{0}');
+        k.extend(c.chars().flat_map(char::to_lowercase));
     }
+    k
 }
 
 impl Holder {
@@ -320,8 +354,8 @@ impl Holder {
                 cn: String::new(),
                 container: w.container,
             },
-            sam_keys: Vec::new(),
-            cn_keys: Vec::new(),
+            sam_claim: None,
+            cn_claim: None,
         }
     }
 
@@ -333,17 +367,19 @@ impl Holder {
             && self.names.container == other.names.container
     }
 
-    fn keys(&self, space: Space) -> &[String] {
-        match space {
-            Space::Sam => &self.sam_keys,
-            Space::Dn => &self.cn_keys,
-        }
+    /// The key of the name held in `space`, if any.
+    fn held_key(&self, space: Space) -> Option<String> {
+        let held = match space {
+            Space::Sam => self.sam_claim.is_some(),
+            Space::Dn => self.cn_claim.is_some(),
+        };
+        held.then(|| key(space, self, self.name(space)))
     }
 
-    fn take_keys(&mut self, space: Space) -> Vec<String> {
+    fn take_claim(&mut self, space: Space) -> Option<Vec<String>> {
         match space {
-            Space::Sam => std::mem::take(&mut self.sam_keys),
-            Space::Dn => std::mem::take(&mut self.cn_keys),
+            Space::Sam => self.sam_claim.take(),
+            Space::Dn => self.cn_claim.take(),
         }
     }
 
@@ -354,10 +390,10 @@ impl Holder {
         }
     }
 
-    fn set(&mut self, space: Space, tried: Vec<String>, name: String) {
+    fn set(&mut self, space: Space, passed: Vec<String>, name: String) {
         match space {
-            Space::Sam => (self.sam_keys, self.names.sam) = (tried, name),
-            Space::Dn => (self.cn_keys, self.names.cn) = (tried, name),
+            Space::Sam => (self.sam_claim, self.names.sam) = (Some(passed), name),
+            Space::Dn => (self.cn_claim, self.names.cn) = (Some(passed), name),
         }
     }
 
@@ -379,8 +415,13 @@ impl Holder {
                     own_number(&self.rank.id, i, digits as u32).to_string()
                 };
                 let room = max.saturating_sub(suffix.chars().count());
-                let s: String = stem.chars().take(room).collect();
-                format!("{}{}{}", s.trim_end_matches([' ', '.', '-']), suffix, tail)
+                let cut = stem.char_indices().nth(room).map_or(stem.len(), |(at, _)| at);
+                let s = stem[..cut].trim_end_matches([' ', '.', '-']);
+                let mut out = String::with_capacity(s.len() + suffix.len() + tail.len());
+                out.push_str(s);
+                out.push_str(&suffix);
+                out.push_str(tail);
+                out
             }
             Space::Dn => match i {
                 0 => self.cn_base.clone(),

@@ -118,13 +118,23 @@ fn readyz(ip: &str, port: u16) -> Option<u16> {
 
 /// One HTTP/1.1 request; the status.
 fn http(ip: &str, port: u16, request: &str) -> Option<u16> {
+    http_status(ip, port, request).ok()
+}
+
+/// [`http`], saying what went wrong when no status came back.
+fn http_status(ip: &str, port: u16, request: &str) -> Result<u16, String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect((ip, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
+    let mut s = std::net::TcpStream::connect((ip, port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(request.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    let read = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    match out.split_whitespace().nth(1).and_then(|c| c.parse().ok()) {
+        Some(status) => Ok(status),
+        None => Err(format!("read: {read:?} after {} bytes: {out:?}", out.len())),
+    }
 }
 
 /// Arm (or with `millis` 0, clear) a delay on the simulator's delta responses.
@@ -418,7 +428,8 @@ fn sim_call(sim: u16, method: &str, path: &str, body: &serde_json::Value) -> u16
          Connection: close\r\n\r\n{body}",
         body.len()
     );
-    http("127.0.0.1", sim, &request).unwrap_or(0)
+    http_status("127.0.0.1", sim, &request)
+        .unwrap_or_else(|e| panic!("the simulator on port {sim}: {method} {path}: {e}"))
 }
 
 /// The simulator's tenant as Graph JSON.

@@ -66,23 +66,59 @@ pub fn start_sim(users: usize, groups: usize, devices: usize, seed: u64) -> (Pro
 }
 
 /// [`start_sim`] with more `entradir graph-sim` flags.
+///
+/// Ready means the simulator answered HTTP, not merely that something accepted a connection on the port; a
+/// simulator that exits first (its port taken meanwhile) is started again on another port.
 pub fn start_sim_with(users: usize, groups: usize, devices: usize, seed: u64, flags: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let sim = Proc(
-        Command::new(BIN)
-            .args(["graph-sim", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--users", &users.to_string(), "--groups", &groups.to_string()])
-            .args(["--devices", &devices.to_string(), "--seed", &seed.to_string()])
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("graph-sim", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (sim, port)
+    let mut exits = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut sim = Proc(
+            Command::new(BIN)
+                .args(["graph-sim", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--users", &users.to_string(), "--groups", &groups.to_string()])
+                .args(["--devices", &devices.to_string(), "--seed", &seed.to_string()])
+                .args(flags)
+                .stdout(Stdio::null())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = sim.0.try_wait() {
+                let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+                exits.push(format!("port {port}: {status}: {}", said.trim()));
+                break;
+            }
+            if sim_answers(port) {
+                return (sim, port);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "graph-sim on port {port} did not answer HTTP within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("graph-sim exited before it answered: {exits:?}");
+}
+
+/// Whether `GET /_sim/` on `port` gets the simulator's 200.
+fn sim_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"GET /_sim/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// HAProxy from Debian's package: in /usr/sbin, which a non-root user's PATH may not hold.

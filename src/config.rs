@@ -170,6 +170,8 @@ pub struct CardDavSection {
     pub max_connections: usize,
     #[serde(default = "default_http_per_source")]
     pub max_connections_per_source: usize,
+    #[serde(default = "default_lookup_last_digits")]
+    pub lookup_last_digits: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,6 +294,9 @@ fn default_max_connections_per_source() -> usize {
 /// Higher than LDAP's: a branch office's desk phones often reach the server from one NAT address.
 fn default_http_per_source() -> usize {
     256
+}
+fn default_lookup_last_digits() -> usize {
+    crate::carddav::config::DEFAULT_LOOKUP_LAST_DIGITS
 }
 /// Long enough for a load balancer checking every second or two to mark the replica down.
 fn default_drain() -> Duration {

@@ -135,7 +135,7 @@ fn ldap_code_name(code: usize) -> &'static str {
     }
 }
 
-const HTTP_AREAS: usize = 3;
+const HTTP_AREAS: usize = 4;
 
 /// What an HTTP request was for, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,17 +144,25 @@ pub enum HttpArea {
     CardDav,
     /// `/phonebook/` XML directories for desk phones.
     Phonebook,
+    /// `/lookup/` caller-ID and search answers, and `/photo/` pictures.
+    Lookup,
     /// Anything else (unknown paths, health probes of load balancers).
     Other,
 }
 
 impl HttpArea {
-    const ALL: [HttpArea; HTTP_AREAS] = [HttpArea::CardDav, HttpArea::Phonebook, HttpArea::Other];
+    const ALL: [HttpArea; HTTP_AREAS] = [
+        HttpArea::CardDav,
+        HttpArea::Phonebook,
+        HttpArea::Lookup,
+        HttpArea::Other,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             HttpArea::CardDav => "carddav",
             HttpArea::Phonebook => "phonebook",
+            HttpArea::Lookup => "lookup",
             HttpArea::Other => "other",
         }
     }
@@ -163,6 +171,8 @@ impl HttpArea {
     pub fn of_path(path: &str) -> HttpArea {
         if path.starts_with("/phonebook/") || path == "/phonebook" {
             HttpArea::Phonebook
+        } else if path.starts_with("/lookup/") || path.starts_with("/photo/") {
+            HttpArea::Lookup
         } else if path.starts_with("/dav") || path.starts_with("/.well-known/") || path == "/" {
             HttpArea::CardDav
         } else {

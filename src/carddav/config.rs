@@ -79,7 +79,14 @@ pub struct CardDavConfig {
     pub max_connections: usize,
     /// Open connections at most from one address (IPv6: one /64); 0 = no limit.
     pub max_connections_per_source: usize,
+    /// `/lookup/number` falls back to the last this many digits when no number matches whole (and only one
+    /// person has them); 0 = no fallback.
+    pub lookup_last_digits: usize,
 }
+
+/// See [`CardDavConfig::lookup_last_digits`]: eight digits tell apart the numbers of one area code, and a
+/// number delivered without its area code (seven or eight digits in most of Europe) still has them.
+pub const DEFAULT_LOOKUP_LAST_DIGITS: usize = 8;
 
 impl Default for CardDavConfig {
     fn default() -> Self {
@@ -96,6 +103,7 @@ impl Default for CardDavConfig {
             max_body_bytes: 1 << 20,
             max_connections: 4096,
             max_connections_per_source: 256,
+            lookup_last_digits: DEFAULT_LOOKUP_LAST_DIGITS,
         }
     }
 }
@@ -122,6 +130,12 @@ impl CardDavConfig {
         }
         if let (Some(addr), None) = (self.tls_listen, &self.tls) {
             return Err(CardDavError::TlsWithoutCert(addr));
+        }
+        if self.lookup_last_digits != 0 && !(6..=15).contains(&self.lookup_last_digits) {
+            return Err(CardDavError::Config(format!(
+                "carddav.lookup_last_digits = {}: use 0 (no fallback) or 6 to 15 digits",
+                self.lookup_last_digits
+            )));
         }
         let books = self.effective_books();
         for (i, b) in books.iter().enumerate() {
@@ -206,6 +220,7 @@ impl CardDavConfig {
             phonebook_number_format,
             max_connections: c.max_connections.max(1),
             max_connections_per_source: c.max_connections_per_source,
+            lookup_last_digits: c.lookup_last_digits,
             ..CardDavConfig::default()
         };
         out.validate()?;

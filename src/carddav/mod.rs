@@ -9,16 +9,19 @@
 //! Layout: [`config`] (what the operator sets), [`server`] (sockets, TLS, connection lifecycle), [`service`]
 //! (routing and method dispatch), [`auth`] (Basic auth, anonymous networks), [`xml`] (safe request parsing and the
 //! multistatus writer), [`propfind`], [`report`] (multiget, query, sync-collection), [`filter`]
-//! (addressbook-query filters), [`partial`] (address-data with named properties), [`vcard`] (the card writer), [`cache`] (per-snapshot book views and rendered
-//! cards) and [`phonebook`] (Yealink, Snom, Cisco, Grandstream, Fanvil, Gigaset).
+//! (addressbook-query filters), [`partial`] (address-data with named properties), [`vcard`] (the card writer),
+//! [`cache`] (per-snapshot book views and rendered cards), [`phonebook`] (Yealink, Snom, Cisco, Grandstream,
+//! Fanvil, Gigaset), [`lookup`] (caller-ID and search over HTTP) and [`photo`] (photos by URL, scaled).
 
 pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod filter;
+pub(crate) mod lookup;
 pub(crate) mod offload;
 pub mod partial;
 pub mod phonebook;
+pub(crate) mod photo;
 pub mod propfind;
 pub mod report;
 pub mod sample;

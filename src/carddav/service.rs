@@ -12,13 +12,14 @@
 //! - `/dav/` service root; `/dav/principals/<account>/` the caller's principal (`anonymous` without credentials)
 //! - `/dav/books/` the address-book home; `/dav/books/<book>/` a book; `/dav/books/<book>/<id>.vcf` a card
 //! - `/phonebook/<vendor>.xml` and `/phonebook/<book>/<vendor>.xml`: vendor XML directories
+//! - `/lookup/…` and `/photo/<objectGUID>.jpg`: caller-ID and search answers, photos ([`lookup`])
 
 use crate::carddav::auth::{AuthFailure, Authenticator, Principal};
 use crate::carddav::cache::{BookView, Caches, CardData};
 use crate::carddav::config::{BookConfig, CardDavConfig, VCardVersion};
 use crate::carddav::offload::{Offload, OffloadError};
 use crate::carddav::xml::{error_body, esc};
-use crate::carddav::{phonebook, propfind, report};
+use crate::carddav::{lookup, phonebook, photo, propfind, report};
 use crate::directory::{Entry, Published, Snapshot};
 use crate::metrics;
 use arc_swap::ArcSwap;
@@ -140,6 +141,10 @@ pub struct State {
     pub auth: Authenticator,
     pub responses: ResponseCache,
     pub(crate) phonebooks: phonebook::Cache,
+    /// Caller-ID answers of the current snapshot (`/lookup/number`).
+    pub(crate) lookups: lookup::AnswerCache,
+    /// Photos scaled for `/photo/…?size=`.
+    pub(crate) photos: photo::Cache,
     /// The blocking threads answers are computed on.
     pub(crate) offload: Offload,
     /// Added to directory versions in sync tokens, and so in getctag (see [`epoch_at_start`]); raised when a
@@ -190,6 +195,8 @@ impl State {
             auth: Authenticator::default(),
             responses: ResponseCache::default(),
             phonebooks: phonebook::Cache::default(),
+            lookups: lookup::AnswerCache::default(),
+            photos: photo::Cache::default(),
             offload: Offload::for_this_machine(),
             epoch: AtomicU64::new(epoch_at_start()),
             instance: format!("{:08x}", rand::random::<u32>()),
@@ -595,6 +602,26 @@ async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<
             .is_some_and(|ua| ua.contains("Thunderbird")),
     };
 
+    if lookup::owns(&path) {
+        if !matches!(method, Method::GET | Method::HEAD) {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "lookups answer GET");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let request = match lookup::parse(&ctx, &path, req.uri().query()) {
+            Ok(r) => r,
+            Err(answered) => return *answered,
+        };
+        let (base, tags) = (base_url(&req, secure), if_none_match(&req));
+        if lookup::is_quick(&request) {
+            return lookup::answer(&ctx, &request, &base, tags.as_deref());
+        }
+        return offload(state, &ctx, move |ctx| {
+            lookup::answer(ctx, &request, &base, tags.as_deref())
+        })
+        .await;
+    }
     if path == "/phonebook" || path.starts_with("/phonebook/") {
         if !matches!(method, Method::GET | Method::HEAD | Method::POST) {
             return text(StatusCode::METHOD_NOT_ALLOWED, "phone books answer GET and POST");
@@ -792,7 +819,7 @@ fn if_none_match(req: &Request<Incoming>) -> Option<String> {
 }
 
 /// If-None-Match (`tags`): `*` or a list of (possibly weak) tags compared weakly, as RFC 9110 §13.1.2 specifies.
-fn none_match(tags: Option<&str>, etag: &str) -> bool {
+pub(crate) fn none_match(tags: Option<&str>, etag: &str) -> bool {
     let Some(v) = tags else {
         return false;
     };

@@ -20,6 +20,7 @@
 //! from a per-snapshot answer cache; searches and photo scaling run on the blocking threads.
 
 use crate::carddav::cache::BookView;
+use crate::carddav::phonebook::one_line;
 use crate::carddav::photo;
 use crate::carddav::service::{percent_decode, response, Body, Ctx};
 use crate::carddav::vcard::display_name;
@@ -503,15 +504,6 @@ fn number(ctx: &Ctx<'_>, book: usize, n: &str, text: bool, base: &str) -> (Statu
     (StatusCode::OK, JSON_CT, Bytes::from(Value::Object(out).to_string()))
 }
 
-/// Control characters (a newline in a name) become spaces: a dialplan puts the text into a SIP header.
-fn one_line(s: &str) -> String {
-    s.split(|c: char| c.is_control())
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn e164_or_as_typed(phones: &PhoneNormalizer, raw: &str) -> String {
     phones.to_e164(raw).unwrap_or_else(|| one_line(raw))
 }
@@ -619,20 +611,21 @@ fn search(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) -> Resp
         let Some(e) = snap.get(id).filter(|e| view.contains(&e.id)) else {
             continue;
         };
-        let hit = if numeric {
-            crate::directory::phone::PHONE_ATTRS
+        // (matches, whether a name starts with the first word)
+        let (hit, starts) = if numeric {
+            let hit = crate::directory::phone::PHONE_ATTRS
                 .iter()
                 .flat_map(|a| e.strs(a))
                 .map(|raw| phones.key(raw))
-                .any(|k| k.contains(&qd) || (!prefix.is_empty() && k.starts_with(&prefix)))
+                .any(|k| k.contains(&qd) || (!prefix.is_empty() && k.starts_with(&prefix)));
+            (hit, true)
         } else {
             let names = names(e);
-            words.iter().all(|w| word_matches(&names, w))
+            let hit = words.iter().all(|w| word_matches(&names, w));
+            (hit, names.iter().any(|n| n.starts_with(words[0].as_str())))
         };
         if hit {
-            let display = display_name(e);
-            let starts = numeric || names(e).iter().any(|n| n.starts_with(words[0].as_str()));
-            found.push((!starts, snap.collation.key(&display), e));
+            found.push((!starts, snap.collation.key(&display_name(e)), e));
         }
     }
     let total = found.len();

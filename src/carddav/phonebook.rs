@@ -115,7 +115,7 @@ fn format_valid(e164: String, phones: &PhoneNormalizer, fmt: NumberFormat) -> St
 /// One line of text for a phone's display: line breaks, tabs and other control characters become spaces (a
 /// directory field can hold them; a phone list entry cannot show them, and some firmware mishandles the
 /// `&#13;` XML escaping would produce).
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split(|c: char| c.is_control())
         .map(str::trim)
         .filter(|part| !part.is_empty())

@@ -117,6 +117,9 @@ pub struct DirectoryConfig {
     pub computers_container: String,
     #[serde(default = "default_contacts_container")]
     pub contacts_container: String,
+    /// Members of these groups (transitively) are left out of address books, phone books and `/lookup`.
+    #[serde(default)]
+    pub exclude_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +175,12 @@ pub struct CardDavSection {
     pub max_connections_per_source: usize,
     #[serde(default = "default_lookup_last_digits")]
     pub lookup_last_digits: usize,
+    /// Kinds of number in the XML phone books, in dial order: "work", "mobile", "home".
+    #[serde(default = "default_phonebook_numbers")]
+    pub phonebook_numbers: Vec<String>,
+    /// Per vendor: most people in one XML document (larger books are paged); 0 = no cap.
+    #[serde(default)]
+    pub phonebook_max_entries: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -294,6 +303,12 @@ fn default_max_connections_per_source() -> usize {
 /// Higher than LDAP's: a branch office's desk phones often reach the server from one NAT address.
 fn default_http_per_source() -> usize {
     256
+}
+fn default_phonebook_numbers() -> Vec<String> {
+    crate::carddav::config::DEFAULT_NUMBER_ORDER
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .collect()
 }
 fn default_lookup_last_digits() -> usize {
     crate::carddav::config::DEFAULT_LOOKUP_LAST_DIGITS

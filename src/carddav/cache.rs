@@ -8,6 +8,10 @@
 //! Each book view also carries the book's change version ([`BookView::changed`]), the basis of its getctag and
 //! sync token: the newest version of anything the book's content depends on, so that a change elsewhere in the
 //! directory leaves the book's ctag alone while any addition, change or removal of one of its cards raises it.
+//!
+//! Who a book lists besides its group is decided by the directory-wide [`Listing`] rules: disabled accounts and
+//! members of `directory.exclude_groups` (shared mailboxes, service accounts) are left out. Phone books, the
+//! CardDAV listing and `/lookup` all read book views, so one rule hides an entry from all of them.
 
 use crate::carddav::config::{BookConfig, VCardVersion};
 use crate::carddav::vcard::{self, Card};
@@ -143,8 +147,19 @@ impl BookView {
     }
 }
 
-/// (book name, group, include_disabled): everything a book's membership depends on besides the snapshot.
-type BookKey = (String, Option<String>, bool);
+/// Who is listed in every book, besides what the book's own group decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Listing {
+    /// Also list disabled accounts (userAccountControl bit 2); off by default: phones should not offer people
+    /// who left.
+    pub include_disabled: bool,
+    /// Members of these groups (object id, DN or unambiguous name), transitively, are listed in no book
+    /// (`directory.exclude_groups`).
+    pub exclude_groups: Vec<String>,
+}
+
+/// (book name, group, listing rules): everything a book's membership depends on besides the snapshot.
+type BookKey = (String, Option<String>, Listing);
 
 /// Membership moves remembered per book; beyond this the oldest are forgotten (and older tokens refused).
 const MAX_MOVES: usize = 50_000;
@@ -190,6 +205,18 @@ fn next_moves(prev: Option<&BookView>, ids: &HashSet<Arc<str>>, snap: &Snapshot)
 pub struct Caches {
     cards: DashMap<Arc<str>, Arc<CardData>>,
     books: Mutex<HashMap<BookKey, Arc<BookView>>>,
+    /// The excluded entries of the newest snapshot asked for, shared by its books.
+    excluded: Mutex<Option<Arc<Excluded>>>,
+}
+
+/// The entries `directory.exclude_groups` hides in one snapshot version.
+struct Excluded {
+    version: u64,
+    groups: Vec<String>,
+    ids: HashSet<Arc<str>>,
+    /// The newest version of the exclude groups, their nested groups and every entry they list: a change there
+    /// can move someone into or out of every book.
+    changed: u64,
 }
 
 impl Caches {
@@ -240,8 +267,8 @@ impl Caches {
     }
 
     /// The members of `book` in `snap`, computed once per snapshot version.
-    pub fn book(&self, book: &BookConfig, include_disabled: bool, snap: &Snapshot) -> Arc<BookView> {
-        let key = (book.name.clone(), book.group.clone(), include_disabled);
+    pub fn book(&self, book: &BookConfig, listing: &Listing, snap: &Snapshot) -> Arc<BookView> {
+        let key = (book.name.clone(), book.group.clone(), listing.clone());
         {
             let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(v) = books.get(&key).filter(|v| v.version == snap.version) {
@@ -249,7 +276,12 @@ impl Caches {
             }
         }
         let prev = self.books.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-        let (members, changed) = members(book.group.as_deref(), include_disabled, snap);
+        let excluded = self.excluded(&listing.exclude_groups, snap);
+        let (mut members, mut changed) = members(book.group.as_deref(), listing.include_disabled, snap);
+        if let Some(ex) = &excluded {
+            members.retain(|e| !ex.ids.contains(&e.id));
+            changed = changed.max(ex.changed);
+        }
         let mut by_change = members.clone();
         by_change.sort_by(|a, b| (a.usn_changed, &a.id).cmp(&(b.usn_changed, &b.id)));
         let ids: HashSet<Arc<str>> = members.iter().map(|e| e.id.clone()).collect();
@@ -273,6 +305,49 @@ impl Caches {
         view
     }
 
+    /// The entries hidden by `groups` in `snap` (`None` when there are no exclude groups), worked out once per
+    /// snapshot version for all books.
+    fn excluded(&self, groups: &[String], snap: &Snapshot) -> Option<Arc<Excluded>> {
+        if groups.is_empty() {
+            return None;
+        }
+        let mut slot = self.excluded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ex) = slot
+            .as_ref()
+            .filter(|ex| ex.version == snap.version && ex.groups == groups)
+        {
+            return Some(ex.clone());
+        }
+        let mut ids = HashSet::new();
+        let mut changed = 0;
+        for group in groups {
+            let Some(root) = find_group(snap, group) else {
+                // Said once per snapshot, not once per book.
+                tracing::warn!(
+                    group = group.as_str(),
+                    "directory.exclude_groups: group not found in the directory; its members stay listed"
+                );
+                // Its return (re-creation, rename back) must move the books even if nothing else changed.
+                changed = snap.version;
+                continue;
+            };
+            let (members, c) = transitive_members(root, snap);
+            changed = changed.max(c);
+            ids.extend(members.into_keys());
+        }
+        let ex = Arc::new(Excluded {
+            version: snap.version,
+            groups: groups.to_vec(),
+            ids,
+            changed,
+        });
+        // A request still on an older snapshot does not replace the newer set.
+        if slot.as_ref().is_none_or(|old| old.version <= snap.version) {
+            *slot = Some(ex.clone());
+        }
+        Some(ex)
+    }
+
     /// Drop cards of entries that no longer exist, once the cache has clearly outgrown the directory.
     fn prune(&self, snap: &Snapshot) {
         if self.cards.len() > snap.len() + 1024 {
@@ -284,6 +359,7 @@ impl Caches {
     pub fn clear(&self) {
         self.cards.clear();
         self.books.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.excluded.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -338,8 +414,16 @@ fn members(group: Option<&str>, include_disabled: bool, snap: &Snapshot) -> (Vec
         );
         return (Vec::new(), snap.version);
     };
+    let (all, changed) = transitive_members(root, snap);
+    let mut v: Vec<Arc<Entry>> = all.into_values().filter(|m| listed(m, include_disabled)).collect();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    (v, changed)
+}
+
+/// Every non-group entry below `root` (over `member` DNs, nested groups followed once each: cycles are possible
+/// in AD), and the newest version of the groups and of every entry they list.
+fn transitive_members(root: &Arc<Entry>, snap: &Snapshot) -> (HashMap<Arc<str>, Arc<Entry>>, u64) {
     let mut changed = root.usn_changed;
-    // Transitive membership over `member` DNs; nested groups are followed once each (cycles are possible in AD).
     let mut seen_groups: HashSet<Arc<str>> = HashSet::new();
     let mut out: HashMap<Arc<str>, Arc<Entry>> = HashMap::new();
     let mut queue = vec![root.clone()];
@@ -354,14 +438,12 @@ fn members(group: Option<&str>, include_disabled: bool, snap: &Snapshot) -> (Vec
                 if seen_groups.insert(m.id.clone()) {
                     queue.push(m.clone());
                 }
-            } else if listed(m, include_disabled) {
+            } else {
                 out.insert(m.id.clone(), m.clone());
             }
         }
     }
-    let mut v: Vec<Arc<Entry>> = out.into_values().collect();
-    v.sort_by(|a, b| a.id.cmp(&b.id));
-    (v, changed)
+    (out, changed)
 }
 
 #[cfg(test)]
@@ -409,7 +491,9 @@ mod tests {
             display_name: "B".into(),
             group: group.map(str::to_string),
         };
-        let changed = |snap: &Snapshot, group: Option<&str>| Caches::default().book(&book(group), false, snap).changed;
+        let changed = |snap: &Snapshot, group: Option<&str>| {
+            Caches::default().book(&book(group), &Listing::default(), snap).changed
+        };
         assert_eq!(changed(&v5, None), 5);
         assert_eq!(changed(&v5, Some("g1")), 4, "members and groups, not the outsider");
 
@@ -432,7 +516,7 @@ mod tests {
         let mut outer8 = group("g1", "Outer", &[&a, &b]);
         outer8.usn_changed = 8;
         v8.upsert(Arc::new(outer8));
-        let view = Caches::default().book(&book(Some("g1")), false, &v8);
+        let view = Caches::default().book(&book(Some("g1")), &Listing::default(), &v8);
         assert_eq!((view.changed, view.members.len()), (8, 1));
 
         // Anna is deleted (the directory also drops her from the group): the all-users book remembers the
@@ -468,7 +552,7 @@ mod tests {
             group: Some("g1".into()),
         };
         let caches = Caches::default();
-        assert_eq!(caches.book(&book, false, &v5).members.len(), 1);
+        assert_eq!(caches.book(&book, &Listing::default(), &v5).members.len(), 1);
         let card_before = caches.card(v5.entry("c").unwrap(), &v5);
         let mut v6 = v5.next();
         let mut outer6 = group("g1", "Outer", &[&a, &inner]);
@@ -479,7 +563,7 @@ mod tests {
             6,
             &[("cn", "Cleo"), ("manager", "CN=New Boss,DC=x")],
         )));
-        let view = caches.book(&book, false, &v6);
+        let view = caches.book(&book, &Listing::default(), &v6);
         let moved: Vec<&str> = view.moved_after(5).unwrap().map(|id| id.as_ref()).collect();
         assert_eq!(moved, ["c"]);
         let card_after = caches.card(v6.entry("c").unwrap(), &v6);
@@ -507,16 +591,23 @@ mod tests {
             display_name: "All".into(),
             group: None,
         };
-        let view = caches.book(&all, false, &snap);
+        let view = caches.book(&all, &Listing::default(), &snap);
         let ids: Vec<&str> = view.members.iter().map(|e| e.id.as_ref()).collect();
         assert_eq!(ids, ["a", "c"]);
-        assert!(Arc::ptr_eq(&view, &caches.book(&all, false, &snap)));
+        assert!(Arc::ptr_eq(&view, &caches.book(&all, &Listing::default(), &snap)));
         let after: Vec<&str> = view.changed_after(2, None).iter().map(|e| e.id.as_ref()).collect();
         assert_eq!(after, ["c"]);
         assert_eq!(view.changed_after(2, Some("a")).len(), 1);
         assert_eq!(view.changed_after(0, None).len(), 2);
         assert!(view.changed_after(4, Some("c")).is_empty());
-        let with_disabled = caches.book(&all, true, &snap);
+        let with_disabled = caches.book(
+            &all,
+            &Listing {
+                include_disabled: true,
+                ..Listing::default()
+            },
+            &snap,
+        );
         assert_eq!(with_disabled.members.len(), 3);
         let by_dn = BookConfig {
             name: "o".into(),
@@ -524,7 +615,7 @@ mod tests {
             group: Some(outer.dn.to_string()),
         };
         let ids: Vec<String> = caches
-            .book(&by_dn, false, &snap)
+            .book(&by_dn, &Listing::default(), &snap)
             .members
             .iter()
             .map(|e| e.id.to_string())
@@ -535,19 +626,19 @@ mod tests {
             display_name: "I".into(),
             group: Some("g2".into()),
         };
-        assert_eq!(caches.book(&by_id, false, &snap).members.len(), 1);
+        assert_eq!(caches.book(&by_id, &Listing::default(), &snap).members.len(), 1);
         let by_name = BookConfig {
             name: "n".into(),
             display_name: "N".into(),
             group: Some("inner".into()),
         };
-        assert_eq!(caches.book(&by_name, false, &snap).members.len(), 1);
+        assert_eq!(caches.book(&by_name, &Listing::default(), &snap).members.len(), 1);
         let missing = BookConfig {
             name: "m".into(),
             display_name: "M".into(),
             group: Some("nope".into()),
         };
-        assert!(caches.book(&missing, false, &snap).members.is_empty());
+        assert!(caches.book(&missing, &Listing::default(), &snap).members.is_empty());
 
         let entry = snap.entry("a").unwrap();
         let c1 = caches.card(entry, &snap);
@@ -575,5 +666,61 @@ mod tests {
         let elsewhere = Arc::new(person("a", 42, &[("cn", "Anna Alt")]));
         assert_eq!(Caches::default().card(&elsewhere, &snap).etag(), c4.etag());
         assert_eq!(c4.etag().len(), 18, "{}", c4.etag());
+    }
+
+    /// `directory.exclude_groups`: members of the group, also through a nested group, are in no book; a change
+    /// of the exclude group moves every book and is recorded as a move for sync-collection.
+    #[test]
+    fn exclude_groups_hide_members_from_every_book() {
+        let a = person("a", 2, &[("cn", "Anna")]);
+        let shared = person("s", 3, &[("cn", "Shared Mailbox")]);
+        let svc = person("v", 4, &[("cn", "Service Account")]);
+        let nested = group("g3", "Services", &[&svc]);
+        let hidden = group("g2", "Hidden", &[&shared, &nested]);
+        let sales = group("g1", "Sales", &[&a, &shared]);
+        let v5 = Snapshot::from_entries(
+            Naming::new("DC=contoso,DC=example").unwrap(),
+            phones(),
+            5,
+            vec![a.clone(), shared.clone(), svc.clone(), nested, hidden, sales],
+        );
+        let book = |group: Option<&str>| BookConfig {
+            name: group.unwrap_or("all").into(),
+            display_name: "B".into(),
+            group: group.map(str::to_string),
+        };
+        let listing = Listing {
+            include_disabled: false,
+            exclude_groups: vec!["Hidden".into()],
+        };
+        let caches = Caches::default();
+        let ids = |v: &BookView| v.members.iter().map(|e| e.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&caches.book(&book(None), &listing, &v5)), ["a"]);
+        assert_eq!(ids(&caches.book(&book(Some("g1")), &listing, &v5)), ["a"]);
+        assert_eq!(
+            ids(&caches.book(&book(None), &Listing::default(), &v5)),
+            ["a", "s", "v"],
+            "without the rule"
+        );
+        // An exclude group that does not exist hides nobody.
+        let typo = Listing {
+            exclude_groups: vec!["Hiden".into()],
+            ..Listing::default()
+        };
+        assert_eq!(ids(&Caches::default().book(&book(None), &typo, &v5)).len(), 3);
+
+        // The shared mailbox leaves the exclude group: back in both books, as a move, at the group's version.
+        let mut v6 = v5.next();
+        let nested6 = group("g3", "Services", &[&svc]);
+        let mut hidden6 = group("g2", "Hidden", &[&nested6]);
+        hidden6.usn_changed = 6;
+        v6.upsert(Arc::new(hidden6));
+        for b in [book(None), book(Some("g1"))] {
+            let view = caches.book(&b, &listing, &v6);
+            assert_eq!(ids(&view), ["a", "s"], "{}", b.name);
+            assert_eq!(view.changed, 6, "{}", b.name);
+            let moved: Vec<&str> = view.moved_after(5).unwrap().map(|id| id.as_ref()).collect();
+            assert_eq!(moved, ["s"], "{}", b.name);
+        }
     }
 }

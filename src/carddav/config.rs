@@ -3,6 +3,8 @@
 //! [`crate::carddav::serve_reloadable`].
 
 use crate::carddav::auth::{Account, Cidr};
+use crate::carddav::cache::Listing;
+use crate::carddav::phonebook::{Kind, VENDORS};
 use crate::carddav::CardDavError;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,8 +73,14 @@ pub struct CardDavConfig {
     /// Clients from these networks may read without credentials.
     pub anonymous_networks: Vec<Cidr>,
     pub phonebook_number_format: NumberFormat,
-    /// Also publish disabled accounts (userAccountControl bit 2); off by default.
-    pub include_disabled: bool,
+    /// The kinds of number the XML phone books list, in this order (the first is what a phone dials when a
+    /// contact is picked); a kind left out is not listed.
+    pub phonebook_numbers: Vec<Kind>,
+    /// Most people in one vendor XML document, per vendor (the phone's limit); a larger book is served in pages
+    /// (`?page=2`, …). Vendors not listed have no cap. Cisco's 32 rows per page are fixed by the phone.
+    pub phonebook_max_entries: Vec<(String, usize)>,
+    /// Who books (and so phone books and `/lookup`) list: disabled accounts, `directory.exclude_groups`.
+    pub listing: Listing,
     /// Largest accepted request body; larger ones get 413.
     pub max_body_bytes: usize,
     /// Open connections at most, HTTP and HTTPS together (fixed at start).
@@ -83,6 +91,14 @@ pub struct CardDavConfig {
     /// person has them); 0 = no fallback.
     pub lookup_last_digits: usize,
 }
+
+/// Work numbers first, as phones dial the first number of a contact.
+pub const DEFAULT_NUMBER_ORDER: &[Kind] = &[Kind::Work, Kind::Mobile, Kind::Home];
+
+/// Snom phones copy a `tbook` document into their local directory, which holds a fixed number of contacts per
+/// model and drops the rest. 2,000 is a conservative guess for current models, not a figure Snom publishes for
+/// all of them: admins set their model's own (see the README).
+pub const DEFAULT_MAX_ENTRIES: &[(&str, usize)] = &[("snom", 2000)];
 
 /// See [`CardDavConfig::lookup_last_digits`]: eight digits tell apart the numbers of one area code, and a
 /// number delivered without its area code (seven or eight digits in most of Europe) still has them.
@@ -99,7 +115,9 @@ impl Default for CardDavConfig {
             accounts: Vec::new(),
             anonymous_networks: Vec::new(),
             phonebook_number_format: NumberFormat::E164,
-            include_disabled: false,
+            phonebook_numbers: DEFAULT_NUMBER_ORDER.to_vec(),
+            phonebook_max_entries: DEFAULT_MAX_ENTRIES.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
+            listing: Listing::default(),
             max_body_bytes: 1 << 20,
             max_connections: 4096,
             max_connections_per_source: 256,
@@ -123,6 +141,14 @@ impl CardDavConfig {
         out
     }
 
+    /// The most people one `vendor` document holds; 0 = no cap.
+    pub fn max_entries(&self, vendor: &str) -> usize {
+        self.phonebook_max_entries
+            .iter()
+            .find(|(v, _)| v == vendor)
+            .map_or(0, |(_, n)| *n)
+    }
+
     /// Reject what would make URLs ambiguous or unusable.
     pub fn validate(&self) -> Result<(), CardDavError> {
         if self.listen.is_none() && self.tls_listen.is_none() {
@@ -136,6 +162,34 @@ impl CardDavConfig {
                 "carddav.lookup_last_digits = {}: use 0 (no fallback) or 6 to 15 digits",
                 self.lookup_last_digits
             )));
+        }
+        if self.phonebook_numbers.is_empty() {
+            return Err(CardDavError::Config(
+                "carddav.phonebook_numbers is empty: list at least one of \"work\", \"mobile\", \"home\"".into(),
+            ));
+        }
+        for (i, k) in self.phonebook_numbers.iter().enumerate() {
+            if self.phonebook_numbers[..i].contains(k) {
+                return Err(CardDavError::Config(format!(
+                    "carddav.phonebook_numbers lists {:?} twice",
+                    k.as_str()
+                )));
+            }
+        }
+        for (vendor, _) in &self.phonebook_max_entries {
+            if vendor == "cisco" {
+                return Err(CardDavError::Config(
+                    "carddav.phonebook_max_entries: cisco pages hold 32 entries (the phone's limit) and cannot be \
+                     changed; leave cisco out"
+                        .into(),
+                ));
+            }
+            if !VENDORS.contains(&vendor.as_str()) {
+                return Err(CardDavError::Config(format!(
+                    "carddav.phonebook_max_entries: unknown phone book format {vendor:?}; known: {}",
+                    VENDORS.join(", ")
+                )));
+            }
         }
         let books = self.effective_books();
         for (i, b) in books.iter().enumerate() {
@@ -161,9 +215,9 @@ impl CardDavConfig {
 
 impl CardDavConfig {
     /// Build from the file config: `[carddav]`, its TLS files (or the shared `[tls]`), and `[[accounts]]`.
-    /// `Ok(None)` when there is no `[carddav]` section. `include_disabled` follows `[entra] include_disabled` only
-    /// in the sense that disabled accounts that were synced are still hidden from books (phones should not
-    /// offer people who left).
+    /// `Ok(None)` when there is no `[carddav]` section. Disabled accounts are hidden from books even when
+    /// `[entra] include_disabled` publishes them over LDAP (phones should not offer people who left); members of
+    /// `[directory] exclude_groups` are hidden too.
     pub fn from_config(cfg: &crate::config::Config) -> Result<Option<CardDavConfig>, CardDavError> {
         let Some(c) = &cfg.carddav else { return Ok(None) };
         let paths = match (&c.tls_cert, &c.tls_key, &cfg.tls) {
@@ -200,6 +254,27 @@ impl CardDavConfig {
                 )))
             }
         };
+        let phonebook_numbers = c
+            .phonebook_numbers
+            .iter()
+            .map(|k| {
+                Kind::parse(k).ok_or_else(|| {
+                    CardDavError::Config(format!(
+                        "carddav.phonebook_numbers: unknown kind {k:?}; use \"work\", \"mobile\" and \"home\""
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The configured caps replace the defaults vendor by vendor; 0 lifts a default cap.
+        let mut phonebook_max_entries = CardDavConfig::default().phonebook_max_entries;
+        for (vendor, n) in &c.phonebook_max_entries {
+            phonebook_max_entries.retain(|(v, _)| v != vendor);
+            phonebook_max_entries.push((vendor.clone(), *n));
+        }
+        let listing = Listing {
+            include_disabled: false,
+            exclude_groups: cfg.directory.exclude_groups.clone(),
+        };
         let books = c
             .books
             .iter()
@@ -221,6 +296,9 @@ impl CardDavConfig {
             max_connections: c.max_connections.max(1),
             max_connections_per_source: c.max_connections_per_source,
             lookup_last_digits: c.lookup_last_digits,
+            phonebook_numbers,
+            phonebook_max_entries,
+            listing,
             ..CardDavConfig::default()
         };
         out.validate()?;

@@ -27,18 +27,46 @@ use crate::directory::Entry;
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 
 const XML_CT: &str = "text/xml; charset=utf-8";
 const CISCO_PAGE: usize = 32;
-const VENDORS: &[&str] = &["yealink", "snom", "cisco", "grandstream", "fanvil", "gigaset"];
+pub(crate) const VENDORS: &[&str] = &["yealink", "snom", "cisco", "grandstream", "fanvil", "gigaset"];
 
+/// What a number is, as phone books label it (and as `carddav.phonebook_numbers` orders them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Work,
     Mobile,
     Home,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Work => "work",
+            Kind::Mobile => "mobile",
+            Kind::Home => "home",
+        }
+    }
+
+    /// `"work"`, `"mobile"`, `"home"` (any case).
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Work, Kind::Mobile, Kind::Home]
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// The kind of a directory phone attribute, `None` for those phone books never list (pager, fax).
+    fn of_attr(attr: &str) -> Option<Kind> {
+        NUMBER_ATTRS
+            .iter()
+            .chain(&[("otherHomePhone", Kind::Home), ("otherIpPhone", Kind::Work)])
+            .find(|(a, _)| a.eq_ignore_ascii_case(attr))
+            .map(|(_, k)| *k)
+    }
 }
 
 /// One person as phone books show them.
@@ -123,11 +151,16 @@ pub(crate) fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-fn person(e: &Entry, phones: &PhoneNormalizer, fmt: NumberFormat) -> Person {
+/// A person with the numbers of the kinds in `order`, in that order; a number listed twice (the same work and
+/// mobile number, or two spellings of one) is listed once, under its first kind.
+fn person(e: &Entry, phones: &PhoneNormalizer, fmt: NumberFormat, order: &[Kind]) -> Person {
     let s = |a: &str| one_line(e.first_str(a).unwrap_or_default());
     let mut numbers: Vec<(Kind, String)> = Vec::new();
     let mut keys: Vec<String> = Vec::new();
-    for (attr, kind) in NUMBER_ATTRS {
+    let attrs = order
+        .iter()
+        .flat_map(|want| NUMBER_ATTRS.iter().filter(move |(_, k)| k == want));
+    for (attr, kind) in attrs {
         // A desk phone can only dial digits: free text in a number field ("ask reception") is left out.
         for raw in e
             .strs(attr)
@@ -291,13 +324,14 @@ fn key(ctx: &Ctx<'_>, book: usize) -> Key {
 fn prepare(ctx: &Ctx<'_>, book: usize) -> Prepared {
     let view = ctx.book_view(book);
     let (phones, fmt) = (&ctx.snap.phones, ctx.cfg.phonebook_number_format);
+    let order = &ctx.cfg.phonebook_numbers;
     let mut people: Vec<(Person, Keys)> = view
         .members
         .iter()
         .filter_map(|e| {
-            let person = person(e, phones, fmt);
+            let person = person(e, phones, fmt, order);
             (!person.numbers.is_empty()).then(|| {
-                let keys = Keys::of(&person, e, phones);
+                let keys = Keys::of(&person, e, phones, order);
                 (person, keys)
             })
         })
@@ -322,18 +356,20 @@ pub(crate) struct Prepared {
     rendered: [OnceLock<Rendered>; Variant::COUNT],
 }
 
-/// What `?q=` compares for one person: names in lower case, and every number (fax too) as a digit key.
+/// What `?q=` compares for one person: names in lower case, and every number (fax too) as a digit key, except
+/// those of a kind the phone books do not list (a home number left out must not be found either).
 struct Keys {
     names: [String; 3],
     numbers: Vec<String>,
 }
 
 impl Keys {
-    fn of(p: &Person, e: &Entry, phones: &PhoneNormalizer) -> Keys {
+    fn of(p: &Person, e: &Entry, phones: &PhoneNormalizer, order: &[Kind]) -> Keys {
         Keys {
             names: [&p.name, &p.first, &p.last].map(|s| s.to_lowercase()),
             numbers: crate::directory::phone::PHONE_ATTRS
                 .iter()
+                .filter(|a| Kind::of_attr(a).is_none_or(|k| order.contains(&k)))
                 .flat_map(|a| e.strs(a))
                 .map(|raw| phones.key(raw))
                 .collect(),
@@ -368,6 +404,18 @@ enum Variant {
 
 impl Variant {
     const COUNT: usize = 7;
+
+    /// The name in URLs and in `carddav.phonebook_max_entries`.
+    fn vendor(self) -> &'static str {
+        match self {
+            Variant::Yealink => "yealink",
+            Variant::Snom | Variant::SnomNoPhotos => "snom",
+            Variant::Cisco => "cisco",
+            Variant::Grandstream => "grandstream",
+            Variant::Fanvil => "fanvil",
+            Variant::Gigaset => "gigaset",
+        }
+    }
 }
 
 /// One format's rendering of a whole book.
@@ -484,8 +532,28 @@ fn slice(ctx: &Ctx<'_>, r: &BookRequest, prepared: &Prepared, rendered: &Rendere
         let title = &ctx.books[r.book].display_name;
         return xml(cisco_page(rendered, &rows, title, &r.params, &r.book_url));
     }
-    let Some(people) = wanted else {
+    // A phone with a limit gets the book in pages of that many people (`?page=`, from 1); without `?page` the
+    // first. A page past the end is an empty list: the book shrank since the phone was set up.
+    let cap = ctx.cfg.max_entries(r.variant.vendor());
+    let total = wanted.as_ref().map_or(prepared.people.len(), Vec::len);
+    if cap > 0 && total > cap && wanted.is_none() {
+        ctx.state
+            .phonebooks
+            .warn_capped(&ctx.books[r.book].name, r.variant.vendor(), total, cap);
+    }
+    let paged = cap > 0 && (total > cap || r.params.page > 1);
+    let range = if paged {
+        let start = (r.params.page - 1).saturating_mul(cap).min(total);
+        start..(start + cap).min(total)
+    } else {
+        0..total
+    };
+    if wanted.is_none() && range == (0..prepared.people.len()) {
         return xml(rendered.doc.clone());
+    }
+    let people: Vec<usize> = match wanted {
+        Some(w) => w[range].to_vec(),
+        None => range.collect(),
     };
     let mut o = Vec::with_capacity(rendered.header().len() + rendered.footer().len() + people.len() * 128);
     o.extend_from_slice(rendered.header());
@@ -502,9 +570,11 @@ fn slice(ctx: &Ctx<'_>, r: &BookRequest, prepared: &Prepared, rendered: &Rendere
 #[derive(Default)]
 pub(crate) struct Cache {
     slots: Mutex<Vec<(Key, Arc<OnceLock<Prepared>>)>>,
+    /// (book, vendor, pages) already reported as over the vendor's cap: said when it changes, not per request.
+    capped: Mutex<HashSet<(String, &'static str, usize)>>,
 }
 
-/// What a prepared book depends on: the configuration (books, number format, `include_disabled`), the book,
+/// What a prepared book depends on: the configuration (books, number format and order, who is listed), the book,
 /// the snapshot and its collation (a reload that changes only the order keeps the version). The configuration
 /// and collation are held, so their addresses cannot be reused by others while cached.
 struct Key {
@@ -589,6 +659,27 @@ impl Cache {
     pub(crate) fn clear(&self) {
         let dropped = std::mem::take(&mut *self.lock());
         drop(dropped);
+        self.capped.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Tell the admin, once per book, vendor and page count, that phones of this vendor get the book in pages.
+    fn warn_capped(&self, book: &str, vendor: &'static str, people: usize, cap: usize) {
+        let pages = people.div_ceil(cap);
+        let mut seen = self.capped.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 256 {
+            seen.clear();
+        }
+        if seen.insert((book.to_string(), vendor, pages)) {
+            tracing::warn!(
+                book,
+                vendor,
+                people,
+                cap,
+                pages,
+                "phone book is larger than this vendor's phones hold: served in pages of {cap} (…/{vendor}.xml is \
+                 page 1, add ?page=2 … as further directory URLs), or use a smaller group book or a search"
+            );
+        }
     }
 }
 
@@ -747,14 +838,19 @@ fn grandstream_entry(o: &mut String, p: &Person) {
 
 fn fanvil_entry(o: &mut String, p: &Person) {
     let _ = write!(o, "<DirectoryEntry><Name>{}</Name>", esc(&p.name.replace('&', "+")));
-    for (tag, kind) in [
-        ("Telephone", Kind::Work),
-        ("Mobile", Kind::Mobile),
-        ("Other", Kind::Home),
-    ] {
-        if let Some((_, n)) = p.numbers.iter().find(|(k, _)| *k == kind) {
-            let _ = write!(o, "<{tag}>{}</{tag}>", esc(n));
+    // One field per kind, in the configured order (the first number of each kind).
+    let mut done: Vec<Kind> = Vec::with_capacity(3);
+    for (kind, n) in &p.numbers {
+        if done.contains(kind) {
+            continue;
         }
+        done.push(*kind);
+        let tag = match kind {
+            Kind::Work => "Telephone",
+            Kind::Mobile => "Mobile",
+            Kind::Home => "Other",
+        };
+        let _ = write!(o, "<{tag}>{}</{tag}>", esc(n));
     }
     o.push_str("</DirectoryEntry>\n");
 }
@@ -869,7 +965,7 @@ mod reference {
             .members
             .iter()
             .filter_map(|e| {
-                let person = person(e, phones, fmt);
+                let person = person(e, phones, fmt, &ctx.cfg.phonebook_numbers);
                 let keep = !person.numbers.is_empty() && p.q.as_deref().is_none_or(|q| matches(&person, e, q, phones));
                 keep.then_some(person)
             })
@@ -1072,6 +1168,8 @@ mod tests {
                     display_name: "Sales & Co <all of them, with a long title>".into(),
                     group: Some("Sales & Co".into()),
                 }],
+                // The reference pages only Cisco; caps have their own test.
+                phonebook_max_entries: Vec::new(),
                 ..Default::default()
             };
             let state = State::new(
@@ -1164,5 +1262,148 @@ mod tests {
         assert_eq!(state.phonebooks.lock().len(), 1, "the book of snapshot 3 was dropped");
         state.phonebooks.evict_older(5);
         assert!(state.phonebooks.lock().is_empty());
+    }
+
+    fn numbers_of(doc: &[u8], name: &str) -> Vec<String> {
+        let root = parse(doc).unwrap();
+        let entry = root
+            .children_named("", "DirectoryEntry")
+            .find(|e| e.child("", "Name").is_some_and(|n| n.text == name))
+            .unwrap_or_else(|| panic!("{name} is listed"));
+        entry.children_named("", "Telephone").map(|t| t.text.clone()).collect()
+    }
+
+    /// The configured order is the order in the document (a phone dials the first), kinds left out are neither
+    /// listed nor found by `?q=`, and a number held twice is listed once.
+    #[test]
+    fn numbers_follow_the_configured_order_and_kinds() {
+        let mut entries = directory();
+        let mut same = sample::person(1003, 3);
+        same.attrs
+            .retain(|a| !matches!(a.name.as_ref(), "displayName" | "cn" | "mobile"));
+        same.attrs.push(attr("displayName", "Same Number"));
+        same.attrs.push(attr("mobile", "+49 30 1001003"));
+        entries.push(same);
+        let mut three = sample::person(1004, 3);
+        three.attrs.retain(|a| !matches!(a.name.as_ref(), "displayName" | "cn"));
+        three.attrs.push(attr("displayName", "Three Numbers"));
+        three.attrs.push(attr("mobile", "0171 2001004"));
+        three.attrs.push(attr("homePhone", "0221 998866"));
+        entries.push(three);
+        let serve = |order: Vec<Kind>, path: &str, q: Option<&str>| {
+            let cfg = CardDavConfig {
+                phonebook_numbers: order,
+                ..Default::default()
+            };
+            let state = State::new(
+                Arc::new(arc_swap::ArcSwap::from_pointee(cfg)),
+                Published::new(sample::snapshot(3, entries.clone())),
+            );
+            let ctx = Ctx::for_test(&state, false);
+            body(served(&ctx, path, q))
+        };
+        let default = serve(
+            crate::carddav::config::DEFAULT_NUMBER_ORDER.to_vec(),
+            "/phonebook/yealink.xml",
+            None,
+        );
+        assert_eq!(
+            numbers_of(&default, "Three Numbers"),
+            ["+49301001004", "+491712001004", "+49221998866"]
+        );
+        let mobile_first = serve(vec![Kind::Mobile, Kind::Work], "/phonebook/yealink.xml", None);
+        assert_eq!(
+            numbers_of(&mobile_first, "Three Numbers"),
+            ["+491712001004", "+49301001004"]
+        );
+        // Work and mobile the same number: once, as work.
+        assert_eq!(numbers_of(&default, "Same Number"), ["+49301001003"]);
+        // Home numbers hidden: not listed, and not found by a search for them either.
+        let found = serve(
+            vec![Kind::Work, Kind::Mobile],
+            "/phonebook/yealink.xml",
+            Some("q=0221998866"),
+        );
+        assert!(
+            !String::from_utf8_lossy(&found).contains("Three"),
+            "{}",
+            String::from_utf8_lossy(&found)
+        );
+        let found = serve(
+            crate::carddav::config::DEFAULT_NUMBER_ORDER.to_vec(),
+            "/phonebook/yealink.xml",
+            Some("q=0221998866"),
+        );
+        assert!(String::from_utf8_lossy(&found).contains("Three Numbers"));
+        // Only mobiles: people without one drop out of the book.
+        let mobiles = serve(vec![Kind::Mobile], "/phonebook/yealink.xml", None);
+        assert_eq!(numbers_of(&mobiles, "Three Numbers"), ["+491712001004"]);
+        let count = |doc: &[u8]| parse(doc).unwrap().children_named("", "DirectoryEntry").count();
+        assert!(
+            count(&mobiles) < count(&default),
+            "people without a mobile are left out"
+        );
+        let root = parse(&mobiles).unwrap();
+        for t in root
+            .children_named("", "DirectoryEntry")
+            .flat_map(|e| e.children_named("", "Telephone"))
+        {
+            // Same Number's mobile field holds a Berlin number.
+            assert!(
+                t.text.starts_with("+49171") || t.text == "+49301001003",
+                "only mobiles: {}",
+                t.text
+            );
+        }
+    }
+
+    /// A vendor with a cap gets the book in pages of that many people, in book order, nobody lost or twice;
+    /// a page past the end is an empty book, and a search is paged the same way.
+    #[test]
+    fn capped_vendors_get_the_book_in_pages() {
+        let cfg = CardDavConfig {
+            phonebook_max_entries: vec![("snom".into(), 40), ("yealink".into(), 0)],
+            ..Default::default()
+        };
+        let state = State::new(
+            Arc::new(arc_swap::ArcSwap::from_pointee(cfg)),
+            Published::new(sample::snapshot(3, directory())),
+        );
+        let ctx = Ctx::for_test(&state, false);
+        let names = |doc: &[u8]| -> Vec<String> {
+            let root = parse(doc).unwrap();
+            root.children_named("", "contact")
+                .map(|c| {
+                    let f = &c.child("", "first_name").unwrap().text;
+                    let l = &c.child("", "last_name").unwrap().text;
+                    format!("{f} {l}")
+                })
+                .collect()
+        };
+        let whole = body(served(&ctx, "/phonebook/yealink.xml", None));
+        let everyone = parse(&whole).unwrap().children_named("", "DirectoryEntry").count();
+        assert!(everyone > 100, "yealink has no cap: {everyone}");
+        let mut paged = Vec::new();
+        let mut page = 1;
+        loop {
+            let q = format!("page={page}");
+            let doc = body(served(&ctx, "/phonebook/snom.xml", Some(&q)));
+            let got = names(&doc);
+            assert!(got.len() <= 40, "page {page} holds {}", got.len());
+            if got.is_empty() {
+                break;
+            }
+            paged.extend(got);
+            page += 1;
+        }
+        assert_eq!(paged.len(), everyone, "every person on exactly one page");
+        assert_eq!(page - 1, everyone.div_ceil(40));
+        let first = body(served(&ctx, "/phonebook/snom.xml", None));
+        assert_eq!(names(&first), paged[..40], "no ?page is page 1");
+        // A search is paged too.
+        let hits = names(&body(served(&ctx, "/phonebook/snom.xml", Some("q=a"))));
+        assert_eq!(hits.len(), 40);
+        let second = names(&body(served(&ctx, "/phonebook/snom.xml", Some("q=a&page=2"))));
+        assert!(second.iter().all(|n| !hits.contains(n)));
     }
 }

@@ -181,9 +181,7 @@ pub fn epoch_at_start() -> u64 {
 
 /// Whether two configurations can give a book different content (and so must not share ctags).
 fn same_content(a: &CardDavConfig, b: &CardDavConfig) -> bool {
-    a.effective_books() == b.effective_books()
-        && a.include_disabled == b.include_disabled
-        && a.vcard_version == b.vcard_version
+    a.effective_books() == b.effective_books() && a.listing == b.listing && a.vcard_version == b.vcard_version
 }
 
 impl State {
@@ -212,7 +210,7 @@ impl State {
         self.responses.evict_older(snap.version);
         self.phonebooks.evict_older(snap.version);
         for book in cfg.effective_books() {
-            let view = self.caches.book(&book, cfg.include_disabled, &snap);
+            let view = self.caches.book(&book, &cfg.listing, &snap);
             for e in &view.members {
                 let _ = self.caches.card(e, &snap).xml_text(cfg.vcard_version);
             }
@@ -283,9 +281,7 @@ pub enum Resource {
 
 impl Ctx<'_> {
     pub fn book_view(&self, i: usize) -> Arc<BookView> {
-        self.state
-            .caches
-            .book(&self.books[i], self.cfg.include_disabled, &self.snap)
+        self.state.caches.book(&self.books[i], &self.cfg.listing, &self.snap)
     }
 
     pub fn card(&self, e: &Arc<Entry>) -> Arc<CardData> {

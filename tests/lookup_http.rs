@@ -323,6 +323,7 @@ fn caller_id_search_and_photos_over_http() {
         (mobile["objectGUID"].as_str(), mobile["matchedType"].as_str()),
         (Some(ANNA), Some("mobile"))
     );
+    three_cx_template(&server);
     // What Asterisk's CURL() puts into CALLERID(name): the name and nothing else; nothing at all for a stranger.
     let text = server.number("030 5550100", &["-d", "format=text"]);
     assert_eq!((text.status, text.text().as_str()), (200, "Anna Lookup"));
@@ -496,4 +497,80 @@ fn caller_id_search_and_photos_over_http() {
     });
     assert_eq!(server.number("030 5550111", &[]).json()["objectGUID"], ANNA);
     assert_eq!(server.number("030 5550100", &[]).status, 404, "the old number is gone");
+}
+
+/// `deploy/3cx/entradir.xml` as 3CX reads it: its parameters filled in, its request URL with the caller's number
+/// as 3CX puts it in (`AsIs`: unencoded, `+` included), its Basic credentials; the answer must satisfy its rule
+/// and hold every path its variables read, and the photo and contact links it outputs must open.
+fn three_cx_template(server: &Server) {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/3cx/entradir.xml");
+    let text = std::fs::read_to_string(file).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let tag = |name: &str| {
+        doc.descendants()
+            .find(|n| n.has_tag_name(name))
+            .unwrap_or_else(|| panic!("{file} has <{name}>"))
+    };
+    let params = [
+        ("[ServerUrl]", server.url("")),
+        ("[User]", "pbx".to_string()),
+        ("[Password]", PASSWORD.to_string()),
+        ("[Number]", "+49305550100".to_string()),
+    ];
+    let fill = |s: &str| params.iter().fold(s.to_string(), |s, (k, v)| s.replace(k, v));
+    for (k, _) in &params[..3] {
+        let name = &k[1..k.len() - 1];
+        assert!(
+            doc.descendants()
+                .any(|n| n.has_tag_name("Parameter") && n.attribute("Name") == Some(name)),
+            "{file} declares {name}"
+        );
+    }
+    let request = tag("Request");
+    assert_eq!(request.attribute("RequestType"), Some("Get"));
+    let url = fill(request.attribute("Url").unwrap());
+    let auth = fill(
+        tag("Authentication")
+            .children()
+            .find(|n| n.has_tag_name("Value"))
+            .unwrap()
+            .text()
+            .unwrap(),
+    );
+    let answer = curl(&["-u", &auth, &url]);
+    assert_eq!(answer.status, 200, "{url}: {}", answer.text());
+    let v = answer.json();
+    let rule = tag("Rule").text().unwrap();
+    assert!(v[rule].is_string(), "the rule field {rule} in {v}");
+    let mut vars = Vec::new();
+    for var in doc.descendants().filter(|n| n.has_tag_name("Variable")) {
+        let path = var.attribute("Path").unwrap();
+        let value = v[path].as_str().unwrap_or_else(|| panic!("{path} is a string in {v}"));
+        vars.push((format!("[{}]", var.attribute("Name").unwrap()), value.to_string()));
+    }
+    let output = |ty: &str| {
+        let o = doc
+            .descendants()
+            .find(|n| n.has_tag_name("Output") && n.attribute("Type") == Some(ty))
+            .unwrap_or_else(|| panic!("{file} outputs {ty}"));
+        let with_vars = vars
+            .iter()
+            .fold(o.attribute("Value").unwrap().to_string(), |s, (k, val)| {
+                s.replace(k, val)
+            });
+        fill(&with_vars)
+    };
+    assert_eq!(output("FirstName"), "Anna");
+    assert_eq!(output("LastName"), "Lookup");
+    assert_eq!(output("CompanyName"), "Contoso GmbH");
+    assert_eq!(output("PhoneBusiness"), "+49305550100");
+    let photo = curl(&["-u", &auth, &output("PhotoUrl")]);
+    assert_eq!(photo.status, 200, "{}", output("PhotoUrl"));
+    let card = curl(&["-u", &auth, &output("ContactUrl")]);
+    assert_eq!(card.status, 200, "{}: {}", output("ContactUrl"), card.text());
+    assert!(card.text().contains("FN:Anna Lookup"), "{}", card.text());
+    // A caller nobody has: no answer that satisfies the rule.
+    let stranger = curl(&["-u", &auth, &url.replace("+49305550100", "+49309999999")]);
+    assert_eq!(stranger.status, 404);
+    assert!(stranger.json()[rule].is_null());
 }

@@ -167,6 +167,9 @@ pub struct CardDavSection {
     pub vcard_version: String,
     #[serde(default)]
     pub anonymous_networks: Vec<String>,
+    /// Reverse proxies (addresses or CIDRs) whose X-Forwarded-For/-Proto/-Host headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     #[serde(default = "default_number_format")]
     pub phonebook_number_format: String,
     #[serde(default = "default_max_connections")]

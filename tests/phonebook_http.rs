@@ -58,9 +58,16 @@ fn user(id: &str, given: &str, sn: &str, extra: Value) -> Value {
     u
 }
 
-/// The `[carddav]`/`[ldap]` part of the config, with `carddav` lines and `directory` lines added.
+/// The config, with `carddav` lines and `directory` lines added; loopback reads without credentials unless
+/// `carddav` says otherwise.
 fn write_config(dir: &Path, sim: u16, ports: (u16, u16, u16), directory: &str, carddav: &str) {
     let (http, ldap, admin) = ports;
+    let anonymous = if carddav.contains("anonymous_networks") {
+        ""
+    } else {
+        "anonymous_networks = [\"127.0.0.0/8\"]"
+    };
+    let carddav = format!("{anonymous}\n{carddav}");
     let cfg = config_head(dir, sim, "org_contacts = true", directory)
         + &format!(
             r#"[ldap]
@@ -69,7 +76,6 @@ allow_anonymous = true
 
 [carddav]
 listen = "127.0.0.1:{http}"
-anonymous_networks = ["127.0.0.0/8"]
 {carddav}
 
 [admin]
@@ -314,4 +320,116 @@ fn exclusions_number_order_and_caps_shape_every_book() {
         let (ok, said) = check_config(dir);
         assert!(!ok && said.contains(want), "{carddav}: {said}");
     }
+}
+
+/// Behind a TLS-terminating proxy on loopback (`trusted_proxies`): the client's address from
+/// `X-Forwarded-For` decides `anonymous_networks` (a spoofed left-most entry does not), and the answers' URLs
+/// carry the scheme and host the client used. From an address that is not trusted, the headers change nothing.
+#[test]
+fn a_trusted_proxy_passes_on_the_client_and_its_url() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    std::fs::write(dir.join("secret"), "demo-secret\n").unwrap();
+    let (_sim, sim_port) = start_sim(40, 2, 0, 5);
+    let photo = dir.join("p.jpg");
+    std::fs::write(&photo, b"\xff\xd8\xff\xe0 not decoded here \xff\xd9").unwrap();
+    assert_eq!(
+        sim(
+            sim_port,
+            "POST",
+            "/_sim/users",
+            &user(PAULA, "Paula", "Visible", json!({"businessPhones": ["030 5551001"]}))
+        )
+        .0,
+        201
+    );
+    let upload = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        &format!("@{}", photo.display()),
+        &format!("http://127.0.0.1:{sim_port}/_sim/users/{PAULA}/photo"),
+    ]);
+    assert_eq!(upload.0, 204, "{}", upload.1);
+    let ports = (free_port(), free_port(), free_port());
+    let (http, _, admin) = ports;
+    let proxied = "anonymous_networks = [\"10.20.0.0/16\"]\ntrusted_proxies = [\"127.0.0.1\"]";
+    write_config(dir, sim_port, ports, "", proxied);
+    let _server: Proc = run_server(&dir.join("entradir.toml"));
+    wait_for("the server to be ready", Duration::from_secs(60), || {
+        Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{admin}/readyz")])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let lookup = format!("http://127.0.0.1:{http}/lookup/number?n=0305551001");
+    let status = |headers: &[&str]| {
+        let mut args: Vec<&str> = headers.iter().flat_map(|h| ["-H", *h]).collect();
+        args.push(&lookup);
+        curl(&args).0
+    };
+    // The proxy itself is not a phone network; a phone behind it is; a client claiming one is not.
+    assert_eq!(status(&[]), 401);
+    assert_eq!(status(&["X-Forwarded-For: 10.20.3.4"]), 200);
+    assert_eq!(status(&["X-Forwarded-For: 10.20.3.4, 192.0.2.77"]), 401);
+    assert_eq!(
+        status(&["X-Forwarded-For: 10.20.3.4", "X-Forwarded-For: 192.0.2.77"]),
+        401
+    );
+    assert_eq!(status(&["X-Forwarded-For: garbage"]), 401);
+    // URLs in answers: what the client asked the proxy for.
+    let (code, body) = curl(&[
+        "-H",
+        "X-Forwarded-For: 10.20.3.4",
+        "-H",
+        "X-Forwarded-Proto: https",
+        "-H",
+        "X-Forwarded-Host: dir.example.com",
+        &lookup,
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["photo"], format!("https://dir.example.com/photo/{PAULA}.jpg"), "{v}");
+    let (_, page) = curl(&[
+        "-H",
+        "X-Forwarded-For: 10.20.3.4",
+        "-H",
+        "X-Forwarded-Proto: https",
+        "-H",
+        "X-Forwarded-Host: dir.example.com",
+        &format!("http://127.0.0.1:{http}/phonebook/cisco.xml"),
+    ]);
+    assert!(
+        page.contains("https://dir.example.com/phonebook/all/cisco.xml?"),
+        "{page}"
+    );
+
+    // Without trusted_proxies the same headers are only text: loopback is anonymous (as configured), the
+    // address claimed is not what decides, and the URLs are the ones asked.
+    write_config(dir, sim_port, ports, "", "trusted_proxies = []");
+    let ok = Command::new("kill")
+        .args(["-HUP", &_server.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    wait_for("the reload", Duration::from_secs(30), || status(&[]) == 200);
+    assert_eq!(status(&["X-Forwarded-For: 192.0.2.77"]), 200);
+    let (_, body) = curl(&[
+        "-H",
+        "X-Forwarded-Proto: https",
+        "-H",
+        "X-Forwarded-Host: evil.example",
+        &lookup,
+    ]);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["photo"], format!("http://127.0.0.1:{http}/photo/{PAULA}.jpg"), "{v}");
+
+    // A bad entry is refused naming the field.
+    write_config(dir, sim_port, ports, "", "trusted_proxies = [\"proxy.example\"]");
+    let (ok, said) = check_config(dir);
+    assert!(
+        !ok && said.contains("carddav.trusted_proxies") && said.contains("proxy.example"),
+        "{said}"
+    );
 }

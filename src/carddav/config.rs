@@ -72,6 +72,8 @@ pub struct CardDavConfig {
     pub accounts: Vec<Account>,
     /// Clients from these networks may read without credentials.
     pub anonymous_networks: Vec<Cidr>,
+    /// Reverse proxies whose `X-Forwarded-For`, `-Proto` and `-Host` are believed (see `forwarded.rs`).
+    pub trusted_proxies: Vec<Cidr>,
     pub phonebook_number_format: NumberFormat,
     /// The kinds of number the XML phone books list, in this order (the first is what a phone dials when a
     /// contact is picked); a kind left out is not listed.
@@ -114,6 +116,7 @@ impl Default for CardDavConfig {
             vcard_version: VCardVersion::V3,
             accounts: Vec::new(),
             anonymous_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
             phonebook_number_format: NumberFormat::E164,
             phonebook_numbers: DEFAULT_NUMBER_ORDER.to_vec(),
             phonebook_max_entries: DEFAULT_MAX_ENTRIES.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
@@ -239,6 +242,12 @@ impl CardDavConfig {
             .map(|n| n.parse::<Cidr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| CardDavError::Config(format!("carddav.anonymous_networks: {e}")))?;
+        let trusted_proxies = c
+            .trusted_proxies
+            .iter()
+            .map(|n| n.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CardDavError::Config(format!("carddav.trusted_proxies: {e}")))?;
         let vcard_version = VCardVersion::parse(&c.vcard_version).ok_or_else(|| {
             CardDavError::Config(format!(
                 "carddav.vcard_version {:?}: use \"3.0\" or \"4.0\"",
@@ -292,6 +301,7 @@ impl CardDavConfig {
             vcard_version,
             accounts,
             anonymous_networks,
+            trusted_proxies,
             phonebook_number_format,
             max_connections: c.max_connections.max(1),
             max_connections_per_source: c.max_connections_per_source,

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod filter;
+pub(crate) mod forwarded;
 pub(crate) mod lookup;
 pub(crate) mod offload;
 pub mod partial;

@@ -17,6 +17,7 @@
 use crate::carddav::auth::{AuthFailure, Authenticator, Principal};
 use crate::carddav::cache::{BookView, Caches, CardData};
 use crate::carddav::config::{BookConfig, CardDavConfig, VCardVersion};
+use crate::carddav::forwarded::Origin;
 use crate::carddav::offload::{Offload, OffloadError};
 use crate::carddav::xml::{error_body, esc};
 use crate::carddav::{lookup, phonebook, photo, propfind, report};
@@ -537,25 +538,6 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// `scheme://host` from the Host header, for the absolute URLs Cisco phones need; empty (relative URLs) when the
-/// header is missing or has characters a host cannot have.
-fn base_url(req: &Request<Incoming>, secure: bool) -> String {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-    if ok {
-        format!("{}://{host}", if secure { "https" } else { "http" })
-    } else {
-        String::new()
-    }
-}
-
 async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<Incoming>) -> Response<Body> {
     let Some(path) = percent_decode(req.uri().path()) else {
         return text(StatusCode::BAD_REQUEST, "invalid percent-encoding in the request path");
@@ -572,16 +554,18 @@ async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<
         return r;
     }
     let cfg = state.config();
+    // Behind a trusted reverse proxy: the client's address and the URL it asked for, from its headers.
+    let origin = Origin::of(req.headers(), peer.ip(), secure, &cfg.trusted_proxies);
     let authz = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
     let principal = match state
         .auth
-        .authenticate(&cfg.accounts, &cfg.anonymous_networks, authz.as_deref(), peer.ip())
+        .authenticate(&cfg.accounts, &cfg.anonymous_networks, authz.as_deref(), origin.ip)
         .await
     {
         Ok(p) => p,
         Err(AuthFailure::Missing) => return unauthorized(),
         Err(AuthFailure::Invalid) => {
-            tracing::info!(%peer, "carddav: authentication failed");
+            tracing::info!(%peer, client = %origin.ip, "carddav: authentication failed");
             return unauthorized();
         }
     };
@@ -609,7 +593,7 @@ async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<
             Ok(r) => r,
             Err(answered) => return *answered,
         };
-        let (base, tags) = (base_url(&req, secure), if_none_match(&req));
+        let (base, tags) = (origin.base_url(), if_none_match(&req));
         if lookup::is_quick(&request) {
             return lookup::answer(&ctx, &request, &base, tags.as_deref());
         }
@@ -623,7 +607,7 @@ async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<
             return text(StatusCode::METHOD_NOT_ALLOWED, "phone books answer GET and POST");
         }
         let query = req.uri().query().map(str::to_string);
-        let base = base_url(&req, secure);
+        let base = origin.base_url();
         if method == Method::POST {
             // Snom posts its search form; the body (if any) is form data with the same fields as the query.
             let body = match read_body(req, cfg.max_body_bytes).await {

@@ -397,6 +397,46 @@ fn caller_id_search_and_photos_over_http() {
         assert!(found.contains(&id.to_string()), "{id} in {s}");
     }
     assert!(!found.contains(&GUSTAV.to_string()));
+    // A bounded search returns the first of the full order: names starting with the word, then the rest, each
+    // in the directory's collation (AD's order: case and accents after the letters).
+    let all = server.get("/lookup/search?q=a&limit=100", &[]).json();
+    let results = all["results"].as_array().unwrap();
+    let names: Vec<String> = results
+        .iter()
+        .map(|r| r["displayName"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.len() > 5 && all["truncated"] == false, "{all}");
+    let collator = entradir::directory::collation::Collation::root();
+    // A display name, given name or surname that starts with the word.
+    let starts: Vec<bool> = results
+        .iter()
+        .map(|r| {
+            ["displayName", "givenName", "sn"]
+                .iter()
+                .any(|f| r[f].as_str().is_some_and(|v| v.to_lowercase().starts_with('a')))
+        })
+        .collect();
+    let split = starts.iter().position(|s| !s).unwrap_or(names.len());
+    assert!(
+        split > 0 && starts[split..].iter().all(|s| !s),
+        "starting names first: {names:?}"
+    );
+    for part in [&names[..split], &names[split..]] {
+        let keys: Vec<Vec<u8>> = part.iter().map(|n| collator.key(n)).collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "collation order: {part:?}");
+    }
+    for limit in [1, 3, 5] {
+        let some = server.get(&format!("/lookup/search?q=a&limit={limit}"), &[]).json();
+        assert_eq!(
+            guids(&some, "results"),
+            guids(&all, "results")[..limit],
+            "limit={limit}"
+        );
+        assert_eq!(
+            (some["count"].clone(), some["truncated"].clone()),
+            (all["count"].clone(), json!(true))
+        );
+    }
 
     // Photos: as synced, scaled, revalidated.
     let url = format!("/photo/{ANNA}.jpg");

@@ -566,6 +566,9 @@ fn names(e: &Entry) -> [String; 3] {
 /// only (and `+ -/().`), numbers containing them or starting with them in any spelling; otherwise every word
 /// must occur in the display name, given name or surname, a word of one or two letters at the start of one
 /// of their words. Names starting with the first word come first, the rest by name.
+/// A search match: (no name starts with the first word, the display name's collation key, the entry).
+type Found<'a> = (bool, std::borrow::Cow<'a, [u8]>, &'a Arc<Entry>);
+
 fn search(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) -> Response<Body> {
     let snap = &ctx.snap;
     let phones = &snap.phones;
@@ -606,7 +609,7 @@ fn search(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) -> Resp
         (query, String::new())
     };
     let candidates = snap.query(&query);
-    let mut found: Vec<(bool, Vec<u8>, &Arc<Entry>)> = Vec::new();
+    let mut found: Vec<Found<'_>> = Vec::new();
     for id in candidates.iter_after(snap, None) {
         let Some(e) = snap.get(id).filter(|e| view.contains(&e.id)) else {
             continue;
@@ -625,11 +628,17 @@ fn search(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) -> Resp
             (hit, names.iter().any(|n| n.starts_with(words[0].as_str())))
         };
         if hit {
-            found.push((!starts, snap.collation.key(&display_name(e)), e));
+            found.push((!starts, name_key(snap, e), e));
         }
     }
     let total = found.len();
-    found.sort_unstable_by(|a, b| (a.0, &a.1, &a.2.id).cmp(&(b.0, &b.1, &b.2.id)));
+    // Only the first `limit` in order are returned: pick them, then sort those.
+    let order = |a: &Found<'_>, b: &Found<'_>| (a.0, &a.1, &a.2.id).cmp(&(b.0, &b.1, &b.2.id));
+    if limit > 0 && found.len() > limit {
+        found.select_nth_unstable_by(limit - 1, order);
+        found.truncate(limit);
+    }
+    found.sort_unstable_by(order);
     let results: Vec<Value> = found
         .iter()
         .take(limit)
@@ -641,6 +650,25 @@ fn search(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) -> Resp
         "truncated": total > limit,
         "results": results,
     }))
+}
+
+/// The collation key of an entry's display name: the one projected into the entry when the name is its
+/// `displayName` or `cn`, so a search that matches thousands does not key them again per request.
+fn name_key<'a>(snap: &Snapshot, e: &'a Entry) -> std::borrow::Cow<'a, [u8]> {
+    use crate::directory::collation::SORTED;
+    let name = display_name(e);
+    for attr in ["displayName", "cn"] {
+        if e.first_str(attr) == Some(name.as_str()) {
+            if let Some(k) = SORTED
+                .iter()
+                .position(|s| *s == attr)
+                .and_then(|slot| e.sort_keys.get(slot))
+            {
+                return std::borrow::Cow::Borrowed(k);
+            }
+        }
+    }
+    std::borrow::Cow::Owned(snap.collation.key(&name))
 }
 
 /// Whether a search word occurs in one of the names: anywhere for three letters or more, at the start of a

@@ -138,6 +138,9 @@ pub struct LdapSection {
     pub max_connections: usize,
     #[serde(default = "default_max_connections_per_source")]
     pub max_connections_per_source: usize,
+    /// Load balancers (addresses or CIDRs) that send a PROXY protocol header first (HAProxy send-proxy-v2).
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
     #[serde(default = "default_idle", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
     #[serde(default = "default_write_timeout", deserialize_with = "de_duration")]

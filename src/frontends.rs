@@ -96,6 +96,12 @@ fn ldap_config(cfg: &Config) -> anyhow::Result<Option<ldap::LdapConfig>> {
         size_limit: s.size_limit,
         time_limit: s.time_limit,
         accounts: cfg.service_accounts()?,
+        proxy_protocol_from: s
+            .proxy_protocol_from
+            .iter()
+            .map(|n| n.parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("ldap.proxy_protocol_from: {e}"))?,
         ..ldap::LdapConfig::default()
     }))
 }

@@ -187,6 +187,10 @@ impl listen::Service for Ldap {
         self.0.cfg.load().max_connections_per_source
     }
 
+    fn proxy_protocol(&self, peer: std::net::IpAddr) -> bool {
+        self.0.cfg.load().proxy_protocol_from.iter().any(|c| c.contains(peer))
+    }
+
     fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.0.cfg.load().tls.clone()
     }

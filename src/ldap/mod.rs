@@ -66,6 +66,9 @@ pub struct LdapConfig {
     pub max_ops_per_connection: usize,
     /// `dnsHostName` in the RootDSE; defaults to `entradir.<dns domain>`.
     pub host_name: Option<String>,
+    /// Load balancers whose connections start with a PROXY protocol header naming the client (HAProxy
+    /// `send-proxy`/`send-proxy-v2`); the client's address then counts for limits, account networks and logs.
+    pub proxy_protocol_from: Vec<crate::accounts::Cidr>,
 }
 
 impl Default for LdapConfig {
@@ -89,6 +92,7 @@ impl Default for LdapConfig {
             max_pdu_size: 256 * 1024,
             max_ops_per_connection: 16,
             host_name: None,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }

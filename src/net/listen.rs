@@ -79,7 +79,16 @@ pub(crate) trait Service: Send + Sync + 'static {
     fn refusal(&self, why: Refusal) -> Bytes;
     /// Serve one accepted connection until it ends or `conn.stop` is cancelled.
     fn serve(self: Arc<Self>, conn: Conn) -> impl Future<Output = ()> + Send;
+    /// Whether connections from `peer` start with a PROXY protocol header naming the real client (a load
+    /// balancer in TCP mode, see `proxy.rs`).
+    fn proxy_protocol(&self, peer: std::net::IpAddr) -> bool {
+        let _ = peer;
+        false
+    }
 }
+
+/// How long a proxy may take to send the PROXY protocol header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An accepted connection, counted against both caps for as long as it lives.
 pub(crate) struct Conn {
@@ -289,60 +298,88 @@ async fn accept_loop<S: Service>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let per_source = service.per_source();
-        let Some(source) = SourceCount::take(&gate.per_source, peer, per_source) else {
-            gate.note_refusal(peer, Refusal::PerSource, per_source);
-            refuse(stream, tls, service.refusal(Refusal::PerSource));
-            continue;
-        };
-        let Ok(permit) = gate.slots.clone().try_acquire_owned() else {
-            drop(source);
-            gate.note_refusal(peer, Refusal::Full, gate.max);
-            refuse(stream, tls, service.refusal(Refusal::Full));
-            continue;
-        };
-        let slot = Slot {
-            slots: gate.slots.clone(),
-            permit: Some(permit),
-        };
-        let (service, stop, closing) = (service.clone(), gate.stop.clone(), gate.closing.clone());
-        tokio::spawn(async move {
-            let open = metrics::connection(metric);
-            let io: BoxIo = if tls {
-                let Some(cfg) = service.tls() else {
-                    tracing::warn!(%peer, "{}: TLS connection but no certificate configured", S::NAME);
-                    return;
-                };
-                let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => Box::new(s),
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "{}: TLS handshake failed", S::NAME);
-                        return;
-                    }
+        if service.proxy_protocol(peer.ip()) {
+            // The client's address comes first, from the proxy: read it off the accept loop.
+            let (service, gate) = (service.clone(), gate.clone());
+            tokio::spawn(async move {
+                let mut stream = stream;
+                match tokio::time::timeout(PROXY_HEADER_TIMEOUT, super::proxy::read_header(&mut stream, peer)).await {
+                    Ok(Ok(client)) => admit(service, gate, stream, client, tls, metric),
+                    Ok(Err(e)) => tracing::warn!(proxy = %peer, error = %e, "{}: connection closed", S::NAME),
                     Err(_) => {
-                        tracing::debug!(%peer, "{}: TLS handshake timed out", S::NAME);
-                        return;
+                        tracing::warn!(proxy = %peer, "{}: no PROXY protocol header within {PROXY_HEADER_TIMEOUT:?}; connection closed", S::NAME)
                     }
                 }
-            } else {
-                Box::new(stream)
-            };
-            let conn = Conn {
-                io,
-                peer,
-                tls,
-                slot,
-                stop,
-                _source: source,
-                _open: open,
-            };
-            tokio::select! {
-                _ = service.serve(conn) => {}
-                _ = closing.cancelled() => tracing::debug!(%peer, "{}: closed at the end of the drain", S::NAME),
-            }
-        });
+            });
+            continue;
+        }
+        admit(service.clone(), gate.clone(), stream, peer, tls, metric);
     }
+}
+
+/// Count a connection from `peer` (the client, also behind a PROXY-protocol proxy) against the caps, and serve
+/// it on its own task; or refuse it in the service's words.
+fn admit<S: Service>(
+    service: Arc<S>,
+    gate: Arc<Gate>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+    metric: Listener,
+) {
+    let per_source = service.per_source();
+    let Some(source) = SourceCount::take(&gate.per_source, peer, per_source) else {
+        gate.note_refusal(peer, Refusal::PerSource, per_source);
+        refuse(stream, tls, service.refusal(Refusal::PerSource));
+        return;
+    };
+    let Ok(permit) = gate.slots.clone().try_acquire_owned() else {
+        drop(source);
+        gate.note_refusal(peer, Refusal::Full, gate.max);
+        refuse(stream, tls, service.refusal(Refusal::Full));
+        return;
+    };
+    let slot = Slot {
+        slots: gate.slots.clone(),
+        permit: Some(permit),
+    };
+    let (stop, closing) = (gate.stop.clone(), gate.closing.clone());
+    tokio::spawn(async move {
+        let open = metrics::connection(metric);
+        let io: BoxIo = if tls {
+            let Some(cfg) = service.tls() else {
+                tracing::warn!(%peer, "{}: TLS connection but no certificate configured", S::NAME);
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "{}: TLS handshake failed", S::NAME);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "{}: TLS handshake timed out", S::NAME);
+                    return;
+                }
+            }
+        } else {
+            Box::new(stream)
+        };
+        let conn = Conn {
+            io,
+            peer,
+            tls,
+            slot,
+            stop,
+            _source: source,
+            _open: open,
+        };
+        tokio::select! {
+            _ = service.serve(conn) => {}
+            _ = closing.cancelled() => tracing::debug!(%peer, "{}: closed at the end of the drain", S::NAME),
+        }
+    });
 }
 
 /// Tell a client over a cap (plain sockets only, see [`Service::refusal`]) and close, off the accept loop.

@@ -4,6 +4,7 @@
 
 mod fds;
 pub(crate) mod listen;
+mod proxy;
 mod rebind;
 
 pub use fds::ensure_for as ensure_fd_limit;

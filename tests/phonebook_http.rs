@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::binary::{config_head, free_port, ldapsearch, run_server, start_sim, wait_for, Proc, BIN};
+use common::binary::{config_head, free_port, ldapsearch, run_ready, sighup, start_sim, wait_for, Proc, BIN};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -195,13 +195,7 @@ fn exclusions_number_order_and_caps_shape_every_book() {
     write_config(dir, sim_port, ports, excluding, shaped);
     let (ok, said) = check_config(dir);
     assert!(ok, "{said}");
-    let server: Proc = run_server(&dir.join("entradir.toml"));
-    wait_for("the server to be ready", Duration::from_secs(60), || {
-        Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{admin}/readyz")])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let server: Proc = run_ready(&dir.join("entradir.toml"), admin);
 
     // Hidden from the phone books (directly and through the nested group), CardDAV and caller-ID...
     let book = get(http, "/phonebook/yealink.xml");
@@ -269,12 +263,7 @@ fn exclusions_number_order_and_caps_shape_every_book() {
 
     // A reload without the exclusion lists them again; the old order comes back with the defaults.
     write_config(dir, sim_port, ports, "", "");
-    let ok = Command::new("kill")
-        .args(["-HUP", &server.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    sighup(&server);
     wait_for("the reload to list the room", Duration::from_secs(30), || {
         yealink_names(&get(http, "/phonebook/yealink.xml")).contains(&"Room Kepler".to_string())
     });
@@ -355,13 +344,7 @@ fn a_trusted_proxy_passes_on_the_client_and_its_url() {
     let (http, _, admin) = ports;
     let proxied = "anonymous_networks = [\"10.20.0.0/16\"]\ntrusted_proxies = [\"127.0.0.1\"]";
     write_config(dir, sim_port, ports, "", proxied);
-    let _server: Proc = run_server(&dir.join("entradir.toml"));
-    wait_for("the server to be ready", Duration::from_secs(60), || {
-        Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{admin}/readyz")])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let server: Proc = run_ready(&dir.join("entradir.toml"), admin);
     let lookup = format!("http://127.0.0.1:{http}/lookup/number?n=0305551001");
     let status = |headers: &[&str]| {
         let mut args: Vec<&str> = headers.iter().flat_map(|h| ["-H", *h]).collect();
@@ -407,12 +390,7 @@ fn a_trusted_proxy_passes_on_the_client_and_its_url() {
     // Without trusted_proxies the same headers are only text: loopback is anonymous (as configured), the
     // address claimed is not what decides, and the URLs are the ones asked.
     write_config(dir, sim_port, ports, "", "trusted_proxies = []");
-    let ok = Command::new("kill")
-        .args(["-HUP", &_server.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    sighup(&server);
     wait_for("the reload", Duration::from_secs(30), || status(&[]) == 200);
     assert_eq!(status(&["X-Forwarded-For: 192.0.2.77"]), 200);
     let (_, body) = curl(&[

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::binary::{config_head, free_port, haproxy, password_hash, run_server, start_sim, wait_for, Proc};
+use common::binary::{config_head, free_port, haproxy, password_hash, run_ready, start_sim, wait_for, Proc};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -76,13 +76,7 @@ networks = ["127.0.0.3/32"]
         );
     let cfg_path = dir.join("entradir.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let _server: Proc = run_server(&cfg_path);
-    wait_for("the server to be ready", Duration::from_secs(60), || {
-        Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{admin}/readyz")])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let _server: Proc = run_ready(&cfg_path, admin);
 
     let (v2, v1, plain) = (free_port(), free_port(), free_port());
     let mut ha =

@@ -141,6 +141,27 @@ pub fn run_server(config: &Path) -> Proc {
     )
 }
 
+/// [`run_server`], returned once its admin listener on `admin` says `/readyz` 200.
+pub fn run_ready(config: &Path, admin: u16) -> Proc {
+    let proc = run_server(config);
+    wait_for("the server to be ready", Duration::from_secs(60), || {
+        Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", &format!("http://127.0.0.1:{admin}/readyz")])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    proc
+}
+
+/// SIGHUP, as an admin reloads.
+pub fn sighup(p: &Proc) {
+    let ok = Command::new("kill")
+        .args(["-HUP", &p.0.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -HUP {}", p.0.id());
+}
+
 /// Resident memory of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

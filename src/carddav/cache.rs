@@ -217,6 +217,8 @@ struct Excluded {
     /// The newest version of the exclude groups, their nested groups and every entry they list: a change there
     /// can move someone into or out of every book.
     changed: u64,
+    /// The groups not found, so a group that stays missing is reported once, not with every new snapshot.
+    missing: Vec<String>,
 }
 
 impl Caches {
@@ -318,15 +320,24 @@ impl Caches {
         {
             return Some(ex.clone());
         }
+        let reported: Vec<String> = slot
+            .as_ref()
+            .filter(|ex| ex.groups == groups)
+            .map(|ex| ex.missing.clone())
+            .unwrap_or_default();
         let mut ids = HashSet::new();
         let mut changed = 0;
+        let mut missing = Vec::new();
         for group in groups {
             let Some(root) = find_group(snap, group) else {
-                // Said once per snapshot, not once per book.
-                tracing::warn!(
-                    group = group.as_str(),
-                    "directory.exclude_groups: group not found in the directory; its members stay listed"
-                );
+                // Said when it goes missing (or at start and reload), not once per book or per snapshot.
+                if !reported.contains(group) {
+                    tracing::warn!(
+                        group = group.as_str(),
+                        "directory.exclude_groups: group not found in the directory; its members stay listed"
+                    );
+                }
+                missing.push(group.clone());
                 // Its return (re-creation, rename back) must move the books even if nothing else changed.
                 changed = snap.version;
                 continue;
@@ -340,6 +351,7 @@ impl Caches {
             groups: groups.to_vec(),
             ids,
             changed,
+            missing,
         });
         // A request still on an older snapshot does not replace the newer set.
         if slot.as_ref().is_none_or(|old| old.version <= snap.version) {

@@ -187,6 +187,31 @@ pub struct CardDavSection {
     /// Per vendor: most people in one XML document (larger books are paged); 0 = no cap.
     #[serde(default)]
     pub phonebook_max_entries: BTreeMap<String, usize>,
+    /// A search-only directory for iOS and macOS Contacts (CardDAV directory gateway).
+    pub directory: Option<DirectorySection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySection {
+    #[serde(default = "default_directory_name")]
+    pub display_name: String,
+    /// Accounts offered the directory; empty = every account.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Most cards one search returns.
+    #[serde(default = "default_directory_max_results")]
+    pub max_results: usize,
+    /// The books those accounts still sync (by name); the others, `all` included, are not offered to them.
+    #[serde(default)]
+    pub books: Vec<String>,
+}
+
+fn default_directory_name() -> String {
+    "Directory".into()
+}
+fn default_directory_max_results() -> usize {
+    50
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -57,6 +57,42 @@ pub struct BookConfig {
     pub group: Option<String>,
 }
 
+/// The CardDAV directory gateway (draft-daboo-carddav-directory-gateway): a collection of every person that
+/// clients search (`addressbook-query`) but never list or sync, advertised on the principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryConfig {
+    pub display_name: String,
+    /// Accounts it is offered to; empty = every account (never anonymous clients).
+    pub accounts: Vec<String>,
+    /// Most cards one search returns; a search that matches more says so (507 for the collection).
+    pub max_results: usize,
+    /// The books these accounts still sync (a small team book); the others are searched through the directory.
+    pub books: Vec<String>,
+}
+
+/// The URL segment of the directory collection (`/dav/books/directory/`).
+pub const DIRECTORY_BOOK: &str = "directory";
+
+impl DirectoryConfig {
+    /// Whether `principal` gets the directory.
+    pub fn offered_to(&self, principal: &crate::carddav::auth::Principal) -> bool {
+        match principal {
+            crate::carddav::auth::Principal::User(name) => {
+                self.accounts.is_empty() || self.accounts.iter().any(|a| a == name)
+            }
+            crate::carddav::auth::Principal::Anonymous => false,
+        }
+    }
+
+    pub fn book(&self) -> BookConfig {
+        BookConfig {
+            name: DIRECTORY_BOOK.into(),
+            display_name: self.display_name.clone(),
+            group: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CardDavConfig {
     /// Plain HTTP listener.
@@ -81,6 +117,8 @@ pub struct CardDavConfig {
     /// Most people in one vendor XML document, per vendor (the phone's limit); a larger book is served in pages
     /// (`?page=2`, …). Vendors not listed have no cap. Cisco's 32 rows per page are fixed by the phone.
     pub phonebook_max_entries: Vec<(String, usize)>,
+    /// The search-only directory offered to iOS/macOS (`[carddav.directory]`), if configured.
+    pub directory: Option<DirectoryConfig>,
     /// Who books (and so phone books and `/lookup`) list: disabled accounts, `directory.exclude_groups`.
     pub listing: Listing,
     /// Largest accepted request body; larger ones get 413.
@@ -121,6 +159,7 @@ impl Default for CardDavConfig {
             phonebook_numbers: DEFAULT_NUMBER_ORDER.to_vec(),
             phonebook_max_entries: DEFAULT_MAX_ENTRIES.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
             listing: Listing::default(),
+            directory: None,
             max_body_bytes: 1 << 20,
             max_connections: 4096,
             max_connections_per_source: 256,
@@ -191,6 +230,31 @@ impl CardDavConfig {
                 return Err(CardDavError::Config(format!(
                     "carddav.phonebook_max_entries: unknown phone book format {vendor:?}; known: {}",
                     VENDORS.join(", ")
+                )));
+            }
+        }
+        if let Some(d) = &self.directory {
+            if self.books.iter().any(|b| b.name == DIRECTORY_BOOK) {
+                return Err(CardDavError::Config(format!(
+                    "carddav.books: the name {DIRECTORY_BOOK:?} is the [carddav.directory] collection's; rename the book"
+                )));
+            }
+            if d.max_results == 0 {
+                return Err(CardDavError::Config(
+                    "carddav.directory.max_results is 0: a search must return something (50 is usual)".into(),
+                ));
+            }
+            let names: Vec<String> = self.effective_books().into_iter().map(|b| b.name).collect();
+            if let Some(b) = d.books.iter().find(|b| !names.contains(b)) {
+                return Err(CardDavError::Config(format!(
+                    "carddav.directory.books: no book named {b:?} (books: {})",
+                    names.join(", ")
+                )));
+            }
+            let known: Vec<&str> = self.accounts.iter().map(|a| a.name.as_str()).collect();
+            if let Some(a) = d.accounts.iter().find(|a| !known.contains(&a.as_str())) {
+                return Err(CardDavError::Config(format!(
+                    "carddav.directory.accounts: no [[accounts]] entry named {a:?}"
                 )));
             }
         }
@@ -309,6 +373,12 @@ impl CardDavConfig {
             phonebook_numbers,
             phonebook_max_entries,
             listing,
+            directory: c.directory.as_ref().map(|d| DirectoryConfig {
+                display_name: d.display_name.clone(),
+                accounts: d.accounts.clone(),
+                max_results: d.max_results,
+                books: d.books.clone(),
+            }),
             ..CardDavConfig::default()
         };
         out.validate()?;

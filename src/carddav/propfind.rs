@@ -61,7 +61,15 @@ pub fn handle(ctx: &Ctx<'_>, res: Resource, depth: Option<&[u8]>, body: &[u8]) -
         match &res {
             Resource::Root => targets.extend([Resource::Principals, Resource::Home]),
             Resource::Principals => targets.push(Resource::Principal),
-            Resource::Home => targets.extend((0..ctx.books.len()).map(Resource::Book)),
+            // The directory is found through the principal's directory-gateway, not by listing the home (a
+            // client would sync it as a book).
+            Resource::Home => targets.extend(
+                (0..ctx.books.len())
+                    .filter(|i| !ctx.is_directory(*i))
+                    .map(Resource::Book),
+            ),
+            // Its members are searched, never listed.
+            Resource::Book(i) if ctx.is_directory(*i) => {}
             Resource::Book(i) => {
                 let view = ctx.book_view(*i);
                 if matches!(wanted, Wanted::Props(_)) {
@@ -224,6 +232,7 @@ fn value(ctx: &Ctx<'_>, t: &Resource, p: &PropName) -> Option<String> {
     let is_collection = !matches!(t, Resource::Card(..) | Resource::Principal);
     match (p.ns.as_str(), p.name.as_str()) {
         (DAV, "resourcetype") => Some(match t {
+            Resource::Book(i) if ctx.is_directory(*i) => "<D:collection/><C:addressbook/><C:directory/>".into(),
             Resource::Book(_) => "<D:collection/><C:addressbook/>".into(),
             Resource::Principal => "<D:principal/>".into(),
             Resource::Card(..) => String::new(),
@@ -236,6 +245,9 @@ fn value(ctx: &Ctx<'_>, t: &Resource, p: &PropName) -> Option<String> {
         }
         (DAV, "owner") if matches!(t, Resource::Book(_) | Resource::Home) => Some(href(&ctx.principal_href())),
         (DAV, "principal-collection-set") => Some(href(PRINCIPALS)),
+        (CARDDAV, "directory-gateway") if matches!(t, Resource::Principal) => {
+            ctx.directory().map(|i| href(&ctx.book_href(i)))
+        }
         (CARDDAV, "addressbook-home-set") if !matches!(t, Resource::Book(_) | Resource::Card(..)) => Some(href(HOME)),
         (DAV, "displayname") if is_collection || matches!(t, Resource::Principal) => Some(
             esc(&match t {
@@ -268,6 +280,7 @@ fn book_value(ctx: &Ctx<'_>, i: usize, p: &PropName) -> Option<String> {
                 "<D:sync-collection/>",
             ]
             .iter()
+            .take(if ctx.is_directory(i) { 2 } else { 3 })
             .map(|r| format!("<D:supported-report><D:report>{r}</D:report></D:supported-report>"))
             .collect(),
         ),

@@ -139,6 +139,10 @@ pub fn handle(ctx: &Ctx<'_>, res: Resource, req_path: &str, body: &[u8]) -> Resp
         Ok(w) => w,
         Err(r) => return *r,
     };
+    if ctx.is_directory(i) && root.is(DAV, "sync-collection") {
+        // A directory is searched, not copied.
+        return forbidden("<D:supported-report/>");
+    }
     if root.is(CARDDAV, "addressbook-multiget") {
         multiget(ctx, i, req_path, &root, &w)
     } else if root.is(CARDDAV, "addressbook-query") {
@@ -194,6 +198,12 @@ fn query(ctx: &Ctx<'_>, i: usize, root: &Element, w: &Wanted) -> Response<Body> 
     let limit = match nresults(root) {
         Ok(l) => l,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    // A directory answers a bounded number of matches whatever the client asks (RFC 6352 §8.6.1: a 507 for
+    // the collection says there were more).
+    let limit = match ctx.cfg.directory.as_ref().filter(|_| ctx.is_directory(i)) {
+        Some(d) => Some(limit.map_or(d.max_results, |l| l.min(d.max_results))),
+        None => limit,
     };
     let view = ctx.book_view(i);
     let candidates: Vec<Arc<Entry>> = match filter.phone_candidates() {

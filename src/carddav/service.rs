@@ -16,7 +16,7 @@
 
 use crate::carddav::auth::{AuthFailure, Authenticator, Principal};
 use crate::carddav::cache::{BookView, Caches, CardData};
-use crate::carddav::config::{BookConfig, CardDavConfig, VCardVersion};
+use crate::carddav::config::{BookConfig, CardDavConfig, VCardVersion, DIRECTORY_BOOK};
 use crate::carddav::forwarded::Origin;
 use crate::carddav::offload::{Offload, OffloadError};
 use crate::carddav::xml::{error_body, esc};
@@ -291,6 +291,16 @@ impl Ctx<'_> {
 
     pub fn principal_href(&self) -> String {
         format!("{PRINCIPALS}{}/", encode_segment(self.principal.segment()))
+    }
+
+    /// Whether book `i` is the directory gateway collection (searched, never listed or synced).
+    pub fn is_directory(&self, i: usize) -> bool {
+        self.cfg.directory.is_some() && self.books.get(i).is_some_and(|b| b.name == DIRECTORY_BOOK)
+    }
+
+    /// The directory collection's index, when this principal is offered it.
+    pub fn directory(&self) -> Option<usize> {
+        (0..self.books.len()).find(|i| self.is_directory(*i))
     }
 
     pub fn book_href(&self, i: usize) -> String {
@@ -569,7 +579,7 @@ async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<
             return unauthorized();
         }
     };
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         state: state.as_ref(),
         books: cfg.effective_books(),
         cfg: cfg.clone(),
@@ -620,6 +630,12 @@ async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<
         return phone_book(state, &ctx, &path, query.as_deref(), &base).await;
     }
 
+    // The directory is a CardDAV collection only (phone books and lookups have their own books).
+    // Its accounts sync only the books named for them and search the rest.
+    if let Some(d) = cfg.directory.as_ref().filter(|d| d.offered_to(&ctx.principal)) {
+        ctx.books.retain(|b| d.books.contains(&b.name));
+        ctx.books.push(d.book());
+    }
     match method.as_str() {
         "GET" | "HEAD" => {
             let (version, tags) = (accepted_version(&req), if_none_match(&req));

@@ -89,6 +89,17 @@ homePhone = "phones[type=home].number | phone"
     std::fs::write(dir.join("entradir.toml"), cfg).unwrap();
 }
 
+/// `/lookup/number?n=…` (curl URL-encodes the number): status and body.
+fn lookup(http: u16, n: &str) -> (u16, String) {
+    let param = format!("n={n}");
+    curl(&[
+        "-G",
+        "--data-urlencode",
+        &param,
+        &format!("http://127.0.0.1:{http}/lookup/number"),
+    ])
+}
+
 fn get(http: u16, path: &str) -> String {
     let (status, body) = curl(&[&format!("http://127.0.0.1:{http}{path}")]);
     assert_eq!(status, 200, "{path}: {body}");
@@ -204,19 +215,9 @@ fn exclusions_number_order_and_caps_shape_every_book() {
     for hidden in ["Room Kepler", "Sales Mailbox"] {
         assert!(!names.contains(&hidden.to_string()), "{hidden} is excluded: {names:?}");
     }
-    let (status, body) = curl(&[
-        "-G",
-        "--data-urlencode",
-        "n=030 5552002",
-        &format!("http://127.0.0.1:{http}/lookup/number"),
-    ]);
+    let (status, body) = lookup(http, "030 5552002");
     assert_eq!(status, 404, "an excluded room is not a caller: {body}");
-    let (status, _) = curl(&[
-        "-G",
-        "--data-urlencode",
-        "n=030 5551001",
-        &format!("http://127.0.0.1:{http}/lookup/number"),
-    ]);
+    let (status, _) = lookup(http, "030 5551001");
     assert_eq!(status, 200);
     let (status, cards) = curl(&[
         "-X",
@@ -278,12 +279,7 @@ fn exclusions_number_order_and_caps_shape_every_book() {
         ["Hilde Home"],
         "the home number is listed and found again"
     );
-    let (status, body) = curl(&[
-        "-G",
-        "--data-urlencode",
-        "n=030 5552002",
-        &format!("http://127.0.0.1:{http}/lookup/number"),
-    ]);
+    let (status, body) = lookup(http, "030 5552002");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Room Kepler"), "{body}");
 

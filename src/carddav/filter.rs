@@ -177,6 +177,50 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Words one of which every card this filter can match holds in a name or mail attribute, for the trigram
+    /// index (`Query::Text`) to find the candidates instead of reading every card: a directory search. Only
+    /// for FN and EMAIL (projected from displayName or cn, and mail, all indexed), with ASCII needles of three
+    /// characters or more without spaces (an FN made of givenName and sn has no such needle across the two),
+    /// not negated; `None` when the filter could match a card outside what the words find.
+    pub fn text_candidates(&self) -> Option<Vec<String>> {
+        let bound = |p: &PropFilter| -> Option<Vec<String>> {
+            if !matches!(p.name.as_str(), "FN" | "EMAIL") || p.not_defined || !p.params.is_empty() || p.texts.is_empty()
+            {
+                return None;
+            }
+            let usable = |t: &TextMatch| {
+                !t.negate
+                    && t.needle.is_ascii()
+                    && t.needle.len() >= 3
+                    && !t.needle.chars().any(|c| c.is_ascii_whitespace())
+            };
+            if p.allof {
+                p.texts
+                    .iter()
+                    .find(|t| usable(t))
+                    .map(|t| vec![t.needle.to_ascii_lowercase()])
+            } else if p.texts.iter().all(usable) {
+                Some(p.texts.iter().map(|t| t.needle.to_ascii_lowercase()).collect())
+            } else {
+                None
+            }
+        };
+        if self.props.is_empty() {
+            return None;
+        }
+        if self.allof {
+            self.props.iter().find_map(bound)
+        } else {
+            let mut all = Vec::new();
+            for p in &self.props {
+                all.extend(bound(p)?);
+            }
+            Some(all)
+        }
+    }
+}
+
 impl PropFilter {
     fn matches(&self, card: &Card, phones: &PhoneNormalizer) -> bool {
         let instances: Vec<&Prop> = card.all(&self.name).collect();

@@ -158,8 +158,9 @@ pub struct Listing {
     pub exclude_groups: Vec<String>,
 }
 
-/// (book name, group, listing rules): everything a book's membership depends on besides the snapshot.
-type BookKey = (String, Option<String>, Listing);
+/// (group, listing rules): everything a book's membership depends on besides the snapshot. Not the book's
+/// name: two books of one group (the all-people book and the directory) share one view.
+type BookKey = (Option<String>, Listing);
 
 /// Membership moves remembered per book; beyond this the oldest are forgotten (and older tokens refused).
 const MAX_MOVES: usize = 50_000;
@@ -270,7 +271,7 @@ impl Caches {
 
     /// The members of `book` in `snap`, computed once per snapshot version.
     pub fn book(&self, book: &BookConfig, listing: &Listing, snap: &Snapshot) -> Arc<BookView> {
-        let key = (book.name.clone(), book.group.clone(), listing.clone());
+        let key = (book.group.clone(), listing.clone());
         {
             let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(v) = books.get(&key).filter(|v| v.version == snap.version) {
@@ -734,5 +735,15 @@ mod tests {
             let moved: Vec<&str> = view.moved_after(5).unwrap().map(|id| id.as_ref()).collect();
             assert_eq!(moved, ["s"], "{}", b.name);
         }
+        // Another book of everybody (the directory) is the same view, not a second copy of the members.
+        let directory = BookConfig {
+            name: "directory".into(),
+            display_name: "D".into(),
+            group: None,
+        };
+        assert!(Arc::ptr_eq(
+            &caches.book(&directory, &listing, &v6),
+            &caches.book(&book(None), &listing, &v6)
+        ));
     }
 }

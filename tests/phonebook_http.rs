@@ -357,27 +357,23 @@ fn a_trusted_proxy_passes_on_the_client_and_its_url() {
     );
     assert_eq!(status(&["X-Forwarded-For: garbage"]), 401);
     // URLs in answers: what the client asked the proxy for.
-    let (code, body) = curl(&[
-        "-H",
-        "X-Forwarded-For: 10.20.3.4",
-        "-H",
-        "X-Forwarded-Proto: https",
-        "-H",
-        "X-Forwarded-Host: dir.example.com",
-        &lookup,
-    ]);
+    // What a TLS-terminating proxy sends for a phone at 10.20.3.4 that asked for https://dir.example.com/.
+    let proxied = |url: &str| {
+        curl(&[
+            "-H",
+            "X-Forwarded-For: 10.20.3.4",
+            "-H",
+            "X-Forwarded-Proto: https",
+            "-H",
+            "X-Forwarded-Host: dir.example.com",
+            url,
+        ])
+    };
+    let (code, body) = proxied(&lookup);
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["photo"], format!("https://dir.example.com/photo/{PAULA}.jpg"), "{v}");
-    let (_, page) = curl(&[
-        "-H",
-        "X-Forwarded-For: 10.20.3.4",
-        "-H",
-        "X-Forwarded-Proto: https",
-        "-H",
-        "X-Forwarded-Host: dir.example.com",
-        &format!("http://127.0.0.1:{http}/phonebook/cisco.xml"),
-    ]);
+    let (_, page) = proxied(&format!("http://127.0.0.1:{http}/phonebook/cisco.xml"));
     assert!(
         page.contains("https://dir.example.com/phonebook/all/cisco.xml?"),
         "{page}"

@@ -304,11 +304,7 @@ struct Admin {
     settings: Arc<ArcSwap<AdminSettings>>,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::time::unix_now;
 
 /// SIGHUP: validate everything and bind changed listen addresses first; apply only if all of it is good.
 /// Returns the credential expiry dates of the applied config, and the config. `fronts` is `None` before the

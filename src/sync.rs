@@ -17,7 +17,7 @@ use crate::graph::{PhotoPlan, SyncError, Syncer};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +41,37 @@ pub struct SyncStatus {
     /// The last round was not applied because it would remove this many objects; cleared by the next round
     /// that is applied.
     pub deletes_held: Option<HeldDeletes>,
+    /// The last [`HISTORY`] rounds, oldest first (the admin console's timeline).
+    pub history: std::collections::VecDeque<RoundRecord>,
+}
+
+/// Rounds kept in [`SyncStatus::history`]: a day of rounds at a 15-minute interval.
+pub const HISTORY: usize = 96;
+
+/// One round as the admin console's timeline shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoundRecord {
+    /// Unix seconds when the round ended.
+    pub at: u64,
+    pub duration_ms: u64,
+    /// `applied`, `held` (too many deletions) or `failed`.
+    pub outcome: &'static str,
+    pub entries_changed: usize,
+    pub entries_removed: usize,
+    /// Graph requests of the round (delta pages and photos; 0 when it failed before counting them).
+    pub graph_requests: u64,
+    pub throttled: u64,
+    /// What went wrong, in the words the log uses.
+    pub error: Option<String>,
+}
+
+impl SyncStatus {
+    fn record(&mut self, r: RoundRecord) {
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(r);
+    }
 }
 
 /// A round held by the [`DeleteGuard`], as `/status` shows it.
@@ -140,12 +171,7 @@ pub enum RoundError {
     DeletesHeld(HeldDeletes),
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::time::unix_now;
 
 /// A round, or `None` as soon as the server is shutting down: a round waiting for an unreachable Graph would
 /// otherwise hold the shutdown for the whole grace period. Nothing is lost: the state of the last completed
@@ -220,8 +246,22 @@ impl SyncEngine {
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.rounds += 1;
         st.last_duration_ms = started.elapsed().as_millis() as u64;
-        match outcome {
+        let mut record = RoundRecord {
+            at: unix_now(),
+            duration_ms: st.last_duration_ms,
+            outcome: "applied",
+            entries_changed: 0,
+            entries_removed: 0,
+            graph_requests: 0,
+            throttled: 0,
+            error: None,
+        };
+        let result = match outcome {
             Ok((report, stats)) => {
+                record.entries_changed = report.entries_changed;
+                record.entries_removed = report.entries_removed;
+                record.graph_requests = stats.requests + stats.photo_requests;
+                record.throttled = stats.throttled;
                 st.graph_requests += stats.requests + stats.photo_requests;
                 st.throttled += stats.throttled;
                 st.retries += stats.retries;
@@ -235,14 +275,20 @@ impl SyncEngine {
                 let e = RoundError::DeletesHeld(held.clone());
                 st.last_error = Some(e.to_string());
                 st.deletes_held = Some(held);
+                record.outcome = "held";
+                record.error = st.last_error.clone();
                 Err(e)
             }
             Err(e) => {
                 st.failures += 1;
                 st.last_error = Some(e.to_string());
+                record.outcome = "failed";
+                record.error = st.last_error.clone();
                 Err(e)
             }
-        }
+        };
+        st.record(record);
+        result
     }
 
     /// Apply a round and write the state (readers keep using the previous snapshot meanwhile).

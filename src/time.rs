@@ -17,6 +17,13 @@ pub fn civil(unix: u64) -> (i64, i64, i64, u64, u64, u64) {
     (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// Unix seconds now (0 on a clock set before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// LDAP GeneralizedTime as AD writes it: `20261122103000.0Z`.
 pub fn generalized_time(unix: u64) -> String {
     let (y, m, d, hh, mm, ss) = civil(unix);

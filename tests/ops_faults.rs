@@ -189,8 +189,16 @@ async fn clients_see_no_errors_and_no_losses_while_graph_misbehaves() {
     assert_eq!(st.failures, 1);
     assert!(st.last_error.as_deref().unwrap_or("").contains("expired"));
     assert!(st.throttled >= 6, "throttled waits are counted: {}", st.throttled);
+    let last = st.history.back().expect("the round is in the history");
+    assert_eq!(last.outcome, "failed");
+    assert!(last.error.as_deref().unwrap_or("").contains("expired"), "{last:?}");
     ctl.fault(Fault::ExpireSecret { expired: false });
     engine.round().await.expect("a renewed secret syncs again");
+    let st = engine.status.lock().unwrap().clone();
+    let last = st.history.back().expect("the round is in the history");
+    assert_eq!((last.outcome, last.entries_changed > 0), ("applied", true), "{last:?}");
+    assert!(last.graph_requests > 0 && last.error.is_none(), "{last:?}");
+    assert_eq!(st.history.len() as u64, st.rounds.min(entradir::sync::HISTORY as u64));
     assert_eq!(engine.dir.snapshot().counts().users, people + added);
 
     // Let the phone sync at least twice more, so it sees the end state through the load.

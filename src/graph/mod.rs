@@ -24,7 +24,6 @@ pub mod photos;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::directory::change::{Change, DeltaLinks, GraphKind, Round};
 
@@ -432,12 +431,7 @@ fn redact_url_userinfo(raw: &str) -> String {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use crate::time::unix_now;
 
 #[cfg(test)]
 mod tests {

@@ -402,6 +402,9 @@ impl Directory {
             }
             ids.insert(renamed.id);
         }
+        for id in &ids {
+            next.set_clash(id, self.names.clash(id));
+        }
         // 2. Whatever refers to a moved DN must be re-projected too.
         let mut affected: BTreeSet<String> = ids;
         for id in &moved {

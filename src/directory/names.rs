@@ -112,12 +112,41 @@ pub struct Renamed {
     pub dn_changed: bool,
 }
 
+/// An object that holds a name other than the one it wanted, because an object ranked before it holds that one:
+/// what the admin console lists as a collision to fix at the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clash {
+    /// The wanted sAMAccountName, when it was not granted.
+    pub wanted_sam: Option<String>,
+    pub sam: String,
+    /// The wanted CN, when it was not granted in its container.
+    pub wanted_cn: Option<String>,
+    pub cn: String,
+}
+
 /// What each touched object was called before an update (`None`: it had no names).
 type Before = FxHashMap<Arc<str>, Option<Assigned>>;
 
 impl NameBook {
     pub fn get(&self, id: &str) -> Option<&Assigned> {
         self.holders.get(id).map(|h| &h.names)
+    }
+
+    /// Whether `id` was passed over for its first-choice sAMAccountName or CN (`None`: it got both, or it
+    /// holds no names).
+    pub fn clash(&self, id: &str) -> Option<Clash> {
+        let h = self.holders.get(id)?;
+        let miss = |space: Space| {
+            let first = h.candidate(space, 0);
+            (h.name(space) != first).then_some(first)
+        };
+        let (wanted_sam, wanted_cn) = (miss(Space::Sam), miss(Space::Dn));
+        (wanted_sam.is_some() || wanted_cn.is_some()).then(|| Clash {
+            wanted_sam,
+            sam: h.names.sam.clone(),
+            wanted_cn,
+            cn: h.names.cn.clone(),
+        })
     }
 
     /// The ids that hold names.
@@ -635,6 +664,24 @@ mod tests {
         started_later.update([("second".to_string(), Some(want("jdoe", "John Doe", 2)))]);
         assert_eq!(all(&long_running), all(&started_later));
         assert_eq!(sam(&started_later, "second"), "jdoe");
+    }
+
+    #[test]
+    fn a_clash_names_the_wish_that_was_not_granted_until_the_holder_leaves() {
+        let mut b = NameBook::default();
+        b.update([
+            ("first".to_string(), Some(want("jdoe", "John Doe", 1))),
+            ("second".to_string(), Some(want("jdoe", "John Doe", 2))),
+        ]);
+        assert_eq!(b.clash("first"), None);
+        let c = b.clash("second").expect("the later object clashes");
+        assert_eq!(c.wanted_sam.as_deref(), Some("jdoe"));
+        assert_eq!(c.sam, sam(&b, "second"));
+        assert_eq!(c.wanted_cn.as_deref(), Some("John Doe"));
+        assert_ne!(c.cn, "John Doe");
+        b.update([("first".to_string(), None)]);
+        assert_eq!(b.clash("second"), None);
+        assert_eq!(b.clash("first"), None);
     }
 
     #[test]

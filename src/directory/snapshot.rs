@@ -14,6 +14,7 @@ use crate::directory::bits::{Bits, EntryId};
 use crate::directory::collation::Collation;
 use crate::directory::dn::parent_norm;
 use crate::directory::entry::{Entry, EntryKind, SortKeys};
+use crate::directory::names::Clash;
 use crate::directory::phone::{is_phone_attr, PhoneNormalizer};
 use arc_swap::ArcSwap;
 use imbl::{HashMap as IHashMap, OrdMap, Vector};
@@ -211,6 +212,9 @@ pub struct Snapshot {
     /// change version (CardDAV getctag) that depends on it cannot fall back when old history is dropped.
     people_removed_at: u64,
     counts: KindCounts,
+    /// Objects that did not get the name they wanted (sync-side names, kept here so the admin console can list
+    /// them without reaching into the sync engine); small, and updated in proportion to the change.
+    name_clashes: OrdMap<Arc<str>, Arc<Clash>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -252,6 +256,7 @@ impl Snapshot {
             history_from: 0,
             people_removed_at: 0,
             counts: KindCounts::default(),
+            name_clashes: OrdMap::new(),
         }
     }
 
@@ -436,6 +441,32 @@ impl Snapshot {
                 .range((self.version, Arc::<str>::from(""))..)
                 .next()
                 .is_some()
+    }
+
+    /// Record whether `id` clashes (see [`Clash`]).
+    pub(crate) fn set_clash(&mut self, id: &str, clash: Option<Clash>) {
+        match clash {
+            Some(c) => {
+                self.name_clashes.insert(Arc::from(id), Arc::new(c));
+            }
+            None => {
+                self.name_clashes.remove(id);
+            }
+        }
+    }
+
+    /// Objects holding another name than the one they wanted, by entry id.
+    pub fn name_clashes(&self) -> impl Iterator<Item = (&str, &Clash)> + '_ {
+        self.name_clashes.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// Phone digit keys that more than one entry carries (caller-ID ambiguity), with the entries. Walks the
+    /// whole phone index: for the admin console's report, not for a request path.
+    pub fn shared_numbers(&self) -> impl Iterator<Item = (&str, Vec<EntryId>)> + '_ {
+        self.phone_fwd
+            .iter()
+            .filter(|(_, b)| b.len() > 1)
+            .map(|(k, b)| (k.as_str(), b.iter().collect()))
     }
 
     pub(crate) fn set_synced_at(&mut self, at: SystemTime) {

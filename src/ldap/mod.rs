@@ -7,6 +7,7 @@
 
 pub mod ber;
 pub mod bind;
+pub mod clients;
 pub mod encode;
 pub mod filter;
 mod listener;

@@ -115,7 +115,7 @@ struct Session {
     peer: SocketAddr,
     tls_active: bool,
     /// Account name after a successful bind.
-    bound: Option<String>,
+    bound: Option<Arc<str>>,
     pages: Arc<Mutex<Pages>>,
     abandon: HashMap<i64, Arc<AtomicBool>>,
     inflight: InFlight,
@@ -453,6 +453,7 @@ impl Session {
                         || continues_paging(&controls)
                         || (sr.scope == Scope::Sub && !first_page && !sorted && limit <= 1000 && sr.filter.indexable());
                     let peer = self.peer;
+                    let who = self.bound.clone();
                     // `stream`: on the blocking pool, where waiting for the connection to take a chunk is fine.
                     let run = move |stream: Option<&tokio::sync::mpsc::Sender<Bytes>>| {
                         guarded(peer, id, 0x65, LdapOp::Search, started, || {
@@ -483,6 +484,7 @@ impl Session {
                             let mut out = BytesMut::new();
                             let code = search(&env, id, &sr, &controls, &mut out);
                             metrics::ldap_op(LdapOp::Search, code.map(|c| c as u8), started.elapsed());
+                            super::clients::search(peer.ip(), who.as_ref(), &sr.filter, code);
                             out
                         })
                     };
@@ -567,6 +569,7 @@ impl Session {
         let logged = crate::accounts::loggable_name(name);
         if let Some(a) = account.as_ref().filter(|a| !a.allowed_from(self.peer.ip())) {
             info!(peer = %self.peer, account = %a.name, "bind refused: source network not allowed");
+            super::clients::bind_failed(self.peer.ip(), name, "source network not allowed for this account");
             return (Code::InvalidCredentials, MSG_BAD_WORKSTATION, true);
         }
         // An unknown name costs the same argon2 work as a known one (a dummy hash), so timing tells nothing.
@@ -575,13 +578,21 @@ impl Session {
                 Some(a) => info!(peer = %self.peer, account = %a.name, "bind failed: wrong password"),
                 None => info!(peer = %self.peer, name = ?logged, "bind failed: unknown account"),
             }
+            let reason = if account.is_some() {
+                "wrong password"
+            } else {
+                "unknown account"
+            };
+            super::clients::bind_failed(self.peer.ip(), name, reason);
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS, true);
         }
         let Some(account) = account else {
             return (Code::InvalidCredentials, MSG_BAD_CREDENTIALS, true);
         };
         info!(peer = %self.peer, account = %account.name, "bind succeeded");
-        self.bound = Some(account.name);
+        let account: Arc<str> = Arc::from(account.name);
+        super::clients::bind_ok(self.peer.ip(), &account);
+        self.bound = Some(account);
         (Code::Success, "", false)
     }
 

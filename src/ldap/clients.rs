@@ -1,0 +1,412 @@
+//! Who talks LDAP to this server, and what they ask: the admin console's "clients" page.
+//!
+//! An admin chasing "the phone shows no name" needs to see which address binds with which account and the
+//! filters it really sends. This module keeps that per (source address, account) in process memory, bounded:
+//! at most [`MAX_CLIENTS`] clients (the least recently seen is dropped), [`MAX_SHAPES`] filter shapes and
+//! [`RECENT`] operations each, and the last [`FAILED_BINDS`] failed binds. A filter's *shape* is the filter
+//! with its values left out (`(|(cn=…*)(sn=…*))`), so a phone that searches a thousand names counts as one
+//! kind of query; one example with values is kept, cut to [`EXAMPLE_MAX`] bytes.
+//!
+//! Nothing is written to disk and nothing here is needed to answer LDAP: a poisoned lock is taken over, never
+//! propagated.
+
+use super::filter::Filter;
+use super::proto::Code;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// Clients remembered; beyond this the least recently seen one is forgotten.
+pub const MAX_CLIENTS: usize = 256;
+/// Distinct filter shapes kept per client; beyond this the least used one is replaced.
+pub const MAX_SHAPES: usize = 32;
+/// Operations kept per client, newest first.
+pub const RECENT: usize = 10;
+/// Failed binds kept, all clients together.
+pub const FAILED_BINDS: usize = 50;
+/// Longest example filter kept (bytes; cut at a character boundary).
+pub const EXAMPLE_MAX: usize = 200;
+
+/// One filter shape a client sends.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Shape {
+    pub shape: String,
+    pub count: u64,
+    /// The last filter of this shape, with its values.
+    pub example: String,
+}
+
+/// One operation, as the console lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Recent {
+    pub at: u64,
+    /// `bind` or `search <filter>`.
+    pub what: String,
+    /// The LDAP result (`success`, `invalidCredentials`, …).
+    pub result: &'static str,
+}
+
+/// What one (address, account) did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Client {
+    pub address: IpAddr,
+    /// The bound account; `None` for anonymous operations.
+    pub account: Option<Arc<str>>,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub binds: u64,
+    pub searches: u64,
+    /// Operations that did not end in success (a size limit reached counts: the client asked for too much).
+    pub errors: u64,
+    /// Most used first (in [`snapshot`]'s view).
+    pub shapes: Vec<Shape>,
+    /// Newest first.
+    pub recent: VecDeque<Recent>,
+}
+
+/// A bind that failed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedBind {
+    pub at: u64,
+    pub address: IpAddr,
+    /// The bind name as given, made safe to show ([`crate::accounts::loggable_name`]).
+    pub name: String,
+    pub reason: &'static str,
+}
+
+type Key = (IpAddr, Option<Arc<str>>);
+
+#[derive(Default)]
+struct Log {
+    clients: HashMap<Key, Client>,
+    failed: VecDeque<FailedBind>,
+}
+
+static LOG: LazyLock<Mutex<Log>> = LazyLock::new(Mutex::default);
+
+fn log() -> std::sync::MutexGuard<'static, Log> {
+    LOG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Log {
+    /// The client's record, made when new; a full log first forgets the least recently seen client (a scan,
+    /// but only when a new client arrives at a full log).
+    fn client(&mut self, address: IpAddr, account: Option<&Arc<str>>, now: u64) -> &mut Client {
+        let key: Key = (address, account.cloned());
+        if !self.clients.contains_key(&key) && self.clients.len() >= MAX_CLIENTS {
+            let oldest = self
+                .clients
+                .iter()
+                .min_by_key(|(_, c)| c.last_seen)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.clients.remove(&k);
+            }
+        }
+        let c = self.clients.entry(key).or_insert_with(|| Client {
+            address,
+            account: account.cloned(),
+            first_seen: now,
+            last_seen: now,
+            binds: 0,
+            searches: 0,
+            errors: 0,
+            shapes: Vec::new(),
+            recent: VecDeque::new(),
+        });
+        c.last_seen = now;
+        c
+    }
+}
+
+impl Client {
+    fn note(&mut self, at: u64, what: String, result: &'static str) {
+        if self.recent.len() >= RECENT {
+            self.recent.pop_back();
+        }
+        self.recent.push_front(Recent { at, what, result });
+    }
+}
+
+/// A successful bind by `account` from `address`.
+pub(crate) fn bind_ok(address: IpAddr, account: &Arc<str>) {
+    let now = crate::time::unix_now();
+    let mut log = log();
+    let c = log.client(address, Some(account), now);
+    c.binds += 1;
+    c.note(now, "bind".into(), "success");
+}
+
+/// A failed bind from `address` with `name` (as given by the client).
+pub(crate) fn bind_failed(address: IpAddr, name: &str, reason: &'static str) {
+    let now = crate::time::unix_now();
+    let name = crate::accounts::loggable_name(name);
+    let mut log = log();
+    if log.failed.len() >= FAILED_BINDS {
+        log.failed.pop_back();
+    }
+    log.failed.push_front(FailedBind {
+        at: now,
+        address,
+        name: cut(&name, EXAMPLE_MAX),
+        reason,
+    });
+    let c = log.client(address, None, now);
+    c.errors += 1;
+    c.note(
+        now,
+        format!("bind as {}", cut(&name, EXAMPLE_MAX)),
+        "invalidCredentials",
+    );
+}
+
+/// A search by `account` (`None`: anonymous) from `address` that ended with `code` (`None`: no result sent,
+/// the search was abandoned or the client went away).
+pub(crate) fn search(address: IpAddr, account: Option<&Arc<str>>, filter: &Filter, code: Option<Code>) {
+    let now = crate::time::unix_now();
+    let mut shape = String::new();
+    write_filter(&mut shape, filter, false);
+    let mut example = String::new();
+    write_filter(&mut example, filter, true);
+    let example = cut(&example, EXAMPLE_MAX);
+    let result = code.map_or("abandoned", code_name);
+    let mut log = log();
+    let c = log.client(address, account, now);
+    c.searches += 1;
+    if code != Some(Code::Success) {
+        c.errors += 1;
+    }
+    match c.shapes.iter_mut().position(|s| s.shape == shape) {
+        Some(i) => {
+            c.shapes[i].count += 1;
+            c.shapes[i].example.clone_from(&example);
+            // One step up per use: frequent shapes move away from the end, where a new shape replaces the
+            // last one when the list is full (the view sorts them fully).
+            if i > 0 && c.shapes[i].count > c.shapes[i - 1].count {
+                c.shapes.swap(i, i - 1);
+            }
+        }
+        None => {
+            if c.shapes.len() >= MAX_SHAPES {
+                c.shapes.pop();
+            }
+            c.shapes.push(Shape {
+                shape,
+                count: 1,
+                example: example.clone(),
+            });
+        }
+    }
+    c.note(now, format!("search {example}"), result);
+}
+
+/// Every client remembered, most recently seen first, and the failed binds, newest first.
+pub fn snapshot() -> (Vec<Client>, Vec<FailedBind>) {
+    let (mut clients, failed): (Vec<Client>, Vec<FailedBind>) = {
+        let log = log();
+        (
+            log.clients.values().cloned().collect(),
+            log.failed.iter().cloned().collect(),
+        )
+    };
+    clients.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.address.cmp(&b.address)));
+    for c in &mut clients {
+        c.shapes.sort_by_key(|s| std::cmp::Reverse(s.count));
+    }
+    (clients, failed)
+}
+
+/// The LDAP name of a result code (RFC 4511 §4.1.9), as client logs print it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Success => "success",
+        Code::OperationsError => "operationsError",
+        Code::ProtocolError => "protocolError",
+        Code::TimeLimitExceeded => "timeLimitExceeded",
+        Code::SizeLimitExceeded => "sizeLimitExceeded",
+        Code::CompareFalse => "compareFalse",
+        Code::CompareTrue => "compareTrue",
+        Code::AuthMethodNotSupported => "authMethodNotSupported",
+        Code::AdminLimitExceeded => "adminLimitExceeded",
+        Code::UnavailableCriticalExtension => "unavailableCriticalExtension",
+        Code::NoSuchAttribute => "noSuchAttribute",
+        Code::NoSuchObject => "noSuchObject",
+        Code::InvalidDnSyntax => "invalidDNSyntax",
+        Code::InvalidCredentials => "invalidCredentials",
+        Code::Busy => "busy",
+        Code::Unavailable => "unavailable",
+        Code::UnwillingToPerform => "unwillingToPerform",
+        Code::Other => "other",
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, with `…` when something was cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Write `f` in the string form of RFC 4515; with `values` false every value is written as `…`.
+pub(crate) fn write_filter(out: &mut String, f: &Filter, values: bool) {
+    let value = |out: &mut String, v: &[u8]| {
+        if !values {
+            out.push('…');
+            return;
+        }
+        match std::str::from_utf8(v) {
+            Ok(s) => {
+                for ch in s.chars() {
+                    match ch {
+                        '*' | '(' | ')' | '\\' | '\0' => {
+                            let _ = write!(out, "\\{:02x}", ch as u32);
+                        }
+                        c => out.push(c),
+                    }
+                }
+            }
+            Err(_) => {
+                for b in v {
+                    let _ = write!(out, "\\{b:02x}");
+                }
+            }
+        }
+    };
+    match f {
+        Filter::And(fs) | Filter::Or(fs) => {
+            out.push_str(if matches!(f, Filter::And(_)) { "(&" } else { "(|" });
+            for f in fs {
+                write_filter(out, f, values);
+            }
+            out.push(')');
+        }
+        Filter::Not(f) => {
+            out.push_str("(!");
+            write_filter(out, f, values);
+            out.push(')');
+        }
+        Filter::Eq(a, v) | Filter::Ge(a, v) | Filter::Le(a, v) | Filter::Approx(a, v) => {
+            let op = match f {
+                Filter::Eq(..) => "=",
+                Filter::Ge(..) => ">=",
+                Filter::Le(..) => "<=",
+                _ => "~=",
+            };
+            let _ = write!(out, "({a}{op}");
+            value(out, v);
+            out.push(')');
+        }
+        Filter::Sub(a, s) => {
+            let _ = write!(out, "({a}=");
+            if let Some(v) = &s.initial {
+                value(out, v);
+            }
+            out.push('*');
+            for v in &s.any {
+                value(out, v);
+                out.push('*');
+            }
+            if let Some(v) = &s.final_ {
+                value(out, v);
+            }
+            out.push(')');
+        }
+        Filter::Present(a) => {
+            let _ = write!(out, "({a}=*)");
+        }
+        Filter::Ext {
+            rule,
+            attr,
+            value: v,
+            dn_attrs,
+        } => {
+            out.push('(');
+            if let Some(a) = attr {
+                out.push_str(a);
+            }
+            if *dn_attrs {
+                out.push_str(":dn");
+            }
+            if let Some(r) = rule {
+                let _ = write!(out, ":{r}");
+            }
+            out.push_str(":=");
+            value(out, v);
+            out.push(')');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: &str, values: bool) -> String {
+        let mut s = String::new();
+        write_filter(&mut s, &Filter::parse(f).unwrap(), values);
+        s
+    }
+
+    #[test]
+    fn filters_are_written_back_in_their_string_form_and_as_shapes() {
+        for f in [
+            "(|(cn=Schm*)(sn=Schm*))",
+            "(&(objectCategory=person)(|(telephoneNumber=*4930*)(mobile=*1234)))",
+            "(!(userAccountControl:1.2.840.113556.1.4.803:=2))",
+            "(cn=a\\2ab\\28c\\29)",
+            "(sn>=M)",
+        ] {
+            assert_eq!(text(f, true), f);
+        }
+        assert_eq!(text("(|(cn=Schm*)(sn=*mid*t))", false), "(|(cn=…*)(sn=*…*…))");
+    }
+
+    #[test]
+    fn one_client_per_address_and_account_with_bounded_shapes_and_recent_operations() {
+        // The log is process-global; this test uses an address no other test does.
+        let ip: IpAddr = "192.0.2.77".parse().unwrap();
+        let acct: Arc<str> = Arc::from("pbx-test");
+        bind_ok(ip, &acct);
+        for i in 0..(MAX_SHAPES + 5) {
+            let f = Filter::parse(&format!("(|(cn=x*)(sn{i}=y*))")).unwrap();
+            search(ip, Some(&acct), &f, Some(Code::Success));
+        }
+        let f = Filter::parse("(telephoneNumber=+49301234)").unwrap();
+        for _ in 0..3 {
+            search(ip, Some(&acct), &f, Some(Code::Success));
+        }
+        search(ip, None, &f, Some(Code::InvalidCredentials));
+        bind_failed(ip, "CN=intruder", "wrong password");
+        let (clients, failed) = snapshot();
+        let mine: Vec<_> = clients.iter().filter(|c| c.address == ip).collect();
+        assert_eq!(mine.len(), 2, "the account and the anonymous client are told apart");
+        let pbx = mine.iter().find(|c| c.account.as_deref() == Some("pbx-test")).unwrap();
+        assert_eq!(pbx.binds, 1);
+        assert_eq!(pbx.searches, MAX_SHAPES as u64 + 5 + 3);
+        assert_eq!(pbx.shapes.len(), MAX_SHAPES);
+        assert_eq!(pbx.shapes[0].shape, "(telephoneNumber=…)");
+        assert_eq!(pbx.shapes[0].count, 3);
+        assert_eq!(pbx.recent.len(), RECENT);
+        assert_eq!(pbx.recent[0].what, "search (telephoneNumber=+49301234)");
+        let anon = mine.iter().find(|c| c.account.is_none()).unwrap();
+        assert_eq!(anon.errors, 2);
+        assert!(failed
+            .iter()
+            .any(|b| b.address == ip && b.name.contains("intruder") && b.reason == "wrong password"));
+        assert!(clients.len() <= MAX_CLIENTS);
+    }
+
+    #[test]
+    fn long_examples_are_cut_at_a_character_boundary() {
+        let long = "ü".repeat(300);
+        let c = cut(&long, EXAMPLE_MAX);
+        assert!(c.len() <= EXAMPLE_MAX + '…'.len_utf8());
+        assert!(c.ends_with('…'));
+    }
+}

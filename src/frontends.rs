@@ -168,6 +168,11 @@ pub async fn start(cfg: &Config, dir: Published, shutdown: CancellationToken) ->
 }
 
 impl FrontEnds {
+    /// The CardDAV front end's lookup inspector, when CardDAV is configured (for the admin console).
+    pub(crate) fn carddav_inspector(&self) -> Option<crate::carddav::lookup::Inspector> {
+        self.carddav.as_ref().map(|h| h.inspector())
+    }
+
     /// Build and validate the front-end settings of a new config and bind changed listen addresses; nothing is
     /// applied yet.
     pub async fn prepare_reload(&self, cfg: &Config) -> anyhow::Result<Prepared> {

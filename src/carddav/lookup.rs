@@ -193,7 +193,7 @@ fn photo_request(file: &str, size: Option<&str>) -> Result<Request, Box<Response
 
 /// Query parameters, form-decoded (`+` is a space: `n=+4930…` unencoded arrives as ` 4930…`, which reads the
 /// same as a number).
-fn params(query: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn params(query: Option<&str>) -> Vec<(String, String)> {
     query
         .unwrap_or_default()
         .split('&')
@@ -570,6 +570,10 @@ fn names(e: &Entry) -> [String; 3] {
 type Found<'a> = (bool, std::borrow::Cow<'a, [u8]>, &'a Arc<Entry>);
 
 fn search(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) -> Response<Body> {
+    json_ok(&search_json(ctx, book, q, limit, base))
+}
+
+fn search_json(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) -> Value {
     let snap = &ctx.snap;
     let phones = &snap.phones;
     let view = ctx.book_view(book);
@@ -644,12 +648,64 @@ fn search(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) -> Resp
         .take(limit)
         .map(|(_, _, e)| Value::Object(person(e, phones, base)))
         .collect();
-    json_ok(&json!({
+    json!({
         "query": q,
         "count": total,
         "truncated": total > limit,
         "results": results,
-    }))
+    })
+}
+
+/// What `/lookup` answers an anonymous caller of the first book, and which books hold an entry: the admin
+/// console's lookup tester asks here rather than over HTTP, so it sees the CardDAV listener's own caches and
+/// configuration (a reload included).
+pub(crate) struct Inspector(pub(crate) Arc<crate::carddav::service::State>);
+
+impl Inspector {
+    fn ctx(&self) -> Ctx<'_> {
+        let cfg = self.0.cfg.load_full();
+        Ctx {
+            state: &self.0,
+            books: cfg.effective_books(),
+            cfg,
+            snap: self.0.dir.load(),
+            principal: crate::carddav::auth::Principal::Anonymous,
+            stale_token_400: false,
+        }
+    }
+
+    /// The first book's name (what `/lookup` searches when no `book=` is given).
+    pub(crate) fn first_book(&self) -> String {
+        self.ctx().books.first().map(|b| b.name.clone()).unwrap_or_default()
+    }
+
+    /// `GET /lookup/number?n=…`: the status and the JSON body.
+    pub(crate) fn number(&self, n: &str) -> (u16, Value) {
+        let ctx = self.ctx();
+        if ctx.books.is_empty() {
+            return (404, json!({"error": "no phone book is configured"}));
+        }
+        let (code, _, body) = number(&ctx, 0, n, false, "");
+        (code.as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// `GET /lookup/search?q=…&limit=…`.
+    pub(crate) fn search(&self, q: &str, limit: usize) -> Value {
+        let ctx = self.ctx();
+        if ctx.books.is_empty() {
+            return json!({"error": "no phone book is configured"});
+        }
+        search_json(&ctx, 0, q, limit, "")
+    }
+
+    /// The books whose cards include entry `id`.
+    pub(crate) fn books_of(&self, id: &str) -> Vec<String> {
+        let ctx = self.ctx();
+        (0..ctx.books.len())
+            .filter(|&i| ctx.book_view(i).contains(id))
+            .map(|i| ctx.books[i].name.clone())
+            .collect()
+    }
 }
 
 /// The collation key of an entry's display name: the one projected into the entry when the name is its

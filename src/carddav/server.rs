@@ -213,6 +213,11 @@ pub async fn start(
 }
 
 impl CardDavHandle {
+    /// What the admin console's lookup tester asks (the `/lookup` answers and book membership).
+    pub(crate) fn inspector(&self) -> crate::carddav::lookup::Inspector {
+        crate::carddav::lookup::Inspector(self.state.clone())
+    }
+
     /// Check a new configuration without applying it (for a reload that must be all-or-nothing).
     pub fn check(&self, next: &CardDavConfig) -> Result<(), CardDavError> {
         next.validate()

@@ -47,6 +47,12 @@ pub struct Cidr {
 #[error("invalid network {0:?}: expected CIDR notation such as 10.0.0.0/8 or 2001:db8::/32")]
 pub struct CidrError(pub String);
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl FromStr for Cidr {
     type Err = CidrError;
     fn from_str(s: &str) -> Result<Cidr, CidrError> {

@@ -251,6 +251,9 @@ pub struct AdminSection {
     /// clients away before the listeners close.
     #[serde(default = "default_drain", deserialize_with = "de_duration")]
     pub drain_period: Duration,
+    /// Source networks that may open the admin console (`/console/`); loopback by default.
+    #[serde(default = "default_console_networks")]
+    pub console_networks: Vec<String>,
 }
 
 impl Default for AdminSection {
@@ -260,6 +263,7 @@ impl Default for AdminSection {
             token_file: None,
             stale_after: default_stale(),
             drain_period: default_drain(),
+            console_networks: default_console_networks(),
         }
     }
 }
@@ -376,6 +380,10 @@ fn default_vcard() -> String {
 fn default_number_format() -> String {
     "e164".into()
 }
+fn default_console_networks() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
+}
+
 fn default_admin_listen() -> Option<SocketAddr> {
     "127.0.0.1:9180".parse().ok()
 }

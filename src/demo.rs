@@ -43,14 +43,20 @@ pub struct DemoOptions {
     pub sync_interval: String,
 }
 
+/// Where the demo keeps its files.
+pub struct DemoFiles<'a> {
+    pub client_secret: &'a std::path::Path,
+    pub admin_token: &'a std::path::Path,
+    pub state_dir: &'a std::path::Path,
+}
+
 /// The config text the demo runs with (also handy as a starting point: `entradir.example.toml` documents all).
 pub fn demo_config(
     opts: &DemoOptions,
     sim_url: &str,
     tenant: &str,
     client: &str,
-    secret_file: &std::path::Path,
-    state_dir: &std::path::Path,
+    files: &DemoFiles<'_>,
     hash: &str,
 ) -> String {
     format!(
@@ -77,14 +83,16 @@ listen = "{carddav}"
 
 [admin]
 listen = "{admin}"
+token_file = "{token}"
 
 [[accounts]]
 name = "{account}"
 password_hash = "{hash}"
 "#,
-        secret = secret_file.display(),
+        secret = files.client_secret.display(),
+        token = files.admin_token.display(),
         interval = opts.sync_interval,
-        state = state_dir.display(),
+        state = files.state_dir.display(),
         ldap = opts.ldap,
         carddav = opts.carddav,
         admin = opts.admin,
@@ -117,16 +125,26 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let tmp = tempdir()?;
     let state_dir = opts.state_dir.clone().unwrap_or_else(|| tmp.join("state"));
     let secret_file = tmp.join("client-secret");
-    {
-        // Owner-only, as the operator's own secret file should be (entradir warns otherwise).
+    let token_file = tmp.join("admin-token");
+    // A fresh admin token per demo (console sign-in and POST /sync), printed below.
+    let token: String = {
+        use rand::Rng;
+        rand::rngs::OsRng
+            .sample_iter(rand::distributions::Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect()
+    };
+    for (file, content) in [(&secret_file, sim.client_secret()), (&token_file, token.as_str())] {
+        // Owner-only, as the operator's own secret files should be (entradir warns otherwise).
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&secret_file)?;
-        std::io::Write::write_all(&mut f, sim.client_secret().as_bytes())?;
+            .open(file)?;
+        std::io::Write::write_all(&mut f, content.as_bytes())?;
     }
     let hash = crate::accounts::hash_password(DEMO_PASSWORD)?;
     let text = demo_config(
@@ -134,8 +152,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         &sim.base_url(),
         sim.tenant_id(),
         sim.client_id(),
-        &secret_file,
-        &state_dir,
+        &DemoFiles {
+            client_secret: &secret_file,
+            admin_token: &token_file,
+            state_dir: &state_dir,
+        },
         &hash,
     );
     let cfg = Config::parse(&tmp.join("demo.toml"), &text)?;
@@ -161,6 +182,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
          \x20          password: {pw}\n\
          \x20 CardDAV  http://{carddav}/.well-known/carddav   (user {acct}, password {pw})\n\
          \x20 Admin    http://{admin}/metrics  /status  /readyz\n\
+         \x20 Console  http://{admin}/console/   (admin token: {token})\n\
          \nTry (caller lookup by the last digits, a phone-book name search, paging):\n\
          \x20 ldapsearch -x -H ldap://{ldap} -b DC=contoso,DC=example '(telephoneNumber=*{number})' cn telephoneNumber mobile\n\
          \x20 ldapsearch -x -H ldap://{ldap} -D {acct}@contoso.example -w {pw} -b DC=contoso,DC=example '(|(cn=*{name}*)(sn=*{name}*))' cn mail\n\

@@ -167,18 +167,18 @@ pub async fn run(mut cfg: Config, config_path: Option<PathBuf>) -> anyhow::Resul
             cfg.admin.listen,
             crate::net::bind(cfg.admin.listen).await.context("admin.listen")?,
         ),
-        settings: Arc::new(ArcSwap::from_pointee(AdminSettings::from_config(&cfg.admin)?)),
+        settings: Arc::new(ArcSwap::from_pointee(AdminSettings::for_config(&cfg)?)),
     };
     admin.settings.load().log_trigger_state(&cfg.admin);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let st = crate::admin::AdminState {
-        dir: published.clone(),
-        status: status.clone(),
-        commands: tx.clone(),
-        settings: admin.settings.clone(),
-        started: std::time::SystemTime::now(),
-        draining: draining.clone(),
-    };
+    let st = crate::admin::AdminState::new(
+        published.clone(),
+        status.clone(),
+        tx.clone(),
+        admin.settings.clone(),
+        draining.clone(),
+    );
+    let inspector = st.carddav.clone();
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -186,6 +186,7 @@ pub async fn run(mut cfg: Config, config_path: Option<PathBuf>) -> anyhow::Resul
         // Served from the state file: listen now; the sync starts last, so a failed start never leaves a
         // sync round writing state behind it.
         let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
+        inspector.store(fronts.carddav_inspector().map(Arc::new));
         tokio::spawn(crate::admin::serve(admin.listener.clone(), st, shutdown.clone()));
         let sync_task = tokio::spawn(engine.run(cfg.entra.sync_interval, rx, shutdown.clone()));
         (fronts, sync_task)
@@ -233,6 +234,7 @@ pub async fn run(mut cfg: Config, config_path: Option<PathBuf>) -> anyhow::Resul
             }
         }
         let fronts = crate::frontends::start(&cfg, published.clone(), shutdown.clone()).await?;
+        inspector.store(fronts.carddav_inspector().map(Arc::new));
         (fronts, sync_task)
     };
     let mut expiries = crate::expiry::collect(&cfg);
@@ -325,7 +327,7 @@ async fn reload(
         );
         let settings = cfg.directory_settings()?;
         let syncer = Syncer::new(graph_config(&cfg)?).context("entra")?;
-        let admin_settings = AdminSettings::from_config(&cfg.admin)?;
+        let admin_settings = AdminSettings::for_config(&cfg)?;
         let fe = match fronts {
             Some(f) => Some(f.prepare_reload(&cfg).await?),
             None => {

@@ -1,11 +1,14 @@
 //! The admin endpoint (`[admin] listen`, default 127.0.0.1:9180): Prometheus metrics, health and readiness, a
-//! JSON status page, and a token-protected trigger for an immediate sync.
+//! JSON status page, a token-protected trigger for an immediate sync, and the read-only admin console
+//! ([`console`], under `/console/`).
 //!
 //! It reads the published snapshot and the sync engine's status; it never touches the directory itself.
 //!
 //! It is meant for localhost or a management network, but still treats every caller as hostile: the token is
 //! compared in constant time, request bodies are refused above [`MAX_BODY`] before being read, headers must
 //! arrive within [`HEADER_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at once.
+
+mod console;
 
 use crate::directory::{Published, Snapshot};
 use crate::net::listen::{self, Conn, Limits, Refusal, Socket};
@@ -41,6 +44,31 @@ pub struct AdminState {
     pub started: SystemTime,
     /// Set on SIGTERM: `/readyz` says 503 from then on while the server drains.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The CardDAV front end's `/lookup` code, once it runs (the console's lookup tester asks it).
+    pub(crate) carddav: Arc<arc_swap::ArcSwapOption<crate::carddav::lookup::Inspector>>,
+    pub(crate) console: Arc<console::Console>,
+}
+
+impl AdminState {
+    /// The state of a new admin endpoint; `carddav` is set once the front ends have started.
+    pub fn new(
+        dir: Published,
+        status: Arc<Mutex<SyncStatus>>,
+        commands: mpsc::Sender<Command>,
+        settings: Arc<ArcSwap<AdminSettings>>,
+        draining: Arc<std::sync::atomic::AtomicBool>,
+    ) -> AdminState {
+        AdminState {
+            dir,
+            status,
+            commands,
+            settings,
+            started: SystemTime::now(),
+            draining,
+            carddav: Arc::default(),
+            console: Arc::default(),
+        }
+    }
 }
 
 /// Admin settings from the config, swapped on reload.
@@ -52,6 +80,12 @@ pub struct AdminSettings {
     pub stale_after: Duration,
     /// How long SIGTERM keeps serving with `/readyz` at 503 before the listeners close.
     pub drain_period: Duration,
+    /// Who may open the console.
+    pub console_networks: Vec<crate::accounts::Cidr>,
+    /// Facts the console's data-quality page needs from the rest of the config: a UPN mapping file is set,
+    /// photos are synced.
+    pub upn_csv: bool,
+    pub photos: bool,
 }
 
 impl AdminSettings {
@@ -68,11 +102,38 @@ impl AdminSettings {
             .filter(|t| !t.is_empty()),
             None => None,
         };
+        let console_networks = a
+            .console_networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.parse()
+                    .map_err(|e| anyhow::anyhow!("admin.console_networks[{i}]: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(AdminSettings {
             token,
             stale_after: a.stale_after,
             drain_period: a.drain_period,
+            console_networks,
+            upn_csv: false,
+            photos: false,
         })
+    }
+
+    /// [`AdminSettings::from_config`] of the whole config.
+    pub fn for_config(cfg: &crate::config::Config) -> anyhow::Result<AdminSettings> {
+        Ok(AdminSettings {
+            upn_csv: cfg.directory.upn_matching_csv.is_some(),
+            photos: cfg.entra.photos,
+            ..AdminSettings::from_config(&cfg.admin)?
+        })
+    }
+
+    /// The console networks as the config writes them.
+    fn console_networks_text(&self) -> String {
+        let v: Vec<String> = self.console_networks.iter().map(|c| c.to_string()).collect();
+        v.join(", ")
     }
 }
 
@@ -261,8 +322,15 @@ fn readiness(snap: &Snapshot, stale_after: Duration, now: SystemTime) -> (Status
     }
 }
 
-async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(
+    st: AdminState,
+    peer: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
+    if path == "/console" || path.starts_with("/console/") {
+        return Ok(console::handle(&st, peer, req).await);
+    }
     Ok(match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(&st)),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
@@ -299,7 +367,7 @@ async fn handle(st: AdminState, req: Request<Incoming>) -> Result<Response<Full<
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics /healthz /readyz /status or POST /sync\n",
+            "not found; try /console/ /metrics /healthz /readyz /status or POST /sync\n",
         ),
     })
 }
@@ -429,7 +497,8 @@ impl listen::Service for Admin {
 
     async fn serve(self: Arc<Self>, conn: Conn) {
         let st = self.0.clone();
-        let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
+        let peer = conn.peer.ip();
+        let svc = hyper::service::service_fn(move |req| handle(st.clone(), peer, req));
         listen::serve_http(conn, HEADER_TIMEOUT, svc, "admin").await;
     }
 }
@@ -468,6 +537,24 @@ mod tests {
         assert_eq!(
             AdminSettings::from_config(&section).unwrap().token.as_deref(),
             Some("t0ken")
+        );
+    }
+
+    #[test]
+    fn console_networks_default_to_loopback_and_a_bad_one_is_named() {
+        let s = AdminSettings::from_config(&crate::config::AdminSection::default()).unwrap();
+        let loopback = |ip: &str| s.console_networks.iter().any(|n| n.contains(ip.parse().unwrap()));
+        assert!(loopback("127.0.0.1") && loopback("::1"));
+        assert!(!loopback("192.0.2.1"));
+        assert_eq!(s.console_networks_text(), "127.0.0.0/8, ::1/128");
+        let section = crate::config::AdminSection {
+            console_networks: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+            ..Default::default()
+        };
+        let e = AdminSettings::from_config(&section).unwrap_err().to_string();
+        assert!(
+            e.contains("admin.console_networks[1]") && e.contains("10.0.0.0/33"),
+            "{e}"
         );
     }
 

@@ -164,6 +164,32 @@ async fn upn_csv_guests_and_scope() {
     assert_eq!(e.first_str("sAMAccountName"), Some("max.mustermann"));
     assert_eq!(report.unmatched_csv_rows, vec![("nobody@x.de".to_string(), 3)]);
     assert!(snap.entry(&guest).is_none(), "guests are not published by default");
+    // The unmatched rows follow users arriving and leaving, round by round (delta rounds, no rebuild).
+    let late = ctl
+        .add_user(props(
+            json!({"displayName": "No Body", "userPrincipalName": "nobody@x.de",
+            "mailNickname": "nobody", "accountEnabled": true, "userType": "Member"}),
+        ))
+        .unwrap();
+    let report = engine.round().await.unwrap();
+    assert_eq!(
+        report.unmatched_csv_rows,
+        Vec::<(String, usize)>::new(),
+        "the row matches now"
+    );
+    ctl.update_user(&u, props(json!({"userPrincipalName": "mmu2@domain.de"})))
+        .unwrap();
+    ctl.delete(GraphKind::User, &late, true).unwrap();
+    let report = engine.round().await.unwrap();
+    assert_eq!(
+        report.unmatched_csv_rows,
+        vec![("mmu@domain.de".to_string(), 2), ("nobody@x.de".to_string(), 3)],
+        "a renamed UPN and a deleted user leave their rows unmatched, in file order"
+    );
+    ctl.update_user(&u, props(json!({"userPrincipalName": "mmu@domain.de"})))
+        .unwrap();
+    let report = engine.round().await.unwrap();
+    assert_eq!(report.unmatched_csv_rows, vec![("nobody@x.de".to_string(), 3)]);
 
     // Scope to one group: only its (transitive) members stay; a reload re-projects without Graph.
     let x = ctl.export();

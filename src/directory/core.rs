@@ -108,6 +108,9 @@ pub struct Directory {
     scope: Option<HashSet<String>>,
     /// First version each published id appeared in (`uSNCreated`).
     created: HashMap<String, u64>,
+    /// UPN-CSV rows that match no user, line → UPN: recomputed from the whole file when the directory is
+    /// rebuilt (start, reload), else updated from the UPNs a round moved, so a round costs nothing per row.
+    unmatched_csv: BTreeMap<usize, String>,
 }
 
 impl Directory {
@@ -134,6 +137,7 @@ impl Directory {
             published,
             scope: None,
             created: HashMap::new(),
+            unmatched_csv: BTreeMap::new(),
         };
         d.rebuild();
         d
@@ -223,6 +227,15 @@ impl Directory {
         let now = unix_now();
         let touched = self.store.apply(round, now);
         self.links = round.delta_links.clone();
+        for upn in &touched.upns_moved {
+            if let Some(line) = self.settings.upn_map.line_of(upn) {
+                if self.store.has_upn(upn) {
+                    self.unmatched_csv.remove(&line);
+                } else {
+                    self.unmatched_csv.insert(line, upn.clone());
+                }
+            }
+        }
         let full_groups = round.full.contains(&GraphKind::Group);
         let mut ids = touched.ids;
         if !self.settings.scope_groups.is_empty() && (touched.membership || full_groups || !round.full.is_empty()) {
@@ -239,6 +252,13 @@ impl Directory {
 
     /// Project everything from scratch (start-up, reload).
     fn rebuild(&mut self) -> ApplyReport {
+        let store = &self.store;
+        self.unmatched_csv = self
+            .settings
+            .upn_map
+            .unmatched(|upn| store.has_upn(upn))
+            .map(|(u, l)| (l, u.to_string()))
+            .collect();
         self.scope = if self.settings.scope_groups.is_empty() {
             None
         } else {
@@ -387,7 +407,6 @@ impl Directory {
 
     /// Re-project `ids` and everything whose attributes name them, into `next`, and publish it.
     fn project_ids(&mut self, next: &mut Snapshot, ids: BTreeSet<String>) -> ApplyReport {
-        let settings = self.settings.clone();
         // 1. Names: what each object now wants (nothing, when it left); settling them may rename objects
         // outside `ids` (the next holder of a freed name), whose entries must be re-projected as well.
         let wishes: Vec<(String, Option<Wanted>)> = ids
@@ -470,12 +489,7 @@ impl Directory {
         report.entries_changed = changed;
         drop(batch);
         report.unparsable_phones = stats.unparsable_phones;
-        let store = &self.store;
-        report.unmatched_csv_rows = settings
-            .upn_map
-            .unmatched(|upn| store.has_upn(upn))
-            .map(|(u, l)| (u.to_string(), l))
-            .collect();
+        report.unmatched_csv_rows = self.unmatched_csv.iter().map(|(l, u)| (u.clone(), *l)).collect();
         if !next.changed_in_this_version() {
             // Nothing visible changed: keep the version (clients' sync tokens stay valid and cheap).
             let mut same = self.snapshot.clone();

@@ -66,6 +66,9 @@ pub struct Touched {
     pub member_diffs: Vec<(String, String, bool)>,
     /// (user, old manager, new manager).
     pub manager_diffs: Vec<(String, Option<String>, Option<String>)>,
+    /// userPrincipalNames that some user now holds and none did before, or the other way round: the UPN
+    /// CSV's unmatched rows change only here.
+    pub upns_moved: Vec<String>,
 }
 
 /// Members are ordered by (id, type), so lookups by id are range queries: a large group's member list is never
@@ -149,14 +152,19 @@ impl Store {
         self.upns.contains_key(upn)
     }
 
-    fn count_upn(&mut self, upn: Option<&str>, add: bool) {
+    fn count_upn(&mut self, upn: Option<&str>, add: bool, t: &mut Touched) {
         let Some(upn) = upn else { return };
         if add {
-            *self.upns.entry(upn.to_string()).or_default() += 1;
+            let n = self.upns.entry(upn.to_string()).or_default();
+            *n += 1;
+            if *n == 1 {
+                t.upns_moved.push(upn.to_string());
+            }
         } else if let Some(n) = self.upns.get_mut(upn) {
             *n -= 1;
             if *n == 0 {
                 self.upns.remove(upn);
+                t.upns_moved.push(upn.to_string());
             }
         }
     }
@@ -307,8 +315,8 @@ impl Store {
                     }
                     let upn_after = obj.str("userPrincipalName").map(str::to_string);
                     if *kind == GraphKind::User && upn_before != upn_after {
-                        self.count_upn(upn_before.as_deref(), false);
-                        self.count_upn(upn_after.as_deref(), true);
+                        self.count_upn(upn_before.as_deref(), false, &mut t);
+                        self.count_upn(upn_after.as_deref(), true, &mut t);
                     }
                     t.ids.insert(id.clone());
                 }
@@ -373,7 +381,7 @@ impl Store {
             }
         }
         if kind == GraphKind::User {
-            self.count_upn(obj.props.get("userPrincipalName").and_then(Val::as_str), false);
+            self.count_upn(obj.props.get("userPrincipalName").and_then(Val::as_str), false, t);
             self.photos.remove(id);
             if let Some(m) = obj.manager {
                 if let Some(set) = self.reports.get_mut(&m) {

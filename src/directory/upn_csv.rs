@@ -117,6 +117,11 @@ impl UpnMap {
         self.rows.is_empty()
     }
 
+    /// The line of `upn`'s row, if the file has one.
+    pub fn line_of(&self, upn: &str) -> Option<usize> {
+        self.rows.get(upn).map(|r| r.line)
+    }
+
     /// Rows whose UPN is not in `known`, with their line numbers: worth a warning, since they usually mean a
     /// typo or a case mismatch.
     pub fn unmatched<'a>(&'a self, known: impl Fn(&str) -> bool + 'a) -> impl Iterator<Item = (&'a str, usize)> + 'a {

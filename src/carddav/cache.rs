@@ -269,6 +269,13 @@ impl Caches {
         }
     }
 
+    /// Whether [`Caches::book`] would answer from its cache (the view of this snapshot version exists).
+    pub fn has_book(&self, book: &BookConfig, listing: &Listing, snap: &Snapshot) -> bool {
+        let key = (book.group.clone(), listing.clone());
+        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        books.get(&key).is_some_and(|v| v.version == snap.version)
+    }
+
     /// The members of `book` in `snap`, computed once per snapshot version.
     pub fn book(&self, book: &BookConfig, listing: &Listing, snap: &Snapshot) -> Arc<BookView> {
         let key = (book.group.clone(), listing.clone());

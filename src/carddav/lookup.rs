@@ -17,7 +17,8 @@
 //! person has them. When several people share a number, the answer says who wins by [`rank`] and lists them.
 //!
 //! A number lookup is a few index probes, answered on the async worker (it is what a ringing phone waits for)
-//! from a per-snapshot answer cache; searches and photo scaling run on the blocking threads.
+//! from a per-snapshot answer cache, once the book's member list of the snapshot exists ([`is_quick`]);
+//! building that list, searches and photo scaling run on the blocking threads.
 
 use crate::carddav::cache::BookView;
 use crate::carddav::phonebook::one_line;
@@ -210,9 +211,14 @@ pub(crate) fn params(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 /// Whether a request is answered on the async worker (a number: what a ringing call waits for) rather than
-/// handed to a blocking thread (a search, a photo that may need decoding).
-pub(crate) fn is_quick(r: &Request) -> bool {
-    matches!(r, Request::Number { .. })
+/// handed to a blocking thread (a search, a photo that may need decoding). A number is a few index probes once
+/// its book's member list of this snapshot exists; the first request after a change builds that list (every
+/// member of the book), which is work for a blocking thread too.
+pub(crate) fn is_quick(ctx: &Ctx<'_>, r: &Request) -> bool {
+    match r {
+        Request::Number { book, .. } => ctx.book_view_ready(*book),
+        _ => false,
+    }
 }
 
 /// The answer to `r`. `base` is `scheme://host` for photo URLs (empty: relative URLs); `if_none_match` the
@@ -805,6 +811,38 @@ mod tests {
         assert!(word_matches(&names, "mid"));
         assert!(!word_matches(&names, "mi"));
         assert!(word_matches(&names, "schm"));
+    }
+
+    #[test]
+    fn a_number_waits_on_a_blocking_thread_only_while_its_book_is_being_built() {
+        use crate::carddav::{sample, service::State, CardDavConfig};
+        use crate::directory::Published;
+        let dir = Published::new(sample::snapshot(3, sample::people(50, 3)));
+        let state = State::new(
+            Arc::new(arc_swap::ArcSwap::from_pointee(CardDavConfig::default())),
+            dir.clone(),
+        );
+        let number = Request::Number {
+            book: 0,
+            n: "+49301234".into(),
+            text: false,
+        };
+        let ctx = Ctx::for_test(&state, false);
+        assert!(
+            !is_quick(&ctx, &number),
+            "the first lookup of a snapshot builds the book"
+        );
+        let _ = answer(&ctx, &number, "", None);
+        assert!(is_quick(&ctx, &number), "then a lookup is a few probes");
+        dir.publish(sample::snapshot(4, sample::people(50, 4)));
+        let ctx = Ctx::for_test(&state, false);
+        assert!(!is_quick(&ctx, &number), "a new snapshot needs its own book");
+        let search = Request::Search {
+            book: 0,
+            q: "Anna".into(),
+            limit: 10,
+        };
+        assert!(!is_quick(&ctx, &search));
     }
 
     #[test]

@@ -281,6 +281,13 @@ pub enum Resource {
 }
 
 impl Ctx<'_> {
+    /// Whether book `i`'s view of this snapshot is built already ([`Ctx::book_view`] then costs a lookup).
+    pub fn book_view_ready(&self, i: usize) -> bool {
+        self.state
+            .caches
+            .has_book(&self.books[i], &self.cfg.listing, &self.snap)
+    }
+
     pub fn book_view(&self, i: usize) -> Arc<BookView> {
         self.state.caches.book(&self.books[i], &self.cfg.listing, &self.snap)
     }
@@ -604,7 +611,7 @@ async fn route(state: &Arc<State>, peer: SocketAddr, secure: bool, req: Request<
             Err(answered) => return *answered,
         };
         let (base, tags) = (origin.base_url(), if_none_match(&req));
-        if lookup::is_quick(&request) {
+        if lookup::is_quick(&ctx, &request) {
             return lookup::answer(&ctx, &request, &base, tags.as_deref());
         }
         return offload(state, &ctx, move |ctx| {

@@ -164,28 +164,10 @@ impl Directory {
     }
 
     /// Users whose photo should be checked this round: never checked, or last checked before `recheck_before`;
-    /// the `max` longest unchecked, oldest first.
+    /// the `max` longest unchecked, oldest first. Read from an index ordered by the last check, so a round
+    /// pays for the users it re-checks, not for every user.
     pub fn photo_rechecks(&self, recheck_before: u64, max: usize) -> Vec<String> {
-        // Users and photo records are both sorted by id: walk them together instead of looking each user up.
-        let mut photos = self.store.photos.iter().peekable();
-        let mut due: Vec<(u64, &String)> = Vec::new();
-        for id in self.store.users.keys() {
-            while photos.next_if(|(p, _)| *p < id).is_some() {}
-            let at = match photos.peek() {
-                Some((p, record)) if *p == id => record.checked_at,
-                _ => 0,
-            };
-            if at <= recheck_before {
-                due.push((at, id));
-            }
-        }
-        if due.len() > max {
-            // Only the first `max` need sorting.
-            due.select_nth_unstable(max);
-            due.truncate(max);
-        }
-        due.sort_unstable();
-        due.into_iter().map(|(_, id)| id.clone()).collect()
+        self.store.photos_due(recheck_before, max)
     }
 
     /// Users whose photo state is known (checked at least once), by id.
@@ -640,7 +622,8 @@ mod tests {
     use crate::directory::change::PhotoState;
     use crate::directory::store::Object;
 
-    /// The merge walk and partial sort give what sorting every due user by (last check, id) gives.
+    /// The ordered index gives what sorting every due user by (last check, id) gives, also after rounds that
+    /// add, re-check and remove users.
     #[test]
     fn photo_rechecks_are_the_longest_unchecked_first() {
         let mut store = Store::default();
@@ -692,6 +675,58 @@ mod tests {
             );
         }
         assert!(dir.photos_known().contains_key("gone"));
+
+        // Rounds that add users, re-check photos (a new user's and one checked before) and remove users.
+        use crate::directory::change::{Change, GraphKind, PhotoChange, Round};
+        let mut dir = dir;
+        let naive_of = |d: &Directory, before: u64, max: usize| -> Vec<String> {
+            let mut due: Vec<(u64, String)> = d
+                .store
+                .users
+                .keys()
+                .map(|id| (d.store.photos.get(id).map_or(0, |p| p.checked_at), id.clone()))
+                .filter(|(at, _)| *at <= before)
+                .collect();
+            due.sort();
+            due.into_iter().take(max).map(|(_, id)| id).collect()
+        };
+        for r in 0..6u64 {
+            let upsert = |id: String| Change::Upsert {
+                kind: GraphKind::User,
+                id,
+                props: serde_json::Map::new(),
+            };
+            let mut changes: Vec<Change> = (0..5).map(|i| upsert(format!("new-{r}-{i}"))).collect();
+            changes.push(Change::Removed {
+                kind: GraphKind::User,
+                id: format!("user-{:03}", r * 37),
+                permanent: true,
+            });
+            let photos = [
+                format!("new-{r}-0"),
+                format!("user-{:03}", 100 + r),
+                format!("user-{:03}", r * 37),
+            ]
+            .into_iter()
+            .map(|user| PhotoChange {
+                user,
+                state: PhotoState::Absent,
+                checked_at: 2_000 + r,
+            })
+            .collect();
+            dir.apply(&Round {
+                changes,
+                photos,
+                ..Round::default()
+            });
+            for (before, max) in [(0, 10), (1_060, 25), (2_002, 600), (u64::MAX, 10_000)] {
+                assert_eq!(
+                    dir.photo_rechecks(before, max),
+                    naive_of(&dir, before, max),
+                    "round {r}, before {before}, max {max}"
+                );
+            }
+        }
     }
 
     /// A projection large enough for helper threads gives the same entries, under the same dense ids, as one

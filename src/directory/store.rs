@@ -54,6 +54,21 @@ pub struct Store {
     /// that match nobody asks it once per row instead of walking every user for each row.
     #[serde(skip)]
     upns: HashMap<String, u32>,
+    /// Every user as (last photo check, id), never checked at 0: the users due for a re-check are the start of
+    /// it, so a round finds them without walking every user. Derived, rebuilt after loading.
+    #[serde(skip)]
+    photo_order: PhotoOrder,
+}
+
+/// See [`Store::photo_order`]. Derived from the users and photo records, which `Store`'s equality compares
+/// already: two stores with equal sources are equal whatever this holds.
+#[derive(Debug, Clone, Default)]
+struct PhotoOrder(BTreeSet<(u64, String)>);
+
+impl PartialEq for PhotoOrder {
+    fn eq(&self, _: &PhotoOrder) -> bool {
+        true
+    }
 }
 
 /// Which objects a round touched, so projection only revisits those (and what depends on them).
@@ -137,7 +152,10 @@ impl Store {
             }
         }
         self.upns.clear();
+        self.photo_order.0.clear();
         for (uid, u) in &self.users {
+            let at = self.photos.get(uid).map_or(0, |p| p.checked_at);
+            self.photo_order.0.insert((at, uid.clone()));
             if let Some(m) = &u.manager {
                 self.reports.entry(m.clone()).or_default().insert(uid.clone());
             }
@@ -145,6 +163,22 @@ impl Store {
                 *self.upns.entry(upn.to_string()).or_default() += 1;
             }
         }
+    }
+
+    /// Users last checked for a photo at or before `before` (never checked counts as 0), the `max` longest
+    /// unchecked, oldest first (ties by id).
+    pub fn photos_due(&self, before: u64, max: usize) -> Vec<String> {
+        use std::ops::Bound;
+        let end = match before.checked_add(1) {
+            Some(b) => Bound::Excluded((b, String::new())),
+            None => Bound::Unbounded,
+        };
+        self.photo_order
+            .0
+            .range((Bound::Unbounded, end))
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect()
     }
 
     /// Whether some user has exactly this userPrincipalName.
@@ -318,6 +352,10 @@ impl Store {
                         self.count_upn(upn_before.as_deref(), false, &mut t);
                         self.count_upn(upn_after.as_deref(), true, &mut t);
                     }
+                    if *kind == GraphKind::User && !self.photos.contains_key(id) {
+                        // A new user (or one never checked): due at once.
+                        self.photo_order.0.insert((0, id.clone()));
+                    }
                     t.ids.insert(id.clone());
                 }
                 Change::Removed { kind, id, .. } => self.remove(*kind, id, &mut t),
@@ -364,6 +402,9 @@ impl Store {
                 if self.photos.get(&p.user).map(|r| &r.state) != Some(&rec.state) {
                     t.ids.insert(p.user.clone());
                 }
+                let before = self.photos.get(&p.user).map_or(0, |r| r.checked_at);
+                self.photo_order.0.remove(&(before, p.user.clone()));
+                self.photo_order.0.insert((rec.checked_at, p.user.clone()));
                 self.photos.insert(p.user.clone(), rec);
             }
         }
@@ -382,6 +423,8 @@ impl Store {
         }
         if kind == GraphKind::User {
             self.count_upn(obj.props.get("userPrincipalName").and_then(Val::as_str), false, t);
+            let at = self.photos.get(id).map_or(0, |r| r.checked_at);
+            self.photo_order.0.remove(&(at, id.to_string()));
             self.photos.remove(id);
             if let Some(m) = obj.manager {
                 if let Some(set) = self.reports.get_mut(&m) {

@@ -27,6 +27,10 @@ enum Cmd {
     /// The directory is served from the state file at once (even when Graph is unreachable) and refreshed
     /// every `entra.sync_interval`. Signals: SIGHUP reloads config, UPN CSV, accounts and certificates (a bad
     /// reload changes nothing and logs why); SIGUSR1 syncs now; SIGTERM/SIGINT stop gracefully.
+    ///
+    /// The admin listener (`admin.listen`, 127.0.0.1:9180) serves /metrics, /healthz, /readyz, /status, POST
+    /// /sync and the admin console at /console/ (sign in with the contents of `admin.token_file`): sync
+    /// timeline, data quality, a lookup tester and the LDAP clients seen.
     Run {
         /// The TOML config file.
         #[arg(long, short)]
@@ -158,6 +162,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = cfg.directory_settings()?;
             let graph = entradir::server::graph_config(&cfg)?;
             entradir::frontends::check(&cfg)?;
+            // The admin token file and console networks, as `run` reads them.
+            entradir::admin::AdminSettings::for_config(&cfg)?;
             entradir::server::check_secret_files(&cfg);
             if online {
                 let syncer = entradir::graph::Syncer::new(graph)?;

@@ -329,4 +329,23 @@ fn the_console_shows_what_the_pbx_sees_in_a_real_browser() {
     assert!(body.contains("192.0.2.0/24") && body.contains("127.0.0.1"), "{body}");
     // The rest of the admin endpoint is not affected.
     assert_eq!(get(&format!("{base}/readyz"), &[]).0, 200);
+
+    // A network that is not one is refused by check-config, naming the key and the value.
+    write_config(
+        dir,
+        sim_port,
+        ports,
+        r#"console_networks = ["127.0.0.0/8", "10.0.0.0/33"]"#,
+    );
+    let out = Command::new(common::binary::BIN)
+        .args(["check-config", "--config"])
+        .arg(dir.join("entradir.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check-config accepts a bad network: {said}");
+    assert!(
+        said.contains("admin.console_networks[1]") && said.contains("10.0.0.0/33"),
+        "{said}"
+    );
 }

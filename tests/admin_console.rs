@@ -208,6 +208,24 @@ fn the_console_shows_what_the_pbx_sees_in_a_real_browser() {
         !body.contains("<script>alert") && (body.contains("&#60;script&#62;") || body.contains("&lt;script&gt;")),
         "input is escaped: {body}"
     );
+    // A filter alone (no number or name): every entry it matches is counted, the HTTP part says what it needs.
+    let (status, _, body) = get(
+        &format!("{base}/console/lookup?q=&filter=(objectClass=*)"),
+        &["-H", &bearer],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Type a number or a name"), "{body}");
+    let (status, _, body) = get(&format!("{base}/console/lookup?q=%FF%ZZ&filter="), &["-H", &bearer]);
+    assert_eq!(
+        status, 200,
+        "undecodable input is shown, not refused with an error page: {body}"
+    );
+    let (status, _, body) = get(
+        &format!("{base}/console/lookup?q={}", "a".repeat(600)),
+        &["-H", &bearer],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("longer than 512"), "{body}");
     let (status, _, _) = get(&format!("{base}/console/"), &["-X", "POST", "-H", &bearer]);
     assert_eq!(status, 405, "the console is read-only");
 

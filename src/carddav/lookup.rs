@@ -635,7 +635,10 @@ fn search_json(ctx: &Ctx<'_>, book: usize, q: &str, limit: usize, base: &str) ->
         } else {
             let names = names(e);
             let hit = words.iter().all(|w| word_matches(&names, w));
-            (hit, names.iter().any(|n| n.starts_with(words[0].as_str())))
+            let starts = words
+                .first()
+                .is_some_and(|w| names.iter().any(|n| n.starts_with(w.as_str())));
+            (hit, starts)
         };
         if hit {
             found.push((!starts, name_key(snap, e), e));

@@ -36,6 +36,8 @@ pub(super) struct Match {
 
 pub(super) enum HttpAnswer {
     Off,
+    /// Only a filter was given: nothing to ask `/lookup`.
+    NoInput,
     Number(u16, String, String),
     Search(u64, String),
 }
@@ -179,6 +181,7 @@ fn run(
     }
     let (http_request, http) = match insp {
         None => (String::new(), HttpAnswer::Off),
+        Some(_) if q.trim().is_empty() => (String::new(), HttpAnswer::NoInput),
         Some(i) if number => {
             let (status, v) = i.number(q);
             let winner = v["displayName"].as_str().unwrap_or("nobody").to_string();

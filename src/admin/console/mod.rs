@@ -179,6 +179,7 @@ pub(super) async fn handle(st: &AdminState, peer: IpAddr, req: Request<Incoming>
     }
     let query = req.uri().query().map(str::to_string);
     match path.as_str() {
+        "/console/login" => redirect("/console/"),
         "/console" | "/console/" => pages::sync(st, nav("Sync", true)),
         "/console/quality" => quality::page(st, nav("Data quality", true)).await,
         "/console/lookup" => lookup::page(st, nav("Lookup tester", true), query.as_deref()).await,

@@ -218,8 +218,9 @@ struct Excluded {
     /// The newest version of the exclude groups, their nested groups and every entry they list: a change there
     /// can move someone into or out of every book.
     changed: u64,
-    /// The groups not found, so a group that stays missing is reported once, not with every new snapshot.
-    missing: Vec<String>,
+    /// The groups not found, with the first version they were seen missing: a group that stays missing is
+    /// reported once, and moves the books once (when it went), not with every new snapshot.
+    missing: Vec<(String, u64)>,
 }
 
 impl Caches {
@@ -328,7 +329,7 @@ impl Caches {
         {
             return Some(ex.clone());
         }
-        let reported: Vec<String> = slot
+        let reported: Vec<(String, u64)> = slot
             .as_ref()
             .filter(|ex| ex.groups == groups)
             .map(|ex| ex.missing.clone())
@@ -338,16 +339,19 @@ impl Caches {
         let mut missing = Vec::new();
         for group in groups {
             let Some(root) = find_group(snap, group) else {
+                let seen = reported.iter().find(|(g, _)| g == group).map(|(_, v)| *v);
                 // Said when it goes missing (or at start and reload), not once per book or per snapshot.
-                if !reported.contains(group) {
+                if seen.is_none() {
                     tracing::warn!(
                         group = group.as_str(),
                         "directory.exclude_groups: group not found in the directory; its members stay listed"
                     );
                 }
-                missing.push(group.clone());
-                // Its return (re-creation, rename back) must move the books even if nothing else changed.
-                changed = snap.version;
+                // Its members are listed from the version it was first seen missing in, and stay so: the books
+                // move once, not with every snapshot; its return (re-creation, rename back) is newer still.
+                let since = seen.unwrap_or(snap.version);
+                changed = changed.max(since);
+                missing.push((group.clone(), since));
                 continue;
             };
             let (members, c) = transitive_members(root, snap);
@@ -727,7 +731,16 @@ mod tests {
             exclude_groups: vec!["Hiden".into()],
             ..Listing::default()
         };
-        assert_eq!(ids(&Caches::default().book(&book(None), &typo, &v5)).len(), 3);
+        let typo_caches = Caches::default();
+        let at5 = typo_caches.book(&book(None), &typo, &v5);
+        assert_eq!(ids(&at5).len(), 3);
+        // ... and moves the books once, when it is first missed, not with every later snapshot.
+        let mut v6_other = v5.next();
+        let mut sales6 = group("g1", "Sales", &[&a]);
+        sales6.usn_changed = 6;
+        v6_other.upsert(Arc::new(sales6));
+        assert_eq!(at5.changed, 5);
+        assert_eq!(typo_caches.book(&book(None), &typo, &v6_other).changed, 5);
 
         // The shared mailbox leaves the exclude group: back in both books, as a move, at the group's version.
         let mut v6 = v5.next();

@@ -183,7 +183,21 @@ pub(super) async fn handle(st: &AdminState, peer: IpAddr, req: Request<Incoming>
         "/console" | "/console/" => pages::sync(st, nav("Sync", true)),
         "/console/quality" => quality::page(st, nav("Data quality", true)).await,
         "/console/lookup" => lookup::page(st, nav("Lookup tester", true), query.as_deref()).await,
-        "/console/clients" => pages::clients(nav("Clients", true)),
+        "/console/clients" => {
+            // Up to 256 clients with their shapes and operations: rendered off the async workers.
+            let nav = nav("Clients", true);
+            match tokio::task::spawn_blocking(move || pages::clients(nav)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin console: the clients page failed (a bug: please report it)");
+                    page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain; charset=utf-8",
+                        "the page failed\n",
+                    )
+                }
+            }
+        }
         _ => pages::refused(
             StatusCode::NOT_FOUND,
             nav("Not found", true),

@@ -690,6 +690,17 @@ mod tests {
             due.sort();
             due.into_iter().take(max).map(|(_, id)| id).collect()
         };
+        // A user re-created under an id whose photo record outlived it (an older state file) is due at that
+        // record's time, not forgotten.
+        dir.apply(&Round {
+            changes: vec![Change::Upsert {
+                kind: GraphKind::User,
+                id: "gone".into(),
+                props: serde_json::Map::new(),
+            }],
+            ..Round::default()
+        });
+        assert_eq!(dir.photo_rechecks(0, 1), ["gone"]);
         for r in 0..6u64 {
             let upsert = |id: String| Change::Upsert {
                 kind: GraphKind::User,

@@ -352,9 +352,10 @@ impl Store {
                         self.count_upn(upn_before.as_deref(), false, &mut t);
                         self.count_upn(upn_after.as_deref(), true, &mut t);
                     }
-                    if *kind == GraphKind::User && !self.photos.contains_key(id) {
-                        // A new user (or one never checked): due at once.
-                        self.photo_order.0.insert((0, id.clone()));
+                    if *kind == GraphKind::User {
+                        // A new user is due at its record's time (none: at once); a known one is there already.
+                        let at = self.photos.get(id).map_or(0, |p| p.checked_at);
+                        self.photo_order.0.insert((at, id.clone()));
                     }
                     t.ids.insert(id.clone());
                 }

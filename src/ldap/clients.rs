@@ -129,40 +129,96 @@ impl Client {
     }
 }
 
+impl Log {
+    fn bind_ok(&mut self, address: IpAddr, account: &Arc<str>, now: u64) {
+        let c = self.client(address, Some(account), now);
+        c.binds += 1;
+        c.note(now, "bind".into(), "success");
+    }
+
+    /// `name` is already made safe to show and cut.
+    fn bind_failed(&mut self, address: IpAddr, name: String, reason: &'static str, now: u64) {
+        if self.failed.len() >= FAILED_BINDS {
+            self.failed.pop_back();
+        }
+        let what = format!("bind as {name}");
+        self.failed.push_front(FailedBind {
+            at: now,
+            address,
+            name,
+            reason,
+        });
+        let c = self.client(address, None, now);
+        c.errors += 1;
+        c.note(now, what, "invalidCredentials");
+    }
+
+    /// `shape` and `example` are the filter as [`write_filter`] writes it without and with values.
+    fn search(
+        &mut self,
+        address: IpAddr,
+        account: Option<&Arc<str>>,
+        shape: String,
+        example: String,
+        code: Option<Code>,
+        now: u64,
+    ) {
+        let result = code.map_or("abandoned", code_name);
+        let what = format!("search {example}");
+        let c = self.client(address, account, now);
+        c.searches += 1;
+        if code != Some(Code::Success) {
+            c.errors += 1;
+        }
+        match c.shapes.iter_mut().position(|s| s.shape == shape) {
+            Some(i) => {
+                c.shapes[i].count += 1;
+                c.shapes[i].example = example;
+                // One step up per use: frequent shapes move away from the end, where a new shape replaces the
+                // last one when the list is full (the view sorts them fully).
+                if i > 0 && c.shapes[i].count > c.shapes[i - 1].count {
+                    c.shapes.swap(i, i - 1);
+                }
+            }
+            None => {
+                if c.shapes.len() >= MAX_SHAPES {
+                    c.shapes.pop();
+                }
+                c.shapes.push(Shape {
+                    shape,
+                    count: 1,
+                    example,
+                });
+            }
+        }
+        c.note(now, what, result);
+    }
+
+    fn view(&self) -> (Vec<Client>, Vec<FailedBind>) {
+        let mut clients: Vec<Client> = self.clients.values().cloned().collect();
+        clients.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.address.cmp(&b.address)));
+        for c in &mut clients {
+            c.shapes.sort_by_key(|s| std::cmp::Reverse(s.count));
+        }
+        (clients, self.failed.iter().cloned().collect())
+    }
+}
+
 /// A successful bind by `account` from `address`.
 pub(crate) fn bind_ok(address: IpAddr, account: &Arc<str>) {
     let now = crate::time::unix_now();
-    let mut log = log();
-    let c = log.client(address, Some(account), now);
-    c.binds += 1;
-    c.note(now, "bind".into(), "success");
+    log().bind_ok(address, account, now);
 }
 
 /// A failed bind from `address` with `name` (as given by the client).
 pub(crate) fn bind_failed(address: IpAddr, name: &str, reason: &'static str) {
     let now = crate::time::unix_now();
-    let name = crate::accounts::loggable_name(name);
-    let mut log = log();
-    if log.failed.len() >= FAILED_BINDS {
-        log.failed.pop_back();
-    }
-    log.failed.push_front(FailedBind {
-        at: now,
-        address,
-        name: cut(&name, EXAMPLE_MAX),
-        reason,
-    });
-    let c = log.client(address, None, now);
-    c.errors += 1;
-    c.note(
-        now,
-        format!("bind as {}", cut(&name, EXAMPLE_MAX)),
-        "invalidCredentials",
-    );
+    let name = cut(&crate::accounts::loggable_name(name), EXAMPLE_MAX);
+    log().bind_failed(address, name, reason, now);
 }
 
 /// A search by `account` (`None`: anonymous) from `address` that ended with `code` (`None`: no result sent,
-/// the search was abandoned or the client went away).
+/// the search was abandoned or the client went away). The filter is written out before the lock is taken.
 pub(crate) fn search(address: IpAddr, account: Option<&Arc<str>>, filter: &Filter, code: Option<Code>) {
     let now = crate::time::unix_now();
     let mut shape = String::new();
@@ -170,51 +226,13 @@ pub(crate) fn search(address: IpAddr, account: Option<&Arc<str>>, filter: &Filte
     let mut example = String::new();
     write_filter(&mut example, filter, true);
     let example = cut(&example, EXAMPLE_MAX);
-    let result = code.map_or("abandoned", code_name);
-    let mut log = log();
-    let c = log.client(address, account, now);
-    c.searches += 1;
-    if code != Some(Code::Success) {
-        c.errors += 1;
-    }
-    match c.shapes.iter_mut().position(|s| s.shape == shape) {
-        Some(i) => {
-            c.shapes[i].count += 1;
-            c.shapes[i].example.clone_from(&example);
-            // One step up per use: frequent shapes move away from the end, where a new shape replaces the
-            // last one when the list is full (the view sorts them fully).
-            if i > 0 && c.shapes[i].count > c.shapes[i - 1].count {
-                c.shapes.swap(i, i - 1);
-            }
-        }
-        None => {
-            if c.shapes.len() >= MAX_SHAPES {
-                c.shapes.pop();
-            }
-            c.shapes.push(Shape {
-                shape,
-                count: 1,
-                example: example.clone(),
-            });
-        }
-    }
-    c.note(now, format!("search {example}"), result);
+    log().search(address, account, shape, example, code, now);
 }
 
-/// Every client remembered, most recently seen first, and the failed binds, newest first.
+/// Every client remembered, most recently seen first, and the failed binds, newest first (copied out, so
+/// rendering them holds no lock).
 pub fn snapshot() -> (Vec<Client>, Vec<FailedBind>) {
-    let (mut clients, failed): (Vec<Client>, Vec<FailedBind>) = {
-        let log = log();
-        (
-            log.clients.values().cloned().collect(),
-            log.failed.iter().cloned().collect(),
-        )
-    };
-    clients.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.address.cmp(&b.address)));
-    for c in &mut clients {
-        c.shapes.sort_by_key(|s| std::cmp::Reverse(s.count));
-    }
-    (clients, failed)
+    log().view()
 }
 
 /// The LDAP name of a result code (RFC 4511 §4.1.9), as client logs print it.
@@ -367,26 +385,50 @@ mod tests {
         assert_eq!(text("(|(cn=Schm*)(sn=*mid*t))", false), "(|(cn=…*)(sn=*…*…))");
     }
 
+    /// A search as the public function records it, into a log of the test's own.
+    fn search_into(log: &mut Log, ip: IpAddr, account: Option<&Arc<str>>, f: &str, code: Code, now: u64) {
+        let f = Filter::parse(f).unwrap();
+        let (mut shape, mut example) = (String::new(), String::new());
+        write_filter(&mut shape, &f, false);
+        write_filter(&mut example, &f, true);
+        log.search(ip, account, shape, cut(&example, EXAMPLE_MAX), Some(code), now);
+    }
+
     #[test]
     fn one_client_per_address_and_account_with_bounded_shapes_and_recent_operations() {
-        // The log is process-global; this test uses an address no other test does.
+        let mut log = Log::default();
         let ip: IpAddr = "192.0.2.77".parse().unwrap();
         let acct: Arc<str> = Arc::from("pbx-test");
-        bind_ok(ip, &acct);
+        log.bind_ok(ip, &acct, 1);
         for i in 0..(MAX_SHAPES + 5) {
-            let f = Filter::parse(&format!("(|(cn=x*)(sn{i}=y*))")).unwrap();
-            search(ip, Some(&acct), &f, Some(Code::Success));
+            search_into(
+                &mut log,
+                ip,
+                Some(&acct),
+                &format!("(|(cn=x*)(sn{i}=y*))"),
+                Code::Success,
+                2,
+            );
         }
-        let f = Filter::parse("(telephoneNumber=+49301234)").unwrap();
         for _ in 0..3 {
-            search(ip, Some(&acct), &f, Some(Code::Success));
+            search_into(
+                &mut log,
+                ip,
+                Some(&acct),
+                "(telephoneNumber=+49301234)",
+                Code::Success,
+                3,
+            );
         }
-        search(ip, None, &f, Some(Code::InvalidCredentials));
-        bind_failed(ip, "CN=intruder", "wrong password");
-        let (clients, failed) = snapshot();
-        let mine: Vec<_> = clients.iter().filter(|c| c.address == ip).collect();
-        assert_eq!(mine.len(), 2, "the account and the anonymous client are told apart");
-        let pbx = mine.iter().find(|c| c.account.as_deref() == Some("pbx-test")).unwrap();
+        search_into(&mut log, ip, None, "(cn=x)", Code::InvalidCredentials, 4);
+        log.bind_failed(ip, "CN=intruder".into(), "wrong password", 5);
+        let (clients, failed) = log.view();
+        assert_eq!(clients.len(), 2, "the account and the anonymous client are told apart");
+        assert!(clients[0].account.is_none(), "most recently seen first");
+        let pbx = clients
+            .iter()
+            .find(|c| c.account.as_deref() == Some("pbx-test"))
+            .unwrap();
         assert_eq!(pbx.binds, 1);
         assert_eq!(pbx.searches, MAX_SHAPES as u64 + 5 + 3);
         assert_eq!(pbx.shapes.len(), MAX_SHAPES);
@@ -394,12 +436,48 @@ mod tests {
         assert_eq!(pbx.shapes[0].count, 3);
         assert_eq!(pbx.recent.len(), RECENT);
         assert_eq!(pbx.recent[0].what, "search (telephoneNumber=+49301234)");
-        let anon = mine.iter().find(|c| c.account.is_none()).unwrap();
+        let anon = &clients[0];
         assert_eq!(anon.errors, 2);
-        assert!(failed
+        assert_eq!(anon.recent[0].what, "bind as CN=intruder");
+        assert_eq!(failed.len(), 1);
+        assert_eq!(
+            (failed[0].name.as_str(), failed[0].reason),
+            ("CN=intruder", "wrong password")
+        );
+    }
+
+    #[test]
+    fn the_least_recently_seen_client_is_forgotten_and_failed_binds_are_bounded() {
+        let mut log = Log::default();
+        for i in 0..(MAX_CLIENTS + 10) {
+            let ip = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+            // The first client keeps coming back, so it is never the least recently seen.
+            search_into(
+                &mut log,
+                "10.9.9.9".parse().unwrap(),
+                None,
+                "(cn=a)",
+                Code::Success,
+                i as u64,
+            );
+            search_into(&mut log, ip, None, "(cn=a)", Code::Success, i as u64);
+            log.bind_failed(ip, format!("guess{i}"), "unknown account", i as u64);
+        }
+        let (clients, failed) = log.view();
+        assert_eq!(clients.len(), MAX_CLIENTS);
+        assert!(clients
             .iter()
-            .any(|b| b.address == ip && b.name.contains("intruder") && b.reason == "wrong password"));
-        assert!(clients.len() <= MAX_CLIENTS);
+            .any(|c| c.address == "10.9.9.9".parse::<IpAddr>().unwrap()));
+        assert!(
+            !clients.iter().any(|c| c.address == IpAddr::from([10, 0, 0, 0])),
+            "the oldest one-time client is gone"
+        );
+        assert!(
+            clients.iter().any(|c| c.address == IpAddr::from([10, 0, 1, 9])),
+            "the newest is kept"
+        );
+        assert_eq!(failed.len(), FAILED_BINDS);
+        assert_eq!(failed[0].name, format!("guess{}", MAX_CLIENTS + 9), "newest first");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::directory::{state, Directory};
 use crate::graph::{Credential, GraphConfig, Syncer};
 use crate::net::Rebindable;
 use crate::sync::{Command, Reconfig, SyncEngine, SyncStatus};
+use crate::time::unix_now;
 use anyhow::{anyhow, Context as _};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -305,8 +306,6 @@ struct Admin {
     listener: Arc<Rebindable>,
     settings: Arc<ArcSwap<AdminSettings>>,
 }
-
-use crate::time::unix_now;
 
 /// SIGHUP: validate everything and bind changed listen addresses first; apply only if all of it is good.
 /// Returns the credential expiry dates of the applied config, and the config. `fronts` is `None` before the

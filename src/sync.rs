@@ -14,6 +14,7 @@
 use crate::directory::change::Round;
 use crate::directory::{state, ApplyReport, Directory, Settings};
 use crate::graph::{PhotoPlan, SyncError, Syncer};
+use crate::time::unix_now;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -170,8 +171,6 @@ pub enum RoundError {
     )]
     DeletesHeld(HeldDeletes),
 }
-
-use crate::time::unix_now;
 
 /// A round, or `None` as soon as the server is shutting down: a round waiting for an unreachable Graph would
 /// otherwise hold the shutdown for the whole grace period. Nothing is lost: the state of the last completed

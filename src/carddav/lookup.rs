@@ -707,12 +707,20 @@ impl Inspector {
         search_json(&ctx, 0, q, limit, "")
     }
 
-    /// The books whose cards include entry `id`.
-    pub(crate) fn books_of(&self, id: &str) -> Vec<String> {
+    /// For each of `ids`, the books whose cards include it (each book's view fetched once).
+    pub(crate) fn books_of(&self, ids: &[&str]) -> Vec<Vec<String>> {
         let ctx = self.ctx();
-        (0..ctx.books.len())
-            .filter(|&i| ctx.book_view(i).contains(id))
-            .map(|i| ctx.books[i].name.clone())
+        let views: Vec<_> = (0..ctx.books.len())
+            .map(|i| (ctx.books[i].name.clone(), ctx.book_view(i)))
+            .collect();
+        ids.iter()
+            .map(|id| {
+                views
+                    .iter()
+                    .filter(|(_, v)| v.contains(id))
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
             .collect()
     }
 }

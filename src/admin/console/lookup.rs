@@ -50,6 +50,8 @@ pub(super) struct Outcome {
     plan: String,
     ldap: Vec<Match>,
     ldap_total: usize,
+    /// More than [`COUNTED`] matched; counting stopped there.
+    ldap_more: bool,
     http_request: String,
     http: HttpAnswer,
 }
@@ -132,6 +134,7 @@ fn run(
     let mut attrs = Vec::new();
     attrs_of(&parsed, &mut attrs);
     let mut ldap = Vec::new();
+    let mut matched = Vec::new();
     let mut total = 0;
     for id in candidates.iter_after(snap, None) {
         let Some(e) = snap.get(id) else { continue };
@@ -157,17 +160,7 @@ fn run(
                 })
             })
             .collect();
-        let books = match insp {
-            Some(i) => {
-                let b = i.books_of(&e.id);
-                if b.is_empty() {
-                    "in no phone book (disabled, or outside every book's group)".to_string()
-                } else {
-                    b.join(", ")
-                }
-            }
-            None => "CardDAV is off".to_string(),
-        };
+        matched.push(e);
         ldap.push(Match {
             name: e
                 .first_str("displayName")
@@ -176,8 +169,22 @@ fn run(
                 .to_string(),
             dn: e.dn.to_string(),
             why: why.join("; "),
-            books,
+            books: String::new(),
         });
+    }
+    // Which books hold each listed entry, asked once for all of them.
+    match insp {
+        Some(i) => {
+            let ids: Vec<&str> = matched.iter().map(|e| &*e.id).collect();
+            for (m, books) in ldap.iter_mut().zip(i.books_of(&ids)) {
+                m.books = if books.is_empty() {
+                    "in no phone book (disabled, or outside every book's group)".to_string()
+                } else {
+                    books.join(", ")
+                };
+            }
+        }
+        None => ldap.iter_mut().for_each(|m| m.books = "CardDAV is off".to_string()),
     }
     let (http_request, http) = match insp {
         None => (String::new(), HttpAnswer::Off),
@@ -236,6 +243,7 @@ fn run(
         plan: format!("{plan:?}"),
         ldap,
         ldap_total: total.min(COUNTED),
+        ldap_more: total > COUNTED,
         http_request,
         http,
     })

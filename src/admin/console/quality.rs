@@ -142,10 +142,16 @@ fn build(snap: &Snapshot, inputs: (Vec<(String, usize)>, bool, bool)) -> Report 
     for (key, ids) in snap.shared_numbers() {
         r.shared_total += 1;
         if r.shared.len() < LIST_MAX {
-            let holders: Vec<String> = ids.iter().filter_map(|id| snap.get(*id)).map(|e| who(e)).collect();
+            let holders: Vec<&Arc<Entry>> = ids.iter().filter_map(|id| snap.get(*id)).collect();
+            // The number as published (E.164, or as typed when it was not understood), not the digit key.
+            let number = holders
+                .iter()
+                .flat_map(|e| PHONE_ATTRS.iter().flat_map(move |a| e.strs(a)))
+                .find(|v| snap.phones.key(v) == key)
+                .map_or_else(|| key.to_string(), str::to_string);
             r.shared.push(SharedNumber {
-                number: format!("+{key}"),
-                holders: holders.join(", "),
+                number,
+                holders: holders.iter().map(|e| who(e)).collect::<Vec<_>>().join(", "),
             });
         }
     }

@@ -190,6 +190,59 @@ pub fn digits(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_digit()).collect()
 }
 
+/// A digit string packed into a `u64` for the phone index: up to [`DigitKey::DIGITS`] digits as 4-bit nibbles
+/// (digit + 1) from the top, zero nibbles after the last. Numeric order is then the digit strings'
+/// lexicographic order (a shorter string sorts before its extensions), so a number prefix is one contiguous
+/// range of keys, and a lookup compares integers instead of strings sharing long country and area prefixes.
+/// Digits beyond the sixteenth are dropped: E.164 numbers have at most fifteen, and the index only answers
+/// candidates that the caller checks against the stored value, so two longer strings sharing a key cost a
+/// check, never a wrong answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct DigitKey(u64);
+
+impl DigitKey {
+    pub(crate) const DIGITS: usize = 16;
+
+    /// The key of the ASCII digits of `s` in order (other characters are skipped); `None` when it has none.
+    pub(crate) fn of(s: &str) -> Option<DigitKey> {
+        Self::pack(s.bytes().filter(u8::is_ascii_digit))
+    }
+
+    /// The key of the digits of `s` read backwards: the suffix index's key.
+    pub(crate) fn reversed(s: &str) -> Option<DigitKey> {
+        Self::pack(s.bytes().rev().filter(u8::is_ascii_digit))
+    }
+
+    fn pack(digits: impl Iterator<Item = u8>) -> Option<DigitKey> {
+        let mut k = 0u64;
+        let mut n = 0;
+        for d in digits.take(Self::DIGITS) {
+            k |= u64::from(d - b'0' + 1) << (60 - 4 * n);
+            n += 1;
+        }
+        (n > 0).then_some(DigitKey(k))
+    }
+
+    /// How many digits the key holds.
+    fn len(self) -> usize {
+        Self::DIGITS - (self.0.trailing_zeros() as usize / 4)
+    }
+
+    /// Every key that starts with this one's digits, as an inclusive range.
+    pub(crate) fn extensions(self) -> std::ops::RangeInclusive<DigitKey> {
+        let free = 4 * (Self::DIGITS - self.len());
+        let low_bits = if free == 0 { 0 } else { (1u64 << free) - 1 };
+        self..=DigitKey(self.0 | low_bits)
+    }
+
+    /// The digits again.
+    pub(crate) fn digits(self) -> String {
+        (0..self.len())
+            .map(|i| char::from(b'0' + ((self.0 >> (60 - 4 * i)) & 0xF) as u8 - 1))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +343,47 @@ mod tests {
         assert_eq!(n.prefix_key("+4930"), "4930");
         assert_eq!(n.prefix_key("004930"), "4930");
         assert!(PhoneNormalizer::new("XX").is_err());
+    }
+
+    #[test]
+    fn digit_keys_keep_the_order_of_their_digits() {
+        let words = [
+            "",
+            "0",
+            "00",
+            "01",
+            "1",
+            "10",
+            "4930",
+            "49301",
+            "493012345678901",
+            "9",
+            "99999999999999999",
+        ];
+        let keys: Vec<Option<DigitKey>> = words.iter().map(|w| DigitKey::of(w)).collect();
+        assert_eq!(keys[0], None);
+        for (i, w) in words.iter().enumerate().skip(1) {
+            let k = keys[i].unwrap();
+            assert_eq!(k.digits(), w.chars().take(DigitKey::DIGITS).collect::<String>(), "{w}");
+            for (j, v) in words.iter().enumerate().skip(1) {
+                assert_eq!(k.cmp(&keys[j].unwrap()), w.cmp(v), "{w} against {v}");
+                let starts = v.starts_with(w);
+                assert_eq!(
+                    k.extensions().contains(&keys[j].unwrap()),
+                    starts,
+                    "{v} starts with {w}"
+                );
+            }
+        }
+        assert_eq!(
+            DigitKey::of("+49 (30) 12-34").map(DigitKey::digits).as_deref(),
+            Some("49301234")
+        );
+        assert_eq!(
+            DigitKey::reversed("+49 30 1234").map(DigitKey::digits).as_deref(),
+            Some("43210394")
+        );
+        // Sixteen digits and more share the first sixteen's key.
+        assert_eq!(DigitKey::of("12345678901234567"), DigitKey::of("12345678901234568"));
     }
 }

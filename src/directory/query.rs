@@ -8,8 +8,8 @@
 
 use crate::directory::bits::{Bits, EntryId};
 use crate::directory::dn::parent_norm;
-use crate::directory::phone::digits;
-use crate::directory::snapshot::{head_key, text_attr_index, trigrams_of, PhoneQuery, Snapshot};
+use crate::directory::phone::{digits, DigitKey};
+use crate::directory::snapshot::{head_key, text_attr_index, trigrams_of, PhoneQuery, Snapshot, HEAD_CHARS};
 use bytes::Bytes;
 use roaring::RoaringBitmap;
 
@@ -245,24 +245,21 @@ pub(crate) fn phone(s: &Snapshot, q: PhoneQuery<'_>) -> RoaringBitmap {
     let mut out = RoaringBitmap::new();
     match q {
         PhoneQuery::Key(k) => {
-            if let Some(ids) = s.phone_fwd.get(k) {
+            if let Some(ids) = DigitKey::of(k).and_then(|k| s.phone_fwd.get(&k)) {
                 ids.union_into(&mut out);
             }
         }
         PhoneQuery::Exact(raw) => {
-            if let Some(ids) = s.phone_fwd.get(&s.phones.key(raw)) {
+            if let Some(ids) = DigitKey::of(&s.phones.key(raw)).and_then(|k| s.phone_fwd.get(&k)) {
                 ids.union_into(&mut out);
             }
         }
-        PhoneQuery::Prefix(raw) => union_prefix(&s.phone_fwd, &s.phones.prefix_key(raw), &mut out),
-        PhoneQuery::Suffix(raw) => {
-            let reversed: String = digits(raw).chars().rev().collect();
-            union_prefix(&s.phone_rev, &reversed, &mut out)
-        }
+        PhoneQuery::Prefix(raw) => union_prefix(&s.phone_fwd, DigitKey::of(&s.phones.prefix_key(raw)), &mut out),
+        PhoneQuery::Suffix(raw) => union_prefix(&s.phone_rev, DigitKey::reversed(raw), &mut out),
         PhoneQuery::Contains(raw) => {
             let k = digits(raw);
             if !k.is_empty() {
-                for (_, ids) in s.phone_fwd.iter().filter(|(key, _)| key.contains(&k)) {
+                for (_, ids) in s.phone_fwd.iter().filter(|(key, _)| key.digits().contains(&k)) {
                     ids.union_into(&mut out);
                 }
             }
@@ -271,15 +268,12 @@ pub(crate) fn phone(s: &Snapshot, q: PhoneQuery<'_>) -> RoaringBitmap {
     out
 }
 
-/// Add the ids of every key of `map` that starts with `prefix` (nothing for an empty prefix).
-fn union_prefix(map: &imbl::OrdMap<String, Bits>, prefix: &str, out: &mut RoaringBitmap) {
-    if prefix.is_empty() {
+/// Add the ids of every key of `map` that starts with the digits of `prefix` (nothing without digits).
+fn union_prefix(map: &imbl::OrdMap<DigitKey, Bits>, prefix: Option<DigitKey>, out: &mut RoaringBitmap) {
+    let Some(prefix) = prefix else {
         return;
-    }
-    for (_, ids) in map
-        .range(prefix.to_string()..)
-        .take_while(|(key, _)| key.starts_with(prefix))
-    {
+    };
+    for (_, ids) in map.range(prefix.extensions()) {
         ids.union_into(out);
     }
 }
@@ -311,7 +305,7 @@ fn text(s: &Snapshot, needle: &str) -> Candidates {
     Candidates::some(acc, false)
 }
 
-/// Entries with a value of `attr` starting with `prefix`: exact up to three characters (the prefix index's
+/// Entries with a value of `attr` starting with `prefix`: exact up to [`HEAD_CHARS`] characters (the prefix index's
 /// key), narrowed by the trigrams of the rest beyond that.
 fn name_prefix(s: &Snapshot, attr: &str, prefix: &str) -> Candidates {
     let lower = prefix.to_lowercase();
@@ -325,7 +319,7 @@ fn name_prefix(s: &Snapshot, attr: &str, prefix: &str) -> Candidates {
         return Candidates::some(RoaringBitmap::new(), true);
     };
     let mut acc = p.to_bitmap();
-    if lower.chars().count() <= 3 {
+    if lower.chars().count() <= HEAD_CHARS {
         return Candidates::some(acc, true);
     }
     if let Some(rest) = text(s, &lower).ids {

@@ -15,7 +15,7 @@ use crate::directory::collation::Collation;
 use crate::directory::dn::parent_norm;
 use crate::directory::entry::{Entry, EntryKind, SortKeys};
 use crate::directory::names::Clash;
-use crate::directory::phone::{is_phone_attr, PhoneNormalizer};
+use crate::directory::phone::{is_phone_attr, DigitKey, PhoneNormalizer};
 use arc_swap::ArcSwap;
 use imbl::{HashMap as IHashMap, OrdMap, Vector};
 use roaring::RoaringBitmap;
@@ -147,15 +147,22 @@ pub(crate) fn text_attr_index(attr: &str) -> Option<u8> {
         .and_then(|i| u8::try_from(i).ok())
 }
 
-/// The first one to three characters of a lower-cased prefix, padded with NUL: a name-prefix key.
-pub(crate) fn head_key(lower: &str) -> Option<[char; 3]> {
+/// How many leading characters the name-prefix index keys: a person at a phone types three or four letters,
+/// and a prefix up to this long is answered exactly (no entry to check); a longer one is narrowed by trigrams.
+pub(crate) const HEAD_CHARS: usize = 4;
+
+/// A name-prefix key: the first one to [`HEAD_CHARS`] characters of a lower-cased value, padded with NUL.
+pub(crate) type Head = [char; HEAD_CHARS];
+
+/// The name-prefix key of a lower-cased prefix: its first [`HEAD_CHARS`] characters.
+pub(crate) fn head_key(lower: &str) -> Option<Head> {
     heads_of(lower).last()
 }
 
-/// The prefix keys of a lower-cased value: its first one, two and three characters (as many as it has).
-fn heads_of(lower: &str) -> impl Iterator<Item = [char; 3]> + '_ {
-    let mut k = ['\0'; 3];
-    lower.chars().take(3).enumerate().map(move |(i, c)| {
+/// The prefix keys of a lower-cased value: its first one, two, … [`HEAD_CHARS`] characters (as many as it has).
+fn heads_of(lower: &str) -> impl Iterator<Item = Head> + '_ {
+    let mut k = ['\0'; HEAD_CHARS];
+    lower.chars().take(HEAD_CHARS).enumerate().map(move |(i, c)| {
         k[i] = c;
         k
     })
@@ -196,14 +203,14 @@ pub struct Snapshot {
     /// `userAccountControl` bit → entries with it set (CUCM's and Jabber's `:1.2.840.113556.1.4.803:=2`).
     pub(super) uac_bits: IHashMap<u8, Bits>,
     /// phone digit key → ids (a caller-ID lookup is one exact key), and the reversed key → ids for suffix
-    /// queries.
-    pub(super) phone_fwd: OrdMap<String, Bits>,
-    pub(super) phone_rev: OrdMap<String, Bits>,
+    /// queries; keys packed into integers ([`DigitKey`]), so a prefix or suffix is one range of the map.
+    pub(super) phone_fwd: OrdMap<DigitKey, Bits>,
+    pub(super) phone_rev: OrdMap<DigitKey, Bits>,
     /// Lower-cased trigrams of the [`TEXT_INDEXED`] values, any attribute.
     pub(super) trigrams: IHashMap<[char; 3], Bits>,
-    /// (attribute, first one to three characters) of the [`TEXT_INDEXED`] values: a phone-book prefix
+    /// (attribute, first one to [`HEAD_CHARS`] characters) of the [`TEXT_INDEXED`] values: a phone-book prefix
     /// (`sn=Schm*`) starts from the entries whose surname begins with `sch`, not from every `sch` anywhere.
-    pub(super) heads: IHashMap<(u8, [char; 3]), Bits>,
+    pub(super) heads: IHashMap<(u8, Head), Bits>,
     by_usn: OrdMap<(u64, EntryId), ()>,
     tombstones: OrdMap<(u64, Arc<str>), EntryKind>,
     /// Oldest version `changes_since` can answer for.
@@ -262,7 +269,8 @@ impl Snapshot {
 
     /// A snapshot holding exactly `entries` at `version` (every entry's `usn_changed` is kept as given). The
     /// sync path builds snapshots incrementally instead; this is for tools, tests and benchmarks. Users,
-    /// groups, computers and contacts made without sort keys get them, as projected entries have them.
+    /// groups, computers and contacts made without sort keys get them, and attribute names are shared, as
+    /// projected entries have them.
     pub fn from_entries(naming: Naming, phones: PhoneNormalizer, version: u64, entries: Vec<Entry>) -> Snapshot {
         let mut s = Snapshot::empty(naming, phones);
         s.version = version;
@@ -271,6 +279,10 @@ impl Snapshot {
         for mut e in entries {
             if e.sort_keys == SortKeys::default() && !matches!(e.kind, EntryKind::Domain | EntryKind::Container) {
                 e.sort_keys = SortKeys::of(&e.attrs, &collation);
+            }
+            // Attribute names shared between entries, as projected entries have them.
+            for a in &mut e.attrs {
+                a.name = crate::directory::entry::attr_name(&a.name);
             }
             batch.upsert(Arc::new(e));
         }
@@ -462,11 +474,11 @@ impl Snapshot {
 
     /// Phone digit keys that more than one entry carries (caller-ID ambiguity), with the entries. Walks the
     /// whole phone index: for the admin console's report, not for a request path.
-    pub fn shared_numbers(&self) -> impl Iterator<Item = (&str, Vec<EntryId>)> + '_ {
+    pub fn shared_numbers(&self) -> impl Iterator<Item = (String, Vec<EntryId>)> + '_ {
         self.phone_fwd
             .iter()
             .filter(|(_, b)| b.len() > 1)
-            .map(|(k, b)| (k.as_str(), b.iter().collect()))
+            .map(|(k, b)| (k.digits(), b.iter().collect()))
     }
 
     pub(crate) fn set_synced_at(&mut self, at: SystemTime) {
@@ -529,11 +541,8 @@ impl Snapshot {
                 Key::Eq(k) => drop_id(&mut self.eq, &k, slot),
                 Key::Category(c) => drop_id(&mut self.category, &c, slot),
                 Key::Uac(b) => drop_id(&mut self.uac_bits, &b, slot),
-                Key::Phone(k) => {
-                    let rev: String = k.chars().rev().collect();
-                    drop_id(&mut self.phone_fwd, &k, slot);
-                    drop_id(&mut self.phone_rev, &rev, slot);
-                }
+                Key::Phone(k) => drop_id(&mut self.phone_fwd, &k, slot),
+                Key::PhoneRev(k) => drop_id(&mut self.phone_rev, &k, slot),
                 Key::Trigram(g) => drop_id(&mut self.trigrams, &g, slot),
                 Key::Head(h) => drop_id(&mut self.heads, &h, slot),
             }
@@ -610,9 +619,10 @@ struct Pending {
     eq: Adds<u128>,
     category: Adds<Arc<str>>,
     uac_bits: Adds<u8>,
-    phones: Adds<String>,
+    phones: Adds<DigitKey>,
+    phones_rev: Adds<DigitKey>,
     trigrams: Adds<[char; 3]>,
-    heads: Adds<(u8, [char; 3])>,
+    heads: Adds<(u8, Head)>,
 }
 
 impl Batch<'_> {
@@ -676,6 +686,7 @@ impl Batch<'_> {
                 Key::Category(c) => p.category.entry(c).or_default().push(slot),
                 Key::Uac(b) => p.uac_bits.entry(b).or_default().push(slot),
                 Key::Phone(k) => p.phones.entry(k).or_default().push(slot),
+                Key::PhoneRev(k) => p.phones_rev.entry(k).or_default().push(slot),
                 Key::Trigram(g) => p.trigrams.entry(g).or_default().push(slot),
                 Key::Head(h) => p.heads.entry(h).or_default().push(slot),
             }
@@ -702,13 +713,8 @@ impl Batch<'_> {
         merge(&mut snap.eq, p.eq);
         merge(&mut snap.category, p.category);
         merge(&mut snap.uac_bits, p.uac_bits);
-        let rev: Adds<String> = p
-            .phones
-            .iter()
-            .map(|(k, ids)| (k.chars().rev().collect(), ids.clone()))
-            .collect();
         merge(&mut snap.phone_fwd, p.phones);
-        merge(&mut snap.phone_rev, rev);
+        merge(&mut snap.phone_rev, p.phones_rev);
         merge(&mut snap.trigrams, p.trigrams);
         merge(&mut snap.heads, p.heads);
     }
@@ -749,9 +755,11 @@ enum Key {
     Eq(u128),
     Category(Arc<str>),
     Uac(u8),
-    Phone(String),
+    Phone(DigitKey),
+    /// The phone key's digits backwards (the suffix index).
+    PhoneRev(DigitKey),
     Trigram([char; 3]),
-    Head((u8, [char; 3])),
+    Head((u8, Head)),
 }
 
 /// Every index key of an entry, each once: indexing and unindexing walk the same list, so they cannot drift.
@@ -764,9 +772,10 @@ impl IndexKeys {
             out.push(Key::Child(p.into()));
         }
         let mut eq: Vec<u128> = Vec::new();
-        let mut phone: Vec<String> = Vec::new();
+        let mut phone: Vec<DigitKey> = Vec::new();
+        let mut phone_rev: Vec<DigitKey> = Vec::new();
         let mut grams: Vec<[char; 3]> = Vec::new();
-        let mut heads: Vec<(u8, [char; 3])> = Vec::new();
+        let mut heads: Vec<(u8, Head)> = Vec::new();
         for a in &e.attrs {
             if a.values.is_empty() {
                 continue;
@@ -786,19 +795,21 @@ impl IndexKeys {
                 }
             }
             if is_phone_attr(&a.name) {
-                phone.extend(
-                    a.values
-                        .iter()
-                        .filter_map(|v| std::str::from_utf8(v).ok())
-                        .map(|v| phones.key(v))
-                        .filter(|k| !k.is_empty()),
-                );
+                for k in a
+                    .values
+                    .iter()
+                    .filter_map(|v| std::str::from_utf8(v).ok())
+                    .map(|v| phones.key(v))
+                {
+                    phone.extend(DigitKey::of(&k));
+                    phone_rev.extend(DigitKey::reversed(&k));
+                }
             }
             if let Some(ti) = text_attr_index(&a.name) {
                 for v in a.values.iter().filter_map(|v| std::str::from_utf8(v).ok()) {
                     let lower = v.to_lowercase();
                     grams.extend(trigrams_of(&lower));
-                    // All three prefix lengths, so a one- or two-letter prefix is one lookup too.
+                    // Every prefix length, so a one- or two-letter prefix is one lookup too.
                     heads.extend(heads_of(&lower).map(|h| (ti, h)));
                 }
             }
@@ -807,12 +818,15 @@ impl IndexKeys {
         eq.dedup();
         phone.sort();
         phone.dedup();
+        phone_rev.sort();
+        phone_rev.dedup();
         grams.sort();
         grams.dedup();
         heads.sort();
         heads.dedup();
         out.extend(eq.into_iter().map(Key::Eq));
         out.extend(phone.into_iter().map(Key::Phone));
+        out.extend(phone_rev.into_iter().map(Key::PhoneRev));
         out.extend(grams.into_iter().map(Key::Trigram));
         out.extend(heads.into_iter().map(Key::Head));
         out
@@ -934,8 +948,16 @@ mod tests {
         out.extend(s.eq.iter().map(|(k, b)| format!("eq {k:x} {:?}", ids(b))));
         out.extend(s.category.iter().map(|(k, b)| format!("cat {k} {:?}", ids(b))));
         out.extend(s.uac_bits.iter().map(|(k, b)| format!("uac {k} {:?}", ids(b))));
-        out.extend(s.phone_fwd.iter().map(|(k, b)| format!("fwd {k} {:?}", ids(b))));
-        out.extend(s.phone_rev.iter().map(|(k, b)| format!("rev {k} {:?}", ids(b))));
+        out.extend(
+            s.phone_fwd
+                .iter()
+                .map(|(k, b)| format!("fwd {} {:?}", k.digits(), ids(b))),
+        );
+        out.extend(
+            s.phone_rev
+                .iter()
+                .map(|(k, b)| format!("rev {} {:?}", k.digits(), ids(b))),
+        );
         out.extend(s.trigrams.iter().map(|(k, b)| format!("tri {k:?} {:?}", ids(b))));
         out.extend(s.heads.iter().map(|(k, b)| format!("head {k:?} {:?}", ids(b))));
         out.extend(s.by_key.iter().map(|(k, i)| format!("key {k} {i}")));

@@ -147,7 +147,7 @@ fn build(snap: &Snapshot, inputs: (Vec<(String, usize)>, bool, bool)) -> Report 
             let number = holders
                 .iter()
                 .flat_map(|e| PHONE_ATTRS.iter().flat_map(move |a| e.strs(a)))
-                .find(|v| snap.phones.key(v) == key)
+                .find(|v| snap.phones.key(v).starts_with(&key))
                 .map_or_else(|| key.to_string(), str::to_string);
             r.shared.push(SharedNumber {
                 number,

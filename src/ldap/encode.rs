@@ -70,6 +70,8 @@ pub struct Selection {
     /// `name;range=lo-hi` requests: (lower-cased name, low, high or None for `*`).
     pub ranges: Vec<(String, usize, Option<usize>)>,
     pub types_only: bool,
+    /// Whether any [`OPERATIONAL`] attribute is asked for (`+` or by name): most searches ask for none.
+    any_operational: bool,
 }
 
 /// Attributes we compute per entry rather than store (returned only on request or with `+`).
@@ -117,7 +119,21 @@ impl Selection {
                 }
             }
         }
+        // Each name once: answers stop looking through an entry when all of them are found.
+        let mut seen = std::collections::HashSet::new();
+        s.names.retain(|n| seen.insert(n.clone()));
+        s.any_operational = s.operational
+            || OPERATIONAL
+                .iter()
+                .any(|op| s.names.iter().any(|n| n.eq_ignore_ascii_case(op)));
         s
+    }
+
+    /// Whether answers take the stored attributes from the cached encodings: for `*` (the whole entry, so
+    /// copying one prepared buffer beats encoding forty attributes), not for an attribute list, which a phone
+    /// book sends and which is cheaper to encode from the entry than to look up in a shared cache.
+    pub fn from_cache(&self) -> bool {
+        self.all_user
     }
 
     /// Whether an attribute is selected; `name` in any case (selections are lower-cased).
@@ -125,8 +141,8 @@ impl Selection {
         self.all_user || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 
-    fn wants_operational(&self, key: &str) -> bool {
-        self.operational || self.names.iter().any(|n| n == key)
+    fn wants_operational(&self, name: &str) -> bool {
+        self.operational || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -149,6 +165,13 @@ fn parse_range(r: &str) -> Option<(usize, Option<usize>)> {
         Some(h) if h < lo => None,
         h => Some((lo, h)),
     }
+}
+
+/// The length of `SEQUENCE { type, SET OF value }` for the given values.
+fn partial_attribute_len(name: &str, values: &[Bytes]) -> usize {
+    let set_len: usize = values.iter().map(|v| header_len(v.len()) + v.len()).sum();
+    let content = header_len(name.len()) + name.len() + header_len(set_len) + set_len;
+    header_len(content) + content
 }
 
 /// Encode `SEQUENCE { type, SET OF value }` for the given values.
@@ -388,7 +411,7 @@ fn operational_values(e: &Entry, name_lower: &str, subschema_dn: &str, snap: Opt
     (!v.is_empty()).then_some(v)
 }
 
-/// Append one SearchResultEntry for `e` to `out`.
+/// Append one SearchResultEntry for `e` to `out`, its stored attributes copied from `enc`.
 pub fn write_entry(
     out: &mut BytesMut,
     msgid: i64,
@@ -413,6 +436,123 @@ pub fn write_entry(
             }
         }
     }
+    extra.extend(extras(e, sel, subschema_dn, snap, |name| {
+        enc.attrs.iter().any(|a| enc.name(a).eq_ignore_ascii_case(name))
+    }));
+    let attrs_len: usize = cached_len + extra.iter().map(|p| p.len()).sum::<usize>();
+    put_entry_header(out, msgid, Dn::Encoded(enc.dn()), attrs_len);
+    for a in enc.attrs.iter().filter(|a| sel.wants(enc.name(a))) {
+        match (enc.full(a), sel.types_only) {
+            (_, true) => partial_attribute(out, enc.name(a), &[]),
+            (Some(b), false) => out.put_slice(b),
+            (None, false) => {}
+        }
+    }
+    for p in &extra {
+        out.put_slice(p);
+    }
+}
+
+/// Append one SearchResultEntry for `e` to `out`, encoded from the entry (see [`Selection::from_cache`]): the
+/// same bytes as [`write_entry`] with the entry's [`EncodedEntry`].
+pub fn write_entry_direct(
+    out: &mut BytesMut,
+    msgid: i64,
+    e: &Entry,
+    sel: &Selection,
+    subschema_dn: &str,
+    snap: Option<&Snapshot>,
+) {
+    // The selected attributes are marked in a bitmask on the stack: this runs for every entry a phone book
+    // returns, and walking the attributes once is most of its cost.
+    const MAX_ATTRS: usize = 256;
+    if e.attrs.len() > MAX_ATTRS {
+        return write_entry(out, msgid, e, &EncodedEntry::new(e), sel, subschema_dn, snap);
+    }
+    let mut in_place = [0u64; MAX_ATTRS / 64];
+    let mut attrs_len = 0usize;
+    // As `EncodedEntry::new` lays them out: a big attribute's first MaxValRange values under a ranged name in
+    // its place, values too large to cache after everything else, `distinguishedName` even where the entry
+    // does not store it.
+    let mut extra: Vec<Bytes> = Vec::new();
+    // Names are unique in an entry: once every listed one is found, the rest of the entry is not looked at.
+    let mut unseen = if sel.all_user { usize::MAX } else { sel.names.len() };
+    for (i, a) in e.attrs.iter().enumerate() {
+        if unseen == 0 {
+            break;
+        }
+        if !sel.wants(&a.name) {
+            continue;
+        }
+        unseen -= 1;
+        if a.values.is_empty() {
+            continue;
+        }
+        if sel.types_only {
+            attrs_len += types_only_len(&a.name);
+        } else if a.values.len() > MAX_VAL_RANGE {
+            // The ranged name's length without making it: `;range=0-` and the last index.
+            let name_len = a.name.len() + ";range=0-".len() + (MAX_VAL_RANGE - 1).to_string().len();
+            let set_len: usize = a.values[..MAX_VAL_RANGE]
+                .iter()
+                .map(|v| header_len(v.len()) + v.len())
+                .sum();
+            let content = header_len(name_len) + name_len + header_len(set_len) + set_len;
+            attrs_len += header_len(content) + content;
+        } else {
+            if a.values.iter().map(|v| v.len()).sum::<usize>() > CACHE_ATTR_LIMIT {
+                extra.push(encode_attr_bytes(&a.name, &a.values));
+                continue;
+            }
+            attrs_len += partial_attribute_len(&a.name, &a.values);
+        }
+        in_place[i / 64] |= 1 << (i % 64);
+    }
+    let synth_dn = sel.wants("distinguishedName") && e.get("distinguishedName").is_none();
+    let dn_value = [Bytes::copy_from_slice(if synth_dn { e.dn.as_bytes() } else { b"" })];
+    let dn_values: &[Bytes] = if sel.types_only { &[] } else { &dn_value };
+    if synth_dn {
+        attrs_len += partial_attribute_len("distinguishedName", dn_values);
+    }
+    extra.extend(extras(e, sel, subschema_dn, snap, |name| {
+        e.get(name).is_some_and(|a| !a.values.is_empty())
+    }));
+    attrs_len += extra.iter().map(|p| p.len()).sum::<usize>();
+    put_entry_header(out, msgid, Dn::Value(e.dn.as_bytes()), attrs_len);
+    for (w, word) in in_place.iter().enumerate() {
+        let mut bits = *word;
+        while bits != 0 {
+            let i = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let Some(a) = e.attrs.get(i) else { break };
+            if sel.types_only {
+                partial_attribute(out, &a.name, &[]);
+            } else if a.values.len() > MAX_VAL_RANGE {
+                let ranged = format!("{};range=0-{}", a.name, MAX_VAL_RANGE - 1);
+                partial_attribute(out, &ranged, &a.values[..MAX_VAL_RANGE]);
+            } else {
+                partial_attribute(out, &a.name, &a.values);
+            }
+        }
+    }
+    if synth_dn {
+        partial_attribute(out, "distinguishedName", dn_values);
+    }
+    for p in &extra {
+        out.put_slice(p);
+    }
+}
+
+/// The attributes an answer builds per request whatever the cache holds: ranged retrievals and the computed
+/// operational attributes (those `stored` does not already have). Empty, without allocating, for most searches.
+fn extras(
+    e: &Entry,
+    sel: &Selection,
+    subschema_dn: &str,
+    snap: Option<&Snapshot>,
+    stored: impl Fn(&str) -> bool,
+) -> Vec<Bytes> {
+    let mut extra: Vec<Bytes> = Vec::new();
     for (key, lo, hi) in &sel.ranges {
         let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(key)) else {
             continue;
@@ -435,17 +575,35 @@ pub fn write_entry(
         let vals = if n == 0 { &[][..] } else { &attr.values[*lo..=last] };
         extra.push(encode_attr_bytes(&name, if sel.types_only { &[] } else { vals }));
     }
+    if !sel.any_operational {
+        return extra;
+    }
     for op in OPERATIONAL {
-        let key = op.to_ascii_lowercase();
-        if !sel.wants_operational(&key) || enc.attrs.iter().any(|a| enc.name(a).eq_ignore_ascii_case(&key)) {
+        if !sel.wants_operational(op) || stored(op) {
             continue;
         }
-        if let Some(v) = operational_values(e, &key, subschema_dn, snap) {
+        if let Some(v) = operational_values(e, &op.to_ascii_lowercase(), subschema_dn, snap) {
             extra.push(encode_attr_bytes(op, if sel.types_only { &[] } else { &v }));
         }
     }
-    let attrs_len: usize = cached_len + extra.iter().map(|p| p.len()).sum::<usize>();
-    let op_content = enc.dn().len() + header_len(attrs_len) + attrs_len;
+    extra
+}
+
+/// An entry's DN for [`put_entry_header`].
+enum Dn<'a> {
+    /// Already encoded as an OCTET STRING.
+    Encoded(&'a [u8]),
+    /// The DN's bytes, to be encoded.
+    Value(&'a [u8]),
+}
+
+/// The LDAPMessage and SearchResultEntry headers and the DN, for `attrs_len` bytes of attributes to follow.
+fn put_entry_header(out: &mut BytesMut, msgid: i64, dn: Dn<'_>, attrs_len: usize) {
+    let dn_len = match dn {
+        Dn::Encoded(b) => b.len(),
+        Dn::Value(v) => header_len(v.len()) + v.len(),
+    };
+    let op_content = dn_len + header_len(attrs_len) + attrs_len;
     let id = int_octets(msgid);
     let msg_content = 2 + id.len() + header_len(op_content) + op_content;
     out.reserve(header_len(msg_content) + msg_content);
@@ -454,19 +612,12 @@ pub fn write_entry(
     put_tlv(out, 0x02, &id);
     out.put_u8(0x64);
     put_len(out, op_content);
-    out.put_slice(enc.dn());
+    match dn {
+        Dn::Encoded(b) => out.put_slice(b),
+        Dn::Value(v) => put_tlv(out, 0x04, v),
+    }
     out.put_u8(0x30);
     put_len(out, attrs_len);
-    for a in enc.attrs.iter().filter(|a| sel.wants(enc.name(a))) {
-        match (enc.full(a), sel.types_only) {
-            (_, true) => partial_attribute(out, enc.name(a), &[]),
-            (Some(b), false) => out.put_slice(b),
-            (None, false) => {}
-        }
-    }
-    for p in &extra {
-        out.put_slice(p);
-    }
 }
 
 #[cfg(test)]
@@ -577,6 +728,70 @@ mod tests {
         write_entry(&mut out, 3, e, &enc, &Selection::new(&[], true), "", None);
         let r = decode(out);
         assert!(r.attributes.len() > 10 && r.attributes.iter().all(|a| a.vals.is_empty()));
+    }
+
+    /// The two ways of writing an entry (from the cache for `*`, from the entry for attribute lists) give the
+    /// same bytes for every selection: names in any case, ranges, operational attributes, types only, on
+    /// entries with a big group's members, a photo too large to cache, an empty attribute and no stored DN.
+    #[test]
+    fn direct_and_cached_encodings_are_the_same_bytes() {
+        let mut entries: Vec<Entry> = sample().entries().map(|e| Entry::clone(e)).collect();
+        let mut g = crate::ldap::filter::tests::entry("g", crate::directory::EntryKind::Group, "CN=g,DC=x", &[]);
+        g.attrs.push(Attribute {
+            name: "member".into(),
+            values: (0..1600).map(|i| Bytes::from(format!("CN=u{i},DC=x"))).collect(),
+        });
+        g.attrs.push(Attribute {
+            name: "thumbnailPhoto".into(),
+            values: vec![Bytes::from(vec![0xffu8; 9000])],
+        });
+        g.attrs.push(Attribute {
+            name: "description".into(),
+            values: vec![],
+        });
+        g.attrs.push(Attribute {
+            name: "cn".into(),
+            values: vec![Bytes::from_static(b"g")],
+        });
+        entries.push(g);
+        let lists: &[&[&str]] = &[
+            &[],
+            &["*"],
+            &["1.1"],
+            &["cn"],
+            &["CN", "telephoneNumber", "mobile"],
+            &["member"],
+            &["member;range=0-9", "cn"],
+            &["member;range=1500-*"],
+            &["thumbnailPhoto", "distinguishedName"],
+            &["DistinguishedName"],
+            &["description", "objectClass"],
+            &["+"],
+            &["*", "+"],
+            &[
+                "entryDN",
+                "hasSubordinates",
+                "modifyTimestamp",
+                "createTimestamp",
+                "subschemaSubentry",
+            ],
+            &["objectGUID", "objectSid", "memberOf", "nothing"],
+        ];
+        let snap = sample();
+        for e in &entries {
+            let enc = EncodedEntry::new(e);
+            for list in lists {
+                for types_only in [false, true] {
+                    let sel = Selection::new(&list.iter().map(|a| a.to_string()).collect::<Vec<_>>(), types_only);
+                    let mut cached = BytesMut::new();
+                    write_entry(&mut cached, 7, e, &enc, &sel, "CN=Aggregate", Some(&snap));
+                    let mut direct = BytesMut::new();
+                    write_entry_direct(&mut direct, 7, e, &sel, "CN=Aggregate", Some(&snap));
+                    assert_eq!(cached, direct, "{} with {list:?}, types only {types_only}", e.dn);
+                    decode(direct);
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! session writes, or hands over in chunks as it fills ([`SearchEnv::stream`]). After an Abandon, chunks
 //! already handed over still go out (RFC 4511 §4.11 allows it); nothing after them does.
 
-use super::encode::{write_entry, EncodedEntry, EntryCache, Selection};
+use super::encode::{write_entry, write_entry_direct, EncodedEntry, EntryCache, Selection};
 use super::filter::Compiled;
 use super::paging::{Cursor, PageState, Pages};
 use super::proto::{self, put_result_with, Code, Control, RespControl, Scope, SearchRequest};
@@ -148,7 +148,8 @@ pub fn search(
         }
         return done(out, id, Code::Success, "", "", &[]);
     }
-    let base_norm = if base.is_empty() {
+    // Most searches name the naming context as configured: no need to parse it again.
+    let base_norm = if base.is_empty() || base.eq_ignore_ascii_case(&snap.naming.base_dn) {
         snap.naming.base_dn_norm.to_string()
     } else {
         match normalize_dn(base) {
@@ -235,8 +236,12 @@ struct Ctx<'a, 'e> {
 
 impl Ctx<'_, '_> {
     fn write(&self, out: &mut BytesMut, id: EntryId, e: &Arc<Entry>) {
-        let enc = self.env.cache.get(id, e);
-        write_entry(out, self.id, e, &enc, self.sel, self.subschema_dn, Some(self.env.snap));
+        if self.sel.from_cache() {
+            let enc = self.env.cache.get(id, e);
+            write_entry(out, self.id, e, &enc, self.sel, self.subschema_dn, Some(self.env.snap));
+        } else {
+            write_entry_direct(out, self.id, e, self.sel, self.subschema_dn, Some(self.env.snap));
+        }
         if out.len() >= STREAM_CHUNK && !self.env.abandoned.load(Ordering::Relaxed) {
             if let Some(stream) = self.env.stream {
                 if !stream(out.split().freeze()) {

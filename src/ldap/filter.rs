@@ -433,6 +433,22 @@ fn lower(v: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// `f` of the value lower-cased as [`lower`] does it, on the stack for short ASCII values: a phone-book search
+/// checks thousands of candidates' names, and lower-casing each into a new string cost more than the check.
+fn with_lower<R>(v: &[u8], f: impl FnOnce(&str) -> R) -> R {
+    const SHORT: usize = 128;
+    if v.len() <= SHORT && v.is_ascii() {
+        let mut buf = [0u8; SHORT];
+        let buf = &mut buf[..v.len()];
+        buf.copy_from_slice(v);
+        buf.make_ascii_lowercase();
+        if let Ok(s) = std::str::from_utf8(buf) {
+            return f(s);
+        }
+    }
+    f(&lower(v))
+}
+
 fn text(v: &Bytes) -> String {
     lower(v).into_owned()
 }
@@ -729,7 +745,7 @@ fn present(e: &Entry, attr: &str) -> bool {
 
 fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
     match m {
-        Match::Str(q) => lower(v) == q.as_str(),
+        Match::Str(q) => with_lower(v, |s| s == q.as_str()),
         Match::Bin(q) => v == q,
         Match::Dn(q) => std::str::from_utf8(v)
             .ok()
@@ -741,7 +757,7 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
             .and_then(|rdns| rdns.first().and_then(|r| r.first()).map(|(_, val)| val.to_lowercase()))
             .is_some_and(|first| first == *q),
         Match::Phone(q) => std::str::from_utf8(v).is_ok_and(|s| phone_eq(s, q, snap)),
-        Match::Sub { initial, any, final_ } => substr(&lower(v), initial.as_deref(), any, final_.as_deref()),
+        Match::Sub { initial, any, final_ } => with_lower(v, |s| substr(s, initial.as_deref(), any, final_.as_deref())),
         Match::PhoneSub { initial, any, final_ } => std::str::from_utf8(v)
             .is_ok_and(|s| substr(&snap.phones.key(s), initial.as_deref(), any, final_.as_deref())),
         Match::Ge(q, n) => order(v, q, *n).is_some_and(|o| o.is_ge()),

@@ -58,18 +58,19 @@ fn types_only_len(name: &str) -> usize {
     header_len(content) + content
 }
 
-/// Which attributes a search asked for (RFC 4511 §4.5.1.8 plus AD's ranged retrieval).
+/// Which attributes a search asked for (RFC 4511 §4.5.1.8 plus AD's ranged retrieval). Made only by
+/// [`Selection::new`], which keeps the names distinct and notes whether operational attributes are wanted.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     /// `*`, or an empty list.
-    pub all_user: bool,
+    pub(crate) all_user: bool,
     /// `+`: operational attributes as well.
-    pub operational: bool,
+    pub(crate) operational: bool,
     /// Explicitly named attributes, lower-cased, options stripped.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// `name;range=lo-hi` requests: (lower-cased name, low, high or None for `*`).
-    pub ranges: Vec<(String, usize, Option<usize>)>,
-    pub types_only: bool,
+    pub(crate) ranges: Vec<(String, usize, Option<usize>)>,
+    pub(crate) types_only: bool,
     /// Whether any [`OPERATIONAL`] attribute is asked for (`+` or by name): most searches ask for none.
     any_operational: bool,
 }

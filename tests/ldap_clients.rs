@@ -965,6 +965,32 @@ mod raw {
             started.elapsed() >= Duration::from_millis(200),
             "closed by the idle timeout, not at once"
         );
+
+        // A connection in use is not idle: a lookup every 100 ms for well over the timeout is answered every
+        // time, and the connection is closed only once the lookups stop. (After a pause: the closed connection's
+        // slot is given back as its task ends.)
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        let one = Filter::parse("(objectClass=*)").unwrap();
+        let mut buf = BytesMut::new();
+        for id in 1..=12 {
+            busy.write_all(&encode_search(id, BASE, Scope::Base, 0, &one, &["cn"], &[]))
+                .await
+                .unwrap();
+            let got = read_until_done(&mut busy, &mut buf, 1).await;
+            assert!(got.iter().any(|r| r.tag == 0x65), "lookup {id} answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stopped = std::time::Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut rest))
+            .await
+            .expect("closed once idle")
+            .unwrap();
+        assert!(
+            stopped.elapsed() >= Duration::from_millis(150),
+            "closed by the idle timeout after the last lookup"
+        );
         stop.cancel();
     }
 }

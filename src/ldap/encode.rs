@@ -114,15 +114,13 @@ impl Selection {
                             }
                         }
                     }
-                    if !ranged {
+                    // Each name once: answers stop looking through an entry when all of them are found.
+                    if !ranged && !s.names.contains(&base) {
                         s.names.push(base);
                     }
                 }
             }
         }
-        // Each name once: answers stop looking through an entry when all of them are found.
-        let mut seen = std::collections::HashSet::new();
-        s.names.retain(|n| seen.insert(n.clone()));
         s.any_operational = s.operational
             || OPERATIONAL
                 .iter()

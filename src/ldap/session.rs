@@ -149,10 +149,15 @@ enum Next {
 /// its connection slot for as long as it likes.
 async fn send(framed: &mut FramedRead<BoxIo, FrameCodec>, bytes: &[u8], deadline: Duration) -> std::io::Result<()> {
     let io = framed.get_mut();
-    let write = async {
+    let mut write = std::pin::pin!(async {
         io.write_all(bytes).await?;
         io.flush().await
-    };
+    });
+    // Nearly every response fits the socket's buffer and is written at the first poll: only one that is not
+    // gets a timer (registering one per response was a measurable part of a caller-ID lookup's cost).
+    if let Some(done) = futures_util::FutureExt::now_or_never(write.as_mut()) {
+        return done;
+    }
     match tokio::time::timeout(deadline, write).await {
         Ok(done) => done,
         Err(_) => {
@@ -194,10 +199,20 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Conn) {
         streamed_tx,
         streamed,
     };
+    // One timer for the idle timeout, moved on only when it fires before the connection has been idle long
+    // enough (at most once per idle period), instead of a new timer for every request.
+    let mut last_active = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep_until(last_active + s.shared.cfg.load().idle_timeout);
+    tokio::pin!(idle_timer);
     loop {
         let cfg = s.shared.cfg.load_full();
         let can_read = s.inflight.len() < cfg.max_ops_per_connection.max(1);
         let idle = cfg.idle_timeout;
+        if idle_timer.deadline() > last_active + idle {
+            // A reload shortened the timeout.
+            idle_timer.as_mut().reset(last_active + idle);
+        }
+        let mut active = true;
         let next = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -218,18 +233,24 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Conn) {
                 }
                 Next::Continue
             }
-            frame = tokio::time::timeout(idle, framed.next()), if can_read => match frame {
-                Err(_) if s.inflight.is_empty() => {
+            () = &mut idle_timer, if can_read => {
+                let due = last_active + idle;
+                if tokio::time::Instant::now() < due {
+                    idle_timer.as_mut().reset(due);
+                    active = false;
+                } else if s.inflight.is_empty() {
                     debug!(peer = %s.peer, "idle timeout");
                     break;
                 }
-                Err(_) => Next::Continue,
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
+                Next::Continue
+            }
+            frame = framed.next(), if can_read => match frame {
+                None => break,
+                Some(Err(e)) => {
                     s.protocol_failure(&mut framed, &e).await;
                     break;
                 }
-                Ok(Some(Ok(frame))) => match decode_request(frame) {
+                Some(Ok(frame)) => match decode_request(frame) {
                     Ok(req) => s.dispatch(&mut framed, req, &cfg).await,
                     Err(e) => {
                         debug!(peer = %s.peer, error = %e, "undecodable request");
@@ -240,6 +261,12 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Conn) {
                 },
             },
         };
+        if active {
+            last_active = tokio::time::Instant::now();
+            if idle_timer.is_elapsed() {
+                idle_timer.as_mut().reset(last_active + idle);
+            }
+        }
         match next {
             Next::Continue => {}
             Next::Close => break,

@@ -13,7 +13,6 @@
 use super::filter::Filter;
 use super::proto::Code;
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -32,19 +31,35 @@ pub const EXAMPLE_MAX: usize = 200;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Shape {
     pub shape: String,
+    /// A hash of `shape`: what a search compares (a search does not write its shape out unless it is new).
+    #[serde(skip)]
+    key: u64,
     pub count: u64,
     /// The last filter of this shape, with its values.
-    pub example: String,
+    pub example: Arc<str>,
 }
 
 /// One operation, as the console lists it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Recent {
     pub at: u64,
-    /// `bind` or `search <filter>`.
-    pub what: String,
+    /// `bind`, `bind as` or `search`.
+    pub op: &'static str,
+    /// The filter of a search, the name of a failed bind; empty for a bind.
+    pub detail: Arc<str>,
     /// The LDAP result (`success`, `invalidCredentials`, …).
     pub result: &'static str,
+}
+
+impl Recent {
+    /// As the console shows it: `bind`, `bind as <name>`, `search <filter>`.
+    pub fn what(&self) -> String {
+        if self.detail.is_empty() {
+            self.op.to_string()
+        } else {
+            format!("{} {}", self.op, self.detail)
+        }
+    }
 }
 
 /// What one (address, account) did.
@@ -121,11 +136,11 @@ impl Log {
 }
 
 impl Client {
-    fn note(&mut self, at: u64, what: String, result: &'static str) {
+    fn note(&mut self, at: u64, op: &'static str, detail: Arc<str>, result: &'static str) {
         if self.recent.len() >= RECENT {
             self.recent.pop_back();
         }
-        self.recent.push_front(Recent { at, what, result });
+        self.recent.push_front(Recent { at, op, detail, result });
     }
 }
 
@@ -133,7 +148,7 @@ impl Log {
     fn bind_ok(&mut self, address: IpAddr, account: &Arc<str>, now: u64) {
         let c = self.client(address, Some(account), now);
         c.binds += 1;
-        c.note(now, "bind".into(), "success");
+        c.note(now, "bind", Arc::from(""), "success");
     }
 
     /// `name` is already made safe to show and cut.
@@ -141,7 +156,7 @@ impl Log {
         if self.failed.len() >= FAILED_BINDS {
             self.failed.pop_back();
         }
-        let what = format!("bind as {name}");
+        let detail: Arc<str> = Arc::from(name.as_str());
         self.failed.push_front(FailedBind {
             at: now,
             address,
@@ -150,30 +165,31 @@ impl Log {
         });
         let c = self.client(address, None, now);
         c.errors += 1;
-        c.note(now, what, "invalidCredentials");
+        c.note(now, "bind as", detail, "invalidCredentials");
     }
 
-    /// `shape` and `example` are the filter as [`write_filter`] writes it without and with values.
+    /// `example` is the filter as [`write_filter`] writes it with values, `key` the hash of its shape.
+    #[allow(clippy::too_many_arguments)]
     fn search(
         &mut self,
         address: IpAddr,
         account: Option<&Arc<str>>,
-        shape: String,
-        example: String,
+        filter: &Filter,
+        key: u64,
+        example: Arc<str>,
         code: Option<Code>,
         now: u64,
     ) {
         let result = code.map_or("abandoned", code_name);
-        let what = format!("search {example}");
         let c = self.client(address, account, now);
         c.searches += 1;
         if code != Some(Code::Success) {
             c.errors += 1;
         }
-        match c.shapes.iter_mut().position(|s| s.shape == shape) {
+        match c.shapes.iter_mut().position(|s| s.key == key) {
             Some(i) => {
                 c.shapes[i].count += 1;
-                c.shapes[i].example = example;
+                c.shapes[i].example = example.clone();
                 // One step up per use: frequent shapes move away from the end, where a new shape replaces the
                 // last one when the list is full (the view sorts them fully).
                 if i > 0 && c.shapes[i].count > c.shapes[i - 1].count {
@@ -184,14 +200,17 @@ impl Log {
                 if c.shapes.len() >= MAX_SHAPES {
                     c.shapes.pop();
                 }
+                let mut shape = String::new();
+                write_filter(&mut shape, filter, false);
                 c.shapes.push(Shape {
                     shape,
+                    key,
                     count: 1,
-                    example,
+                    example: example.clone(),
                 });
             }
         }
-        c.note(now, what, result);
+        c.note(now, "search", example, result);
     }
 
     fn view(&self) -> (Vec<Client>, Vec<FailedBind>) {
@@ -221,12 +240,22 @@ pub(crate) fn bind_failed(address: IpAddr, name: &str, reason: &'static str) {
 /// the search was abandoned or the client went away). The filter is written out before the lock is taken.
 pub(crate) fn search(address: IpAddr, account: Option<&Arc<str>>, filter: &Filter, code: Option<Code>) {
     let now = crate::time::unix_now();
-    let mut shape = String::new();
-    write_filter(&mut shape, filter, false);
+    let (key, example) = shape_and_example(filter);
+    log().search(address, account, filter, key, example, code, now);
+}
+
+/// The hash of a filter's shape and the filter with its values, cut to [`EXAMPLE_MAX`].
+fn shape_and_example(filter: &Filter) -> (u64, Arc<str>) {
+    let mut key = ShapeKey(rustc_hash::FxHasher::default());
+    write_filter(&mut key, filter, false);
     let mut example = String::new();
     write_filter(&mut example, filter, true);
-    let example = cut(&example, EXAMPLE_MAX);
-    log().search(address, account, shape, example, code, now);
+    let example: Arc<str> = if example.len() <= EXAMPLE_MAX {
+        example.into()
+    } else {
+        cut(&example, EXAMPLE_MAX).into()
+    };
+    (std::hash::Hasher::finish(&key.0), example)
 }
 
 /// Every client remembered, most recently seen first, and the failed binds, newest first (copied out, so
@@ -272,10 +301,20 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 /// Write `f` in the string form of RFC 4515; with `values` false every value is written as `…`.
-pub(crate) fn write_filter(out: &mut String, f: &Filter, values: bool) {
-    let value = |out: &mut String, v: &[u8]| {
+/// A filter's shape hashed as [`write_filter`] writes it, without making the string.
+struct ShapeKey(rustc_hash::FxHasher);
+
+impl std::fmt::Write for ShapeKey {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        std::hash::Hasher::write(&mut self.0, s.as_bytes());
+        Ok(())
+    }
+}
+
+pub(crate) fn write_filter(out: &mut impl std::fmt::Write, f: &Filter, values: bool) {
+    let value = |out: &mut dyn std::fmt::Write, v: &[u8]| {
         if !values {
-            out.push('…');
+            let _ = out.write_char('…');
             return;
         }
         match std::str::from_utf8(v) {
@@ -285,7 +324,9 @@ pub(crate) fn write_filter(out: &mut String, f: &Filter, values: bool) {
                         '*' | '(' | ')' | '\\' | '\0' => {
                             let _ = write!(out, "\\{:02x}", ch as u32);
                         }
-                        c => out.push(c),
+                        c => {
+                            let _ = out.write_char(c);
+                        }
                     }
                 }
             }
@@ -298,16 +339,16 @@ pub(crate) fn write_filter(out: &mut String, f: &Filter, values: bool) {
     };
     match f {
         Filter::And(fs) | Filter::Or(fs) => {
-            out.push_str(if matches!(f, Filter::And(_)) { "(&" } else { "(|" });
+            let _ = out.write_str(if matches!(f, Filter::And(_)) { "(&" } else { "(|" });
             for f in fs {
                 write_filter(out, f, values);
             }
-            out.push(')');
+            let _ = out.write_char(')');
         }
         Filter::Not(f) => {
-            out.push_str("(!");
+            let _ = out.write_str("(!");
             write_filter(out, f, values);
-            out.push(')');
+            let _ = out.write_char(')');
         }
         Filter::Eq(a, v) | Filter::Ge(a, v) | Filter::Le(a, v) | Filter::Approx(a, v) => {
             let op = match f {
@@ -318,22 +359,22 @@ pub(crate) fn write_filter(out: &mut String, f: &Filter, values: bool) {
             };
             let _ = write!(out, "({a}{op}");
             value(out, v);
-            out.push(')');
+            let _ = out.write_char(')');
         }
         Filter::Sub(a, s) => {
             let _ = write!(out, "({a}=");
             if let Some(v) = &s.initial {
                 value(out, v);
             }
-            out.push('*');
+            let _ = out.write_char('*');
             for v in &s.any {
                 value(out, v);
-                out.push('*');
+                let _ = out.write_char('*');
             }
             if let Some(v) = &s.final_ {
                 value(out, v);
             }
-            out.push(')');
+            let _ = out.write_char(')');
         }
         Filter::Present(a) => {
             let _ = write!(out, "({a}=*)");
@@ -344,19 +385,19 @@ pub(crate) fn write_filter(out: &mut String, f: &Filter, values: bool) {
             value: v,
             dn_attrs,
         } => {
-            out.push('(');
+            let _ = out.write_char('(');
             if let Some(a) = attr {
-                out.push_str(a);
+                let _ = out.write_str(a);
             }
             if *dn_attrs {
-                out.push_str(":dn");
+                let _ = out.write_str(":dn");
             }
             if let Some(r) = rule {
                 let _ = write!(out, ":{r}");
             }
-            out.push_str(":=");
+            let _ = out.write_str(":=");
             value(out, v);
-            out.push(')');
+            let _ = out.write_char(')');
         }
     }
 }
@@ -388,10 +429,8 @@ mod tests {
     /// A search as the public function records it, into a log of the test's own.
     fn search_into(log: &mut Log, ip: IpAddr, account: Option<&Arc<str>>, f: &str, code: Code, now: u64) {
         let f = Filter::parse(f).unwrap();
-        let (mut shape, mut example) = (String::new(), String::new());
-        write_filter(&mut shape, &f, false);
-        write_filter(&mut example, &f, true);
-        log.search(ip, account, shape, cut(&example, EXAMPLE_MAX), Some(code), now);
+        let (key, example) = shape_and_example(&f);
+        log.search(ip, account, &f, key, example, Some(code), now);
     }
 
     #[test]
@@ -435,10 +474,10 @@ mod tests {
         assert_eq!(pbx.shapes[0].shape, "(telephoneNumber=…)");
         assert_eq!(pbx.shapes[0].count, 3);
         assert_eq!(pbx.recent.len(), RECENT);
-        assert_eq!(pbx.recent[0].what, "search (telephoneNumber=+49301234)");
+        assert_eq!(pbx.recent[0].what(), "search (telephoneNumber=+49301234)");
         let anon = &clients[0];
         assert_eq!(anon.errors, 2);
-        assert_eq!(anon.recent[0].what, "bind as CN=intruder");
+        assert_eq!(anon.recent[0].what(), "bind as CN=intruder");
         assert_eq!(failed.len(), 1);
         assert_eq!(
             (failed[0].name.as_str(), failed[0].reason),

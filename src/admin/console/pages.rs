@@ -338,7 +338,7 @@ pub(super) fn clients(nav: Nav) -> Response<Full<Bytes>> {
                     .into_iter()
                     .map(|r| RecentView {
                         at: t(r.at),
-                        what: r.what,
+                        what: r.what(),
                         result: r.result,
                     })
                     .collect(),

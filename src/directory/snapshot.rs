@@ -188,6 +188,8 @@ pub struct Snapshot {
     /// Entry id (Graph object id, or the normalised DN of the domain and containers) → dense id.
     by_key: OrdMap<Arc<str>, EntryId>,
     by_dn: OrdMap<Arc<str>, EntryId>,
+    /// The dense id of the naming context's entry, which nearly every search names as its base.
+    root: Option<EntryId>,
     pub(super) children: IHashMap<Arc<str>, Bits>,
     /// Lower-cased attribute name → entries that have it.
     pub(super) present: IHashMap<Arc<str>, Bits>,
@@ -248,6 +250,7 @@ impl Snapshot {
             free: Arc::default(),
             by_key: OrdMap::new(),
             by_dn: OrdMap::new(),
+            root: None,
             children: IHashMap::new(),
             present: IHashMap::new(),
             eq: OrdMap::new(),
@@ -319,11 +322,14 @@ impl Snapshot {
 
     /// The entry at a DN in normalised form ([`crate::directory::entry::normalize_dn`]).
     pub fn by_dn(&self, dn_norm: &str) -> Option<&Arc<Entry>> {
-        self.get(*self.by_dn.get(dn_norm)?)
+        self.get(self.id_of_dn(dn_norm)?)
     }
 
     /// The dense id of the entry at a normalised DN.
     pub fn id_of_dn(&self, dn_norm: &str) -> Option<EntryId> {
+        if dn_norm == &*self.naming.base_dn_norm {
+            return self.root;
+        }
         self.by_dn.get(dn_norm).copied()
     }
 
@@ -531,6 +537,9 @@ impl Snapshot {
     fn unindex(&mut self, slot: EntryId, e: &Entry) {
         if self.by_dn.get(&e.dn_norm) == Some(&slot) {
             self.by_dn.remove(&e.dn_norm);
+            if self.root == Some(slot) {
+                self.root = None;
+            }
         }
         self.by_usn.remove(&(e.usn_changed, slot));
         self.count(e.kind, -1);
@@ -674,6 +683,9 @@ impl Batch<'_> {
     fn index(&mut self, slot: EntryId, e: &Entry) {
         let snap = &mut *self.snap;
         snap.by_dn.insert(e.dn_norm.clone(), slot);
+        if e.dn_norm == snap.naming.base_dn_norm {
+            snap.root = Some(slot);
+        }
         snap.by_usn.insert((e.usn_changed, slot), ());
         snap.count(e.kind, 1);
         let p = &mut self.pending;
@@ -962,6 +974,7 @@ mod tests {
         out.extend(s.heads.iter().map(|(k, b)| format!("head {k:?} {:?}", ids(b))));
         out.extend(s.by_key.iter().map(|(k, i)| format!("key {k} {i}")));
         out.extend(s.by_dn.iter().map(|(k, i)| format!("dn {k} {i}")));
+        out.push(format!("root {:?}", s.root));
         out.sort();
         out
     }

@@ -771,12 +771,22 @@ fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
 /// Whether a stored number has the phone key `key`, parsing it only when cheap checks cannot decide: numbers
 /// stored in international form (as the projection writes them) compare by digits.
 fn phone_eq(stored: &str, key: &str, snap: &Snapshot) -> bool {
-    let d = digits(stored);
-    if stored.trim_start().starts_with('+') && !stored.contains('(') && d == key {
+    // The stored number's digits on the stack: a caller-ID lookup checks every candidate this way.
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    for b in stored.bytes().filter(u8::is_ascii_digit) {
+        if n == buf.len() {
+            return snap.phones.key(stored) == key;
+        }
+        buf[n] = b;
+        n += 1;
+    }
+    let d = &buf[..n];
+    if stored.trim_start().starts_with('+') && !stored.contains('(') && d == key.as_bytes() {
         return true;
     }
-    let tail = &key[key.len().saturating_sub(4)..];
-    if !tail.is_empty() && !d.contains(tail) {
+    let tail = &key.as_bytes()[key.len().saturating_sub(4)..];
+    if !tail.is_empty() && !d.windows(tail.len()).any(|w| w == tail) {
         return false;
     }
     snap.phones.key(stored) == key

@@ -286,7 +286,6 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 /// evicting by quick_cache's CLOCK-PRO, and encodes the others when a search needs them.
 pub struct EntryCache {
     map: quick_cache::sync::Cache<EntryId, Cached, ByBytes>,
-    budget: u64,
 }
 
 impl Default for EntryCache {
@@ -315,7 +314,7 @@ impl EntryCache {
             Ok(o) => quick_cache::sync::Cache::with_options(o, ByBytes, Default::default(), Default::default()),
             Err(_) => quick_cache::sync::Cache::with_weighter(items, bytes, ByBytes),
         };
-        EntryCache { map, budget: bytes }
+        EntryCache { map }
     }
 
     /// The encoding of `e` (the entry with dense id `id`), built now if the cache holds none or an older
@@ -338,26 +337,18 @@ impl EntryCache {
     /// Bring the cache from snapshot `prev` (which it was last brought to) to `snap`, in proportion to the
     /// change: drop what was removed, re-encode what changed and was cached (so a lookup of a busy caller never
     /// pays for a change), leave the rest to be encoded when asked for. Without a usable `prev` (the first
-    /// snapshot, a renamed base DN or a new collation, history older than `snap` keeps) every entry is checked,
-    /// and entries are encoded ahead while the budget has room.
+    /// snapshot, a renamed base DN or a new collation, history older than `snap` keeps) every cached entry is
+    /// checked and those no longer current are dropped.
     pub fn advance(&self, prev: Option<&Snapshot>, snap: &Snapshot) {
         // A new naming context or collation made every entry anew (without a change of version).
         let changes = prev
             .filter(|p| Arc::ptr_eq(&p.naming, &snap.naming) && Arc::ptr_eq(&p.collation, &snap.collation))
             .and_then(|p| snap.changes_since(p.version).map(|c| (p, c)));
         let Some((prev, changes)) = changes else {
+            // Nothing is encoded ahead: phone books and PBXs ask for attribute lists, which are encoded from
+            // the entry; the cache fills with the whole entries that searches for `*` return.
             self.map
                 .retain(|id, c| snap.get(*id).is_some_and(|cur| Arc::ptr_eq(cur, &c.0)));
-            let room = self.budget / 10 * 9;
-            for (n, (id, e)) in snap.entries_with_ids().enumerate() {
-                // (The weight is summed over the shards' locks: looked at now and then.)
-                if n % 64 == 0 && self.map.weight() >= room {
-                    break;
-                }
-                if !self.map.peek(&id).is_some_and(|hit| Arc::ptr_eq(&hit.0, e)) {
-                    self.put(id, e);
-                }
-            }
             return;
         };
         for (gone, _) in &changes.removed {
@@ -670,6 +661,10 @@ mod tests {
         let s1 = sample();
         let cache = EntryCache::new();
         cache.advance(None, &s1);
+        assert!(cache.is_empty(), "nothing is encoded ahead");
+        for (id, e) in s1.entries_with_ids() {
+            cache.get(id, e);
+        }
         assert_eq!(cache.len(), s1.len());
         let get = |s: &Snapshot, id: &str| cache.get(s.id_of(id).unwrap(), s.entry(id).unwrap());
         let untouched = get(&s1, "0002");

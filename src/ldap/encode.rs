@@ -281,9 +281,9 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// Pre-encoded entries by dense entry id, valid while the entry `Arc` is the same, within a byte budget.
 ///
-/// Encoding is a few microseconds per entry, holding every encoding a third of the entries' own memory again;
-/// so the cache keeps the entries that searches return (the callers that ring, the surnames people type),
-/// evicting by quick_cache's CLOCK-PRO, and encodes the others when a search needs them.
+/// Used for whole-entry answers (`*`, see [`Selection::from_cache`]): holding every encoding would cost a third
+/// of the entries' own memory again, so the cache keeps the entries such searches return, evicting by
+/// quick_cache's CLOCK-PRO, and encodes the others when a search needs them.
 pub struct EntryCache {
     map: quick_cache::sync::Cache<EntryId, Cached, ByBytes>,
 }

@@ -231,7 +231,11 @@ impl DigitKey {
     /// Every key that starts with this one's digits, as an inclusive range.
     pub(crate) fn extensions(self) -> std::ops::RangeInclusive<DigitKey> {
         let free = 4 * (Self::DIGITS - self.len());
-        let low_bits = if free == 0 { 0 } else { (1u64 << free) - 1 };
+        let low_bits = match free {
+            0 => 0,
+            64.. => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
         self..=DigitKey(self.0 | low_bits)
     }
 

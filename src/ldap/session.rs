@@ -233,17 +233,6 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Conn) {
                 }
                 Next::Continue
             }
-            () = &mut idle_timer, if can_read => {
-                let due = last_active + idle;
-                if tokio::time::Instant::now() < due {
-                    idle_timer.as_mut().reset(due);
-                    active = false;
-                } else if s.inflight.is_empty() {
-                    debug!(peer = %s.peer, "idle timeout");
-                    break;
-                }
-                Next::Continue
-            }
             frame = framed.next(), if can_read => match frame {
                 None => break,
                 Some(Err(e)) => {
@@ -260,6 +249,18 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Conn) {
                     }
                 },
             },
+            // After the frame: a request that arrives as the timer fires is served, not cut off.
+            () = &mut idle_timer, if can_read => {
+                let due = last_active + idle;
+                if tokio::time::Instant::now() < due {
+                    idle_timer.as_mut().reset(due);
+                    active = false;
+                } else if s.inflight.is_empty() {
+                    debug!(peer = %s.peer, "idle timeout");
+                    break;
+                }
+                Next::Continue
+            }
         };
         if active {
             last_active = tokio::time::Instant::now();

@@ -239,11 +239,28 @@ impl DigitKey {
         self..=DigitKey(self.0 | low_bits)
     }
 
+    /// The ASCII digits again, on the stack, and how many there are.
+    fn digit_bytes(self) -> ([u8; Self::DIGITS], usize) {
+        let mut out = [0u8; Self::DIGITS];
+        let len = self.len();
+        for (i, d) in out.iter_mut().enumerate().take(len) {
+            // Every nibble up to `len` is a digit + 1, never 0.
+            *d = b'0' + (((self.0 >> (60 - 4 * i)) & 0xF) as u8).saturating_sub(1);
+        }
+        (out, len)
+    }
+
     /// The digits again.
     pub(crate) fn digits(self) -> String {
-        (0..self.len())
-            .map(|i| char::from(b'0' + ((self.0 >> (60 - 4 * i)) & 0xF) as u8 - 1))
-            .collect()
+        let (d, len) = self.digit_bytes();
+        d[..len].iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// Whether a number with this key may hold `needle` (ASCII digits) anywhere: a key of sixteen digits may
+    /// have lost more, so it always may.
+    pub(crate) fn may_contain(self, needle: &[u8]) -> bool {
+        let (d, len) = self.digit_bytes();
+        len == Self::DIGITS || needle.is_empty() || d[..len].windows(needle.len()).any(|w| w == needle)
     }
 }
 
@@ -387,7 +404,15 @@ mod tests {
             DigitKey::reversed("+49 30 1234").map(DigitKey::digits).as_deref(),
             Some("43210394")
         );
-        // Sixteen digits and more share the first sixteen's key.
+        // Sixteen digits and more share the first sixteen's key, which then may contain anything.
         assert_eq!(DigitKey::of("12345678901234567"), DigitKey::of("12345678901234568"));
+        let short = DigitKey::of("4930123456").unwrap();
+        assert!(short.may_contain(b"0123") && short.may_contain(b"4930123456"));
+        assert!(!short.may_contain(b"3210") && !short.may_contain(b"49301234567"));
+        let long = DigitKey::of("12345678901234567890").unwrap();
+        assert!(
+            long.may_contain(b"7890"),
+            "digits past the sixteenth are not known, so they may match"
+        );
     }
 }

@@ -259,7 +259,7 @@ pub(crate) fn phone(s: &Snapshot, q: PhoneQuery<'_>) -> RoaringBitmap {
         PhoneQuery::Contains(raw) => {
             let k = digits(raw);
             if !k.is_empty() {
-                for (_, ids) in s.phone_fwd.iter().filter(|(key, _)| key.digits().contains(&k)) {
+                for (_, ids) in s.phone_fwd.iter().filter(|(key, _)| key.may_contain(k.as_bytes())) {
                     ids.union_into(&mut out);
                 }
             }

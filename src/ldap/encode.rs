@@ -166,6 +166,11 @@ fn parse_range(r: &str) -> Option<(usize, Option<usize>)> {
     }
 }
 
+/// The name AD gives the first MaxValRange values of an attribute asked for without a range.
+fn ranged_name(name: &str) -> String {
+    format!("{name};range=0-{}", MAX_VAL_RANGE - 1)
+}
+
 /// The length of `SEQUENCE { type, SET OF value }` for the given values.
 fn partial_attribute_len(name: &str, values: &[Bytes]) -> usize {
     let set_len: usize = values.iter().map(|v| header_len(v.len()) + v.len()).sum();
@@ -221,7 +226,7 @@ impl EncodedEntry {
             let size: usize = a.values.iter().map(|v| v.len()).sum();
             if a.values.len() > MAX_VAL_RANGE {
                 // Asked for without a range, AD returns the first MaxValRange values as `name;range=0-1499`.
-                let ranged = format!("{};range=0-{}", a.name, MAX_VAL_RANGE - 1);
+                let ranged = ranged_name(&a.name);
                 add(
                     &mut buf,
                     &a.name,
@@ -481,14 +486,7 @@ pub fn write_entry_direct(
         if sel.types_only {
             attrs_len += types_only_len(&a.name);
         } else if a.values.len() > MAX_VAL_RANGE {
-            // The ranged name's length without making it: `;range=0-` and the last index.
-            let name_len = a.name.len() + ";range=0-".len() + (MAX_VAL_RANGE - 1).to_string().len();
-            let set_len: usize = a.values[..MAX_VAL_RANGE]
-                .iter()
-                .map(|v| header_len(v.len()) + v.len())
-                .sum();
-            let content = header_len(name_len) + name_len + header_len(set_len) + set_len;
-            attrs_len += header_len(content) + content;
+            attrs_len += partial_attribute_len(&ranged_name(&a.name), &a.values[..MAX_VAL_RANGE]);
         } else {
             if a.values.iter().map(|v| v.len()).sum::<usize>() > CACHE_ATTR_LIMIT {
                 extra.push(encode_attr_bytes(&a.name, &a.values));
@@ -498,11 +496,11 @@ pub fn write_entry_direct(
         }
         in_place[i / 64] |= 1 << (i % 64);
     }
-    let synth_dn = sel.wants("distinguishedName") && e.get("distinguishedName").is_none();
-    let dn_value = [Bytes::copy_from_slice(if synth_dn { e.dn.as_bytes() } else { b"" })];
-    let dn_values: &[Bytes] = if sel.types_only { &[] } else { &dn_value };
-    if synth_dn {
-        attrs_len += partial_attribute_len("distinguishedName", dn_values);
+    let synth_dn = (sel.wants("distinguishedName") && e.get("distinguishedName").is_none())
+        .then(|| [Bytes::copy_from_slice(e.dn.as_bytes())]);
+    let dn_values = synth_dn.as_ref().map(|v| if sel.types_only { &[][..] } else { &v[..] });
+    if let Some(v) = dn_values {
+        attrs_len += partial_attribute_len("distinguishedName", v);
     }
     extra.extend(extras(e, sel, subschema_dn, snap, |name| {
         e.get(name).is_some_and(|a| !a.values.is_empty())
@@ -518,15 +516,14 @@ pub fn write_entry_direct(
             if sel.types_only {
                 partial_attribute(out, &a.name, &[]);
             } else if a.values.len() > MAX_VAL_RANGE {
-                let ranged = format!("{};range=0-{}", a.name, MAX_VAL_RANGE - 1);
-                partial_attribute(out, &ranged, &a.values[..MAX_VAL_RANGE]);
+                partial_attribute(out, &ranged_name(&a.name), &a.values[..MAX_VAL_RANGE]);
             } else {
                 partial_attribute(out, &a.name, &a.values);
             }
         }
     }
-    if synth_dn {
-        partial_attribute(out, "distinguishedName", dn_values);
+    if let Some(v) = dn_values {
+        partial_attribute(out, "distinguishedName", v);
     }
     for p in &extra {
         out.put_slice(p);

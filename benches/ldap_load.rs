@@ -254,7 +254,8 @@ fn directory(users: usize, base: &str) -> Published {
                 name: rdn.0.into(),
                 values: vec![Bytes::from(rdn.1.to_string())],
             },
-        ],
+        ]
+        .into(),
         sort_keys: Default::default(),
     };
     let first_dc = base

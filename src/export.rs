@@ -46,9 +46,9 @@ fn write_line(w: &mut impl Write, name: &str, value: &[u8], binary: bool) -> io:
 pub fn write_ldif_entry(w: &mut impl Write, e: &Entry) -> io::Result<()> {
     write_line(w, "dn", e.dn.as_bytes(), false)?;
     for a in &e.attrs {
-        let binary = is_binary_attr(&a.name);
-        for v in &a.values {
-            write_line(w, &a.name, v, binary)?;
+        let binary = is_binary_attr(a.name);
+        for v in a.values {
+            write_line(w, a.name, v, binary)?;
         }
     }
     w.write_all(b"\n")
@@ -83,7 +83,7 @@ pub fn write_json(w: &mut impl Write, s: &Snapshot) -> io::Result<()> {
         .map(|e| {
             let mut attrs = Map::new();
             for a in &e.attrs {
-                let binary = is_binary_attr(&a.name);
+                let binary = is_binary_attr(a.name);
                 let vals: Vec<Value> = a
                     .values
                     .iter()

@@ -442,12 +442,7 @@ async fn sync_collection_like_davx5_and_thunderbird() {
     // Person 3 changes and person 40 joins in version 6.
     let mut people = initial_people();
     let mut changed = sample::person(3, 6);
-    changed
-        .attrs
-        .iter_mut()
-        .find(|a| a.name.as_ref() == "title")
-        .unwrap()
-        .values = vec!["CEO".into()];
+    changed.attrs.set("title", vec!["CEO".into()]);
     people[3] = changed;
     people.push(sample::person(40, 6));
     s.dir.publish(snapshot(6, people));

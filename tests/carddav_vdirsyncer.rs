@@ -60,12 +60,7 @@ async fn vdirsyncer_read_only_sync_and_incremental_update() {
     // Person 4 gets a new title in version 3: the next sync must fetch exactly that card.
     let mut next = people.clone();
     next[4] = sample::person(4, 3);
-    next[4]
-        .attrs
-        .iter_mut()
-        .find(|a| a.name.as_ref() == "title")
-        .unwrap()
-        .values = vec!["Chief Phone Officer".into()];
+    next[4].attrs.set("title", vec!["Chief Phone Officer".into()]);
     dir.publish(snapshot(3, next));
     let v2 = v.clone();
     let log = tokio::task::spawn_blocking(move || v2.run(&["sync"])).await.unwrap();

@@ -43,7 +43,7 @@ fn entry(id: &str, kind: EntryKind, dn: &str, attrs: Vec<(&str, Vec<Bytes>)>) ->
         guid: [0; 16],
         usn_changed: 1,
         usn_created: 1,
-        attrs,
+        attrs: attrs.into(),
         sort_keys: Default::default(),
     }
 }

@@ -491,7 +491,8 @@ mod tests {
                 attr("objectClass", &[b"top", b"group"]),
                 attr("cn", &[cn.as_bytes()]),
                 attr("member", &member_dns),
-            ],
+            ]
+            .into(),
             sort_keys: Default::default(),
         }
     }

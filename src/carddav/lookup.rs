@@ -552,10 +552,10 @@ fn person(e: &Entry, phones: &PhoneNormalizer, base: &str) -> Map<String, Value>
     m
 }
 
-fn stored_photo(e: &Entry) -> Option<&Bytes> {
+fn stored_photo(e: &Entry) -> Option<Bytes> {
     ["thumbnailPhoto", "jpegPhoto"]
         .iter()
-        .find_map(|a| e.values(a).first().filter(|v| !v.is_empty()))
+        .find_map(|a| e.values(a).bytes(0).filter(|v| !v.is_empty()))
 }
 
 /// The lower-cased names a search compares: display name, given name, surname.
@@ -770,7 +770,7 @@ fn photo_answer(ctx: &Ctx<'_>, id: &str, size: Option<u32>, if_none_match: Optio
     let Some(stored) = stored_photo(e) else {
         return error(StatusCode::NOT_FOUND, &format!("{id} has no photo"), false);
     };
-    let tag = photo::content_tag(stored);
+    let tag = photo::content_tag(&stored);
     let etag = photo::etag(tag, size);
     let tagged = |mut r: Response<Body>| {
         if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -783,7 +783,7 @@ fn photo_answer(ctx: &Ctx<'_>, id: &str, size: Option<u32>, if_none_match: Optio
         r.headers_mut().remove(header::CONTENT_TYPE);
         return tagged(r);
     }
-    let body = match ctx.state.photos.jpeg(stored, tag, size) {
+    let body = match ctx.state.photos.jpeg(&stored, tag, size) {
         Ok(b) => b,
         Err(err) => {
             tracing::debug!(%id, error = %err, "photo lookup: cannot serve the stored photo");

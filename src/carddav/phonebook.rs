@@ -184,7 +184,7 @@ fn person(e: &Entry, phones: &PhoneNormalizer, fmt: NumberFormat, order: &[Kind]
         numbers,
         photo: ["thumbnailPhoto", "jpegPhoto"]
             .iter()
-            .find_map(|a| e.values(a).first().filter(|v| !v.is_empty()).cloned()),
+            .find_map(|a| e.values(a).bytes(0).filter(|v| !v.is_empty())),
     }
 }
 

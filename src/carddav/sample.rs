@@ -123,7 +123,7 @@ pub fn person(i: usize, usn: u64) -> Entry {
         guid,
         usn_changed: usn,
         usn_created: 1,
-        attrs,
+        attrs: attrs.into(),
         sort_keys: Default::default(),
     }
 }
@@ -152,7 +152,8 @@ pub fn group(cn: &str, members: &[&Entry], usn: u64) -> Entry {
             attr("objectClass", vec![b"top".to_vec(), b"group".to_vec()]),
             attr("cn", vec![cn.as_bytes().to_vec()]),
             attr("member", member_dns),
-        ],
+        ]
+        .into(),
         sort_keys: Default::default(),
     }
 }

@@ -393,7 +393,8 @@ mod tests {
             attrs: vec![crate::directory::Attribute {
                 name: "objectClass".into(),
                 values: vec![bytes::Bytes::from_static(b"top"), bytes::Bytes::from_static(b"domain")],
-            }],
+            }]
+            .into(),
             sort_keys: Default::default(),
         });
         let dir = Published::new(sample::snapshot(2, entries));

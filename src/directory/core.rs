@@ -837,7 +837,7 @@ mod tests {
         let members = everybody
             .attrs
             .iter()
-            .find(|a| &*a.name == "member")
+            .find(|a| &**a.name == "member")
             .map_or(0, |a| a.values.len());
         assert_eq!(members, n, "a member DN for every user, disabled ones too");
     }

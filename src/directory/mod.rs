@@ -23,6 +23,6 @@ pub mod upn_csv;
 
 pub use self::core::{ApplyReport, Directory, Settings};
 pub use bits::EntryId;
-pub use entry::{Attribute, Entry, EntryKind};
+pub use entry::{Attr, Attribute, Attrs, Entry, EntryKind, Values};
 pub use query::{Candidates, Query};
 pub use snapshot::{Naming, Published, Snapshot};

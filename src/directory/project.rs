@@ -4,7 +4,7 @@
 use crate::directory::change::{GraphKind, PhotoState};
 use crate::directory::collation::Collation;
 use crate::directory::dn::escape_value;
-use crate::directory::entry::{normalize_dn, Attribute, Entry, EntryKind, SortKeys};
+use crate::directory::entry::{normalize_dn, Attribute, Attrs, Entry, EntryKind, SortKeys};
 use crate::directory::mapping::{EvalStats, Mapping};
 use crate::directory::phone::PhoneNormalizer;
 use crate::directory::snapshot::Naming;
@@ -57,37 +57,9 @@ impl AttrsBuilder {
         self.add_strs(name, [value]);
     }
 
-    /// The attributes, held compactly: the short values of an entry share one buffer instead of one
-    /// allocation each (an entry has some forty of them), and no vector keeps spare capacity.
-    pub fn finish(mut self) -> Vec<Attribute> {
-        const PACKED_MAX: usize = 1024; // photos and other large values keep their own buffer
-        let total: usize = self
-            .attrs
-            .iter()
-            .flat_map(|a| &a.values)
-            .filter(|v| v.len() <= PACKED_MAX)
-            .map(Bytes::len)
-            .sum();
-        let mut buf = bytes::BytesMut::with_capacity(total);
-        for v in self
-            .attrs
-            .iter()
-            .flat_map(|a| &a.values)
-            .filter(|v| v.len() <= PACKED_MAX)
-        {
-            buf.extend_from_slice(v);
-        }
-        let buf = buf.freeze();
-        let mut at = 0;
-        for a in &mut self.attrs {
-            for v in a.values.iter_mut().filter(|v| v.len() <= PACKED_MAX) {
-                *v = buf.slice(at..at + v.len());
-                at += v.len();
-            }
-            a.values.shrink_to_fit();
-        }
-        self.attrs.shrink_to_fit();
-        self.attrs
+    /// The attributes, packed (see [`Attrs`]).
+    pub fn finish(self) -> Attrs {
+        Attrs::pack(self.attrs)
     }
 }
 

@@ -272,8 +272,8 @@ impl Snapshot {
 
     /// A snapshot holding exactly `entries` at `version` (every entry's `usn_changed` is kept as given). The
     /// sync path builds snapshots incrementally instead; this is for tools, tests and benchmarks. Users,
-    /// groups, computers and contacts made without sort keys get them, and attribute names are shared, as
-    /// projected entries have them.
+    /// groups, computers and contacts made without sort keys get them (attribute names are shared already:
+    /// [`Attrs`](crate::directory::entry::Attrs) made from a list share them).
     pub fn from_entries(naming: Naming, phones: PhoneNormalizer, version: u64, entries: Vec<Entry>) -> Snapshot {
         let mut s = Snapshot::empty(naming, phones);
         s.version = version;
@@ -282,10 +282,6 @@ impl Snapshot {
         for mut e in entries {
             if e.sort_keys == SortKeys::default() && !matches!(e.kind, EntryKind::Domain | EntryKind::Container) {
                 e.sort_keys = SortKeys::of(&e.attrs, &collation);
-            }
-            // Attribute names shared between entries, as projected entries have them.
-            for a in &mut e.attrs {
-                a.name = crate::directory::entry::attr_name(&a.name);
             }
             batch.upsert(Arc::new(e));
         }
@@ -793,20 +789,20 @@ impl IndexKeys {
                 continue;
             }
             out.push(Key::Present(a.name.to_ascii_lowercase().into()));
-            if let Some(canon) = EQ_INDEXED.iter().position(|c| c.eq_ignore_ascii_case(&a.name)) {
+            if let Some(canon) = EQ_INDEXED.iter().position(|c| c.eq_ignore_ascii_case(a.name)) {
                 eq.extend(a.values.iter().map(|v| eq_keys.key(canon, v)));
             }
             if a.name.eq_ignore_ascii_case("objectCategory") {
-                if let Some(short) = a.values.first().and_then(|v| category_short(v)) {
+                if let Some(short) = a.values.first().and_then(category_short) {
                     out.push(Key::Category(short.into()));
                 }
             }
             if a.name.eq_ignore_ascii_case("userAccountControl") {
-                if let Some(uac) = a.values.first().and_then(|v| parse_uac(v)) {
+                if let Some(uac) = a.values.first().and_then(parse_uac) {
                     out.extend((0..32u8).filter(|b| uac & (1 << b) != 0).map(Key::Uac));
                 }
             }
-            if is_phone_attr(&a.name) {
+            if is_phone_attr(a.name) {
                 for k in a
                     .values
                     .iter()
@@ -817,7 +813,7 @@ impl IndexKeys {
                     phone_rev.extend(DigitKey::reversed(&k));
                 }
             }
-            if let Some(ti) = text_attr_index(&a.name) {
+            if let Some(ti) = text_attr_index(a.name) {
                 for v in a.values.iter().filter_map(|v| std::str::from_utf8(v).ok()) {
                     let lower = v.to_lowercase();
                     grams.extend(trigrams_of(&lower));
@@ -981,9 +977,11 @@ mod tests {
 
     fn renumbered(i: usize, usn: u64) -> Arc<Entry> {
         let mut e = person(i, usn);
-        for a in e.attrs.iter_mut().filter(|a| &*a.name == "telephoneNumber") {
-            a.values = vec![Bytes::from(format!("089 {:07}", 2_000_000 + i))];
-        }
+        e.attrs.edit(|attrs| {
+            for a in attrs.iter_mut().filter(|a| &*a.name == "telephoneNumber") {
+                a.values = vec![Bytes::from(format!("089 {:07}", 2_000_000 + i))];
+            }
+        });
         Arc::new(e)
     }
 

@@ -6,7 +6,7 @@
 //! common case. Very large attributes (photos) are not duplicated in the cache; they are encoded on demand.
 
 use super::ber::{header_len, int_octets, put_len, put_tlv};
-use crate::directory::entry::Entry;
+use crate::directory::entry::{Entry, Values};
 use crate::directory::{EntryId, Snapshot};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
@@ -172,15 +172,15 @@ fn ranged_name(name: &str) -> String {
 }
 
 /// The length of `SEQUENCE { type, SET OF value }` for the given values.
-fn partial_attribute_len(name: &str, values: &[Bytes]) -> usize {
-    let set_len: usize = values.iter().map(|v| header_len(v.len()) + v.len()).sum();
+fn partial_attribute_len<V: AsRef<[u8]>>(name: &str, values: impl IntoIterator<Item = V>) -> usize {
+    let set_len = set_len(values);
     let content = header_len(name.len()) + name.len() + header_len(set_len) + set_len;
     header_len(content) + content
 }
 
 /// Encode `SEQUENCE { type, SET OF value }` for the given values.
-fn partial_attribute(out: &mut BytesMut, name: &str, values: &[Bytes]) {
-    let set_len: usize = values.iter().map(|v| header_len(v.len()) + v.len()).sum();
+fn partial_attribute<V: AsRef<[u8]>, I: IntoIterator<Item = V> + Clone>(out: &mut BytesMut, name: &str, values: I) {
+    let set_len = set_len(values.clone());
     let content = header_len(name.len()) + name.len() + header_len(set_len) + set_len;
     out.reserve(header_len(content) + content);
     out.put_u8(0x30);
@@ -189,11 +189,19 @@ fn partial_attribute(out: &mut BytesMut, name: &str, values: &[Bytes]) {
     out.put_u8(0x31);
     put_len(out, set_len);
     for v in values {
-        put_tlv(out, 0x04, v);
+        put_tlv(out, 0x04, v.as_ref());
     }
 }
 
-fn encode_attr_bytes(name: &str, values: &[Bytes]) -> Bytes {
+/// The length of the `SET OF value` content.
+fn set_len<V: AsRef<[u8]>>(values: impl IntoIterator<Item = V>) -> usize {
+    values
+        .into_iter()
+        .map(|v| header_len(v.as_ref().len()) + v.as_ref().len())
+        .sum()
+}
+
+fn encode_attr_bytes<V: AsRef<[u8]>, I: IntoIterator<Item = V> + Clone>(name: &str, values: I) -> Bytes {
     let mut b = BytesMut::new();
     partial_attribute(&mut b, name, values);
     b.freeze()
@@ -223,23 +231,23 @@ impl EncodedEntry {
             if a.values.is_empty() {
                 continue;
             }
-            let size: usize = a.values.iter().map(|v| v.len()).sum();
+            let size = a.values.byte_len();
             if a.values.len() > MAX_VAL_RANGE {
                 // Asked for without a range, AD returns the first MaxValRange values as `name;range=0-1499`.
-                let ranged = ranged_name(&a.name);
+                let ranged = ranged_name(a.name);
                 add(
                     &mut buf,
-                    &a.name,
-                    Some(&|b: &mut BytesMut| partial_attribute(b, &ranged, &a.values[..MAX_VAL_RANGE])),
+                    a.name,
+                    Some(&|b: &mut BytesMut| partial_attribute(b, &ranged, a.values.take(MAX_VAL_RANGE).iter())),
                 );
             } else if size <= CACHE_ATTR_LIMIT {
                 add(
                     &mut buf,
-                    &a.name,
-                    Some(&|b: &mut BytesMut| partial_attribute(b, &a.name, &a.values)),
+                    a.name,
+                    Some(&|b: &mut BytesMut| partial_attribute(b, a.name, a.values.iter())),
                 );
             } else {
-                add(&mut buf, &a.name, None);
+                add(&mut buf, a.name, None);
             }
         }
         if e.get("distinguishedName").is_none() {
@@ -425,8 +433,8 @@ pub fn write_entry(
             (_, true) => cached_len += types_only_len(enc.name(a)),
             (Some(b), false) => cached_len += b.len(),
             (None, false) => {
-                if let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(enc.name(a))) {
-                    extra.push(encode_attr_bytes(&attr.name, &attr.values));
+                if let Some(attr) = e.attrs.find(enc.name(a)) {
+                    extra.push(encode_attr_bytes(attr.name, attr.values));
                 }
             }
         }
@@ -438,7 +446,7 @@ pub fn write_entry(
     put_entry_header(out, msgid, Dn::Encoded(enc.dn()), attrs_len);
     for a in enc.attrs.iter().filter(|a| sel.wants(enc.name(a))) {
         match (enc.full(a), sel.types_only) {
-            (_, true) => partial_attribute(out, enc.name(a), &[]),
+            (_, true) => partial_attribute(out, enc.name(a), Values::none()),
             (Some(b), false) => out.put_slice(b),
             (None, false) => {}
         }
@@ -476,7 +484,7 @@ pub fn write_entry_direct(
         if unseen == 0 {
             break;
         }
-        if !sel.wants(&a.name) {
+        if !sel.wants(a.name) {
             continue;
         }
         unseen -= 1;
@@ -484,15 +492,15 @@ pub fn write_entry_direct(
             continue;
         }
         if sel.types_only {
-            attrs_len += types_only_len(&a.name);
+            attrs_len += types_only_len(a.name);
         } else if a.values.len() > MAX_VAL_RANGE {
-            attrs_len += partial_attribute_len(&ranged_name(&a.name), &a.values[..MAX_VAL_RANGE]);
+            attrs_len += partial_attribute_len(&ranged_name(a.name), a.values.take(MAX_VAL_RANGE));
         } else {
-            if a.values.iter().map(|v| v.len()).sum::<usize>() > CACHE_ATTR_LIMIT {
-                extra.push(encode_attr_bytes(&a.name, &a.values));
+            if a.values.byte_len() > CACHE_ATTR_LIMIT {
+                extra.push(encode_attr_bytes(a.name, a.values));
                 continue;
             }
-            attrs_len += partial_attribute_len(&a.name, &a.values);
+            attrs_len += partial_attribute_len(a.name, a.values);
         }
         in_place[i / 64] |= 1 << (i % 64);
     }
@@ -514,11 +522,11 @@ pub fn write_entry_direct(
             bits &= bits - 1;
             let Some(a) = e.attrs.get(i) else { break };
             if sel.types_only {
-                partial_attribute(out, &a.name, &[]);
+                partial_attribute(out, a.name, Values::none());
             } else if a.values.len() > MAX_VAL_RANGE {
-                partial_attribute(out, &ranged_name(&a.name), &a.values[..MAX_VAL_RANGE]);
+                partial_attribute(out, &ranged_name(a.name), a.values.take(MAX_VAL_RANGE));
             } else {
-                partial_attribute(out, &a.name, &a.values);
+                partial_attribute(out, a.name, a.values);
             }
         }
     }
@@ -541,7 +549,7 @@ fn extras(
 ) -> Vec<Bytes> {
     let mut extra: Vec<Bytes> = Vec::new();
     for (key, lo, hi) in &sel.ranges {
-        let Some(attr) = e.attrs.iter().find(|x| x.name.eq_ignore_ascii_case(key)) else {
+        let Some(attr) = e.attrs.find(key) else {
             continue;
         };
         let n = attr.values.len();
@@ -559,8 +567,11 @@ fn extras(
         } else {
             format!("{};range={lo}-{last}", attr.name)
         };
-        let vals = if n == 0 { &[][..] } else { &attr.values[*lo..=last] };
-        extra.push(encode_attr_bytes(&name, if sel.types_only { &[] } else { vals }));
+        let vals = match sel.types_only {
+            true => Values::none(),
+            false => attr.values.range(*lo, last + 1),
+        };
+        extra.push(encode_attr_bytes(&name, vals));
     }
     if !sel.any_operational {
         return extra;
@@ -570,7 +581,8 @@ fn extras(
             continue;
         }
         if let Some(v) = operational_values(e, &op.to_ascii_lowercase(), subschema_dn, snap) {
-            extra.push(encode_attr_bytes(op, if sel.types_only { &[] } else { &v }));
+            let v = if sel.types_only { &v[..0] } else { &v[..] };
+            extra.push(encode_attr_bytes(op, v));
         }
     }
     extra

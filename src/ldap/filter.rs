@@ -743,7 +743,7 @@ fn present(e: &Entry, attr: &str) -> bool {
     !e.values(attr).is_empty()
 }
 
-fn test_value(m: &Match, v: &Bytes, snap: &Snapshot) -> bool {
+fn test_value(m: &Match, v: &[u8], snap: &Snapshot) -> bool {
     match m {
         Match::Str(q) => with_lower(v, |s| s == q.as_str()),
         Match::Bin(q) => v == q,
@@ -919,7 +919,7 @@ pub(crate) mod tests {
             guid: [0; 16],
             usn_changed: 1,
             usn_created: 1,
-            attrs: a,
+            attrs: a.into(),
             sort_keys: Default::default(),
         }
     }

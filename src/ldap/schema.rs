@@ -162,7 +162,8 @@ pub fn subschema(base: &str) -> Entry {
                 name: "objectClasses".into(),
                 values: classes,
             },
-        ],
+        ]
+        .into(),
         sort_keys: Default::default(),
     }
 }

@@ -129,12 +129,7 @@ impl Key {
                     .filter_map(|s| s.trim().parse::<i128>().ok())
                     .map(Value::Number),
             ),
-            Ordering::Octets => pick(
-                &mut e
-                    .values(&self.attr)
-                    .iter()
-                    .map(|b| Value::Bytes(Cow::Borrowed(b.as_ref()))),
-            ),
+            Ordering::Octets => pick(&mut e.values(&self.attr).iter().map(|b| Value::Bytes(Cow::Borrowed(b)))),
         }
     }
 }

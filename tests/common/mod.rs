@@ -152,7 +152,7 @@ pub fn comparable(e: &Entry) -> Comparable {
     let mut attrs: Vec<(String, Vec<Vec<u8>>)> = e
         .attrs
         .iter()
-        .filter(|a| !VOLATILE.iter().any(|v| v.eq_ignore_ascii_case(&a.name)))
+        .filter(|a| !VOLATILE.iter().any(|v| v.eq_ignore_ascii_case(a.name)))
         .map(|a| {
             let mut vals: Vec<Vec<u8>> = a.values.iter().map(|v| v.to_vec()).collect();
             vals.sort();

@@ -1,7 +1,7 @@
 //! Posting lists: the dense ids ([`EntryId`]) of the entries that hold one indexed value.
 //!
-//! Most indexed values (a mail address, a GUID, a phone number) belong to exactly one entry, so a single id is
-//! kept inline; shared values get a compressed bitmap (`roaring`, as tantivy and meilisearch use) behind an
+//! Most indexed values (a mail address, a GUID, a phone number) belong to exactly one entry, and many of the
+//! rest to two or three, so up to three ids are kept inline; more get a compressed bitmap (`roaring`, as tantivy and meilisearch use) behind an
 //! `Arc`. Snapshots share the bitmaps: the first change in a new snapshot copies the one bitmap it touches
 //! (`Arc::make_mut`), later changes in the same round edit that copy in place. AND, OR and NOT of a filter
 //! are then bitmap operations instead of merges of sorted string lists.
@@ -13,33 +13,65 @@ use std::sync::Arc;
 /// it exists, reused after it is removed. GUID strings are mapped to it at the edges only.
 pub type EntryId = u32;
 
+/// How many ids a posting holds inline.
+const FEW: usize = 3;
+
 #[derive(Debug, Clone)]
 pub(crate) enum Bits {
-    One(EntryId),
+    /// One to [`FEW`] ids, sorted. Most indexed values belong to one entry and many of the rest to two or
+    /// three (namesakes, a shared desk number, the rare tail of name prefixes); a bitmap would spend three
+    /// allocations and over a hundred bytes on them, this variant none and no more than a bitmap's handle.
+    Few {
+        len: u8,
+        ids: [EntryId; FEW],
+    },
     Many(Arc<RoaringBitmap>),
 }
+
+const _: () = assert!(
+    std::mem::size_of::<Bits>() == 16,
+    "a posting is a map value: keep it two words"
+);
 
 impl Bits {
     /// The posting of sorted, distinct ids; `None` for none.
     pub(crate) fn from_sorted(ids: &[EntryId]) -> Option<Bits> {
-        match ids {
-            [] => None,
-            [one] => Some(Bits::One(*one)),
+        match ids.len() {
+            0 => None,
+            n if n <= FEW => {
+                let mut few = [0; FEW];
+                few[..n].copy_from_slice(ids);
+                Some(Bits::Few { len: n as u8, ids: few })
+            }
             _ => Some(Bits::Many(Arc::new(sorted_bitmap(ids)))),
+        }
+    }
+
+    /// The ids when held inline.
+    fn few(&self) -> Option<&[EntryId]> {
+        match self {
+            Bits::Few { len, ids } => Some(&ids[..usize::from(*len)]),
+            Bits::Many(_) => None,
         }
     }
 
     /// Add sorted, distinct ids at once (a batch's additions to one key).
     pub(crate) fn extend_sorted(&mut self, ids: &[EntryId]) {
         match self {
-            Bits::One(x) if ids == [*x] => {}
-            Bits::One(x) => {
-                let mut b = sorted_bitmap(ids);
-                b.insert(*x);
-                *self = Bits::Many(Arc::new(b));
+            Bits::Few { .. } => {
+                let have = self.few().unwrap_or_default();
+                if ids.iter().all(|id| have.binary_search(id).is_ok()) {
+                    return;
+                }
+                let mut all: Vec<EntryId> = have.iter().chain(ids).copied().collect();
+                all.sort_unstable();
+                all.dedup();
+                if let Some(b) = Bits::from_sorted(&all) {
+                    *self = b;
+                }
             }
             Bits::Many(b) => {
-                // As in `insert`: only copy a shared bitmap when something is new to it.
+                // As in `remove`: only copy a shared bitmap when something is new to it.
                 if ids.iter().any(|&id| !b.contains(id)) {
                     *Arc::make_mut(b) |= sorted_bitmap(ids);
                 }
@@ -50,14 +82,22 @@ impl Bits {
     /// Remove `id`; `true` when nothing is left (the caller drops the posting).
     pub(crate) fn remove(&mut self, id: EntryId) -> bool {
         match self {
-            Bits::One(x) => *x == id,
+            Bits::Few { len, ids } => {
+                let n = usize::from(*len);
+                if let Some(at) = ids[..n].iter().position(|x| *x == id) {
+                    ids.copy_within(at + 1..n, at);
+                    *len -= 1;
+                }
+                *len == 0
+            }
             Bits::Many(b) => {
                 if b.contains(id) {
                     let b = Arc::make_mut(b);
                     b.remove(id);
-                    if b.len() == 1 {
-                        if let Some(last) = b.min() {
-                            *self = Bits::One(last);
+                    if b.len() <= FEW as u64 {
+                        let rest: Vec<EntryId> = b.iter().collect();
+                        if let Some(few) = Bits::from_sorted(&rest) {
+                            *self = few;
                         }
                     }
                 }
@@ -68,7 +108,7 @@ impl Bits {
 
     pub(crate) fn len(&self) -> u64 {
         match self {
-            Bits::One(_) => 1,
+            Bits::Few { len, .. } => u64::from(*len),
             Bits::Many(b) => b.len(),
         }
     }
@@ -76,7 +116,7 @@ impl Bits {
     /// The ids as a bitmap of their own (a copy: the caller combines it with others).
     pub(crate) fn to_bitmap(&self) -> RoaringBitmap {
         match self {
-            Bits::One(x) => RoaringBitmap::from_iter([*x]),
+            Bits::Few { .. } => sorted_bitmap(self.few().unwrap_or_default()),
             Bits::Many(b) => RoaringBitmap::clone(b),
         }
     }
@@ -84,9 +124,7 @@ impl Bits {
     /// Add the ids to `out`.
     pub(crate) fn union_into(&self, out: &mut RoaringBitmap) {
         match self {
-            Bits::One(x) => {
-                out.insert(*x);
-            }
+            Bits::Few { .. } => out.extend(self.few().unwrap_or_default().iter().copied()),
             Bits::Many(b) => *out |= &**b,
         }
     }
@@ -94,12 +132,17 @@ impl Bits {
     /// Keep in `out` only the ids that are also here.
     pub(crate) fn intersect_into(&self, out: &mut RoaringBitmap) {
         match self {
-            Bits::One(x) => {
-                let had = out.contains(*x);
-                out.clear();
-                if had {
-                    out.insert(*x);
+            Bits::Few { .. } => {
+                let mut kept = [0; FEW];
+                let mut n = 0;
+                for &id in self.few().unwrap_or_default() {
+                    if out.contains(id) {
+                        kept[n] = id;
+                        n += 1;
+                    }
                 }
+                out.clear();
+                out.extend(kept[..n].iter().copied());
             }
             Bits::Many(b) => *out &= &**b,
         }
@@ -108,7 +151,7 @@ impl Bits {
     /// Ids in ascending order.
     pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = EntryId> + '_> {
         match self {
-            Bits::One(x) => Box::new(std::iter::once(*x)),
+            Bits::Few { .. } => Box::new(self.few().unwrap_or_default().iter().copied()),
             Bits::Many(b) => Box::new(b.iter()),
         }
     }
@@ -126,25 +169,28 @@ mod tests {
 
     #[test]
     fn grows_shrinks_and_snapshots_keep_their_copy() {
-        let mut p = Bits::One(7);
+        let ids = |p: &Bits| p.iter().collect::<Vec<_>>();
+        let mut p = Bits::from_sorted(&[7]).expect("one");
         p.extend_sorted(&[7]);
-        assert!(matches!(p, Bits::One(7)));
+        assert_eq!(p.few(), Some(&[7][..]));
         p.extend_sorted(&[3]);
+        p.extend_sorted(&[1, 9]);
+        assert!(matches!(p, Bits::Many(_)), "past the inline ids");
         let older = p.clone();
         assert!(!p.remove(7));
-        assert!(matches!(p, Bits::One(3)), "back to the inline form");
-        assert_eq!(
-            older.iter().collect::<Vec<_>>(),
-            [3, 7],
-            "a clone (an older snapshot) is unchanged"
-        );
+        assert_eq!(p.few(), Some(&[1, 3, 9][..]), "back to the inline form");
+        assert!(!p.remove(1));
+        assert!(!p.remove(42), "absent: nothing changes");
+        assert_eq!(ids(&p), [3, 9]);
+        assert_eq!(ids(&older), [1, 3, 7, 9], "a clone (an older snapshot) is unchanged");
+        assert!(!p.remove(9));
         assert!(p.remove(3), "empty: the caller drops it");
     }
 
     /// Every operation against a `BTreeSet` model, with clones kept as older snapshots would keep them.
     #[test]
     fn matches_a_sorted_set_model() {
-        let mut p = Bits::One(0);
+        let mut p = Bits::from_sorted(&[0]).expect("one");
         let mut model: BTreeSet<u32> = BTreeSet::from([0]);
         let mut kept: Vec<(Bits, BTreeSet<u32>)> = Vec::new();
         let mut x: u64 = 7;
@@ -185,9 +231,54 @@ mod tests {
         assert_eq!(half.len(), model.range(..75_000).count() as u64);
     }
 
+    /// A posting that crosses between the inline and the bitmap form again and again, every query checked.
+    #[test]
+    fn small_postings_match_a_sorted_set_model() {
+        let mut p = Bits::from_sorted(&[5]).expect("one");
+        let mut model: BTreeSet<u32> = BTreeSet::from([5]);
+        let mut x: u64 = 11;
+        let probe: RoaringBitmap = [0, 2, 3, 5, 70_000].into_iter().collect();
+        for _ in 0..5_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let id = [0, 2, 3, 5, 6, 70_000][((x >> 33) % 6) as usize];
+            if (x >> 20).is_multiple_of(2) && model.len() > 1 {
+                assert!(!p.remove(id));
+                model.remove(&id);
+            } else if (x >> 24).is_multiple_of(3) {
+                let ids: Vec<u32> = model
+                    .iter()
+                    .copied()
+                    .chain([id, 6])
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                p.extend_sorted(&ids);
+                model.extend(ids);
+            } else {
+                p.extend_sorted(&[id]);
+                model.insert(id);
+            }
+            let want: Vec<u32> = model.iter().copied().collect();
+            assert_eq!(p.iter().collect::<Vec<_>>(), want);
+            assert_eq!(p.len(), want.len() as u64);
+            assert_eq!(
+                p.few().is_some(),
+                want.len() <= FEW,
+                "inline exactly when small: {want:?}"
+            );
+            assert_eq!(p.to_bitmap().iter().collect::<Vec<_>>(), want);
+            let mut and = probe.clone();
+            p.intersect_into(&mut and);
+            assert_eq!(and, &probe & &p.to_bitmap());
+            let mut or = probe.clone();
+            p.union_into(&mut or);
+            assert_eq!(or, &probe | &p.to_bitmap());
+        }
+    }
+
     #[test]
     fn inserting_a_present_id_copies_nothing() {
-        let mut p = Bits::One(1);
+        let mut p = Bits::from_sorted(&[1]).expect("one");
         for i in 2..1000 {
             p.extend_sorted(&[i]);
         }

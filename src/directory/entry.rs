@@ -6,7 +6,8 @@
 
 use crate::directory::collation::{Collation, SORTED};
 use bytes::Bytes;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What kind of AD object an entry presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -24,27 +25,62 @@ pub enum EntryKind {
     Contact,
 }
 
-/// The one shared copy of an attribute name. A tenant's entries use a few dozen names (the mapping's and the
-/// computed ones), so each is allocated once for the process rather than once per entry.
-pub(crate) fn attr_name(name: &str) -> Arc<str> {
-    static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
-        std::sync::OnceLock::new();
-    // Names also come from Graph's JSON (property names, nested ones too): past this many, garbage from Graph
-    // would only grow the table, so further names are not shared.
-    const MAX_SHARED: usize = 4096;
-    let mut names = NAMES
+/// How many distinct attribute names are shared. Names also come from Graph's JSON (property names, nested ones
+/// too): past this many, garbage from Graph would only grow the table, so further names are not shared.
+const MAX_SHARED: usize = 4096;
+
+/// The shared names by number, each written once (under [`NAME_IDS`]' lock) and then read without a lock: an
+/// entry refers to its attribute names by these numbers.
+static NAMES: [OnceLock<Arc<str>>; MAX_SHARED] = [const { OnceLock::new() }; MAX_SHARED];
+static NAME_IDS: OnceLock<Mutex<HashMap<Arc<str>, u32>>> = OnceLock::new();
+
+/// The shared copy of `name` and its number; `None` once the table is full and `name` is not in it.
+fn share(name: &str) -> Option<(u32, Arc<str>)> {
+    let mut ids = NAME_IDS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(n) = names.get(name) {
-        return n.clone();
+    if let Some((n, id)) = ids.get_key_value(name) {
+        return Some((*id, n.clone()));
+    }
+    let id = ids.len();
+    if id >= MAX_SHARED {
+        return None;
     }
     let n: Arc<str> = name.into();
-    if names.len() < MAX_SHARED {
-        names.insert(n.clone());
-    }
-    n
+    let _ = NAMES[id].set(n.clone());
+    ids.insert(n.clone(), id as u32);
+    Some((id as u32, n))
 }
+
+/// The one shared copy of an attribute name. A tenant's entries use a few dozen names (the mapping's and the
+/// computed ones), so each is allocated once for the process rather than once per entry.
+pub(crate) fn attr_name(name: &str) -> Arc<str> {
+    share(name).map_or_else(|| name.into(), |(_, n)| n)
+}
+
+/// The number of a shared name, from the address of its shared copy: packing an entry looks up some thirty
+/// names, and a shared copy lives as long as the process, so its address names it. Remembered per thread so
+/// that projection threads do not take the table's lock for every attribute.
+fn shared_id(name: &Arc<str>) -> Option<u32> {
+    thread_local! {
+        static SEEN: std::cell::RefCell<rustc_hash::FxHashMap<usize, u32>> = Default::default();
+    }
+    let addr = Arc::as_ptr(name) as *const u8 as usize;
+    if let Some(id) = SEEN.with(|m| m.borrow().get(&addr).copied()) {
+        return Some(id);
+    }
+    let (id, shared) = share(name)?;
+    if !Arc::ptr_eq(&shared, name) {
+        // An unshared copy of a shared name: its address may be reused once it is freed, so it is not
+        // remembered.
+        return Some(id);
+    }
+    SEEN.with(|m| m.borrow_mut().insert(addr, id));
+    Some(id)
+}
+
+static NO_NAME: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "".into());
 
 /// One attribute as it is built or edited: its canonical name (as AD spells it, e.g. `telephoneNumber`) and its
 /// values. String attributes hold UTF-8; binary ones (`objectGUID`, `objectSid`, `thumbnailPhoto`, `jpegPhoto`)
@@ -69,6 +105,9 @@ const PACKED_MAX: usize = 1024;
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Attrs {
     slots: Box<[Slot]>,
+    /// Names that are not shared (only past [`MAX_SHARED`] distinct names); a slot's `name` counts on from
+    /// `MAX_SHARED` into this.
+    own_names: Box<[Arc<str>]>,
     /// Where each value ends in `data`; attribute `i` has the values `slots[i].first..slots[i + 1].first`.
     ends: Box<[u32]>,
     data: Bytes,
@@ -76,9 +115,10 @@ pub struct Attrs {
     big: Box<[(u32, Bytes)]>,
 }
 
+/// An attribute's name, by number (see [`NAMES`]), and its first value.
 #[derive(Clone, PartialEq, Eq)]
 struct Slot {
-    name: Arc<str>,
+    name: u32,
     first: u32,
 }
 
@@ -96,9 +136,14 @@ impl Attrs {
         let mut ends = Vec::with_capacity(count);
         let mut data = Vec::with_capacity(total);
         let mut big = Vec::new();
+        let mut own_names = Vec::new();
         for a in attrs {
+            let name = shared_id(&a.name).unwrap_or_else(|| {
+                own_names.push(a.name);
+                (MAX_SHARED + own_names.len() - 1) as u32
+            });
             slots.push(Slot {
-                name: a.name,
+                name,
                 first: ends.len() as u32,
             });
             for v in a.values {
@@ -112,6 +157,7 @@ impl Attrs {
         }
         Attrs {
             slots: slots.into_boxed_slice(),
+            own_names: own_names.into_boxed_slice(),
             ends: ends.into_boxed_slice(),
             data: Bytes::from(data),
             big: big.into_boxed_slice(),
@@ -136,7 +182,7 @@ impl Attrs {
         let slot = &self.slots[i];
         let hi = self.slots.get(i + 1).map_or(self.ends.len() as u32, |s| s.first);
         Attr {
-            name: &slot.name,
+            name: self.name(slot),
             values: Values {
                 attrs: self,
                 lo: slot.first,
@@ -147,7 +193,10 @@ impl Attrs {
 
     /// The attribute with this name, compared case-insensitively as LDAP requires.
     pub fn find(&self, name: &str) -> Option<Attr<'_>> {
-        let i = self.slots.iter().position(|s| s.name.eq_ignore_ascii_case(name))?;
+        let i = self
+            .slots
+            .iter()
+            .position(|s| self.name(s).eq_ignore_ascii_case(name))?;
         Some(self.at(i))
     }
 
@@ -174,6 +223,16 @@ impl Attrs {
         let mut v = self.to_vec();
         f(&mut v);
         *self = Attrs::from(v);
+    }
+
+    fn name(&self, slot: &Slot) -> &Arc<str> {
+        let n = slot.name as usize;
+        let name = match n.checked_sub(MAX_SHARED) {
+            None => NAMES[n].get(),
+            Some(own) => self.own_names.get(own),
+        };
+        // Every number was handed out with its name.
+        name.unwrap_or(&NO_NAME)
     }
 
     /// Add an attribute (see [`Attrs::edit`]).
@@ -560,6 +619,23 @@ mod tests {
         assert!(classes.range(5, 9).is_empty());
         assert_eq!(classes.take(1), ["top"]);
         assert_eq!(classes.iter().next_back(), Some(&b"person"[..]));
+    }
+
+    /// Past the shared table's size, names are held by the entry itself and read back the same.
+    #[test]
+    fn names_past_the_shared_table_are_kept_per_entry() {
+        let given: Vec<Attribute> = (0..MAX_SHARED + 100)
+            .map(|i| attr(&format!("x-name-{i}"), &[&i.to_string()]))
+            .collect();
+        let attrs = Attrs::from(given.clone());
+        assert!(!attrs.own_names.is_empty(), "some names were not shared");
+        assert_eq!(attrs.to_vec(), given);
+        let last = format!("X-NAME-{}", MAX_SHARED + 99);
+        assert_eq!(
+            attrs.find(&last).expect("found").values,
+            [(MAX_SHARED + 99).to_string()]
+        );
+        assert_eq!(attrs.clone(), attrs);
     }
 
     #[test]

@@ -99,7 +99,8 @@ struct Keys {
 /// All objects' names.
 #[derive(Debug, Clone, Default)]
 pub struct NameBook {
-    holders: FxHashMap<Arc<str>, Holder>,
+    /// Boxed: a hash table keeps up to half its slots empty, and a holder is some two hundred bytes.
+    holders: FxHashMap<Arc<str>, Box<Holder>>,
     sams: Keys,
     dns: Keys,
 }
@@ -166,7 +167,7 @@ impl NameBook {
         let mut dirty_dn: BTreeSet<Rank> = BTreeSet::new();
         for (id, want) in changes {
             let id: Arc<str> = id.into();
-            let want = want.map(|w| Holder::new(id.clone(), w));
+            let want = want.map(|w| Box::new(Holder::new(id.clone(), w)));
             if let (Some(old), Some(new)) = (self.holders.get(&id), &want) {
                 if old.same_wish(new) {
                     continue;
@@ -221,7 +222,7 @@ impl NameBook {
         for (id, want) in changes {
             if let Some(w) = want {
                 let id: Arc<str> = id.into();
-                self.holders.insert(id.clone(), Holder::new(id, w));
+                self.holders.insert(id.clone(), Box::new(Holder::new(id, w)));
             }
         }
         let ranks: BTreeSet<Rank> = self.holders.values().map(|h| h.rank.clone()).collect();

@@ -47,9 +47,9 @@ pub struct Store {
     pub photos: BTreeMap<String, PhotoRecord>,
     /// member id → groups listing it directly; manager id → direct reports. Derived, rebuilt after loading.
     #[serde(skip)]
-    pub member_of: HashMap<String, BTreeSet<String>>,
+    pub member_of: HashMap<String, IdSet>,
     #[serde(skip)]
-    pub reports: HashMap<String, BTreeSet<String>>,
+    pub reports: HashMap<String, IdSet>,
     /// userPrincipalName → how many users hold it. Derived, rebuilt after loading: the UPN CSV's check for rows
     /// that match nobody asks it once per row instead of walking every user for each row.
     #[serde(skip)]
@@ -58,6 +58,46 @@ pub struct Store {
     /// it, so a round finds them without walking every user. Derived, rebuilt after loading.
     #[serde(skip)]
     photo_order: PhotoOrder,
+}
+
+/// A sorted set of object ids, as a vector: most members are in a handful of groups and most managers have a
+/// handful of reports, and a `BTreeSet` spends a 288-byte node on a set of one. Loading and rebuilding add ids in
+/// order (appends); a round's few changes pay a shift.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdSet(Vec<String>);
+
+impl IdSet {
+    pub fn insert(&mut self, id: String) {
+        if let Err(at) = self.0.binary_search(&id) {
+            self.0.insert(at, id);
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        if let Ok(at) = self.0.binary_search_by(|x| x.as_str().cmp(id)) {
+            self.0.remove(at);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+}
+
+impl<'a> IntoIterator for &'a IdSet {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 /// See [`Store::photo_order`]. Derived from the users and photo records, which `Store`'s equality compares
@@ -163,6 +203,10 @@ impl Store {
                 *self.upns.entry(upn.to_string()).or_default() += 1;
             }
         }
+        self.member_of
+            .values_mut()
+            .chain(self.reports.values_mut())
+            .for_each(IdSet::shrink_to_fit);
     }
 
     /// Users last checked for a photo at or before `before` (never checked counts as 0), the `max` longest

@@ -470,6 +470,10 @@ impl Directory {
         }
         report.entries_changed = changed;
         drop(batch);
+        if changed.saturating_mul(4) > next.len() {
+            // A full build (a start, the first sync, a reload) leaves the ordered indexes' blocks part full.
+            next.compact_indexes();
+        }
         report.unparsable_phones = stats.unparsable_phones;
         report.unmatched_csv_rows = self.unmatched_csv.iter().map(|(l, u)| (u.clone(), *l)).collect();
         if !next.changed_in_this_version() {

@@ -12,6 +12,7 @@ pub mod dn;
 pub mod entry;
 pub mod mapping;
 pub mod names;
+mod packed;
 pub mod phone;
 pub mod project;
 pub mod props;

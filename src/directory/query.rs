@@ -8,6 +8,7 @@
 
 use crate::directory::bits::{Bits, EntryId};
 use crate::directory::dn::parent_norm;
+use crate::directory::packed::PackedMap;
 use crate::directory::phone::{digits, DigitKey};
 use crate::directory::snapshot::{head_key, text_attr_index, trigrams_of, PhoneQuery, Snapshot, HEAD_CHARS};
 use bytes::Bytes;
@@ -269,7 +270,7 @@ pub(crate) fn phone(s: &Snapshot, q: PhoneQuery<'_>) -> RoaringBitmap {
 }
 
 /// Add the ids of every key of `map` that starts with the digits of `prefix` (nothing without digits).
-fn union_prefix(map: &imbl::OrdMap<DigitKey, Bits>, prefix: Option<DigitKey>, out: &mut RoaringBitmap) {
+fn union_prefix(map: &PackedMap<DigitKey, Bits>, prefix: Option<DigitKey>, out: &mut RoaringBitmap) {
     let Some(prefix) = prefix else {
         return;
     };

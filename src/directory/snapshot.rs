@@ -15,6 +15,7 @@ use crate::directory::collation::Collation;
 use crate::directory::dn::parent_norm;
 use crate::directory::entry::{Entry, EntryKind, SortKeys};
 use crate::directory::names::Clash;
+use crate::directory::packed::PackedMap;
 use crate::directory::phone::{is_phone_attr, DigitKey, PhoneNormalizer};
 use arc_swap::ArcSwap;
 use imbl::{HashMap as IHashMap, OrdMap, Vector};
@@ -197,7 +198,7 @@ pub struct Snapshot {
     /// value: most values (DNs, GUIDs, mail addresses) belong to one entry, so the keys would otherwise hold the
     /// directory's strings a second time, and every insert and lookup would compare them byte by byte. Ordered
     /// rather than hashed, because a persistent hash map's nodes cost several times the keys they hold.
-    pub(super) eq: OrdMap<u128, Bits>,
+    pub(super) eq: PackedMap<u128, Bits>,
     /// The keyed hash behind `eq`.
     eq_keys: Arc<EqKeys>,
     /// `objectCategory` by its first RDN value, lower-cased (`person`, `computer`): the short form filters use.
@@ -206,8 +207,8 @@ pub struct Snapshot {
     pub(super) uac_bits: IHashMap<u8, Bits>,
     /// phone digit key → ids (a caller-ID lookup is one exact key), and the reversed key → ids for suffix
     /// queries; keys packed into integers ([`DigitKey`]), so a prefix or suffix is one range of the map.
-    pub(super) phone_fwd: OrdMap<DigitKey, Bits>,
-    pub(super) phone_rev: OrdMap<DigitKey, Bits>,
+    pub(super) phone_fwd: PackedMap<DigitKey, Bits>,
+    pub(super) phone_rev: PackedMap<DigitKey, Bits>,
     /// Lower-cased trigrams of the [`TEXT_INDEXED`] values, any attribute.
     pub(super) trigrams: IHashMap<[char; 3], Bits>,
     /// (attribute, first one to [`HEAD_CHARS`] characters) of the [`TEXT_INDEXED`] values: a phone-book prefix
@@ -253,12 +254,12 @@ impl Snapshot {
             root: None,
             children: IHashMap::new(),
             present: IHashMap::new(),
-            eq: OrdMap::new(),
+            eq: PackedMap::new(),
             eq_keys: Arc::new(EqKeys::new()),
             category: IHashMap::new(),
             uac_bits: IHashMap::new(),
-            phone_fwd: OrdMap::new(),
-            phone_rev: OrdMap::new(),
+            phone_fwd: PackedMap::new(),
+            phone_rev: PackedMap::new(),
             trigrams: IHashMap::new(),
             heads: IHashMap::new(),
             by_usn: OrdMap::new(),
@@ -286,7 +287,16 @@ impl Snapshot {
             batch.upsert(Arc::new(e));
         }
         drop(batch);
+        s.compact_indexes();
         s
+    }
+
+    /// Refill the ordered indexes' blocks (see [`PackedMap::compact`]): after a change to a good part of the
+    /// directory, which leaves them part full.
+    pub(crate) fn compact_indexes(&mut self) {
+        self.eq.compact();
+        self.phone_fwd.compact();
+        self.phone_rev.compact();
     }
 
     pub fn len(&self) -> usize {
@@ -592,6 +602,7 @@ macro_rules! posting_map {
 
 posting_map!(IHashMap, std::hash::Hash + Eq + Clone);
 posting_map!(OrdMap, Ord + Clone);
+posting_map!(PackedMap, Ord + Clone);
 
 fn drop_id<K>(map: &mut impl PostingMap<K>, key: &K, id: EntryId) {
     if map.posting_mut(key).is_some_and(|ids| ids.remove(id)) {

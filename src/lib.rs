@@ -15,6 +15,7 @@ pub mod export;
 pub mod frontends;
 pub mod graph;
 pub mod ldap;
+mod memory;
 pub mod metrics;
 pub mod net;
 pub mod panics;

@@ -488,6 +488,9 @@ impl Directory {
         next.trim_history();
         self.snapshot = next.clone();
         self.published.publish(next.clone());
+        if changed.saturating_mul(4) > next.len() {
+            crate::memory::release_free_memory();
+        }
         report
     }
 

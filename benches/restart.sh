@@ -80,6 +80,9 @@ until [ -s "$work/state/entradir-state.json" ]; do sleep 0.2; done
 echo "first full sync: $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b - a}') s until ready," \
   "peak RSS $(mib "$(kib "$srv" VmHWM)") MiB, RSS serving $(mib "$(kib "$srv" VmRSS)") MiB" \
   "(state file $(du -m "$work/state/entradir-state.json" | cut -f1) MB)"
+# The round ends after the state is written (its housekeeping gives freed memory back): measure again later.
+sleep 5
+echo "           5 s later: RSS $(mib "$(kib "$srv" VmRSS)") MiB"
 
 # A caller-ID lookup whose answer is known: the first user with a business phone, as the server has it now.
 probe=$(ldapsearch -x -LLL -H "ldap://127.0.0.1:$LDAP_PORT" -b "$BASE" -z 1 '(&(objectCategory=person)(telephoneNumber=*))' \

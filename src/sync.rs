@@ -287,6 +287,13 @@ impl SyncEngine {
             }
         };
         st.record(record);
+        drop(st);
+        if let Ok(r) = &result {
+            if crate::directory::core::is_bulk(r.entries_changed, self.dir.snapshot().len()) {
+                // The round's objects are gone now, and the state is written.
+                crate::memory::release_free_memory();
+            }
+        }
         result
     }
 

@@ -113,6 +113,13 @@ pub struct Directory {
     unmatched_csv: BTreeMap<usize, String>,
 }
 
+/// Whether a change to `changed` of `entries` entries is a (near) full build: a start, the first sync, a
+/// reload, a round that touched a good part of the tenant. Such a build is followed by housekeeping that a
+/// small round need not pay for.
+pub(crate) fn is_bulk(changed: usize, entries: usize) -> bool {
+    changed.saturating_mul(4) > entries
+}
+
 impl Directory {
     /// A directory from persisted state (or empty), fully projected and published at once.
     pub fn new(settings: Settings, store: Store, links: DeltaLinks) -> Directory {
@@ -470,7 +477,7 @@ impl Directory {
         }
         report.entries_changed = changed;
         drop(batch);
-        if changed.saturating_mul(4) > next.len() {
+        if is_bulk(changed, next.len()) {
             // A full build (a start, the first sync, a reload) leaves the ordered indexes' blocks part full.
             next.compact_indexes();
         }
@@ -488,7 +495,7 @@ impl Directory {
         next.trim_history();
         self.snapshot = next.clone();
         self.published.publish(next.clone());
-        if changed.saturating_mul(4) > next.len() {
+        if is_bulk(changed, next.len()) {
             crate::memory::release_free_memory();
         }
         report

@@ -6,7 +6,7 @@
 
 use crate::directory::collation::{Collation, SORTED};
 use bytes::Bytes;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// What kind of AD object an entry presents.
@@ -32,7 +32,7 @@ const MAX_SHARED: usize = 4096;
 /// The shared names by number, each written once (under [`NAME_IDS`]' lock) and then read without a lock: an
 /// entry refers to its attribute names by these numbers.
 static NAMES: [OnceLock<Arc<str>>; MAX_SHARED] = [const { OnceLock::new() }; MAX_SHARED];
-static NAME_IDS: OnceLock<Mutex<HashMap<Arc<str>, u32>>> = OnceLock::new();
+static NAME_IDS: OnceLock<Mutex<FxHashMap<Arc<str>, u32>>> = OnceLock::new();
 
 /// The shared copy of `name` and its number; `None` once the table is full and `name` is not in it.
 fn share(name: &str) -> Option<(u32, Arc<str>)> {
@@ -64,7 +64,7 @@ pub(crate) fn attr_name(name: &str) -> Arc<str> {
 /// that projection threads do not take the table's lock for every attribute.
 fn shared_id(name: &Arc<str>) -> Option<u32> {
     thread_local! {
-        static SEEN: std::cell::RefCell<rustc_hash::FxHashMap<usize, u32>> = Default::default();
+        static SEEN: std::cell::RefCell<FxHashMap<usize, u32>> = Default::default();
     }
     let addr = Arc::as_ptr(name) as *const u8 as usize;
     if let Some(id) = SEEN.with(|m| m.borrow().get(&addr).copied()) {

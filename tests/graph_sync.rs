@@ -85,8 +85,8 @@ impl Model {
             match change {
                 Change::Upsert { kind, id, props } => {
                     let entry = self.objects.entry(*kind).or_default().entry(id.clone()).or_default();
-                    for (k, v) in props {
-                        entry.insert(k.clone(), v.clone());
+                    for (k, v) in props.to_json() {
+                        entry.insert(k, v);
                     }
                 }
                 Change::Removed { kind, id, .. } => {

@@ -4,8 +4,11 @@
 //! into [`Round`]s, the directory applies a whole round at once or not at all. Nothing here knows about LDAP or
 //! HTTP, and nothing here has been mapped to AD yet.
 
+use crate::directory::entry::attr_name;
+use crate::directory::props::Val;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// The kinds of Graph objects entradir mirrors, one delta endpoint each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,6 +45,61 @@ pub struct MemberRef {
     pub odata_type: String,
 }
 
+/// An upsert's properties as the store merges them: each name (shared, see `attr_name`) with its value, `None`
+/// for one Graph sent as `null` (cleared). A page's objects are converted as the page arrives, so a first sync
+/// of a large tenant does not hold every object as JSON until the round is applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Updates(Vec<(Arc<str>, Option<Val>)>);
+
+impl Updates {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&Val>)> + '_ {
+        self.0.iter().map(|(k, v)| (&**k, v.as_ref()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The updates as Graph sent them: a JSON object, `null` for a cleared property.
+    pub fn to_json(&self) -> Map<String, Value> {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.map_or(Value::Null, Val::to_json)))
+            .collect()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a Value)> for Updates {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a Value)>>(iter: I) -> Updates {
+        Updates(
+            iter.into_iter()
+                .map(|(k, v)| (attr_name(k), Val::from_json(v)))
+                .collect(),
+        )
+    }
+}
+
+impl From<Map<String, Value>> for Updates {
+    fn from(m: Map<String, Value>) -> Updates {
+        m.iter().map(|(k, v)| (k.as_str(), v)).collect()
+    }
+}
+
+impl Serialize for Updates {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Updates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Updates, D::Error> {
+        Map::<String, Value>::deserialize(d).map(Updates::from)
+    }
+}
+
 /// One change to one object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Change {
@@ -51,7 +109,7 @@ pub enum Change {
     Upsert {
         kind: GraphKind,
         id: String,
-        props: Map<String, Value>,
+        props: Updates,
     },
     /// `@removed`: `permanent` is true for reason `deleted`, false for `changed` (soft-deleted, restorable).
     /// Either way the object leaves the published directory.

@@ -710,7 +710,7 @@ mod tests {
             changes: vec![Change::Upsert {
                 kind: GraphKind::User,
                 id: "gone".into(),
-                props: serde_json::Map::new(),
+                props: serde_json::Map::new().into(),
             }],
             ..Round::default()
         });
@@ -719,7 +719,7 @@ mod tests {
             let upsert = |id: String| Change::Upsert {
                 kind: GraphKind::User,
                 id,
-                props: serde_json::Map::new(),
+                props: serde_json::Map::new().into(),
             };
             let mut changes: Vec<Change> = (0..5).map(|i| upsert(format!("new-{r}-{i}"))).collect();
             changes.push(Change::Removed {
@@ -778,7 +778,7 @@ mod tests {
             changes.push(Change::Upsert {
                 kind: GraphKind::User,
                 id: user(i),
-                props: props.as_object().cloned().unwrap_or_default(),
+                props: props.as_object().cloned().unwrap_or_default().into(),
             });
             if i % 10 != 0 {
                 changes.push(Change::Manager {
@@ -798,7 +798,8 @@ mod tests {
                 props: serde_json::json!({"displayName": g, "securityEnabled": true})
                     .as_object()
                     .cloned()
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into(),
             });
             changes.push(Change::Members {
                 group: id,

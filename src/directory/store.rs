@@ -382,12 +382,9 @@ impl Store {
                         ..Object::default()
                     });
                     let upn_before = obj.str("userPrincipalName").map(str::to_string);
-                    let changed = obj.props.merge(
-                        props
-                            .iter()
-                            .filter(|(k, _)| *k != "id")
-                            .map(|(k, v)| (k.as_str(), Val::from_json(v))),
-                    );
+                    let changed = obj
+                        .props
+                        .merge(props.iter().filter(|(k, _)| *k != "id").map(|(k, v)| (k, v.cloned())));
                     if changed {
                         obj.changed_at = now;
                     }
@@ -509,7 +506,7 @@ mod tests {
             changes: vec![Change::Upsert {
                 kind: GraphKind::User,
                 id: id.into(),
-                props: props.as_object().cloned().unwrap_or_default(),
+                props: props.as_object().cloned().unwrap_or_default().into(),
             }],
             ..Round::default()
         }

@@ -8,12 +8,12 @@
 //! restarted within the same round. Links from Graph are only ever followed on the configured Graph origin, so a
 //! tampered state file or a confused server cannot make us send the access token elsewhere.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
 use super::http::{Counters, GraphHttp};
 use super::{GraphConfig, SyncError};
-use crate::directory::change::{Change, DeltaLink, GraphKind, MemberRef};
+use crate::directory::change::{Change, DeltaLink, GraphKind, MemberRef, Updates};
 
 /// User properties read by default. `manager` makes Graph send `manager@delta`.
 pub const USER_SELECT: &[&str] = &[
@@ -303,10 +303,10 @@ pub fn item_changes(kind: GraphKind, item: &Value, changes: &mut Vec<Change>) ->
         });
         return Ok(());
     }
-    let props: Map<String, Value> = object
+    let props: Updates = object
         .iter()
         .filter(|(key, _)| !key.contains('@'))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.as_str(), v))
         .collect();
     changes.push(Change::Upsert {
         kind,
@@ -450,7 +450,7 @@ mod tests {
                 Change::Upsert {
                     kind: GraphKind::User,
                     id: "87d349ed-44d7-43e1-9a83-5f2406dee5bd".into(),
-                    props: expected_props.as_object().unwrap().clone(),
+                    props: expected_props.as_object().unwrap().clone().into(),
                 },
                 Change::Manager {
                     user: "87d349ed-44d7-43e1-9a83-5f2406dee5bd".into(),
@@ -503,8 +503,9 @@ mod tests {
         match &out[0] {
             Change::Upsert { props, id, .. } => {
                 assert_eq!(id, "aa5ef2cc-a7c0-4d9b-9e9e-4b2a3a2b1c9d");
-                assert!(props.keys().all(|k| !k.contains('@')), "{props:?}");
-                assert_eq!(props["displayName"], "All Company");
+                let json = props.to_json();
+                assert!(json.keys().all(|k| !k.contains('@')), "{props:?}");
+                assert_eq!(json["displayName"], "All Company");
             }
             other => panic!("expected an upsert, got {other:?}"),
         }

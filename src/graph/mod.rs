@@ -450,7 +450,7 @@ mod tests {
         Change::Upsert {
             kind: GraphKind::User,
             id: id.into(),
-            props: Map::new(),
+            props: Map::new().into(),
         }
     }
 
@@ -462,7 +462,7 @@ mod tests {
             Change::Upsert {
                 kind: GraphKind::Group,
                 id: "group".into(),
-                props: Map::new(),
+                props: Map::new().into(),
             },
             Change::Removed {
                 kind: GraphKind::User,

@@ -7,6 +7,7 @@
 #   benches/restart.sh                               # USERS=100000 GROUP_COUNT=10000 DEVICES=20000 RUNS=2
 #   USERS=10000 GROUP_COUNT=1000 DEVICES=2000 benches/restart.sh
 #   COMPARE=/path/to/older/entradir benches/restart.sh   # restarts alternate between the two builds, same state
+#   BIN=/path/to/entradir benches/restart.sh     # that build for everything, first sync included (no cargo build)
 #
 # Needs ldap-utils (ldapsearch) and curl.
 set -euo pipefail
@@ -22,8 +23,12 @@ LDAP_PORT=${LDAP_PORT:-13391}
 ADMIN_PORT=${ADMIN_PORT:-19181}
 BASE="DC=contoso,DC=example"
 
-cargo build --release --quiet
-bin=target/release/entradir
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release --quiet
+  bin=target/release/entradir
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
